@@ -1,0 +1,84 @@
+//! Versioned model artifacts: what was trained, on what, how well, by which
+//! engage. Written as JSON; loading checks the format version.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ChurnValidParams, FittedChurn, Metrics, ModelError};
+
+/// Bumped whenever the artifact layout changes incompatibly.
+pub const ARTIFACT_FORMAT_VERSION: u32 = 1;
+
+/// The time window a model was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingWindow {
+    /// Feature cutoff (ISO date): features see events strictly before it.
+    pub as_of: String,
+    /// Label horizon in days: labels see `[as_of, as_of + horizon_days)`.
+    pub horizon_days: u32,
+}
+
+/// A trained churn model with everything needed to use and audit it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelArtifact {
+    /// [`ARTIFACT_FORMAT_VERSION`] at write time.
+    pub format_version: u32,
+    /// Stable id: `<task>-<as_of>-<first 12 hex digits of the data fingerprint>`.
+    pub model_version: String,
+    /// What the model predicts (`churn`).
+    pub task: String,
+    /// engage version that trained it.
+    pub engage_version: String,
+    /// UTC time of training (RFC 3339).
+    pub trained_at: String,
+    /// Training window.
+    pub window: TrainingWindow,
+    /// Hyperparameters used.
+    pub params: ChurnValidParams,
+    /// Rows used to fit and to validate.
+    pub train_rows: usize,
+    pub valid_rows: usize,
+    /// Seed of the train/validation split.
+    pub split_seed: u64,
+    /// SHA-256 over the full training set (ids, features, labels).
+    pub data_fingerprint: String,
+    /// Validation metrics.
+    pub metrics: Metrics,
+    /// The fitted model (feature names, scaling, coefficients).
+    pub model: FittedChurn,
+}
+
+impl ModelArtifact {
+    /// Writes the artifact as pretty JSON via a temporary sibling and a
+    /// rename, so a reader never sees a half-written file.
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        let io = |source| ModelError::Io { path: path.display().to_string(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        crate::snapshot::write_atomic(path, &serde_json::to_vec_pretty(self).expect("artifact serialises"))
+    }
+
+    /// Reads an artifact and checks its format version.
+    pub fn load(path: &Path) -> Result<ModelArtifact, ModelError> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: shown.clone(), source })?;
+        // Read the version first so an old or future layout gets a version
+        // error, not a confusing field error.
+        #[derive(Deserialize)]
+        struct Header {
+            format_version: u32,
+        }
+        let header: Header = serde_json::from_slice(&bytes)
+            .map_err(|source| ModelError::Parse { path: shown.clone(), source })?;
+        if header.format_version != ARTIFACT_FORMAT_VERSION {
+            return Err(ModelError::FormatVersion {
+                path: shown,
+                found: header.format_version,
+                expected: ARTIFACT_FORMAT_VERSION,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|source| ModelError::Parse { path: shown, source })
+    }
+}

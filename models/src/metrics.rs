@@ -1,0 +1,163 @@
+//! Evaluation metrics for binary scores: ROC AUC, log loss, Brier score and
+//! top-decile lift. Each takes labels and predicted probabilities of the
+//! positive class, in the same order.
+
+use serde::{Deserialize, Serialize};
+
+/// The validation metrics recorded in every classifier artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Rows evaluated.
+    pub rows: usize,
+    /// Share of positive labels.
+    pub positive_rate: f64,
+    /// Area under the ROC curve (0.5 = chance, 1 = perfect ranking).
+    pub roc_auc: f64,
+    /// Mean negative log-likelihood, natural log (lower is better).
+    pub log_loss: f64,
+    /// Mean squared error of the probabilities (lower is better).
+    pub brier: f64,
+    /// Positive rate in the top 10% by score over the overall positive rate.
+    pub top_decile_lift: f64,
+}
+
+impl Metrics {
+    /// Computes every metric. `y` and `p` must have the same length.
+    pub fn compute(y: &[bool], p: &[f64]) -> Metrics {
+        Metrics {
+            rows: y.len(),
+            positive_rate: positive_rate(y),
+            roc_auc: roc_auc(y, p),
+            log_loss: log_loss(y, p),
+            brier: brier(y, p),
+            top_decile_lift: lift_at(y, p, 0.1),
+        }
+    }
+}
+
+fn positive_rate(y: &[bool]) -> f64 {
+    if y.is_empty() {
+        return f64::NAN;
+    }
+    y.iter().filter(|&&v| v).count() as f64 / y.len() as f64
+}
+
+/// ROC AUC as the Mann-Whitney statistic: the probability that a random
+/// positive scores above a random negative, ties counting one half.
+/// NaN when either class is absent.
+pub fn roc_auc(y: &[bool], p: &[f64]) -> f64 {
+    assert_eq!(y.len(), p.len(), "labels and scores differ in length");
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    // Average ranks (1-based) over runs of tied scores.
+    let mut rank_sum_pos = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && p[order[j + 1]] == p[order[i]] {
+            j += 1;
+        }
+        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            if y[k] {
+                rank_sum_pos += avg_rank;
+            }
+        }
+        i = j + 1;
+    }
+    let n_pos = y.iter().filter(|&&v| v).count() as f64;
+    let n_neg = y.len() as f64 - n_pos;
+    if n_pos == 0.0 || n_neg == 0.0 {
+        return f64::NAN;
+    }
+    (rank_sum_pos - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
+}
+
+/// Mean log loss with probabilities clipped to [1e-15, 1 - 1e-15].
+pub fn log_loss(y: &[bool], p: &[f64]) -> f64 {
+    assert_eq!(y.len(), p.len(), "labels and scores differ in length");
+    let eps = 1e-15;
+    let total: f64 = y
+        .iter()
+        .zip(p)
+        .map(|(&yi, &pi)| {
+            let pi = pi.clamp(eps, 1.0 - eps);
+            if yi { -pi.ln() } else { -(1.0 - pi).ln() }
+        })
+        .sum();
+    total / y.len() as f64
+}
+
+/// Mean squared difference between probability and outcome.
+pub fn brier(y: &[bool], p: &[f64]) -> f64 {
+    assert_eq!(y.len(), p.len(), "labels and scores differ in length");
+    let total: f64 = y
+        .iter()
+        .zip(p)
+        .map(|(&yi, &pi)| (pi - if yi { 1.0 } else { 0.0 }).powi(2))
+        .sum();
+    total / y.len() as f64
+}
+
+/// Positive rate among the top `share` of rows by score (at least one row),
+/// divided by the overall positive rate. Ties at the boundary are broken by
+/// row order, so the figure is deterministic.
+pub fn lift_at(y: &[bool], p: &[f64], share: f64) -> f64 {
+    assert_eq!(y.len(), p.len(), "labels and scores differ in length");
+    let base = positive_rate(y);
+    if y.is_empty() || base == 0.0 {
+        return f64::NAN;
+    }
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+    let k = ((y.len() as f64 * share).round() as usize).max(1);
+    let hits = order[..k].iter().filter(|&&i| y[i]).count() as f64;
+    (hits / k as f64) / base
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_counts_ties_as_half() {
+        // Pairs (pos, neg): (0.8,0.1) win, (0.8,0.4) win, (0.4,0.1) win,
+        // (0.4,0.4) tie -> (3 + 0.5) / 4.
+        let y = [true, false, true, false];
+        let p = [0.8, 0.1, 0.4, 0.4];
+        assert!((roc_auc(&y, &p) - 0.875).abs() < 1e-12);
+    }
+
+    #[test]
+    fn auc_perfect_and_inverted() {
+        let y = [false, false, true, true];
+        assert_eq!(roc_auc(&y, &[0.1, 0.2, 0.3, 0.4]), 1.0);
+        assert_eq!(roc_auc(&y, &[0.4, 0.3, 0.2, 0.1]), 0.0);
+        assert!(roc_auc(&[true, true], &[0.1, 0.2]).is_nan());
+    }
+
+    #[test]
+    fn log_loss_and_brier_by_hand() {
+        let y = [true, false];
+        let p = [0.8, 0.4];
+        // -(ln 0.8 + ln 0.6) / 2
+        let expected = -((0.8f64).ln() + (0.6f64).ln()) / 2.0;
+        assert!((log_loss(&y, &p) - expected).abs() < 1e-12);
+        // ((0.2)^2 + (0.4)^2) / 2 = 0.1
+        assert!((brier(&y, &p) - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn lift_of_top_decile() {
+        // 20 rows, 4 positives (base 0.2). Top 2 by score: one positive.
+        // Lift = (1/2) / 0.2 = 2.5.
+        let mut y = vec![false; 20];
+        let mut p: Vec<f64> = (0..20).map(|i| i as f64 / 100.0).collect();
+        y[19] = true; // highest score
+        y[0] = true;
+        y[1] = true;
+        y[2] = true;
+        p[18] = 0.5; // second highest, negative
+        assert!((lift_at(&y, &p, 0.1) - 2.5).abs() < 1e-12);
+    }
+}

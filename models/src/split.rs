@@ -1,0 +1,49 @@
+//! Seeded, stratified train/validation splits.
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+/// Splits row indices into (train, validation) so that each class keeps its
+/// share in both parts. `valid_share` of each class (rounded, at least one
+/// row when the class has two or more) goes to validation. The same labels
+/// and seed always give the same split.
+pub fn stratified_split(y: &[bool], valid_share: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut train = Vec::with_capacity(y.len());
+    let mut valid = Vec::new();
+    for class in [false, true] {
+        let mut idx: Vec<usize> = (0..y.len()).filter(|&i| y[i] == class).collect();
+        idx.shuffle(&mut rng);
+        let mut k = (idx.len() as f64 * valid_share).round() as usize;
+        if idx.len() >= 2 {
+            k = k.clamp(1, idx.len() - 1);
+        } else {
+            k = 0;
+        }
+        valid.extend_from_slice(&idx[..k]);
+        train.extend_from_slice(&idx[k..]);
+    }
+    train.sort_unstable();
+    valid.sort_unstable();
+    (train, valid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_class_shares_and_is_deterministic() {
+        let y: Vec<bool> = (0..1000).map(|i| i % 10 == 0).collect(); // 100 positives
+        let (train, valid) = stratified_split(&y, 0.2, 7);
+        assert_eq!(train.len() + valid.len(), 1000);
+        assert_eq!(valid.iter().filter(|&&i| y[i]).count(), 20);
+        assert_eq!(valid.len(), 200);
+        assert_eq!(stratified_split(&y, 0.2, 7), (train.clone(), valid.clone()));
+        assert_ne!(stratified_split(&y, 0.2, 8).1, valid);
+        let mut all: Vec<usize> = train.into_iter().chain(valid).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,47 @@
+//! The one error type of engage-pipeline.
+
+use datafusion::error::DataFusionError;
+
+/// What can go wrong reading inputs, running SQL jobs or writing outputs.
+/// The first group are user mistakes (bad input or arguments) and say what
+/// to fix; `Query` on a checked input is our bug.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("required table `{table}` not found: expected {root}/{table}.parquet, {root}/{table}.csv or a directory {root}/{table}/ of .parquet or .csv files")]
+    MissingTable { table: String, root: String },
+    #[error("table `{table}` is given twice: {first} and {second}; keep one")]
+    AmbiguousTable { table: String, first: String, second: String },
+    #[error("table `{table}`: directory {path} holds no .parquet or .csv files")]
+    EmptyTableDir { table: String, path: String },
+    #[error("{table}.{column}: column missing in {file} (the data contract requires it; see docs/data-contract.md)")]
+    MissingColumn { table: String, column: String, file: String },
+    #[error("{table}.{column}: expected {expected}, found {found} in {file}")]
+    ColumnType { table: String, column: String, expected: String, found: String, file: String },
+    #[error("cannot read {path} as Parquet")]
+    UnreadableFile { path: String, #[source] source: parquet::errors::ParquetError },
+    #[error("cannot read {path} as CSV: {reason}")]
+    UnreadableCsv { path: String, reason: String },
+    #[error("invalid argument {name} = `{value}`: {reason}")]
+    InvalidArgument { name: &'static str, value: String, reason: String },
+    #[error("no training rows: {0}")]
+    NoTrainingRows(String),
+    #[error("{path}")]
+    Io { path: String, #[source] source: std::io::Error },
+    #[error("writing {path}")]
+    Write { path: String, #[source] source: parquet::errors::ParquetError },
+    #[error("query `{name}` failed")]
+    Query { name: String, #[source] source: DataFusionError },
+    #[error(transparent)]
+    Model(#[from] engage_models::ModelError),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
+    move |source| PipelineError::Io { path: path.display().to_string(), source }
+}
+
+pub(crate) fn query(name: &str) -> impl FnOnce(DataFusionError) -> PipelineError + '_ {
+    move |source| PipelineError::Query { name: name.to_string(), source }
+}

@@ -1,0 +1,23 @@
+//! engage-pipeline: everything that runs on DataFusion.
+//!
+//! Flow: [`ingest`] checks the inputs against the data contract and
+//! registers canonical views; [`engine::Engine`] resolves identities and
+//! runs the SQL in `sql/` ([`sql`] is its registry); [`jobs`] builds
+//! features, trains and scores, writing outputs atomically ([`output`]);
+//! [`generate`] writes realistic sample data.
+
+mod engine;
+mod error;
+mod frame;
+pub mod generate;
+pub mod ingest;
+pub mod jobs;
+pub mod output;
+pub mod schema;
+pub mod sql;
+
+/// Re-exported so tests and tools use the same DataFusion (and its arrow and parquet).
+pub use datafusion;
+pub use engine::{Engine, ResolvedCounts, as_of_param};
+pub use error::{PipelineError, Result};
+pub use frame::feature_matrix;

@@ -1,0 +1,41 @@
+//! The registry of SQL files the pipeline runs. Every `.sql` file under
+//! `sql/` is embedded here and nowhere else; each becomes a view named
+//! `name`, registered in the order listed.
+
+/// One embedded SQL file.
+#[derive(Debug, Clone, Copy)]
+pub struct SqlFile {
+    /// The view name other SQL refers to.
+    pub name: &'static str,
+    /// Path under `sql/`, for messages and docs.
+    pub path: &'static str,
+    /// The statement.
+    pub sql: &'static str,
+}
+
+macro_rules! sql_file {
+    ($name:literal, $path:literal) => {
+        SqlFile { name: $name, path: $path, sql: include_str!(concat!("../../sql/", $path)) }
+    };
+}
+
+/// Identity views: attribute events to customers. No parameters.
+pub const IDENTITY: &[SqlFile] = &[
+    sql_file!("customer_keys", "identity/customer_keys.sql"),
+    sql_file!("transactions_resolved", "identity/transactions_resolved.sql"),
+    sql_file!("interactions_resolved", "identity/interactions_resolved.sql"),
+];
+
+/// Feature views, parameter `$as_of`; the last one is the feature table.
+pub const FEATURES: &[SqlFile] = &[
+    sql_file!("population", "features/population.sql"),
+    sql_file!("profile_features", "features/profile.sql"),
+    sql_file!("value_features", "features/value.sql"),
+    sql_file!("engagement_features", "features/engagement.sql"),
+    sql_file!("service_features", "features/service.sql"),
+    sql_file!("contact_features", "features/contact.sql"),
+    sql_file!("customer_features", "features/customer_features.sql"),
+];
+
+/// Churn label, parameters `$as_of` and `$horizon_days`.
+pub const CHURN_LABEL: SqlFile = sql_file!("churn_label", "labels/churn.sql");

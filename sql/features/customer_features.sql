@@ -1,0 +1,19 @@
+-- The customer feature table: every feature group joined on customer_id.
+-- Grain: one row per customer in population, ordered by customer_id.
+-- Cutoff and nulls: as documented in each group's file.
+SELECT p.customer_id,
+       pr.tenure_days, pr.consent_email, pr.consent_sms,
+       v.recency_days, v.frequency, v.monetary_sum, v.monetary_avg,
+       v.purchases_30d, v.purchases_90d, v.purchases_365d,
+       v.spend_30d, v.spend_90d, v.spend_365d, v.spend_prev_90d, v.spend_trend_90d,
+       e.emails_sent_90d, e.email_open_rate_90d, e.email_click_rate_90d,
+       e.web_visits_30d, e.app_sessions_30d,
+       s.calls_90d, s.complaints_90d,
+       ct.contacts_90d, ct.days_since_last_contact
+FROM population p
+JOIN profile_features pr ON pr.customer_id = p.customer_id
+JOIN value_features v ON v.customer_id = p.customer_id
+JOIN engagement_features e ON e.customer_id = p.customer_id
+JOIN service_features s ON s.customer_id = p.customer_id
+JOIN contact_features ct ON ct.customer_id = p.customer_id
+ORDER BY p.customer_id

@@ -1,0 +1,113 @@
+//! `engage demo`: the main job on the embedded default (local files,
+//! in-process engine), end to end, with a short summary.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use chrono::NaiveDate;
+use engage_models::ChurnModel;
+use engage_pipeline::generate::{GenerateOptions, generate};
+use engage_pipeline::jobs::{TrainChurnOptions, build_features, score, train_churn_model};
+
+/// Marker file that says a directory belongs to the demo and may be replaced.
+const MARKER: &str = ".engage-demo";
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Working directory; replaced on each run (only if an earlier demo made it).
+    #[arg(long, default_value = "target/engage-demo")]
+    dir: PathBuf,
+    /// Customers to generate.
+    #[arg(long, default_value_t = 50_000)]
+    customers: usize,
+    /// Seed of the generator and the validation split.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+pub async fn run(args: DemoArgs) -> Result<()> {
+    let dir = &args.dir;
+    prepare(dir)?;
+    let data = dir.join("data");
+    let (train_as_of, score_as_of) = (date(2026, 3, 31), date(2026, 7, 1));
+    let horizon = 90;
+    let total = Instant::now();
+
+    let t = Instant::now();
+    let opts = GenerateOptions::new(args.customers, args.seed, data.clone());
+    tokio::task::spawn_blocking(move || generate(&opts)).await?.context("generating sample data")?;
+    let gen_secs = t.elapsed().as_secs_f64();
+
+    let features = build_features(&data, score_as_of, &dir.join("features")).await.context("building features")?;
+    let trained = train_churn_model(&TrainChurnOptions {
+        data: data.clone(),
+        as_of: train_as_of,
+        horizon_days: horizon,
+        models: dir.join("models"),
+        params: ChurnModel::params(),
+        valid_share: 0.2,
+        seed: args.seed,
+    })
+    .await
+    .context("training the churn model")?;
+    let scored = score(&data, score_as_of, &trained.path, &dir.join("scores")).await.context("scoring")?;
+
+    let m = &trained.artifact.metrics;
+    println!("engage demo: {} customers, seed {}", args.customers, args.seed);
+    println!();
+    println!("input tables ({})", data.display());
+    for t in &features.inputs {
+        println!("  {:<13} {:>11} rows  {:>6} excluded by contract rules", t.table, t.rows, t.excluded);
+    }
+    println!(
+        "  events attributed to a customer: {} transactions, {} interactions",
+        features.resolved.transactions, features.resolved.interactions
+    );
+    println!();
+    println!("stages");
+    println!("  generate  {:>7.1}s", gen_secs);
+    println!("  features  {:>7.1}s  {} customers x {} features as of {}", features.seconds, features.rows, features.columns.len() - 1, score_as_of);
+    println!(
+        "  train     {:>7.1}s  churn in {horizon} days after {train_as_of}: {} train / {} validation rows, churn rate {:.3}",
+        trained.seconds, trained.artifact.train_rows, trained.artifact.valid_rows, m.positive_rate
+    );
+    println!("  score     {:>7.1}s  {} customers as of {}", scored.seconds, scored.manifest.rows, score_as_of);
+    println!("  total     {:>7.1}s", total.elapsed().as_secs_f64());
+    println!();
+    println!(
+        "churn model {}: validation ROC AUC {:.3}, top-decile lift {:.2}, log loss {:.3}, Brier {:.3}",
+        trained.artifact.model_version, m.roc_auc, m.top_decile_lift, m.log_loss, m.brier
+    );
+    println!();
+    println!("outputs");
+    println!("  data      {}", data.display());
+    println!("  features  {}", features.output.display());
+    println!("  model     {}", trained.path.display());
+    println!("  scores    {}", scored.snapshot_dir.display());
+    println!();
+    println!("serve the scores:");
+    println!("  cargo run --release -- serve --scores {}", dir.join("scores").display());
+    println!("  curl http://127.0.0.1:8080/v1/customers/C0000001/scores");
+    Ok(())
+}
+
+/// Empties the demo directory, refusing to touch one the demo did not make.
+fn prepare(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let is_demo = dir.join(MARKER).exists();
+        let is_empty = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.next().is_none();
+        if !is_demo && !is_empty {
+            bail!("--dir {}: exists and was not made by `engage demo`; pick another directory", dir.display());
+        }
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing the previous demo in {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), "made by engage demo; replaced on each run\n")
+        .with_context(|| format!("writing {}", dir.join(MARKER).display()))?;
+    Ok(())
+}
+
+fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).expect("valid date")
+}

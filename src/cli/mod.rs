@@ -1,0 +1,233 @@
+//! Subcommands and their flags. Each flag's doc comment is its `--help`.
+
+mod demo;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+use engage_models::ChurnModel;
+use engage_pipeline::generate::{GenerateOptions, generate};
+use engage_pipeline::jobs::{TrainChurnOptions, build_features, score, train_churn_model};
+
+/// engage: customer-analytics scoring. Features, churn models, batch scores
+/// and an HTTP API over your customer data.
+#[derive(Debug, Parser)]
+#[command(name = "engage", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write realistic sample data (all six tables plus ground truth).
+    Generate {
+        /// Number of customers.
+        #[arg(long, default_value_t = 50_000)]
+        customers: usize,
+        /// Random seed; the same seed writes the same data.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output directory (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// First day of event history (YYYY-MM-DD).
+        #[arg(long, default_value = "2024-01-01", value_parser = parse_date)]
+        start: NaiveDate,
+        /// Last day of event history (YYYY-MM-DD).
+        #[arg(long, default_value = "2026-06-30", value_parser = parse_date)]
+        end: NaiveDate,
+    },
+    /// Compute the customer feature table as of a cutoff date.
+    Features {
+        /// Data root holding the contract tables.
+        #[arg(long)]
+        data: PathBuf,
+        /// Cutoff date (YYYY-MM-DD): features see events strictly before it.
+        #[arg(long, value_parser = parse_date)]
+        as_of: NaiveDate,
+        /// Output directory for customer_features.parquet and its manifest.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Train a model.
+    Train {
+        #[command(subcommand)]
+        task: TrainTask,
+    },
+    /// Score every customer and publish a score snapshot.
+    Score {
+        /// Data root holding the contract tables.
+        #[arg(long)]
+        data: PathBuf,
+        /// Cutoff date of the features (YYYY-MM-DD).
+        #[arg(long, value_parser = parse_date)]
+        as_of: NaiveDate,
+        /// Model artifact (.json) written by `engage train`.
+        #[arg(long)]
+        model: PathBuf,
+        /// Snapshot root: snapshots/<id>/ and the CURRENT pointer go here.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Serve the current score snapshot over HTTP.
+    Serve {
+        /// Snapshot root written by `engage score --out`.
+        #[arg(long)]
+        scores: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: String,
+    },
+    /// Generate a sample, build features, train, score, and print a summary.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TrainTask {
+    /// Churn: no purchase within the horizon after the cutoff.
+    Churn(TrainChurnArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainChurnArgs {
+    /// Data root holding the contract tables.
+    #[arg(long)]
+    data: PathBuf,
+    /// Cutoff date (YYYY-MM-DD); the data must reach as_of + horizon.
+    #[arg(long, value_parser = parse_date)]
+    as_of: NaiveDate,
+    /// Label horizon: `90d`, `12w` or a number of days.
+    #[arg(long, default_value = "90d", value_parser = parse_horizon)]
+    horizon: u32,
+    /// Directory the model artifact is written to.
+    #[arg(long)]
+    models: PathBuf,
+    /// L2 penalty on standardised coefficients.
+    #[arg(long, default_value_t = 1.0)]
+    l2: f64,
+    /// Optimiser iteration cap.
+    #[arg(long, default_value_t = 200)]
+    max_iterations: u64,
+    /// Share of rows held out (stratified) for validation.
+    #[arg(long, default_value_t = 0.2)]
+    valid_share: f64,
+    /// Seed of the train/validation split.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| format!("`{s}` is not a date YYYY-MM-DD ({e})"))
+}
+
+/// `90d`, `12w` or `90` (days) -> days.
+fn parse_horizon(s: &str) -> Result<u32, String> {
+    let (num, mult) = match s.strip_suffix('d') {
+        Some(n) => (n, 1),
+        None => match s.strip_suffix('w') {
+            Some(n) => (n, 7),
+            None => (s, 1),
+        },
+    };
+    match num.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n * mult),
+        _ => Err(format!("`{s}` is not a horizon: use e.g. 90d, 12w or 90")),
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Generate { customers, seed, out, start, end } => {
+            let opts = GenerateOptions { start, end, ..GenerateOptions::new(customers, seed, out.clone()) };
+            let s = tokio::task::spawn_blocking(move || generate(&opts)).await?
+                .with_context(|| format!("generating sample data into {}", out.display()))?;
+            println!(
+                "wrote {} customers, {} transactions, {} interactions, {} campaigns, {} contacts, {} responses to {}",
+                s.customers, s.transactions, s.interactions, s.campaigns, s.contacts, s.responses, out.display()
+            );
+        }
+        Command::Features { data, as_of, out } => {
+            let run = build_features(&data, as_of, &out)
+                .await
+                .with_context(|| format!("building features from {}", data.display()))?;
+            for t in &run.inputs {
+                println!("{:<13} {:>11} rows  {:>8} excluded", t.table, t.rows, t.excluded);
+            }
+            println!(
+                "{} customers x {} features as of {} -> {} ({:.1}s)",
+                run.rows,
+                run.columns.len() - 1,
+                run.as_of,
+                run.output.display(),
+                run.seconds
+            );
+        }
+        Command::Train { task: TrainTask::Churn(a) } => {
+            let opts = TrainChurnOptions {
+                data: a.data.clone(),
+                as_of: a.as_of,
+                horizon_days: a.horizon,
+                models: a.models,
+                params: ChurnModel::params().l2(a.l2).max_iterations(a.max_iterations),
+                valid_share: a.valid_share,
+                seed: a.seed,
+            };
+            let run = train_churn_model(&opts)
+                .await
+                .with_context(|| format!("training a churn model on {}", a.data.display()))?;
+            let m = &run.artifact.metrics;
+            println!(
+                "{}: {} train / {} validation rows, churn rate {:.3}",
+                run.artifact.model_version, run.artifact.train_rows, run.artifact.valid_rows, m.positive_rate
+            );
+            println!(
+                "validation: ROC AUC {:.3}  log loss {:.3}  Brier {:.3}  top-decile lift {:.2}",
+                m.roc_auc, m.log_loss, m.brier, m.top_decile_lift
+            );
+            println!("model written to {} ({:.1}s)", run.path.display(), run.seconds);
+        }
+        Command::Score { data, as_of, model, out } => {
+            let run = score(&data, as_of, &model, &out)
+                .await
+                .with_context(|| format!("scoring {} with {}", data.display(), model.display()))?;
+            println!(
+                "published snapshot {} ({} customers) at {} ({:.1}s)",
+                run.manifest.snapshot_id,
+                run.manifest.rows,
+                run.snapshot_dir.display(),
+                run.seconds
+            );
+        }
+        Command::Serve { scores, bind } => {
+            if !scores.is_dir() {
+                bail!("--scores {}: not a directory (run `engage score --out {}` first)", scores.display(), scores.display());
+            }
+            let opts = engage_serving::ServeOptions { scores: scores.clone(), bind };
+            let (server, addrs) = engage_serving::bind(&opts)
+                .with_context(|| format!("starting the server on {}", scores.display()))?;
+            for addr in addrs {
+                eprintln!("engage: serving {} on http://{addr}", scores.display());
+            }
+            server.await.context("running the server")?;
+        }
+        Command::Demo(args) => demo::run(args).await?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn horizons() {
+        assert_eq!(parse_horizon("90d"), Ok(90));
+        assert_eq!(parse_horizon("12w"), Ok(84));
+        assert_eq!(parse_horizon("30"), Ok(30));
+        assert!(parse_horizon("0d").is_err());
+        assert!(parse_horizon("3m").is_err());
+    }
+}

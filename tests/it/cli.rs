@@ -1,0 +1,167 @@
+//! The real `engage` binary: the demo end to end, serving its output, and
+//! bad input (clear error, non-zero exit, nothing written).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use engage_pipeline::datafusion::arrow::array::{ArrayRef, StringArray};
+use engage_pipeline::datafusion::arrow::datatypes::{Field, Schema};
+use engage_pipeline::datafusion::arrow::record_batch::RecordBatch;
+use engage_pipeline::datafusion::parquet::arrow::ArrowWriter;
+
+use crate::common::{copy_dir, engage, files_under, stderr, stdout, tiny};
+
+#[test]
+fn demo_runs_end_to_end_and_its_scores_can_be_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = engage(&["demo", "--dir", dir.to_str().unwrap(), "--customers", "3000", "--seed", "3"]);
+    assert!(out.status.success(), "demo failed: {}", stderr(&out));
+    let text = stdout(&out);
+    for needle in ["customers", "transactions", "ROC AUC", "top-decile lift", "serve the scores", "features "] {
+        assert!(text.contains(needle), "summary lacks `{needle}`:\n{text}");
+    }
+    let files = files_under(&dir);
+    assert!(files.iter().any(|f| f == "features/customer_features.parquet"), "{files:?}");
+    assert!(files.iter().any(|f| f.starts_with("models/churn-") && f.ends_with(".json")), "{files:?}");
+    assert!(files.iter().any(|f| f == "scores/CURRENT"), "{files:?}");
+    assert!(!files.iter().any(|f| f.contains(".tmp") || f.contains(".staging/")), "leftovers: {files:?}");
+
+    // The command the summary prints serves those scores.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_engage"))
+        .args(["serve", "--scores", dir.join("scores").to_str().unwrap(), "--bind", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_string();
+    let resp = ureq::get(&format!("http://{addr}/v1/customers/C0000001/scores")).call();
+    child.kill().unwrap();
+    let body: serde_json::Value = resp.unwrap().body_mut().read_json().unwrap();
+    assert_eq!(body["customer_id"], "C0000001");
+    assert!(body["churn_probability"].as_f64().is_some(), "{body}");
+
+    // A second run replaces the demo's own directory...
+    let again = engage(&["demo", "--dir", dir.to_str().unwrap(), "--customers", "500", "--seed", "3"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    // ...but never a directory it did not make.
+    let foreign = tmp.path().join("mine");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("keep.txt"), "precious").unwrap();
+    let refused = engage(&["demo", "--dir", foreign.to_str().unwrap(), "--customers", "100"]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("not made by `engage demo`"), "{}", stderr(&refused));
+    assert_eq!(std::fs::read_to_string(foreign.join("keep.txt")).unwrap(), "precious");
+}
+
+/// Runs `engage features` on `data`; asserts failure, an error containing
+/// every `needle`, and no output directory.
+fn features_fail(data: &Path, needles: &[&str]) {
+    let out_dir = data.parent().unwrap().join("features-out");
+    let out = engage(&["features", "--data", data.to_str().unwrap(), "--as-of", "2025-04-01", "--out", out_dir.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "expected failure, got success");
+    assert_eq!(out.status.code(), Some(1));
+    for needle in needles {
+        assert!(err.contains(needle), "error lacks `{needle}`:\n{err}");
+    }
+    assert!(!out_dir.exists(), "a failed run wrote {}", out_dir.display());
+}
+
+fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+    let schema = Arc::new(Schema::new(
+        columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
+    let mut w = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+fn strings(v: &[&str]) -> ArrayRef {
+    Arc::new(StringArray::from(v.to_vec()))
+}
+
+#[test]
+fn missing_required_table_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(tiny().join("customers.csv"), data.join("customers.csv")).unwrap();
+    features_fail(&data, &["required table `transactions` not found", "transactions.parquet"]);
+}
+
+#[test]
+fn missing_column_is_named_with_table_and_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&tiny(), &data);
+    let csv = std::fs::read_to_string(data.join("transactions.csv")).unwrap();
+    let without_amount: String = csv
+        .lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split(',').collect();
+            f.remove(2);
+            f.join(",") + "\n"
+        })
+        .collect();
+    std::fs::write(data.join("transactions.csv"), without_amount).unwrap();
+    features_fail(&data, &["transactions.amount: column missing", "transactions.csv"]);
+}
+
+#[test]
+fn wrong_column_type_names_expected_and_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&tiny(), &data);
+    std::fs::remove_file(data.join("customers.csv")).unwrap();
+    let n = |v: Vec<Option<&str>>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+    write_parquet(
+        &data.join("customers.parquet"),
+        vec![
+            ("customer_id", strings(&["A"])),
+            ("signup_date", strings(&["2024-01-01"])), // text, not a date
+            ("email", n(vec![None])),
+            ("phone", n(vec![None])),
+            ("loyalty_id", n(vec![None])),
+            ("region", n(vec![None])),
+            ("consent_email", Arc::new(engage_pipeline::datafusion::arrow::array::BooleanArray::from(vec![true]))),
+            ("consent_sms", Arc::new(engage_pipeline::datafusion::arrow::array::BooleanArray::from(vec![true]))),
+            ("consent_call", Arc::new(engage_pipeline::datafusion::arrow::array::BooleanArray::from(vec![true]))),
+        ],
+    );
+    features_fail(&data, &["customers.signup_date: expected Date32, found Utf8", "customers.parquet"]);
+}
+
+#[test]
+fn unreadable_parquet_file_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&tiny(), &data);
+    std::fs::remove_file(data.join("transactions.csv")).unwrap();
+    std::fs::create_dir_all(data.join("transactions")).unwrap();
+    let bad = data.join("transactions").join("part-0.parquet");
+    std::fs::write(&bad, b"this is not parquet at all").unwrap();
+    features_fail(&data, &["cannot read", "part-0.parquet", "as Parquet"]);
+}
+
+#[test]
+fn generate_is_deterministic_and_never_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for dir in [&a, &b] {
+        let out = engage(&["generate", "--customers", "300", "--seed", "11", "--out", dir.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let files = files_under(&a);
+    assert_eq!(files, files_under(&b));
+    for f in &files {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
+    let again = engage(&["generate", "--customers", "300", "--seed", "12", "--out", a.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+}

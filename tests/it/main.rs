@@ -1,0 +1,9 @@
+//! The one integration-test binary: real Parquet and CSV files, a real HTTP
+//! server on 127.0.0.1:0, and the real `engage` binary.
+
+mod cli;
+mod common;
+mod golden;
+mod http;
+mod leakage;
+mod model;
