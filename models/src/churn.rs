@@ -99,13 +99,14 @@ impl ChurnValidParams {
             .gradient_tolerance(self.gradient_tolerance)
             .fit(&Dataset::new(x, y))
             .map_err(ModelError::Fit)?;
-        // linfa labels the larger class (1 = churned) as positive.
-        debug_assert_eq!(fitted.labels().pos.class, 1);
+        // linfa's "positive" class is the more frequent one; store the
+        // linear predictor of class 1 (churned) either way.
+        let sign = if fitted.labels().pos.class == 1 { 1.0 } else { -1.0 };
         Ok(FittedChurn {
             feature_names: train.feature_names.clone(),
             scaling,
-            coefficients: fitted.params().to_vec(),
-            intercept: fitted.intercept(),
+            coefficients: fitted.params().iter().map(|w| sign * w).collect(),
+            intercept: sign * fitted.intercept(),
         })
     }
 }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use engage_models::metrics::roc_auc;
 use engage_pipeline::Engine;
 use engage_pipeline::datafusion::arrow::array::{Array, AsArray};
-use engage_pipeline::datafusion::arrow::datatypes::{Date32Type, Float64Type};
+use engage_pipeline::datafusion::arrow::compute::cast;
+use engage_pipeline::datafusion::arrow::datatypes::{DataType, Date32Type, Float64Type};
 use engage_pipeline::datafusion::prelude::*;
 use engage_pipeline::jobs::churn_training_set;
 
@@ -50,7 +51,8 @@ async fn churn_model_learns_and_approaches_the_oracle() {
     let epoch_as_of = (as_of - date("1970-01-01")).num_days() as f64;
     let mut latent = HashMap::new();
     for b in &truth {
-        let ids = b.column_by_name("customer_id").unwrap().as_string::<i32>();
+        let ids = cast(b.column_by_name("customer_id").unwrap(), &DataType::Utf8).unwrap();
+        let ids = ids.as_string::<i32>();
         let rate = b.column_by_name("purchase_rate_per_year").unwrap().as_primitive::<Float64Type>();
         let churn = b.column_by_name("churn_date").unwrap().as_primitive::<Date32Type>();
         for i in 0..b.num_rows() {
