@@ -31,8 +31,16 @@ pub enum ModelError {
     Snapshot { path: String, reason: String },
     /// Reading or writing a file failed.
     #[error("{path}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The artifact file is not valid JSON of the expected shape.
     #[error("{path} is not valid: wrong JSON shape or not written by engage")]
-    Parse { path: String, #[source] source: serde_json::Error },
+    Parse {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }

@@ -91,11 +91,7 @@ pub fn log_loss(y: &[bool], p: &[f64]) -> f64 {
 /// Mean squared difference between probability and outcome.
 pub fn brier(y: &[bool], p: &[f64]) -> f64 {
     assert_eq!(y.len(), p.len(), "labels and scores differ in length");
-    let total: f64 = y
-        .iter()
-        .zip(p)
-        .map(|(&yi, &pi)| (pi - if yi { 1.0 } else { 0.0 }).powi(2))
-        .sum();
+    let total: f64 = y.iter().zip(p).map(|(&yi, &pi)| (pi - if yi { 1.0 } else { 0.0 }).powi(2)).sum();
     total / y.len() as f64
 }
 

@@ -1,8 +1,8 @@
 //! Training runs: split, fit, evaluate and package a model as an artifact.
 
 use crate::{
-    ARTIFACT_FORMAT_VERSION, ChurnParams, Metrics, ModelArtifact, ModelError, TrainingSet,
-    TrainingWindow, stratified_split,
+    ARTIFACT_FORMAT_VERSION, ChurnParams, Metrics, ModelArtifact, ModelError, TrainingSet, TrainingWindow,
+    stratified_split,
 };
 
 /// How to split and label a training run.

@@ -7,18 +7,26 @@ use datafusion::error::DataFusionError;
 /// to fix; `Query` on a checked input is our bug.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("required table `{table}` not found: expected {root}/{table}.parquet, {root}/{table}.csv or a directory {root}/{table}/ of .parquet or .csv files")]
+    #[error(
+        "required table `{table}` not found: expected {root}/{table}.parquet, {root}/{table}.csv or a directory {root}/{table}/ of .parquet or .csv files"
+    )]
     MissingTable { table: String, root: String },
     #[error("table `{table}` is given twice: {first} and {second}; keep one")]
     AmbiguousTable { table: String, first: String, second: String },
     #[error("table `{table}`: directory {path} holds no .parquet or .csv files")]
     EmptyTableDir { table: String, path: String },
-    #[error("{table}.{column}: column missing in {file} (the data contract requires it; see docs/data-contract.md)")]
+    #[error(
+        "{table}.{column}: column missing in {file} (the data contract requires it; see docs/data-contract.md)"
+    )]
     MissingColumn { table: String, column: String, file: String },
     #[error("{table}.{column}: expected {expected}, found {found} in {file}")]
     ColumnType { table: String, column: String, expected: String, found: String, file: String },
     #[error("cannot read {path} as Parquet")]
-    UnreadableFile { path: String, #[source] source: parquet::errors::ParquetError },
+    UnreadableFile {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
     #[error("cannot read {path} as CSV: {reason}")]
     UnreadableCsv { path: String, reason: String },
     #[error("invalid argument {name} = `{value}`: {reason}")]
@@ -26,11 +34,23 @@ pub enum PipelineError {
     #[error("no training rows: {0}")]
     NoTrainingRows(String),
     #[error("{path}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("writing {path}")]
-    Write { path: String, #[source] source: parquet::errors::ParquetError },
+    Write {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
     #[error("query `{name}` failed")]
-    Query { name: String, #[source] source: DataFusionError },
+    Query {
+        name: String,
+        #[source]
+        source: DataFusionError,
+    },
     #[error(transparent)]
     Model(#[from] engage_models::ModelError),
 }

@@ -327,9 +327,10 @@ impl World {
             let mut day = active_from + gap.sample(&mut rng);
             while day < active_to {
                 if rng.r#gen::<f64>() < c.activity(day) {
-                    let amount = (c.order_value * LogNormal::new(0.0, 0.45).expect("valid").sample(&mut rng) * 100.0)
-                        .round()
-                        / 100.0;
+                    let amount =
+                        (c.order_value * LogNormal::new(0.0, 0.45).expect("valid").sample(&mut rng) * 100.0)
+                            .round()
+                            / 100.0;
                     purchases.push((day, amount.max(1.0)));
                 }
                 day += gap.sample(&mut rng);
@@ -338,49 +339,65 @@ impl World {
 
         // Campaign contacts and responses, which may add incremental purchases.
         let mut extra: Vec<(f64, f64)> = Vec::new();
-        let mut contacted = |camp: &Campaign, day: f64, t: &mut Tables, rng: &mut ChaCha8Rng, extra: &mut Vec<(f64, f64)>| {
-            let control = rng.r#gen::<f64>() < 0.1;
-            let group = if control { "control" } else { "treatment" };
-            t.contacts.append(&camp.id, &c.id, self.ts(day), camp.channel, group);
-            let alive = day < c.churn;
-            // Organic response: the customer's own next purchase in the window.
-            let organic = purchases.iter().find(|(d, _)| *d >= day && *d < day + RESPONSE_DAYS).copied();
-            let activity = if alive { c.activity(day) } else { 0.0 };
-            let p_organic = 1.0 - (-(c.rate * activity) * RESPONSE_DAYS / 365.0).exp();
-            // Incremental effect: largest for customers who are slipping away.
-            let uplift = if alive { camp.strength * (0.3 + 1.7 * (1.0 - activity)) * (0.5 + c.engagement) } else { camp.strength * 0.1 };
-            let uplift = uplift.min(0.9);
-            t.truth_contacts.append(&camp.id, &c.id, p_organic, 1.0 - (1.0 - p_organic) * (1.0 - uplift));
-            if control {
-                if let Some((d, amount)) = organic {
+        let mut contacted =
+            |camp: &Campaign, day: f64, t: &mut Tables, rng: &mut ChaCha8Rng, extra: &mut Vec<(f64, f64)>| {
+                let control = rng.r#gen::<f64>() < 0.1;
+                let group = if control { "control" } else { "treatment" };
+                t.contacts.append(&camp.id, &c.id, self.ts(day), camp.channel, group);
+                let alive = day < c.churn;
+                // Organic response: the customer's own next purchase in the window.
+                let organic = purchases.iter().find(|(d, _)| *d >= day && *d < day + RESPONSE_DAYS).copied();
+                let activity = if alive { c.activity(day) } else { 0.0 };
+                let p_organic = 1.0 - (-(c.rate * activity) * RESPONSE_DAYS / 365.0).exp();
+                // Incremental effect: largest for customers who are slipping away.
+                let uplift = if alive {
+                    camp.strength * (0.3 + 1.7 * (1.0 - activity)) * (0.5 + c.engagement)
+                } else {
+                    camp.strength * 0.1
+                };
+                let uplift = uplift.min(0.9);
+                t.truth_contacts.append(&camp.id, &c.id, p_organic, 1.0 - (1.0 - p_organic) * (1.0 - uplift));
+                if control {
+                    if let Some((d, amount)) = organic {
+                        t.responses.append(&camp.id, &c.id, self.ts(d), "purchase", Some(amount));
+                    }
+                    return;
+                }
+                if camp.channel == "email" {
+                    t.interactions.event(
+                        self,
+                        &next_id('E'),
+                        day,
+                        "email",
+                        "email_sent",
+                        Some(&camp.id),
+                        None,
+                        Ids::email(&c, rng),
+                    );
+                }
+                let incremental = organic.is_none() && rng.r#gen::<f64>() < uplift;
+                let bought = organic.or_else(|| {
+                    incremental.then(|| {
+                        let d = day + rng.gen_range(0.2..RESPONSE_DAYS);
+                        let amount = (c.order_value * rng.gen_range(0.8..1.4) * 100.0).round() / 100.0;
+                        extra.push((d, amount));
+                        (d, amount)
+                    })
+                });
+                let clicked =
+                    bought.is_some() || rng.r#gen::<f64>() < 0.15 * c.engagement * activity.max(0.1);
+                if clicked {
+                    let click_day =
+                        bought.map_or(day + rng.gen_range(0.05..3.0), |(d, _)| (day + 0.05).min(d));
+                    t.responses.append(&camp.id, &c.id, self.ts(click_day), "click", None);
+                    if bought.is_some() || rng.r#gen::<f64>() < 0.5 {
+                        t.responses.append(&camp.id, &c.id, self.ts(click_day + 0.01), "visit", None);
+                    }
+                }
+                if let Some((d, amount)) = bought {
                     t.responses.append(&camp.id, &c.id, self.ts(d), "purchase", Some(amount));
                 }
-                return;
-            }
-            if camp.channel == "email" {
-                t.interactions.event(self, &next_id('E'), day, "email", "email_sent", Some(&camp.id), None, Ids::email(&c, rng));
-            }
-            let incremental = organic.is_none() && rng.r#gen::<f64>() < uplift;
-            let bought = organic.or_else(|| {
-                incremental.then(|| {
-                    let d = day + rng.gen_range(0.2..RESPONSE_DAYS);
-                    let amount = (c.order_value * rng.gen_range(0.8..1.4) * 100.0).round() / 100.0;
-                    extra.push((d, amount));
-                    (d, amount)
-                })
-            });
-            let clicked = bought.is_some() || rng.r#gen::<f64>() < 0.15 * c.engagement * activity.max(0.1);
-            if clicked {
-                let click_day = bought.map_or(day + rng.gen_range(0.05..3.0), |(d, _)| (day + 0.05).min(d));
-                t.responses.append(&camp.id, &c.id, self.ts(click_day), "click", None);
-                if bought.is_some() || rng.r#gen::<f64>() < 0.5 {
-                    t.responses.append(&camp.id, &c.id, self.ts(click_day + 0.01), "visit", None);
-                }
-            }
-            if let Some((d, amount)) = bought {
-                t.responses.append(&camp.id, &c.id, self.ts(d), "purchase", Some(amount));
-            }
-        };
+            };
         for w in &self.waves {
             if w.start < c.signup || w.start >= self.days {
                 continue;
@@ -420,7 +437,10 @@ impl World {
         for &(day, amount) in &purchases {
             let channel = c.pick_channel(&mut rng);
             let ids = match channel {
-                "store" => Ids { loyalty_id: c.loyalty.as_deref().map(|l| noisy_loyalty(l, &mut rng)), ..Ids::default() },
+                "store" => Ids {
+                    loyalty_id: c.loyalty.as_deref().map(|l| noisy_loyalty(l, &mut rng)),
+                    ..Ids::default()
+                },
                 "web" if c.email.is_some() && rng.r#gen::<f64>() < 0.3 => Ids::email(&c, &mut rng),
                 _ => Ids::customer(&c),
             };
@@ -430,7 +450,16 @@ impl World {
             let id = next_id('T');
             t.transactions.append(&id, self.ts(day), amount, channel, &ids);
             if channel == "store" {
-                t.interactions.event(self, &next_id('E'), day, "store", "store_visit", None, None, ids.clone());
+                t.interactions.event(
+                    self,
+                    &next_id('E'),
+                    day,
+                    "store",
+                    "store_visit",
+                    None,
+                    None,
+                    ids.clone(),
+                );
             }
             if rng.r#gen::<f64>() < 0.05 {
                 let refund_day = day + rng.gen_range(3.0..30.0);
@@ -447,13 +476,41 @@ impl World {
             let mut day = 3.0 + 0.35;
             while day < self.days {
                 if day >= c.signup && day < unsubscribe {
-                    t.interactions.event(self, &next_id('E'), day, "email", "email_sent", None, None, Ids::email(&c, &mut rng));
-                    let p_open = 0.6 * c.engagement * if day < c.churn { c.activity(day).max(0.05) } else { 0.03 };
+                    t.interactions.event(
+                        self,
+                        &next_id('E'),
+                        day,
+                        "email",
+                        "email_sent",
+                        None,
+                        None,
+                        Ids::email(&c, &mut rng),
+                    );
+                    let p_open =
+                        0.6 * c.engagement * if day < c.churn { c.activity(day).max(0.05) } else { 0.03 };
                     if rng.r#gen::<f64>() < p_open {
                         let open = day + rng.gen_range(0.01..2.0);
-                        t.interactions.event(self, &next_id('E'), open, "email", "email_open", None, None, Ids::email(&c, &mut rng));
+                        t.interactions.event(
+                            self,
+                            &next_id('E'),
+                            open,
+                            "email",
+                            "email_open",
+                            None,
+                            None,
+                            Ids::email(&c, &mut rng),
+                        );
                         if rng.r#gen::<f64>() < 0.2 {
-                            t.interactions.event(self, &next_id('E'), open + 0.01, "email", "email_click", None, None, Ids::email(&c, &mut rng));
+                            t.interactions.event(
+                                self,
+                                &next_id('E'),
+                                open + 0.01,
+                                "email",
+                                "email_click",
+                                None,
+                                None,
+                                Ids::email(&c, &mut rng),
+                            );
                         }
                     }
                 }
@@ -465,9 +522,27 @@ impl World {
             let mut day = 12.6;
             while day < self.days.min(c.churn + 180.0) {
                 if day >= c.signup {
-                    t.interactions.event(self, &next_id('E'), day, "sms", "sms_sent", None, None, Ids::phone(&c, &mut rng));
+                    t.interactions.event(
+                        self,
+                        &next_id('E'),
+                        day,
+                        "sms",
+                        "sms_sent",
+                        None,
+                        None,
+                        Ids::phone(&c, &mut rng),
+                    );
                     if rng.r#gen::<f64>() < 0.08 * c.engagement * c.activity(day) {
-                        t.interactions.event(self, &next_id('E'), day + 0.05, "sms", "sms_click", None, None, Ids::phone(&c, &mut rng));
+                        t.interactions.event(
+                            self,
+                            &next_id('E'),
+                            day + 0.05,
+                            "sms",
+                            "sms_click",
+                            None,
+                            None,
+                            Ids::phone(&c, &mut rng),
+                        );
                     }
                 }
                 day += 30.0;
@@ -475,22 +550,52 @@ impl World {
         }
         // Web visits (logged in or cookie only), app sessions, calls, complaints.
         let visit_rate = 2.0 + 24.0 * c.engagement;
-        self.poisson_events(&mut rng, active_from, self.days, visit_rate, &c, |day, rng, t: &mut Tables| {
-            let ids = if c.email.is_some() && rng.r#gen::<f64>() < 0.4 {
-                let mut ids = Ids::email(&c, rng);
-                ids.cookie_id = Some(c.cookies[rng.gen_range(0..c.cookies.len())].clone());
-                ids
-            } else {
-                Ids { cookie_id: Some(c.cookies[rng.gen_range(0..c.cookies.len())].clone()), ..Ids::default() }
-            };
-            t.interactions.event(self, &next_id('E'), day, "web", "web_visit", None, None, ids);
-        }, t);
+        self.poisson_events(
+            &mut rng,
+            active_from,
+            self.days,
+            visit_rate,
+            &c,
+            |day, rng, t: &mut Tables| {
+                let ids = if c.email.is_some() && rng.r#gen::<f64>() < 0.4 {
+                    let mut ids = Ids::email(&c, rng);
+                    ids.cookie_id = Some(c.cookies[rng.gen_range(0..c.cookies.len())].clone());
+                    ids
+                } else {
+                    Ids {
+                        cookie_id: Some(c.cookies[rng.gen_range(0..c.cookies.len())].clone()),
+                        ..Ids::default()
+                    }
+                };
+                t.interactions.event(self, &next_id('E'), day, "web", "web_visit", None, None, ids);
+            },
+            t,
+        );
         if c.app_user {
-            self.poisson_events(&mut rng, active_from, self.days, 40.0 * c.engagement, &c, |day, _, t: &mut Tables| {
-                t.interactions.event(self, &next_id('E'), day, "app", "app_session", None, None, Ids::customer(&c));
-            }, t);
+            self.poisson_events(
+                &mut rng,
+                active_from,
+                self.days,
+                40.0 * c.engagement,
+                &c,
+                |day, _, t: &mut Tables| {
+                    t.interactions.event(
+                        self,
+                        &next_id('E'),
+                        day,
+                        "app",
+                        "app_session",
+                        None,
+                        None,
+                        Ids::customer(&c),
+                    );
+                },
+                t,
+            );
         }
-        let call_ids = |c: &Person, rng: &mut ChaCha8Rng| if c.phone.is_some() { Ids::phone(c, rng) } else { Ids::customer(c) };
+        let call_ids = |c: &Person, rng: &mut ChaCha8Rng| {
+            if c.phone.is_some() { Ids::phone(c, rng) } else { Ids::customer(c) }
+        };
         let duration = LogNormal::new(300f64.ln(), 0.6).expect("valid");
         let mut day = active_from;
         let call_gap = Exp::new(0.8 / 365.0).expect("valid");
@@ -500,7 +605,16 @@ impl World {
                 break;
             }
             let secs = duration.sample(&mut rng).round();
-            t.interactions.event(self, &next_id('E'), day, "call_center", "call_inbound", None, Some(secs), call_ids(&c, &mut rng));
+            t.interactions.event(
+                self,
+                &next_id('E'),
+                day,
+                "call_center",
+                "call_inbound",
+                None,
+                Some(secs),
+                call_ids(&c, &mut rng),
+            );
         }
         // Complaints: a base rate from the risk, rising sharply before churn.
         let mut day = active_from;
@@ -514,12 +628,22 @@ impl World {
             let near_churn = (1.0 - (c.churn - day) / 90.0).clamp(0.0, 1.0);
             if rng.r#gen::<f64>() < (1.0 + 5.0 * near_churn) / 6.0 {
                 let secs = (duration.sample(&mut rng) * 1.8).round();
-                t.interactions.event(self, &next_id('E'), day, "call_center", "complaint", None, Some(secs), call_ids(&c, &mut rng));
+                t.interactions.event(
+                    self,
+                    &next_id('E'),
+                    day,
+                    "call_center",
+                    "complaint",
+                    None,
+                    Some(secs),
+                    call_ids(&c, &mut rng),
+                );
             }
         }
         t.truth.append(&c, self);
     }
 
+    #[allow(clippy::too_many_arguments)]
     /// Calls `emit` at the times of a Poisson process of `rate` per year,
     /// thinned by the customer's activity (and mostly silenced after churn).
     fn poisson_events(
@@ -573,8 +697,12 @@ struct Person {
     cookies: Vec<String>,
 }
 
-const FIRST: &[&str] = &["anna", "ben", "carla", "dev", "eva", "femi", "gus", "hana", "ivan", "jo", "kim", "lea", "max", "nia", "omar", "pia"];
-const LAST: &[&str] = &["smith", "garcia", "chen", "muller", "okafor", "rossi", "kowalski", "nguyen", "silva", "berg"];
+const FIRST: &[&str] = &[
+    "anna", "ben", "carla", "dev", "eva", "femi", "gus", "hana", "ivan", "jo", "kim", "lea", "max", "nia",
+    "omar", "pia",
+];
+const LAST: &[&str] =
+    &["smith", "garcia", "chen", "muller", "okafor", "rossi", "kowalski", "nguyen", "silva", "berg"];
 const DOMAINS: &[&str] = &["example.com", "mail.test", "inbox.test", "post.example"];
 
 impl Person {
@@ -583,7 +711,7 @@ impl Person {
         let signup = rng.gen_range(-3.0 * 365.0..w.days - 30.0);
         let hazard = 0.35 * (0.8 * z).exp();
         let churn = signup + Exp::new(hazard).expect("positive hazard").sample(rng) * 365.0;
-        let rate = Gamma::new(0.9, 10.0).expect("valid").sample(rng) + 0.3;
+        let rate = Gamma::new(0.9, 20.0).expect("valid").sample(rng) + 0.5;
         let order_value = LogNormal::new(45f64.ln(), 0.6).expect("valid").sample(rng);
         let engagement = sigmoid(Normal::new(-0.3, 1.0).expect("valid").sample(rng) - 0.6 * z);
         let has_email = rng.r#gen::<f64>() < 0.92;
@@ -592,15 +720,16 @@ impl Person {
         let app_user = rng.r#gen::<f64>() < 0.35;
         let first = FIRST[rng.gen_range(0..FIRST.len())];
         let last = LAST[rng.gen_range(0..LAST.len())];
-        let email = has_email.then(|| format!("{first}.{last}{}@{}", index + 1, DOMAINS[index % DOMAINS.len()]));
+        let email =
+            has_email.then(|| format!("{first}.{last}{}@{}", index + 1, DOMAINS[index % DOMAINS.len()]));
         let phone = has_phone.then(|| format!("+1{}{:07}", 200 + (index % 700), (index * 7919) % 10_000_000));
         let loyalty = has_loyalty.then(|| format!("L{:09}", (index as u64 * 104_729) % 1_000_000_007));
         let cookies = (0..rng.gen_range(1..=3)).map(|_| format!("ck_{:016x}", rng.r#gen::<u64>())).collect();
         let channel_weights = [
-            rng.r#gen::<f64>() + 0.2,                                                   // web
-            rng.r#gen::<f64>() * if has_loyalty { 1.5 } else { 0.3 },                   // store
-            if app_user { rng.r#gen::<f64>() + 0.3 } else { 0.0 },                      // app
-            rng.r#gen::<f64>() * 0.1,                                                   // call_center
+            rng.r#gen::<f64>() + 0.2,                                 // web
+            rng.r#gen::<f64>() * if has_loyalty { 1.5 } else { 0.3 }, // store
+            if app_user { rng.r#gen::<f64>() + 0.3 } else { 0.0 },    // app
+            rng.r#gen::<f64>() * 0.1,                                 // call_center
         ];
         Person {
             id: format!("C{:07}", index + 1),
@@ -627,11 +756,7 @@ impl Person {
     /// Activity multiplier at `day`: 1 when healthy, decaying linearly over
     /// the 120 days before churn to 0.15, 0 after.
     fn activity(&self, day: f64) -> f64 {
-        if day >= self.churn {
-            0.0
-        } else {
-            ((self.churn - day) / 120.0).clamp(0.15, 1.0)
-        }
+        if day >= self.churn { 0.0 } else { ((self.churn - day) / 120.0).clamp(0.15, 1.0) }
     }
 
     fn pick_channel(&self, rng: &mut ChaCha8Rng) -> &'static str {
@@ -713,10 +838,8 @@ fn noisy_loyalty(id: &str, rng: &mut ChaCha8Rng) -> String {
 }
 
 fn batch(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| PipelineError::Query {
-        name: "internal: generator batch".into(),
-        source: e.into(),
-    })
+    RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| PipelineError::Query { name: "internal: generator batch".into(), source: e.into() })
 }
 
 /// Arrow schemas of the generated files. Transactions use microsecond and
@@ -1143,7 +1266,8 @@ impl PartWriters {
                 _ => {}
             }
             let (path, w) = &mut self.writers[i];
-            w.write(&b).map_err(|source| PipelineError::Write { path: path.display().to_string(), source })?;
+            w.write(&b)
+                .map_err(|source| PipelineError::Write { path: path.display().to_string(), source })?;
         }
         Ok(())
     }

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::datasource::MemTable;
 use datafusion::functions::string::expr_fn::btrim;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{Expr, cast, ident, lit, when};
-use datafusion::datasource::MemTable;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -63,10 +63,7 @@ pub fn canonical_type(ty: ColType) -> DataType {
 /// The canonical schema of a contract table.
 pub fn canonical_schema(spec: &TableSpec) -> Schema {
     Schema::new(
-        spec.columns
-            .iter()
-            .map(|c| Field::new(c.name, canonical_type(c.ty), true))
-            .collect::<Vec<_>>(),
+        spec.columns.iter().map(|c| Field::new(c.name, canonical_type(c.ty), true)).collect::<Vec<_>>(),
     )
 }
 
@@ -94,8 +91,7 @@ pub fn locate(root: &Path, spec: &'static TableSpec) -> Result<Option<TableSourc
         (root.join(format!("{}.csv", spec.name)), Some(Format::Csv)),
         (root.join(spec.name), None),
     ];
-    let found: Vec<&(PathBuf, Option<Format>)> =
-        candidates.iter().filter(|(p, _)| p.exists()).collect();
+    let found: Vec<&(PathBuf, Option<Format>)> = candidates.iter().filter(|(p, _)| p.exists()).collect();
     let (location, format) = match found.as_slice() {
         [] => return Ok(None),
         [one] => (*one).clone(),
@@ -266,8 +262,8 @@ async fn register_table(
     header: &[String],
 ) -> Result<TableCounts> {
     let Some(source) = source else {
-        let empty = MemTable::try_new(Arc::new(canonical_schema(spec)), vec![vec![]])
-            .map_err(query(spec.name))?;
+        let empty =
+            MemTable::try_new(Arc::new(canonical_schema(spec)), vec![vec![]]).map_err(query(spec.name))?;
         ctx.register_table(spec.name, Arc::new(empty)).map_err(query(spec.name))?;
         return Ok(TableCounts { table: spec.name.into(), ..Default::default() });
     };
@@ -281,9 +277,8 @@ async fn register_table(
         Format::Csv => {
             // Read every CSV column as text, by header position; the
             // canonical view below casts to the contract types.
-            let schema = Schema::new(
-                header.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>(),
-            );
+            let schema =
+                Schema::new(header.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>());
             let options = CsvReadOptions::new().has_header(true).schema(&schema).file_extension(".csv");
             ctx.register_csv(raw.as_str(), &location, options).await.map_err(query(spec.name))?
         }
@@ -339,9 +334,8 @@ fn row_rule(spec: &TableSpec) -> Expr {
         }
     }
     if let Some((first, rest)) = spec.identity.split_first() {
-        let any = rest
-            .iter()
-            .fold(present(first, ColType::Utf8), |acc, name| acc.or(present(name, ColType::Utf8)));
+        let any =
+            rest.iter().fold(present(first, ColType::Utf8), |acc, name| acc.or(present(name, ColType::Utf8)));
         rule = rule.and(any);
     }
     rule

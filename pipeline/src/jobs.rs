@@ -165,10 +165,8 @@ pub async fn score(data: &Path, as_of: NaiveDate, model: &Path, out: &Path) -> R
         Arc::new(Date32Array::from(vec![(as_of - epoch).num_days() as i32; n])),
         Arc::new(TimestampMicrosecondArray::from(vec![scored_at.timestamp_micros(); n]).with_timezone("UTC")),
     ];
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| PipelineError::Query {
-        name: "internal: score batch".into(),
-        source: e.into(),
-    })?;
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| PipelineError::Query { name: "internal: score batch".into(), source: e.into() })?;
 
     let staging = snapshot::create_staging(out, &id)?;
     let result = write_parquet(&staging.join(SCORES_FILE), schema, &[batch]).and_then(|_| {

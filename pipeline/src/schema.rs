@@ -86,8 +86,17 @@ pub const TRANSACTION_CHANNELS: &[&str] = &["web", "store", "app", "call_center"
 pub const INTERACTION_CHANNELS: &[&str] = &["email", "web", "app", "sms", "call_center", "store", "social"];
 /// Interaction event types.
 pub const EVENT_TYPES: &[&str] = &[
-    "email_sent", "email_open", "email_click", "sms_sent", "sms_click", "web_visit",
-    "app_session", "call_inbound", "call_outbound", "complaint", "store_visit",
+    "email_sent",
+    "email_open",
+    "email_click",
+    "sms_sent",
+    "sms_click",
+    "web_visit",
+    "app_session",
+    "call_inbound",
+    "call_outbound",
+    "complaint",
+    "store_visit",
 ];
 /// Campaign kinds.
 pub const CAMPAIGN_KINDS: &[&str] = &["wave", "trigger"];

@@ -10,11 +10,19 @@ pub enum ServeError {
     #[error(transparent)]
     Snapshot(#[from] engage_models::ModelError),
     #[error("cannot read snapshot file {path}")]
-    Parquet { path: String, #[source] source: parquet::errors::ParquetError },
+    Parquet {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
     #[error("snapshot file {path}: {reason}")]
     Schema { path: String, reason: String },
     #[error("cannot listen on {addr}")]
-    Bind { addr: String, #[source] source: std::io::Error },
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A failed request. Each variant maps to one status and one stable code;

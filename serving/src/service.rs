@@ -46,7 +46,10 @@ impl ScoreService {
         let parquet_err = |source| ServeError::Parquet { path: shown.clone(), source };
         let file = std::fs::File::open(&path)
             .map_err(|source| engage_models::ModelError::Io { path: shown.clone(), source })?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(parquet_err)?
+            .build()
+            .map_err(parquet_err)?;
         let mut rows = HashMap::with_capacity(manifest.rows as usize);
         let mut models: Vec<String> = Vec::new();
         for batch in reader {
@@ -71,7 +74,10 @@ impl ScoreService {
                 (ids.as_string::<i32>(), probs.as_primitive::<Float64Type>(), versions.as_string::<i32>());
             for i in 0..batch.num_rows() {
                 if ids.is_null(i) || probs.is_null(i) || versions.is_null(i) {
-                    return Err(ServeError::Schema { path: shown.clone(), reason: format!("null value in row {i}") });
+                    return Err(ServeError::Schema {
+                        path: shown.clone(),
+                        reason: format!("null value in row {i}"),
+                    });
                 }
                 let version = versions.value(i);
                 let m = match models.iter().position(|v| v == version) {
@@ -95,7 +101,8 @@ impl ScoreService {
 
     /// Scores of one customer, or `UnknownCustomer`.
     pub fn scores_for(&self, customer_id: &str) -> Result<CustomerScores, ApiError> {
-        let (p, m) = self.rows.get(customer_id).ok_or_else(|| ApiError::UnknownCustomer(customer_id.to_string()))?;
+        let (p, m) =
+            self.rows.get(customer_id).ok_or_else(|| ApiError::UnknownCustomer(customer_id.to_string()))?;
         Ok(CustomerScores {
             customer_id: customer_id.to_string(),
             churn_probability: *p,

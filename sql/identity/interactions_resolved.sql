@@ -1,9 +1,10 @@
 -- Interactions attributed to a customer.
--- Grain: one row per interaction that resolves to a known customer.
+-- Grain: one row per interaction that resolves to a known customer. Only the
+-- columns feature SQL reads are kept: this view is held in memory.
 -- Resolution order: customer_id, email, phone, loyalty_id (normalised as in
 -- customer_keys.sql). Cookie-only events cannot be attributed in v1 and are
 -- left out (and counted by the job).
-SELECT i.event_id, i.ts, i.channel, i.event_type, i.campaign_id, i.duration_s,
+SELECT i.ts, i.channel, i.event_type, i.duration_s,
        coalesce(c.customer_id, e.customer_id, p.customer_id, l.customer_id) AS customer_key
 FROM interactions i
 LEFT JOIN customers c ON c.customer_id = i.customer_id

@@ -39,7 +39,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     tokio::task::spawn_blocking(move || generate(&opts)).await?.context("generating sample data")?;
     let gen_secs = t.elapsed().as_secs_f64();
 
-    let features = build_features(&data, score_as_of, &dir.join("features")).await.context("building features")?;
+    let features =
+        build_features(&data, score_as_of, &dir.join("features")).await.context("building features")?;
     let trained = train_churn_model(&TrainChurnOptions {
         data: data.clone(),
         as_of: train_as_of,
@@ -67,12 +68,21 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!();
     println!("stages");
     println!("  generate  {:>7.1}s", gen_secs);
-    println!("  features  {:>7.1}s  {} customers x {} features as of {}", features.seconds, features.rows, features.columns.len() - 1, score_as_of);
+    println!(
+        "  features  {:>7.1}s  {} customers x {} features as of {}",
+        features.seconds,
+        features.rows,
+        features.columns.len() - 1,
+        score_as_of
+    );
     println!(
         "  train     {:>7.1}s  churn in {horizon} days after {train_as_of}: {} train / {} validation rows, churn rate {:.3}",
         trained.seconds, trained.artifact.train_rows, trained.artifact.valid_rows, m.positive_rate
     );
-    println!("  score     {:>7.1}s  {} customers as of {}", scored.seconds, scored.manifest.rows, score_as_of);
+    println!(
+        "  score     {:>7.1}s  {} customers as of {}",
+        scored.seconds, scored.manifest.rows, score_as_of
+    );
     println!("  total     {:>7.1}s", total.elapsed().as_secs_f64());
     println!();
     println!(
@@ -96,11 +106,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 fn prepare(dir: &Path) -> Result<()> {
     if dir.exists() {
         let is_demo = dir.join(MARKER).exists();
-        let is_empty = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.next().is_none();
+        let is_empty =
+            std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.next().is_none();
         if !is_demo && !is_empty {
-            bail!("--dir {}: exists and was not made by `engage demo`; pick another directory", dir.display());
+            bail!(
+                "--dir {}: exists and was not made by `engage demo`; pick another directory",
+                dir.display()
+            );
         }
-        std::fs::remove_dir_all(dir).with_context(|| format!("removing the previous demo in {}", dir.display()))?;
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("removing the previous demo in {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join(MARKER), "made by engage demo; replaced on each run\n")

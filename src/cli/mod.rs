@@ -142,11 +142,18 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Generate { customers, seed, out, start, end } => {
             let opts = GenerateOptions { start, end, ..GenerateOptions::new(customers, seed, out.clone()) };
-            let s = tokio::task::spawn_blocking(move || generate(&opts)).await?
+            let s = tokio::task::spawn_blocking(move || generate(&opts))
+                .await?
                 .with_context(|| format!("generating sample data into {}", out.display()))?;
             println!(
                 "wrote {} customers, {} transactions, {} interactions, {} campaigns, {} contacts, {} responses to {}",
-                s.customers, s.transactions, s.interactions, s.campaigns, s.contacts, s.responses, out.display()
+                s.customers,
+                s.transactions,
+                s.interactions,
+                s.campaigns,
+                s.contacts,
+                s.responses,
+                out.display()
             );
         }
         Command::Features { data, as_of, out } => {
@@ -203,7 +210,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve { scores, bind } => {
             if !scores.is_dir() {
-                bail!("--scores {}: not a directory (run `engage score --out {}` first)", scores.display(), scores.display());
+                bail!(
+                    "--scores {}: not a directory (run `engage score --out {}` first)",
+                    scores.display(),
+                    scores.display()
+                );
             }
             let opts = engage_serving::ServeOptions { scores: scores.clone(), bind };
             let (server, addrs) = engage_serving::bind(&opts)

@@ -20,7 +20,8 @@ fn demo_runs_end_to_end_and_its_scores_can_be_served() {
     let out = engage(&["demo", "--dir", dir.to_str().unwrap(), "--customers", "3000", "--seed", "3"]);
     assert!(out.status.success(), "demo failed: {}", stderr(&out));
     let text = stdout(&out);
-    for needle in ["customers", "transactions", "ROC AUC", "top-decile lift", "serve the scores", "features "] {
+    for needle in ["customers", "transactions", "ROC AUC", "top-decile lift", "serve the scores", "features "]
+    {
         assert!(text.contains(needle), "summary lacks `{needle}`:\n{text}");
     }
     let files = files_under(&dir);
@@ -61,7 +62,15 @@ fn demo_runs_end_to_end_and_its_scores_can_be_served() {
 /// every `needle`, and no output directory.
 fn features_fail(data: &Path, needles: &[&str]) {
     let out_dir = data.parent().unwrap().join("features-out");
-    let out = engage(&["features", "--data", data.to_str().unwrap(), "--as-of", "2025-04-01", "--out", out_dir.to_str().unwrap()]);
+    let out = engage(&[
+        "features",
+        "--data",
+        data.to_str().unwrap(),
+        "--as-of",
+        "2025-04-01",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
     let err = stderr(&out);
     assert!(!out.status.success(), "expected failure, got success");
     assert_eq!(out.status.code(), Some(1));
@@ -128,9 +137,18 @@ fn wrong_column_type_names_expected_and_found() {
             ("phone", n(vec![None])),
             ("loyalty_id", n(vec![None])),
             ("region", n(vec![None])),
-            ("consent_email", Arc::new(engage_pipeline::datafusion::arrow::array::BooleanArray::from(vec![true]))),
-            ("consent_sms", Arc::new(engage_pipeline::datafusion::arrow::array::BooleanArray::from(vec![true]))),
-            ("consent_call", Arc::new(engage_pipeline::datafusion::arrow::array::BooleanArray::from(vec![true]))),
+            (
+                "consent_email",
+                Arc::new(engage_pipeline::datafusion::arrow::array::BooleanArray::from(vec![true])),
+            ),
+            (
+                "consent_sms",
+                Arc::new(engage_pipeline::datafusion::arrow::array::BooleanArray::from(vec![true])),
+            ),
+            (
+                "consent_call",
+                Arc::new(engage_pipeline::datafusion::arrow::array::BooleanArray::from(vec![true])),
+            ),
         ],
     );
     features_fail(&data, &["customers.signup_date: expected Date32, found Utf8", "customers.parquet"]);
@@ -164,4 +182,43 @@ fn generate_is_deterministic_and_never_overwrites() {
     let again = engage(&["generate", "--customers", "300", "--seed", "12", "--out", a.to_str().unwrap()]);
     assert!(!again.status.success());
     assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+}
+
+#[test]
+fn failed_scoring_leaves_the_current_snapshot_alone() {
+    let trained = crate::common::trained();
+    let tmp = tempfile::tempdir().unwrap();
+    let scores = tmp.path().join("scores");
+    copy_dir(&trained.scores, &scores);
+    let before = files_under(&scores);
+    let current = std::fs::read_to_string(scores.join("CURRENT")).unwrap();
+
+    // A model whose features the data does not have.
+    let mut artifact: serde_json::Value = serde_json::from_slice(&std::fs::read(&trained.path).unwrap()).unwrap();
+    artifact["model"]["feature_names"][0] = "shoe_size".into();
+    let wrong_features = tmp.path().join("wrong-features.json");
+    std::fs::write(&wrong_features, serde_json::to_vec(&artifact).unwrap()).unwrap();
+    // A model from a future engage.
+    artifact["format_version"] = 99.into();
+    let future = tmp.path().join("future.json");
+    std::fs::write(&future, serde_json::to_vec(&artifact).unwrap()).unwrap();
+
+    let data = crate::common::sample().to_str().unwrap();
+    for (model, needle) in [(&wrong_features, "shoe_size"), (&future, "format version 99")] {
+        let out = engage(&[
+            "score",
+            "--data",
+            data,
+            "--as-of",
+            "2026-07-01",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            scores.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+        assert_eq!(files_under(&scores), before, "a failed run changed the snapshot root");
+        assert_eq!(std::fs::read_to_string(scores.join("CURRENT")).unwrap(), current);
+    }
 }

@@ -102,17 +102,18 @@ pub fn trained() -> &'static Trained {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async {
                 let tmp = tempfile::tempdir().unwrap();
-                let run = engage_pipeline::jobs::train_churn_model(&engage_pipeline::jobs::TrainChurnOptions {
-                    data: data.clone(),
-                    as_of: date("2026-03-31"),
-                    horizon_days: 90,
-                    models: tmp.path().join("models"),
-                    params: engage_models::ChurnModel::params(),
-                    valid_share: 0.2,
-                    seed: 1,
-                })
-                .await
-                .unwrap();
+                let run =
+                    engage_pipeline::jobs::train_churn_model(&engage_pipeline::jobs::TrainChurnOptions {
+                        data: data.clone(),
+                        as_of: date("2026-03-31"),
+                        horizon_days: 90,
+                        models: tmp.path().join("models"),
+                        params: engage_models::ChurnModel::params(),
+                        valid_share: 0.2,
+                        seed: 1,
+                    })
+                    .await
+                    .unwrap();
                 let scores = tmp.path().join("scores");
                 engage_pipeline::jobs::score(&data, date("2026-07-01"), &run.path, &scores).await.unwrap();
                 Trained { artifact: run.artifact, path: run.path, scores, _tmp: tmp }

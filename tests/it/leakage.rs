@@ -7,8 +7,8 @@ use std::path::Path;
 
 use engage_pipeline::Engine;
 use engage_pipeline::datafusion::arrow::util::pretty::pretty_format_batches;
-use engage_pipeline::datafusion::prelude::*;
 use engage_pipeline::datafusion::dataframe::DataFrameWriteOptions;
+use engage_pipeline::datafusion::prelude::*;
 use engage_pipeline::datafusion::scalar::ScalarValue;
 
 use crate::common::{copy_dir, date, sample};
@@ -16,7 +16,10 @@ use crate::common::{copy_dir, date, sample};
 async fn truncate(from: &Path, to: &Path, cutoff: ScalarValue) {
     let ctx = SessionContext::new();
     for table in ["transactions", "interactions", "contacts", "responses"] {
-        let df = ctx.read_parquet(from.join(table).to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+        let df = ctx
+            .read_parquet(from.join(table).to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap();
         let before = df.clone().count().await.unwrap();
         let kept = df.filter(col("ts").lt(lit(cutoff.clone()))).unwrap();
         let out = to.join(table);
@@ -24,7 +27,13 @@ async fn truncate(from: &Path, to: &Path, cutoff: ScalarValue) {
         kept.write_parquet(out.join("part-0.parquet").to_str().unwrap(), DataFrameWriteOptions::new(), None)
             .await
             .unwrap();
-        let after = ctx.read_parquet(out.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap().count().await.unwrap();
+        let after = ctx
+            .read_parquet(out.to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap()
+            .count()
+            .await
+            .unwrap();
         assert!(after < before, "{table}: the sample must have events after the cutoff to remove");
     }
     copy_dir(&from.join("customers"), &to.join("customers"));
@@ -40,7 +49,10 @@ async fn events_at_or_after_the_cutoff_change_no_feature() {
 
     let full = Engine::open(sample()).await.unwrap().features(as_of).await.unwrap();
     let past_only = Engine::open(&truncated).await.unwrap().features(as_of).await.unwrap();
-    let (full, past_only) = (pretty_format_batches(&full).unwrap().to_string(), pretty_format_batches(&past_only).unwrap().to_string());
+    let (full, past_only) = (
+        pretty_format_batches(&full).unwrap().to_string(),
+        pretty_format_batches(&past_only).unwrap().to_string(),
+    );
     assert!(full.lines().count() > 1000, "the comparison must cover many customers");
     if full != past_only {
         let diff: Vec<_> = full.lines().zip(past_only.lines()).filter(|(a, b)| a != b).take(5).collect();

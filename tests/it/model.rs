@@ -35,7 +35,11 @@ async fn churn_model_learns_and_approaches_the_oracle() {
     let m = &artifact.metrics;
     assert!(m.roc_auc > 0.72, "validation AUC {:.3} is too close to chance", m.roc_auc);
     assert!(m.top_decile_lift > 1.3, "top-decile lift {:.2}", m.top_decile_lift);
-    assert!(m.brier < m.positive_rate * (1.0 - m.positive_rate), "Brier {:.3} no better than the base rate", m.brier);
+    assert!(
+        m.brier < m.positive_rate * (1.0 - m.positive_rate),
+        "Brier {:.3} no better than the base rate",
+        m.brier
+    );
 
     // The oracle knows each customer's latent rate and churn date.
     let engine = Engine::open(sample()).await.unwrap();
@@ -60,14 +64,26 @@ async fn churn_model_learns_and_approaches_the_oracle() {
             latent.insert(ids.value(i).to_string(), (rate.value(i), churn.value(i) as f64 - epoch_as_of));
         }
     }
-    let p: Vec<f64> = set.ids.iter().map(|id| {
-        let (rate, churn_day) = latent[id];
-        oracle(rate, churn_day + 0.5, 0.0, 90.0)
-    }).collect();
+    let p: Vec<f64> = set
+        .ids
+        .iter()
+        .map(|id| {
+            let (rate, churn_day) = latent[id];
+            oracle(rate, churn_day + 0.5, 0.0, 90.0)
+        })
+        .collect();
     let oracle_auc = roc_auc(&set.y, &p);
     println!("churn AUC: model {:.3} (validation), ground-truth oracle {:.3}", m.roc_auc, oracle_auc);
-    assert!(oracle_auc > m.roc_auc - 0.02, "the model cannot beat the oracle: {:.3} vs {oracle_auc:.3}", m.roc_auc);
-    assert!(m.roc_auc > oracle_auc - 0.15, "model AUC {:.3} is far below the oracle {oracle_auc:.3}", m.roc_auc);
+    assert!(
+        oracle_auc > m.roc_auc - 0.02,
+        "the model cannot beat the oracle: {:.3} vs {oracle_auc:.3}",
+        m.roc_auc
+    );
+    assert!(
+        m.roc_auc > oracle_auc - 0.15,
+        "model AUC {:.3} is far below the oracle {oracle_auc:.3}",
+        m.roc_auc
+    );
 }
 
 #[test]
