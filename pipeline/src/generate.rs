@@ -1219,7 +1219,10 @@ struct PartWriters {
     writers: Vec<(PathBuf, ArrowWriter<std::fs::File>)>,
 }
 
-const PART_TABLES: &[(&str, fn() -> SchemaRef)] = &[
+/// A generated table: its path under the output and its schema.
+type PartTable = (&'static str, fn() -> SchemaRef);
+
+const PART_TABLES: &[PartTable] = &[
     ("customers", schemas::customers),
     ("transactions", schemas::transactions),
     ("interactions", schemas::interactions),

@@ -31,16 +31,18 @@ fn demo_runs_end_to_end_and_its_scores_can_be_served() {
     assert!(!files.iter().any(|f| f.contains(".tmp") || f.contains(".staging/")), "leftovers: {files:?}");
 
     // The command the summary prints serves those scores.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_engage"))
-        .args(["serve", "--scores", dir.join("scores").to_str().unwrap(), "--bind", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_engage"))
+            .args(["serve", "--scores", dir.join("scores").to_str().unwrap(), "--bind", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.0.stderr.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line.trim().rsplit("http://").next().unwrap().to_string();
     let resp = ureq::get(&format!("http://{addr}/v1/customers/C0000001/scores")).call();
-    child.kill().unwrap();
+    drop(child);
     let body: serde_json::Value = resp.unwrap().body_mut().read_json().unwrap();
     assert_eq!(body["customer_id"], "C0000001");
     assert!(body["churn_probability"].as_f64().is_some(), "{body}");
@@ -56,6 +58,16 @@ fn demo_runs_end_to_end_and_its_scores_can_be_served() {
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("not made by `engage demo`"), "{}", stderr(&refused));
     assert_eq!(std::fs::read_to_string(foreign.join("keep.txt")).unwrap(), "precious");
+}
+
+/// A child process that is killed and reaped when the test ends, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Runs `engage features` on `data`; asserts failure, an error containing
@@ -194,7 +206,8 @@ fn failed_scoring_leaves_the_current_snapshot_alone() {
     let current = std::fs::read_to_string(scores.join("CURRENT")).unwrap();
 
     // A model whose features the data does not have.
-    let mut artifact: serde_json::Value = serde_json::from_slice(&std::fs::read(&trained.path).unwrap()).unwrap();
+    let mut artifact: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&trained.path).unwrap()).unwrap();
     artifact["model"]["feature_names"][0] = "shoe_size".into();
     let wrong_features = tmp.path().join("wrong-features.json");
     std::fs::write(&wrong_features, serde_json::to_vec(&artifact).unwrap()).unwrap();
