@@ -3,15 +3,17 @@
 //! runnable as of any cutoff.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
-use crate::error::{Result, query};
-use crate::ingest::{TableCounts, register_inputs};
+use crate::error::{Result, io, query};
+use crate::ingest::{TableCounts, register_inputs, rejects_view};
+use crate::output::write_parquet;
 use crate::sql::{CHURN_LABEL, FEATURES, IDENTITY, SqlFile};
 
 /// Events per source table and how many of them resolved to a customer.
@@ -24,7 +26,7 @@ pub struct ResolvedCounts {
 /// A session over one data root.
 pub struct Engine {
     ctx: SessionContext,
-    /// Rows read and excluded per input table.
+    /// Rows read, accepted and rejected per input table.
     pub inputs: Vec<TableCounts>,
     /// Events attributed to a customer.
     pub resolved: ResolvedCounts,
@@ -101,6 +103,32 @@ impl Engine {
         self.ctx.deregister_table(file.name).map_err(query(file.path))?;
         self.ctx.register_table(file.name, df.clone().into_view()).map_err(query(file.path))?;
         Ok(df)
+    }
+
+    /// Writes the rejected rows of every input table to
+    /// `dir/rejects/<table>.parquet` (the table's columns plus `reject_rule`)
+    /// and removes a stale file for a table without rejects. Returns the
+    /// files written.
+    pub async fn write_rejects(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let rejects = dir.join("rejects");
+        let mut written = Vec::new();
+        for counts in &self.inputs {
+            let path = rejects.join(format!("{}.parquet", counts.table));
+            if counts.rejected == 0 {
+                if path.exists() {
+                    std::fs::remove_file(&path).map_err(io(&path))?;
+                }
+                continue;
+            }
+            let view = rejects_view(&counts.table);
+            let df = self.ctx.table(view.as_str()).await.map_err(query(&view))?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await.map_err(query(&view))?;
+            std::fs::create_dir_all(&rejects).map_err(io(&rejects))?;
+            write_parquet(&path, schema, &batches)?;
+            written.push(path);
+        }
+        Ok(written)
     }
 
     /// Runs any SQL over the registered views (for tests and ad-hoc checks).

@@ -1,18 +1,22 @@
 //! Ingest: find each contract table under the data root, check every file's
 //! columns and types against the contract, and register one canonical view
 //! per table (fixed column order and types, timestamps as UTC microseconds)
-//! holding only the rows that pass the contract's row rules.
+//! holding only the rows that pass the contract's row rules. Rows that break
+//! a rule are not dropped: they stay queryable in `rejects_<table>` with the
+//! rule they broke, and jobs write them to `rejects/<table>.parquet`.
 //!
 //! This is the one place that knows the physical layout of inputs; SQL jobs
 //! only ever see the canonical views.
 
+use std::ops::Not;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::functions::string::expr_fn::btrim;
-use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{Expr, cast, ident, lit, when};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -45,8 +49,12 @@ pub struct TableCounts {
     /// Where the table was read from; `None` for an absent optional table.
     pub location: Option<String>,
     pub rows: u64,
-    /// Rows excluded because they break a row rule of the contract.
-    pub excluded: u64,
+    /// Rows that pass every row rule and feed the jobs.
+    pub accepted: u64,
+    /// Rows that break a row rule (`rows = accepted + rejected`).
+    pub rejected: u64,
+    /// Rejected rows per rule (see [`REJECT_RULE`]).
+    pub rejected_by_rule: std::collections::BTreeMap<String, u64>,
 }
 
 /// The canonical Arrow type a contract type is read as.
@@ -292,62 +300,111 @@ async fn register_table(
                 .collect::<Vec<_>>(),
         )
         .map_err(query(spec.name))?;
-    let valid = row_rule(spec);
-    let tally = typed
+    let checked = typed.with_column(REJECT_RULE, reject_rule(spec)).map_err(query(spec.name))?;
+    let tally = checked
         .clone()
-        .aggregate(
-            vec![],
-            vec![
-                count(lit(1)).alias("rows"),
-                sum(when(valid.clone(), lit(0i64)).otherwise(lit(1i64)).map_err(query(spec.name))?)
-                    .alias("excluded"),
-            ],
-        )
+        .aggregate(vec![ident(REJECT_RULE)], vec![count(lit(1)).alias("rows")])
         .map_err(query(spec.name))?
         .collect()
         .await
         .map_err(query(spec.name))?;
-    let (rows, excluded) = first_two_counts(&tally);
-    let view = typed.filter(valid).map_err(query(spec.name))?;
-    ctx.register_table(spec.name, view.into_view()).map_err(query(spec.name))?;
-    Ok(TableCounts { table: spec.name.into(), location: Some(location), rows, excluded })
+    let mut counts = TableCounts { table: spec.name.into(), location: Some(location), ..Default::default() };
+    for (rule, n) in rule_counts(&tally) {
+        counts.rows += n;
+        match rule {
+            None => counts.accepted = n,
+            Some(rule) => {
+                counts.rejected += n;
+                counts.rejected_by_rule.insert(rule, n);
+            }
+        }
+    }
+    let columns: Vec<Expr> = spec.columns.iter().map(|c| ident(c.name)).collect();
+    let accepted = checked.clone().filter(ident(REJECT_RULE).is_null()).and_then(|df| df.select(columns));
+    let rejected = checked.filter(ident(REJECT_RULE).is_not_null());
+    ctx.register_table(spec.name, accepted.map_err(query(spec.name))?.into_view())
+        .map_err(query(spec.name))?;
+    ctx.register_table(rejects_view(spec.name), rejected.map_err(query(spec.name))?.into_view())
+        .map_err(query(spec.name))?;
+    Ok(counts)
 }
 
-/// The contract's row rules as one predicate: required values present (text
-/// not blank), numbers finite, enum values known, at least one identifier.
-fn row_rule(spec: &TableSpec) -> Expr {
-    let present = |name: &str, ty: ColType| -> Expr {
+/// Column of a rejected row that names the rule it broke.
+pub const REJECT_RULE: &str = "reject_rule";
+
+/// The view holding the rejected rows of `table` (its columns plus
+/// [`REJECT_RULE`]).
+pub fn rejects_view(table: &str) -> String {
+    format!("rejects_{table}")
+}
+
+/// Timestamps before this are out of range (epoch microseconds of 1990-01-01).
+const MIN_TS_MICROS: i64 = 631_152_000_000_000;
+
+/// The contract's row rules as one expression: NULL for a row that passes,
+/// else the first rule it breaks, as `rule:column`:
+/// `missing:<col>` (required value NULL or blank), `not_finite:<col>`
+/// (NaN or infinite number), `out_of_range:<col>` (timestamp before 1990),
+/// `unknown_value:<col>` (not an allowed enum value), `no_identifier` (no
+/// identity column set).
+fn reject_rule(spec: &TableSpec) -> Expr {
+    let text_present = |name: &str| -> Expr {
         let c = ident(name);
-        match ty {
-            ColType::Utf8 => c.clone().is_not_null().and(btrim(vec![c]).not_eq(lit(""))),
-            ColType::Float64 => c.between(lit(f64::MIN), lit(f64::MAX)),
-            _ => c.is_not_null(),
-        }
+        c.clone().is_not_null().and(btrim(vec![c]).not_eq(lit("")))
     };
-    let mut rule = lit(true);
+    let mut checks: Vec<(Expr, String)> = Vec::new();
     for c in spec.columns {
         if c.required {
-            rule = rule.and(present(c.name, c.ty));
+            let present = match c.ty {
+                ColType::Utf8 => text_present(c.name),
+                _ => ident(c.name).is_not_null(),
+            };
+            checks.push((present.not(), format!("missing:{}", c.name)));
+        }
+        match c.ty {
+            ColType::Float64 => checks.push((
+                ident(c.name).is_not_null().and(ident(c.name).between(lit(f64::MIN), lit(f64::MAX)).not()),
+                format!("not_finite:{}", c.name),
+            )),
+            ColType::Timestamp => checks.push((
+                ident(c.name)
+                    .lt(lit(ScalarValue::TimestampMicrosecond(Some(MIN_TS_MICROS), Some("UTC".into())))),
+                format!("out_of_range:{}", c.name),
+            )),
+            _ => {}
         }
         if let Some(allowed) = c.allowed {
-            rule = rule.and(ident(c.name).in_list(allowed.iter().map(|v| lit(*v)).collect(), false));
+            let known = ident(c.name).in_list(allowed.iter().map(|v| lit(*v)).collect(), false);
+            checks.push((known.not(), format!("unknown_value:{}", c.name)));
         }
     }
     if let Some((first, rest)) = spec.identity.split_first() {
-        let any =
-            rest.iter().fold(present(first, ColType::Utf8), |acc, name| acc.or(present(name, ColType::Utf8)));
-        rule = rule.and(any);
+        let any = rest.iter().fold(text_present(first), |acc, name| acc.or(text_present(name)));
+        checks.push((any.not(), "no_identifier".into()));
     }
-    rule
+    let mut iter = checks.into_iter();
+    let Some((cond, rule)) = iter.next() else { return lit(ScalarValue::Utf8(None)) };
+    let mut case = when(cond, lit(rule));
+    for (cond, rule) in iter {
+        case = case.when(cond, lit(rule));
+    }
+    case.otherwise(lit(ScalarValue::Utf8(None))).expect("a CASE with at least one branch")
 }
 
-fn first_two_counts(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> (u64, u64) {
+/// `(rule or None for accepted, rows)` from the per-rule tally.
+fn rule_counts(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> Vec<(Option<String>, u64)> {
     use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::Int64Type;
-    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else { return (0, 0) };
-    let get = |i: usize| {
-        let a = b.column(i).as_primitive::<Int64Type>();
-        if a.is_null(0) { 0 } else { a.value(0) as u64 }
-    };
-    (get(0), get(1))
+    let mut out = Vec::new();
+    for b in batches {
+        let rules = cast(b.column(0), &DataType::Utf8).expect("rule names are text");
+        let rules = rules.as_string::<i32>();
+        let n = b.column(1).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let rule = rules.is_valid(i).then(|| rules.value(i).to_string());
+            out.push((rule, n.value(i) as u64));
+        }
+    }
+    out
 }

@@ -35,11 +35,14 @@ pub struct FeatureRun {
     pub inputs: Vec<TableCounts>,
     pub resolved: ResolvedCounts,
     pub output: PathBuf,
+    /// `rejects/<table>.parquet` files written (tables with rejected rows).
+    pub rejects: Vec<PathBuf>,
     pub seconds: f64,
 }
 
 /// Computes the feature table of `data` as of `as_of` and writes
-/// `out/customer_features.parquet` plus a JSON manifest.
+/// `out/customer_features.parquet`, the rejected input rows under
+/// `out/rejects/`, and a JSON manifest.
 pub async fn build_features(data: &Path, as_of: NaiveDate, out: &Path) -> Result<FeatureRun> {
     let started = Instant::now();
     let engine = Engine::open(data).await?;
@@ -48,6 +51,7 @@ pub async fn build_features(data: &Path, as_of: NaiveDate, out: &Path) -> Result
     std::fs::create_dir_all(out).map_err(io(out))?;
     let output = out.join(FEATURES_FILE);
     write_parquet(&output, schema.clone(), &batches)?;
+    let rejects = engine.write_rejects(out).await?;
     let run = FeatureRun {
         as_of: as_of.to_string(),
         rows: batches.iter().map(|b| b.num_rows()).sum(),
@@ -55,6 +59,7 @@ pub async fn build_features(data: &Path, as_of: NaiveDate, out: &Path) -> Result
         inputs: engine.inputs.clone(),
         resolved: engine.resolved.clone(),
         output,
+        rejects,
         seconds: started.elapsed().as_secs_f64(),
     };
     let manifest = serde_json::to_vec_pretty(&run).expect("run serialises");

@@ -59,7 +59,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!();
     println!("input tables ({})", data.display());
     for t in &features.inputs {
-        println!("  {:<13} {:>11} rows  {:>6} excluded by contract rules", t.table, t.rows, t.excluded);
+        println!("  {:<13} {:>11} rows  {:>6} rejected by contract rules", t.table, t.rows, t.rejected);
     }
     println!(
         "  events attributed to a customer: {} transactions, {} interactions",

@@ -161,7 +161,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await
                 .with_context(|| format!("building features from {}", data.display()))?;
             for t in &run.inputs {
-                println!("{:<13} {:>11} rows  {:>8} excluded", t.table, t.rows, t.excluded);
+                println!("{:<13} {:>11} rows  {:>8} rejected", t.table, t.rows, t.rejected);
+                for (rule, n) in &t.rejected_by_rule {
+                    println!("{:<13} {:>11}       {n:>8} {rule}", "", "");
+                }
+            }
+            for path in &run.rejects {
+                println!("rejected rows written to {}", path.display());
             }
             println!(
                 "{} customers x {} features as of {} -> {} ({:.1}s)",

@@ -45,19 +45,3 @@ async fn every_sql_view_matches_its_golden_file() {
         assert!(golden.join(format!("{}.txt", file.name)).exists(), "no golden file for {}", file.path);
     }
 }
-
-#[tokio::test]
-async fn contract_rules_exclude_and_count_bad_rows() {
-    let engine = Engine::open(&tiny()).await.unwrap();
-    let counts = |t: &str| {
-        let c = engine.inputs.iter().find(|c| c.table == t).unwrap();
-        (c.rows, c.excluded)
-    };
-    assert_eq!(counts("transactions"), (12, 1), "t10 has channel `kiosk`");
-    assert_eq!(counts("interactions"), (16, 1), "e15 has event_type `email_bounce`");
-    assert_eq!(counts("responses"), (0, 0), "absent optional table reads as empty");
-    // t8 (unknown customer only) and t10 (excluded) are not attributed.
-    assert_eq!(engine.resolved.transactions, 10);
-    // e8 (cookie only) and e15 (excluded) are not attributed.
-    assert_eq!(engine.resolved.interactions, 14);
-}

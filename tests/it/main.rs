@@ -7,3 +7,4 @@ mod golden;
 mod http;
 mod leakage;
 mod model;
+mod quality;

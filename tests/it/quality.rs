@@ -1,0 +1,121 @@
+//! Nothing lost, nothing silent: every input row is accepted or written to
+//! `rejects/<table>.parquet` with the rule it broke.
+
+use std::collections::BTreeMap;
+
+use engage_pipeline::Engine;
+use engage_pipeline::datafusion::arrow::array::{Array, AsArray};
+use engage_pipeline::datafusion::arrow::compute::cast;
+use engage_pipeline::datafusion::arrow::datatypes::DataType;
+use engage_pipeline::datafusion::prelude::*;
+
+use crate::common::{engage, files_under, stderr, tiny};
+
+fn rules(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(r, n)| (r.to_string(), *n)).collect()
+}
+
+#[tokio::test]
+async fn tiny_dataset_counts_and_attribution() {
+    let engine = Engine::open(&tiny()).await.unwrap();
+    let counts = |t: &str| engine.inputs.iter().find(|c| c.table == t).unwrap().clone();
+    let tx = counts("transactions");
+    assert_eq!((tx.rows, tx.accepted, tx.rejected), (12, 11, 1));
+    assert_eq!(tx.rejected_by_rule, rules(&[("unknown_value:channel", 1)]), "t10 has channel `kiosk`");
+    let ev = counts("interactions");
+    assert_eq!((ev.rows, ev.accepted, ev.rejected), (16, 15, 1));
+    assert_eq!(ev.rejected_by_rule, rules(&[("unknown_value:event_type", 1)]), "e15 is `email_bounce`");
+    assert_eq!(counts("responses").rows, 0, "absent optional table reads as empty");
+    // t8 (unknown customer only) and t10 (rejected) are not attributed.
+    assert_eq!(engine.resolved.transactions, 10);
+    // e8 (cookie only) and e15 (rejected) are not attributed.
+    assert_eq!(engine.resolved.interactions, 14);
+}
+
+#[tokio::test]
+async fn dirty_rows_are_quarantined_with_their_rule() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dirty");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("features");
+    let run = engage(&[
+        "features",
+        "--data",
+        data.to_str().unwrap(),
+        "--as-of",
+        "2025-06-01",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+
+    let expected: BTreeMap<&str, (u64, BTreeMap<String, u64>)> = [
+        ("customers", (2, rules(&[("missing:customer_id", 2)]))),
+        (
+            "transactions",
+            (
+                2,
+                rules(&[
+                    ("missing:transaction_id", 1),
+                    ("missing:ts", 1),
+                    ("not_finite:amount", 2),
+                    ("out_of_range:ts", 1),
+                    ("unknown_value:channel", 1),
+                    ("no_identifier", 2),
+                ]),
+            ),
+        ),
+        (
+            "interactions",
+            (
+                2,
+                rules(&[
+                    ("unknown_value:event_type", 1),
+                    ("missing:channel", 1),
+                    ("not_finite:duration_s", 1),
+                ]),
+            ),
+        ),
+        ("campaigns", (1, rules(&[("unknown_value:kind", 1)]))),
+        ("contacts", (1, rules(&[("unknown_value:group", 1)]))),
+        ("responses", (1, rules(&[("missing:stage", 1), ("not_finite:revenue", 1)]))),
+    ]
+    .into_iter()
+    .collect();
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("customer_features.json")).unwrap()).unwrap();
+    let ctx = SessionContext::new();
+    for t in manifest["inputs"].as_array().unwrap() {
+        let table = t["table"].as_str().unwrap();
+        let (rows, accepted, rejected) =
+            (t["rows"].as_u64().unwrap(), t["accepted"].as_u64().unwrap(), t["rejected"].as_u64().unwrap());
+        // The invariant: every row read is accepted or rejected.
+        assert_eq!(rows, accepted + rejected, "{table}: rows read != accepted + rejected");
+        let by_rule: BTreeMap<String, u64> = serde_json::from_value(t["rejected_by_rule"].clone()).unwrap();
+        let (want_accepted, want_rules) = &expected[table];
+        assert_eq!((accepted, &by_rule), (*want_accepted, want_rules), "{table}");
+
+        // The quarantine file holds exactly the rejected rows, each with its rule.
+        let path = out.join("rejects").join(format!("{table}.parquet"));
+        let batches = ctx
+            .read_parquet(path.to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let mut in_file: BTreeMap<String, u64> = BTreeMap::new();
+        for b in &batches {
+            let col = cast(b.column_by_name("reject_rule").unwrap(), &DataType::Utf8).unwrap();
+            let col = col.as_string::<i32>();
+            for i in 0..b.num_rows() {
+                assert!(col.is_valid(i));
+                *in_file.entry(col.value(i).to_string()).or_default() += 1;
+            }
+        }
+        assert_eq!(&in_file, want_rules, "{table}: rejects file");
+    }
+    assert_eq!(manifest["inputs"].as_array().unwrap().len(), 6);
+    let files = files_under(&out);
+    assert_eq!(files.iter().filter(|f| f.starts_with("rejects/")).count(), 6, "{files:?}");
+}
