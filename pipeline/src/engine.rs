@@ -1,35 +1,51 @@
 //! The engine: one DataFusion session over one data root, with the inputs
-//! checked and registered, identity resolved, and the feature and label SQL
-//! runnable as of any cutoff.
+//! checked and registered, identities resolved per cutoff, and the feature
+//! and label SQL runnable as of any cutoff.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
+use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::error::{Result, io, query};
+use crate::identity::{IdentityOptions, IdentityStats, map_schema, register_udfs, resolve};
 use crate::ingest::{TableCounts, register_inputs, rejects_view};
 use crate::output::write_parquet;
-use crate::sql::{CHURN_LABEL, FEATURES, IDENTITY, SqlFile};
+use crate::sql::{CHURN_LABEL, FEATURES, IDENTIFIER_SETS, IDENTITY, SqlFile};
 
-/// Events per source table and how many of them resolved to a customer.
+/// Events attributed to a CRM customer (a customer of the customers table),
+/// per event table. The rest went to anonymous or shared-identifier keys.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ResolvedCounts {
     pub transactions: u64,
     pub interactions: u64,
 }
 
+/// The identity map in force and what it found.
+#[derive(Debug, Clone)]
+pub struct ResolvedIdentity {
+    /// Only rows before this date were used (`None`: all rows).
+    pub cutoff: Option<NaiveDate>,
+    /// The identity map (see [`crate::identity::map_schema`]).
+    pub map: RecordBatch,
+    pub stats: IdentityStats,
+    /// Events attributed to a CRM customer.
+    pub resolved: ResolvedCounts,
+}
+
 /// A session over one data root.
 pub struct Engine {
     ctx: SessionContext,
+    options: IdentityOptions,
     /// Rows read, accepted and rejected per input table.
     pub inputs: Vec<TableCounts>,
-    /// Events attributed to a customer.
-    pub resolved: ResolvedCounts,
+    identity: Option<ResolvedIdentity>,
 }
 
 /// The cutoff as the `$as_of` parameter: midnight UTC starting `as_of`.
@@ -39,31 +55,69 @@ pub fn as_of_param(as_of: NaiveDate) -> ScalarValue {
 }
 
 impl Engine {
-    /// Checks and registers the inputs under `root`, then resolves identities
-    /// once (materialised, since every feature group reads them).
+    /// [`Engine::open_with`] with the default identity options.
     pub async fn open(root: &Path) -> Result<Engine> {
+        Engine::open_with(root, &IdentityOptions::default()).await
+    }
+
+    /// Checks and registers the inputs under `root`. Identities are resolved
+    /// on demand, per cutoff (see [`Engine::resolve_identities`]).
+    pub async fn open_with(root: &Path, options: &IdentityOptions) -> Result<Engine> {
         let config = SessionConfig::new().with_information_schema(false);
         let ctx = SessionContext::new_with_config(config);
+        register_udfs(&ctx, options);
         let inputs = register_inputs(&ctx, root).await?;
-        let mut resolved = HashMap::new();
-        for file in IDENTITY {
-            let df = ctx.sql(file.sql).await.map_err(query(file.path))?;
-            // The resolved event tables are read by several feature groups:
-            // compute them once.
-            let df = if file.name.ends_with("_resolved") {
-                let cached = df.cache().await.map_err(query(file.path))?;
-                resolved.insert(file.name, cached.clone().count().await.map_err(query(file.path))? as u64);
-                cached
-            } else {
-                df
-            };
-            ctx.register_table(file.name, df.into_view()).map_err(query(file.path))?;
+        Ok(Engine { ctx, options: options.clone(), inputs, identity: None })
+    }
+
+    /// The identity in force, if resolved yet.
+    pub fn identity(&self) -> Option<&ResolvedIdentity> {
+        self.identity.as_ref()
+    }
+
+    /// Builds the identity graph from the rows before `cutoff` (all rows for
+    /// `None`) and attributes every event through it; the attributed events
+    /// are held in memory, since every feature group reads them. Point in
+    /// time: features as of a cutoff use only links known before it, so a
+    /// later login cannot re-attribute an earlier anonymous visit. A no-op
+    /// when that cutoff is already in force.
+    pub async fn resolve_identities(&mut self, cutoff: Option<NaiveDate>) -> Result<&ResolvedIdentity> {
+        if self.identity.as_ref().is_some_and(|i| i.cutoff == cutoff) {
+            return Ok(self.identity.as_ref().expect("checked"));
         }
-        let resolved = ResolvedCounts {
-            transactions: resolved["transactions_resolved"],
-            interactions: resolved["interactions_resolved"],
-        };
-        Ok(Engine { ctx, inputs, resolved })
+        let far_future = NaiveDate::from_ymd_opt(2200, 1, 1).expect("valid date");
+        let params = vec![("as_of", as_of_param(cutoff.unwrap_or(far_future)))];
+        let sets = self.ctx.sql(IDENTIFIER_SETS.sql).await.and_then(|df| df.with_param_values(params));
+        let sets = sets
+            .map_err(query(IDENTIFIER_SETS.path))?
+            .collect()
+            .await
+            .map_err(query(IDENTIFIER_SETS.path))?;
+        let (map, stats) = resolve(&sets, &self.options);
+        drop(sets);
+        let table =
+            MemTable::try_new(map_schema(), vec![vec![map.clone()]]).map_err(query("identity_map"))?;
+        self.replace_table("identity_map", Arc::new(table))?;
+        let mut crm = Vec::new();
+        for file in IDENTITY {
+            let df = self.ctx.sql(file.sql).await.map_err(query(file.path))?;
+            let cached = df.cache().await.map_err(query(file.path))?;
+            self.replace_table(file.name, cached.into_view())?;
+            let count = format!(
+                "SELECT count(*) FROM {} r JOIN customers c ON c.customer_id = r.customer_key",
+                file.name
+            );
+            let batches = self.query(&count).await?;
+            crm.push(batches[0].column(0).as_primitive::<Int64Type>().value(0) as u64);
+        }
+        let resolved = ResolvedCounts { transactions: crm[0], interactions: crm[1] };
+        Ok(self.identity.insert(ResolvedIdentity { cutoff, map, stats, resolved }))
+    }
+
+    fn replace_table(&self, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
+        self.ctx.deregister_table(name).map_err(query(name))?;
+        self.ctx.register_table(name, table).map_err(query(name))?;
+        Ok(())
     }
 
     /// Rows read for an input table (0 if absent).
@@ -72,7 +126,9 @@ impl Engine {
     }
 
     /// The feature table as of `as_of`: one row per customer, sorted by id.
-    pub async fn features(&self, as_of: NaiveDate) -> Result<Vec<RecordBatch>> {
+    /// Resolves identities as of `as_of` first.
+    pub async fn features(&mut self, as_of: NaiveDate) -> Result<Vec<RecordBatch>> {
+        self.resolve_identities(Some(as_of)).await?;
         let params = vec![("as_of", as_of_param(as_of))];
         let mut last = None;
         for file in FEATURES {
@@ -83,7 +139,10 @@ impl Engine {
     }
 
     /// Churn labels as of `as_of` over `horizon_days`: (customer_id, churned).
-    pub async fn churn_labels(&self, as_of: NaiveDate, horizon_days: u32) -> Result<Vec<RecordBatch>> {
+    /// Uses identities resolved from all rows: a purchase in the horizon is
+    /// the customer's whatever the identifier it was made with.
+    pub async fn churn_labels(&mut self, as_of: NaiveDate, horizon_days: u32) -> Result<Vec<RecordBatch>> {
+        self.resolve_identities(None).await?;
         let params = vec![
             ("as_of", as_of_param(as_of)),
             ("horizon_days", ScalarValue::Float64(Some(horizon_days as f64))),
@@ -100,8 +159,7 @@ impl Engine {
             .await
             .and_then(|df| df.with_param_values(params.to_vec()))
             .map_err(query(file.path))?;
-        self.ctx.deregister_table(file.name).map_err(query(file.path))?;
-        self.ctx.register_table(file.name, df.clone().into_view()).map_err(query(file.path))?;
+        self.replace_table(file.name, df.clone().into_view())?;
         Ok(df)
     }
 

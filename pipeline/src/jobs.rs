@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::engine::{Engine, ResolvedCounts};
 use crate::error::{PipelineError, Result, io};
 use crate::frame::{feature_matrix, labels};
+use crate::identity::IdentityStats;
 use crate::ingest::TableCounts;
 use crate::output::write_parquet;
 use crate::schema::{AS_OF, CHURN_PROBABILITY, CHURNED, CUSTOMER_ID, MODEL_VERSION, SCORED_AT};
@@ -33,6 +34,8 @@ pub struct FeatureRun {
     pub rows: usize,
     pub columns: Vec<String>,
     pub inputs: Vec<TableCounts>,
+    /// Identity as known before the cutoff, used by the features.
+    pub identity: IdentityStats,
     pub resolved: ResolvedCounts,
     pub output: PathBuf,
     /// `rejects/<table>.parquet` files written (tables with rejected rows).
@@ -45,8 +48,9 @@ pub struct FeatureRun {
 /// `out/rejects/`, and a JSON manifest.
 pub async fn build_features(data: &Path, as_of: NaiveDate, out: &Path) -> Result<FeatureRun> {
     let started = Instant::now();
-    let engine = Engine::open(data).await?;
+    let mut engine = Engine::open(data).await?;
     let batches = engine.features(as_of).await?;
+    let identity = engine.identity().expect("features resolve identities").clone();
     let schema = feature_schema(&batches)?;
     std::fs::create_dir_all(out).map_err(io(out))?;
     let output = out.join(FEATURES_FILE);
@@ -57,7 +61,8 @@ pub async fn build_features(data: &Path, as_of: NaiveDate, out: &Path) -> Result
         rows: batches.iter().map(|b| b.num_rows()).sum(),
         columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
         inputs: engine.inputs.clone(),
-        resolved: engine.resolved.clone(),
+        identity: identity.stats,
+        resolved: identity.resolved,
         output,
         rejects,
         seconds: started.elapsed().as_secs_f64(),
@@ -99,7 +104,11 @@ pub struct TrainRun {
 
 /// The labelled churn training set as of `as_of` (features joined to
 /// labels, rows in customer order).
-pub async fn churn_training_set(engine: &Engine, as_of: NaiveDate, horizon_days: u32) -> Result<TrainingSet> {
+pub async fn churn_training_set(
+    engine: &mut Engine,
+    as_of: NaiveDate,
+    horizon_days: u32,
+) -> Result<TrainingSet> {
     let features = engine.features(as_of).await?;
     let label_map = labels(&engine.churn_labels(as_of, horizon_days).await?, CHURNED)?;
     let (ids, names, x) = feature_matrix(&features)?;
@@ -123,8 +132,8 @@ pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
     let started = Instant::now();
     let params = opts.params.clone();
     params.clone().check()?;
-    let engine = Engine::open(&opts.data).await?;
-    let set = churn_training_set(&engine, opts.as_of, opts.horizon_days).await?;
+    let mut engine = Engine::open(&opts.data).await?;
+    let set = churn_training_set(&mut engine, opts.as_of, opts.horizon_days).await?;
     let window = TrainingWindow { as_of: opts.as_of.to_string(), horizon_days: opts.horizon_days };
     let train_opts = TrainOptions { valid_share: opts.valid_share, seed: opts.seed, window };
     let artifact = train_churn(&set, params, &train_opts)?;
@@ -146,7 +155,7 @@ pub struct ScoreRun {
 pub async fn score(data: &Path, as_of: NaiveDate, model: &Path, out: &Path) -> Result<ScoreRun> {
     let started = Instant::now();
     let artifact = ModelArtifact::load(model)?;
-    let engine = Engine::open(data).await?;
+    let mut engine = Engine::open(data).await?;
     let features = engine.features(as_of).await?;
     let (ids, names, x) = feature_matrix(&features)?;
     artifact.model.check_features(&artifact.model_version, &names)?;

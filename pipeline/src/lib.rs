@@ -10,6 +10,7 @@ mod engine;
 mod error;
 mod frame;
 pub mod generate;
+pub mod identity;
 pub mod ingest;
 pub mod jobs;
 pub mod output;
@@ -18,6 +19,6 @@ pub mod sql;
 
 /// Re-exported so tests and tools use the same DataFusion (and its arrow and parquet).
 pub use datafusion;
-pub use engine::{Engine, ResolvedCounts, as_of_param};
+pub use engine::{Engine, ResolvedCounts, ResolvedIdentity, as_of_param};
 pub use error::{PipelineError, Result};
 pub use frame::feature_matrix;

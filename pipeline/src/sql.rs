@@ -19,9 +19,11 @@ macro_rules! sql_file {
     };
 }
 
-/// Identity views: attribute events to customers. No parameters.
+/// The identifier sets the identity graph is built from. No parameters.
+pub const IDENTIFIER_SETS: SqlFile = sql_file!("identifier_sets", "identity/identifier_sets.sql");
+
+/// Events attributed through the identity map, in this order. No parameters.
 pub const IDENTITY: &[SqlFile] = &[
-    sql_file!("customer_keys", "identity/customer_keys.sql"),
     sql_file!("transactions_resolved", "identity/transactions_resolved.sql"),
     sql_file!("interactions_resolved", "identity/interactions_resolved.sql"),
 ];

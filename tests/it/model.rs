@@ -42,8 +42,8 @@ async fn churn_model_learns_and_approaches_the_oracle() {
     );
 
     // The oracle knows each customer's latent rate and churn date.
-    let engine = Engine::open(sample()).await.unwrap();
-    let set = churn_training_set(&engine, as_of, 90).await.unwrap();
+    let mut engine = Engine::open(sample()).await.unwrap();
+    let set = churn_training_set(&mut engine, as_of, 90).await.unwrap();
     let ctx = SessionContext::new();
     let truth = ctx
         .read_parquet(sample().join("truth/customers").to_str().unwrap(), ParquetReadOptions::default())

@@ -17,7 +17,8 @@ fn rules(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
 
 #[tokio::test]
 async fn tiny_dataset_counts_and_attribution() {
-    let engine = Engine::open(&tiny()).await.unwrap();
+    let mut engine = Engine::open(&tiny()).await.unwrap();
+    let resolved = engine.resolve_identities(None).await.unwrap().resolved.clone();
     let counts = |t: &str| engine.inputs.iter().find(|c| c.table == t).unwrap().clone();
     let tx = counts("transactions");
     assert_eq!((tx.rows, tx.accepted, tx.rejected), (12, 11, 1));
@@ -26,10 +27,11 @@ async fn tiny_dataset_counts_and_attribution() {
     assert_eq!((ev.rows, ev.accepted, ev.rejected), (16, 15, 1));
     assert_eq!(ev.rejected_by_rule, rules(&[("unknown_value:event_type", 1)]), "e15 is `email_bounce`");
     assert_eq!(counts("responses").rows, 0, "absent optional table reads as empty");
-    // t8 (unknown customer only) and t10 (rejected) are not attributed.
-    assert_eq!(engine.resolved.transactions, 10);
-    // e8 (cookie only) and e15 (rejected) are not attributed.
-    assert_eq!(engine.resolved.interactions, 14);
+    // t8 (an unknown customer id only) goes to an anonymous key, t10 is rejected.
+    assert_eq!(resolved.transactions, 10);
+    // e15 (rejected) is not attributed; e8 (cookie only) reaches A through
+    // e7, which carried the same cookie and A's email.
+    assert_eq!(resolved.interactions, 15);
 }
 
 #[tokio::test]
