@@ -7,17 +7,21 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::AsArray;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::{MemTable, TableProvider};
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 
 use crate::error::{Result, io, query};
-use crate::identity::{IdentityOptions, IdentityStats, map_schema, register_udfs, resolve};
+use crate::identity::{
+    IdentityOptions, IdentityQuality, IdentityStats, map_schema, pairwise_quality, register_udfs, resolve,
+};
 use crate::ingest::{TableCounts, register_inputs, rejects_view};
 use crate::output::write_parquet;
-use crate::sql::{CHURN_LABEL, FEATURES, IDENTIFIER_SETS, IDENTITY, SqlFile};
+use crate::sql::{CHURN_LABEL, FEATURES, IDENTIFIER_SETS, IDENTITY, IDENTITY_QUALITY, SqlFile};
 
 /// Events attributed to a CRM customer (a customer of the customers table),
 /// per event table. The rest went to anonymous or shared-identifier keys.
@@ -112,6 +116,33 @@ impl Engine {
         }
         let resolved = ResolvedCounts { transactions: crm[0], interactions: crm[1] };
         Ok(self.identity.insert(ResolvedIdentity { cutoff, map, stats, resolved }))
+    }
+
+    /// Pairwise precision and recall of the identity in force against the
+    /// generator's ground truth at `<root>/truth/identities`, or `None` when
+    /// the data has no truth.
+    pub async fn identity_quality(&self, root: &Path) -> Result<Option<IdentityQuality>> {
+        let truth = root.join("truth").join("identities");
+        if !truth.is_dir() || self.identity.is_none() {
+            return Ok(None);
+        }
+        let name = IDENTITY_QUALITY.path;
+        let location = truth.to_string_lossy().to_string();
+        self.ctx.deregister_table("truth_identities").map_err(query(name))?;
+        self.ctx
+            .register_parquet("truth_identities", &location, ParquetReadOptions::default())
+            .await
+            .map_err(query(name))?;
+        let batches = self.query(IDENTITY_QUALITY.sql).await?;
+        let (mut resolved, mut truth) = (Vec::new(), Vec::new());
+        for b in &batches {
+            for (col, out) in [(0, &mut resolved), (1, &mut truth)] {
+                let c = cast(b.column(col), &DataType::Utf8).map_err(|e| query(name)(e.into()))?;
+                out.extend(c.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()));
+            }
+        }
+        let (precision, recall) = pairwise_quality(&resolved, &truth);
+        Ok(Some(IdentityQuality { identifiers: resolved.len() as u64, precision, recall }))
     }
 
     fn replace_table(&self, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {

@@ -641,6 +641,7 @@ impl World {
             }
         }
         t.truth.append(&c, self);
+        t.truth_identities.append(&c);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -697,6 +698,9 @@ struct Person {
     cookies: Vec<String>,
 }
 
+/// The shop's own phone number, recorded for one customer in 250.
+const SHOP_PHONE: &str = "+15550100000";
+
 const FIRST: &[&str] = &[
     "anna", "ben", "carla", "dev", "eva", "femi", "gus", "hana", "ivan", "jo", "kim", "lea", "max", "nia",
     "omar", "pia",
@@ -720,9 +724,19 @@ impl Person {
         let app_user = rng.r#gen::<f64>() < 0.35;
         let first = FIRST[rng.gen_range(0..FIRST.len())];
         let last = LAST[rng.gen_range(0..LAST.len())];
-        let email =
-            has_email.then(|| format!("{first}.{last}{}@{}", index + 1, DOMAINS[index % DOMAINS.len()]));
-        let phone = has_phone.then(|| format!("+1{}{:07}", 200 + (index % 700), (index * 7919) % 10_000_000));
+        // Shared identifiers, as real CRMs have them: two family members on
+        // one address (customers 50 and 51 of every hundred) and a shop's
+        // own number typed in for customers without a phone of their own
+        // (one in 250).
+        let email = has_email.then(|| match index % 100 {
+            50 | 51 => format!("family.{}@home.test", index / 100),
+            _ => format!("{first}.{last}{}@{}", index + 1, DOMAINS[index % DOMAINS.len()]),
+        });
+        let phone = if index % 250 == 17 {
+            Some(SHOP_PHONE.to_string())
+        } else {
+            has_phone.then(|| format!("+1{}{:07}", 200 + (index % 700), (index * 7919) % 10_000_000))
+        };
         let loyalty = has_loyalty.then(|| format!("L{:09}", (index as u64 * 104_729) % 1_000_000_007));
         let cookies = (0..rng.gen_range(1..=3)).map(|_| format!("ck_{:016x}", rng.r#gen::<u64>())).collect();
         let channel_weights = [
@@ -933,6 +947,13 @@ mod schemas {
             Field::new("mean_order_value", DataType::Float64, false),
             Field::new("engagement", DataType::Float64, false),
             utf8("cookie_ids", false),
+        ]))
+    }
+    pub fn truth_identities() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            utf8("identifier_type", false),
+            utf8("identifier_value", false),
+            utf8("customer_id", false),
         ]))
     }
     pub fn truth_contacts() -> SchemaRef {
@@ -1202,6 +1223,32 @@ impl TruthContactRows {
     }
 }
 
+/// Every identifier of a customer in its canonical (normalised) form.
+#[derive(Default)]
+struct TruthIdentityRows {
+    ty: StringBuilder,
+    value: StringBuilder,
+    customer: StringBuilder,
+}
+
+impl TruthIdentityRows {
+    fn append(&mut self, c: &Person) {
+        let mut add = |ty: &str, value: &str| {
+            self.ty.append_value(ty);
+            self.value.append_value(value);
+            self.customer.append_value(&c.id);
+        };
+        add("customer_id", &c.id);
+        c.email.iter().for_each(|v| add("email", v));
+        c.phone.iter().for_each(|v| add("phone", v));
+        c.loyalty.iter().for_each(|v| add("loyalty_id", v));
+        c.cookies.iter().for_each(|v| add("cookie_id", v));
+    }
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        vec![Arc::new(self.ty.finish()), Arc::new(self.value.finish()), Arc::new(self.customer.finish())]
+    }
+}
+
 /// Rows of every table for one batch of customers.
 #[derive(Default)]
 struct Tables {
@@ -1212,6 +1259,7 @@ struct Tables {
     responses: ResponseRows,
     truth: TruthRows,
     truth_contacts: TruthContactRows,
+    truth_identities: TruthIdentityRows,
 }
 
 /// One open Parquet part file per table.
@@ -1230,6 +1278,7 @@ const PART_TABLES: &[PartTable] = &[
     ("responses", schemas::responses),
     ("truth/customers", schemas::truth_customers),
     ("truth/contacts", schemas::truth_contacts),
+    ("truth/identities", schemas::truth_identities),
 ];
 
 impl PartWriters {
@@ -1256,6 +1305,7 @@ impl PartWriters {
             t.responses.finish(),
             t.truth.finish(),
             t.truth_contacts.finish(),
+            t.truth_identities.finish(),
         ];
         for (i, cols) in columns.into_iter().enumerate() {
             let b = batch(&PART_TABLES[i].1(), cols)?;

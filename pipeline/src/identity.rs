@@ -90,10 +90,13 @@ pub fn normalize_id(raw: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
+/// A normalisation rule: raw text to the canonical identifier, if any.
+type Normalizer = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Registers `norm_email`, `norm_phone` and `norm_id` (Utf8 -> Utf8) in `ctx`.
 pub fn register_udfs(ctx: &SessionContext, opts: &IdentityOptions) {
     let cc = opts.default_country_code.clone();
-    let udfs: [(&str, Arc<dyn Fn(&str) -> Option<String> + Send + Sync>); 3] = [
+    let udfs: [(&str, Normalizer); 3] = [
         ("norm_email", Arc::new(normalize_email)),
         ("norm_phone", Arc::new(move |s| normalize_phone(s, &cc))),
         ("norm_id", Arc::new(normalize_id)),
@@ -132,9 +135,23 @@ pub struct IdentityStats {
     pub anonymous: u64,
     /// Identifiers flagged as shared (linked nothing).
     pub shared_identifiers: u64,
+    /// Identifiers never seen with another identifier (e.g. a cookie that
+    /// never logged in): nothing in the data can attribute them.
+    pub unlinked_identifiers: u64,
     /// Components that joined two or more CRM customer ids (the smallest id
     /// becomes the key).
     pub crm_merges: u64,
+}
+
+/// Matching quality against ground truth.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct IdentityQuality {
+    /// Identifiers compared (known to both, unambiguous in the truth).
+    pub identifiers: u64,
+    /// Share of identifier pairs put together that truly belong together.
+    pub precision: f64,
+    /// Share of truly-together identifier pairs that were put together.
+    pub recall: f64,
 }
 
 /// The identity map: one row per normalised identifier.
@@ -144,6 +161,7 @@ pub fn map_schema() -> SchemaRef {
         Field::new("identifier_value", DataType::Utf8, false),
         Field::new("customer_key", DataType::Utf8, false),
         Field::new("shared", DataType::Boolean, false),
+        Field::new("linked", DataType::Boolean, false),
     ]))
 }
 
@@ -183,23 +201,29 @@ pub fn resolve(batches: &[RecordBatch], opts: &IdentityOptions) -> (RecordBatch,
     // Sets are capped at limit + 1: that is enough to flag.
     let mut anchor: Vec<Vec<u32>> = vec![Vec::new(); n];
     for (from_crm, set) in &sets {
-        if let (true, Some(&cid)) = (*from_crm, set.first()) {
-            if names[cid as usize].0 == 0 {
-                for &id in set {
-                    add_capped(&mut anchor[id as usize], cid, limit + 1);
-                }
+        if let (true, Some(&cid)) = (*from_crm, set.first())
+            && names[cid as usize].0 == 0
+        {
+            for &id in set {
+                add_capped(&mut anchor[id as usize], cid, limit + 1);
             }
         }
     }
+    // Event rows propagate the anchors of their unambiguous identifiers to
+    // the other identifiers on the row (CRM rows were anchored directly;
+    // an identifier already tied to too many customers propagates nothing).
     let mut assoc = anchor.clone();
-    for (_, set) in &sets {
-        if set.len() < 2 {
+    for (from_crm, set) in &sets {
+        if *from_crm || set.len() < 2 {
             continue;
         }
         let mut crms: Vec<u32> = Vec::new();
         for &id in set {
-            for &c in &anchor[id as usize] {
-                add_capped(&mut crms, c, limit + 1);
+            let a = &anchor[id as usize];
+            if a.len() <= limit {
+                for &c in a {
+                    add_capped(&mut crms, c, limit + 1);
+                }
             }
         }
         for &id in set {
@@ -220,6 +244,14 @@ pub fn resolve(batches: &[RecordBatch], opts: &IdentityOptions) -> (RecordBatch,
     };
     let shared: Vec<bool> =
         assoc.iter().zip(&crm_ids).map(|(a, &is_crm)| a.len() > limit && !is_crm).collect();
+    let mut linked = crm_ids.clone();
+    for (_, set) in &sets {
+        if set.len() > 1 {
+            for &id in set {
+                linked[id as usize] = true;
+            }
+        }
+    }
     drop(assoc);
 
     let mut uf = UnionFind::new(n);
@@ -245,8 +277,13 @@ pub fn resolve(batches: &[RecordBatch], opts: &IdentityOptions) -> (RecordBatch,
     }
     let mut stats = IdentityStats { identifiers: n as u64, ..Default::default() };
     let mut seen_roots: HashMap<u32, String> = HashMap::new();
-    let (mut t, mut v, mut k, mut s) =
-        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), BooleanBuilder::new());
+    let (mut t, mut v, mut k, mut s, mut l) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+        BooleanBuilder::new(),
+        BooleanBuilder::new(),
+    );
     for id in 0..n as u32 {
         let (ty, value) = &names[id as usize];
         let key = if shared[id as usize] {
@@ -276,10 +313,19 @@ pub fn resolve(batches: &[RecordBatch], opts: &IdentityOptions) -> (RecordBatch,
         v.append_value(value);
         k.append_value(key);
         s.append_value(shared[id as usize]);
+        l.append_value(linked[id as usize]);
+        if !linked[id as usize] {
+            stats.unlinked_identifiers += 1;
+        }
     }
     stats.components = stats.crm_customers + stats.anonymous;
-    let columns: Vec<ArrayRef> =
-        vec![Arc::new(t.finish()), Arc::new(v.finish()), Arc::new(k.finish()), Arc::new(s.finish())];
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(t.finish()),
+        Arc::new(v.finish()),
+        Arc::new(k.finish()),
+        Arc::new(s.finish()),
+        Arc::new(l.finish()),
+    ];
     let batch = RecordBatch::try_new(map_schema(), columns).expect("columns match the map schema");
     (batch, stats)
 }
@@ -381,6 +427,77 @@ mod tests {
     fn ids() {
         assert_eq!(normalize_id("  L1 "), Some("L1".into()));
         assert_eq!(normalize_id("   "), None);
+    }
+
+    /// Identifier sets as `identifier_sets.sql` yields them:
+    /// (from_crm, [customer_id, email, phone, loyalty_id, cookie_id]).
+    fn sets(rows: &[(bool, [Option<&str>; 5])]) -> RecordBatch {
+        let mut columns: Vec<ArrayRef> =
+            vec![Arc::new(BooleanArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>()))];
+        let mut fields = vec![Field::new("from_crm", DataType::Boolean, false)];
+        for (i, name) in ID_TYPES.iter().enumerate() {
+            columns.push(Arc::new(StringArray::from(rows.iter().map(|r| r.1[i]).collect::<Vec<_>>())));
+            fields.push(Field::new(*name, DataType::Utf8, true));
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
+    fn keys(map: &RecordBatch) -> HashMap<String, (String, bool)> {
+        let (t, v, k) = (
+            map.column(0).as_string::<i32>(),
+            map.column(1).as_string::<i32>(),
+            map.column(2).as_string::<i32>(),
+        );
+        let shared = map.column(3).as_boolean();
+        (0..map.num_rows())
+            .map(|i| (format!("{}:{}", t.value(i), v.value(i)), (k.value(i).to_string(), shared.value(i))))
+            .collect()
+    }
+
+    #[test]
+    fn links_transitively_and_guards_shared_identifiers() {
+        let batch = sets(&[
+            (true, [Some("C1"), Some("a@x.test"), Some("+15550000001"), None, None]),
+            (true, [Some("C2"), Some("b@x.test"), None, None, None]),
+            (true, [Some("C3"), Some("family@x.test"), None, None, None]),
+            (true, [Some("C4"), Some("family@x.test"), None, Some("L4"), None]),
+            // k1 seen with C1's email, k2 with k1: both reach C1.
+            (false, [None, Some("a@x.test"), None, None, Some("k1")]),
+            (false, [None, None, None, None, Some("k1")]),
+            (false, [None, None, None, None, Some("k2")]),
+            (false, [None, None, Some("+15550000001"), None, Some("k2")]),
+            // A cookie used by C1 and C2 (a shared computer) merges no one.
+            (false, [None, Some("a@x.test"), None, None, Some("k9")]),
+            (false, [None, Some("b@x.test"), None, None, Some("k9")]),
+            // Only ever seen alone: anonymous.
+            (false, [None, None, None, None, Some("k3")]),
+        ]);
+        let (map, stats) = resolve(&[batch], &IdentityOptions::default());
+        let k = keys(&map);
+        assert_eq!(k["cookie_id:k1"], ("C1".into(), false));
+        assert_eq!(k["cookie_id:k2"], ("C1".into(), false), "transitive through the phone");
+        assert!(k["email:family@x.test"].1, "two CRM customers share it");
+        assert!(k["email:family@x.test"].0.starts_with("shared-"));
+        assert_eq!(k["customer_id:C3"], ("C3".into(), false));
+        assert_eq!(k["loyalty_id:L4"], ("C4".into(), false), "C4 keeps its own identifiers");
+        assert!(k["cookie_id:k9"].1);
+        assert_eq!(k["email:b@x.test"], ("C2".into(), false), "the shared cookie did not merge C1 and C2");
+        assert!(k["cookie_id:k3"].0.starts_with("anon-"));
+        assert_eq!(stats.crm_customers, 4);
+        assert_eq!(stats.anonymous, 1);
+        assert_eq!(stats.shared_identifiers, 2);
+        assert_eq!(stats.crm_merges, 0);
+        assert_eq!(stats.unlinked_identifiers, 1, "k3");
+
+        // With a looser limit the family email links C3 and C4.
+        let loose = IdentityOptions { max_customers_per_identifier: 2, ..IdentityOptions::default() };
+        let batch = sets(&[
+            (true, [Some("C3"), Some("family@x.test"), None, None, None]),
+            (true, [Some("C4"), Some("family@x.test"), None, None, None]),
+        ]);
+        let (map, stats) = resolve(&[batch], &loose);
+        assert_eq!(keys(&map)["customer_id:C4"].0, "C3", "the smallest CRM id keys the merged customer");
+        assert_eq!(stats.crm_merges, 1);
     }
 
     #[test]

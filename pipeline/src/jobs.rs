@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::engine::{Engine, ResolvedCounts};
 use crate::error::{PipelineError, Result, io};
 use crate::frame::{feature_matrix, labels};
-use crate::identity::IdentityStats;
+use crate::identity::{IdentityOptions, IdentityQuality, IdentityStats};
 use crate::ingest::TableCounts;
 use crate::output::write_parquet;
 use crate::schema::{AS_OF, CHURN_PROBABILITY, CHURNED, CUSTOMER_ID, MODEL_VERSION, SCORED_AT};
@@ -78,6 +78,51 @@ fn feature_schema(batches: &[RecordBatch]) -> Result<Arc<Schema>> {
         value: String::new(),
         reason: "no customer signed up before this date: the feature table would be empty".into(),
     })
+}
+
+/// File names of `engage identity` inside `--out`.
+pub const IDENTITY_MAP_FILE: &str = "identity_map.parquet";
+pub const IDENTITY_REPORT_FILE: &str = "identity_report.json";
+
+/// What an identity run found and wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityRun {
+    pub options: IdentityOptions,
+    pub inputs: Vec<TableCounts>,
+    pub stats: IdentityStats,
+    pub resolved: ResolvedCounts,
+    /// Against the generator's truth, when the data has one.
+    pub quality: Option<IdentityQuality>,
+    pub output: PathBuf,
+    pub seconds: f64,
+}
+
+/// Resolves identities from all rows of `data` and writes
+/// `out/identity_map.parquet` (identifier_type, identifier_value,
+/// customer_key, shared) and `out/identity_report.json`.
+pub async fn build_identity(data: &Path, out: &Path, options: &IdentityOptions) -> Result<IdentityRun> {
+    let started = Instant::now();
+    let mut engine = Engine::open_with(data, options).await?;
+    let identity = engine.resolve_identities(None).await?.clone();
+    let quality = engine.identity_quality(data).await?;
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let output = out.join(IDENTITY_MAP_FILE);
+    write_parquet(&output, identity.map.schema(), &[identity.map])?;
+    engine.write_rejects(out).await?;
+    let run = IdentityRun {
+        options: options.clone(),
+        inputs: engine.inputs.clone(),
+        stats: identity.stats,
+        resolved: identity.resolved,
+        quality,
+        output,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    snapshot::write_atomic(
+        &out.join(IDENTITY_REPORT_FILE),
+        &serde_json::to_vec_pretty(&run).expect("serialises"),
+    )?;
+    Ok(run)
 }
 
 /// How to train a churn model.

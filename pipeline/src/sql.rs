@@ -22,6 +22,9 @@ macro_rules! sql_file {
 /// The identifier sets the identity graph is built from. No parameters.
 pub const IDENTIFIER_SETS: SqlFile = sql_file!("identifier_sets", "identity/identifier_sets.sql");
 
+/// Identity quality against the generator's truth (`truth_identities`).
+pub const IDENTITY_QUALITY: SqlFile = sql_file!("identity_quality", "identity/quality.sql");
+
 /// Events attributed through the identity map, in this order. No parameters.
 pub const IDENTITY: &[SqlFile] = &[
     sql_file!("transactions_resolved", "identity/transactions_resolved.sql"),

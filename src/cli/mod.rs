@@ -9,7 +9,8 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use engage_models::ChurnModel;
 use engage_pipeline::generate::{GenerateOptions, generate};
-use engage_pipeline::jobs::{TrainChurnOptions, build_features, score, train_churn_model};
+use engage_pipeline::identity::IdentityOptions;
+use engage_pipeline::jobs::{TrainChurnOptions, build_features, build_identity, score, train_churn_model};
 
 /// engage: customer-analytics scoring. Features, churn models, batch scores
 /// and an HTTP API over your customer data.
@@ -51,6 +52,22 @@ enum Command {
         /// Output directory for customer_features.parquet and its manifest.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Resolve identities across tables and write the identity map.
+    Identity {
+        /// Data root holding the contract tables.
+        #[arg(long)]
+        data: PathBuf,
+        /// Output directory for identity_map.parquet and identity_report.json.
+        #[arg(long)]
+        out: PathBuf,
+        /// Country calling code for phone numbers written without one.
+        #[arg(long, default_value = "1", value_parser = parse_country_code)]
+        default_country_code: String,
+        /// An identifier associated with more CRM customers than this links
+        /// nothing and is flagged as shared.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        max_customers_per_identifier: u64,
     },
     /// Train a model.
     Train {
@@ -119,6 +136,15 @@ struct TrainChurnArgs {
     seed: u64,
 }
 
+fn parse_country_code(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.len() <= 3 && s.chars().all(|c| c.is_ascii_digit()) && !s.starts_with('0');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("`{s}` is not a country calling code (1 to 3 digits, e.g. 1 or 44)"))
+    }
+}
+
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| format!("`{s}` is not a date YYYY-MM-DD ({e})"))
 }
@@ -177,6 +203,31 @@ pub async fn run(cli: Cli) -> Result<()> {
                 run.output.display(),
                 run.seconds
             );
+        }
+        Command::Identity { data, out, default_country_code, max_customers_per_identifier } => {
+            let options = IdentityOptions {
+                default_country_code,
+                max_customers_per_identifier: max_customers_per_identifier as usize,
+            };
+            let run = build_identity(&data, &out, &options)
+                .await
+                .with_context(|| format!("resolving identities in {}", data.display()))?;
+            let s = &run.stats;
+            println!(
+                "{} identifiers -> {} customers ({} CRM, {} anonymous); {} shared identifiers flagged; {} CRM records merged",
+                s.identifiers, s.components, s.crm_customers, s.anonymous, s.shared_identifiers, s.crm_merges
+            );
+            println!(
+                "events attributed to CRM customers: {} transactions, {} interactions",
+                run.resolved.transactions, run.resolved.interactions
+            );
+            if let Some(q) = run.quality {
+                println!(
+                    "against ground truth ({} identifiers): pairwise precision {:.4}, recall {:.4}",
+                    q.identifiers, q.precision, q.recall
+                );
+            }
+            println!("identity map written to {} ({:.1}s)", run.output.display(), run.seconds);
         }
         Command::Train { task: TrainTask::Churn(a) } => {
             let opts = TrainChurnOptions {

@@ -121,3 +121,25 @@ async fn dirty_rows_are_quarantined_with_their_rule() {
     let files = files_under(&out);
     assert_eq!(files.iter().filter(|f| f.starts_with("rejects/")).count(), 6, "{files:?}");
 }
+
+#[test]
+fn identity_matches_the_ground_truth_on_noisy_generated_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("identity");
+    let data = crate::common::sample().to_str().unwrap();
+    let run = engage(&["identity", "--data", data, "--out", out.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("identity_report.json")).unwrap()).unwrap();
+    let q = &report["quality"];
+    let (precision, recall) = (q["precision"].as_f64().unwrap(), q["recall"].as_f64().unwrap());
+    println!("identity on {} identifiers: precision {precision:.4}, recall {recall:.4}", q["identifiers"]);
+    assert!(precision >= 0.995, "pairwise precision {precision:.4} < 0.995");
+    assert!(recall >= 0.98, "pairwise recall {recall:.4} < 0.98");
+    // The generator shares a family email per hundred customers and a shop
+    // phone per 250: flagged, not merged.
+    let stats = &report["stats"];
+    assert!(stats["shared_identifiers"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["crm_merges"].as_u64().unwrap(), 0, "{stats}");
+    assert!(out.join("identity_map.parquet").exists());
+}
