@@ -61,8 +61,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     for t in &features.inputs {
         println!("  {:<13} {:>11} rows  {:>6} rejected by contract rules", t.table, t.rows, t.rejected);
     }
+    let id = &features.identity;
     println!(
-        "  events attributed to a customer: {} transactions, {} interactions",
+        "  identity: {} identifiers -> {} CRM customers + {} anonymous; {} shared identifiers flagged",
+        id.identifiers, id.crm_customers, id.anonymous, id.shared_identifiers
+    );
+    println!(
+        "  events attributed to CRM customers: {} transactions, {} interactions",
         features.resolved.transactions, features.resolved.interactions
     );
     println!();
