@@ -25,7 +25,7 @@ use crate::sql::{CHURN_LABEL, FEATURES, IDENTIFIER_SETS, IDENTITY, IDENTITY_QUAL
 
 /// Events attributed to a CRM customer (a customer of the customers table),
 /// per event table. The rest went to anonymous or shared-identifier keys.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResolvedCounts {
     pub transactions: u64,
     pub interactions: u64,

@@ -123,7 +123,7 @@ pub fn register_udfs(ctx: &SessionContext, opts: &IdentityOptions) {
 }
 
 /// What resolution found.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct IdentityStats {
     /// Distinct normalised identifiers.
     pub identifiers: u64,
@@ -144,7 +144,7 @@ pub struct IdentityStats {
 }
 
 /// Matching quality against ground truth.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct IdentityQuality {
     /// Identifiers compared (known to both, unambiguous in the truth).
     pub identifiers: u64,

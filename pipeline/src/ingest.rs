@@ -43,11 +43,15 @@ pub struct TableSource {
 }
 
 /// Rows read per table and how many broke a row rule.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TableCounts {
     pub table: String,
     /// Where the table was read from; `None` for an absent optional table.
     pub location: Option<String>,
+    /// Data files read.
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
     pub rows: u64,
     /// Rows that pass every row rule and feed the jobs.
     pub accepted: u64,
@@ -308,7 +312,14 @@ async fn register_table(
         .collect()
         .await
         .map_err(query(spec.name))?;
-    let mut counts = TableCounts { table: spec.name.into(), location: Some(location), ..Default::default() };
+    let bytes = source.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let mut counts = TableCounts {
+        table: spec.name.into(),
+        location: Some(location),
+        files: source.files.len() as u64,
+        bytes,
+        ..Default::default()
+    };
     for (rule, n) in rule_counts(&tally) {
         counts.rows += n;
         match rule {

@@ -12,64 +12,66 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use engage_models::snapshot::{self, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest};
 use engage_models::{ChurnParams, ModelArtifact, TrainOptions, TrainingSet, TrainingWindow, train_churn};
-use serde::Serialize;
 
-use crate::engine::{Engine, ResolvedCounts};
+use crate::engine::Engine;
 use crate::error::{PipelineError, Result, io};
 use crate::frame::{feature_matrix, labels};
-use crate::identity::{IdentityOptions, IdentityQuality, IdentityStats};
+use crate::identity::IdentityOptions;
 use crate::ingest::TableCounts;
 use crate::output::write_parquet;
+use crate::report::{RunReport, Stopwatch};
 use crate::schema::{AS_OF, CHURN_PROBABILITY, CHURNED, CUSTOMER_ID, MODEL_VERSION, SCORED_AT};
 
 /// File name of the feature table inside `--out`.
 pub const FEATURES_FILE: &str = "customer_features.parquet";
-/// File name of the feature run's manifest inside `--out`.
-pub const FEATURES_MANIFEST: &str = "customer_features.json";
 
-/// What a feature run read and wrote.
-#[derive(Debug, Clone, Serialize)]
+/// What a feature run wrote; its report is also in `out/run_report.json`.
+#[derive(Debug, Clone)]
 pub struct FeatureRun {
-    pub as_of: String,
+    pub report: RunReport,
     pub rows: usize,
     pub columns: Vec<String>,
-    pub inputs: Vec<TableCounts>,
-    /// Identity as known before the cutoff, used by the features.
-    pub identity: IdentityStats,
-    pub resolved: ResolvedCounts,
     pub output: PathBuf,
-    /// `rejects/<table>.parquet` files written (tables with rejected rows).
-    pub rejects: Vec<PathBuf>,
-    pub seconds: f64,
 }
 
 /// Computes the feature table of `data` as of `as_of` and writes
 /// `out/customer_features.parquet`, the rejected input rows under
-/// `out/rejects/`, and a JSON manifest.
+/// `out/rejects/`, and `out/run_report.json`.
 pub async fn build_features(data: &Path, as_of: NaiveDate, out: &Path) -> Result<FeatureRun> {
-    let started = Instant::now();
+    let mut clock = Stopwatch::start();
     let mut engine = Engine::open(data).await?;
+    clock.lap("ingest");
+    let identity = engine.resolve_identities(Some(as_of)).await?.clone();
+    clock.lap("identity");
     let batches = engine.features(as_of).await?;
-    let identity = engine.identity().expect("features resolve identities").clone();
+    clock.lap("features");
     let schema = feature_schema(&batches)?;
     std::fs::create_dir_all(out).map_err(io(out))?;
     let output = out.join(FEATURES_FILE);
     write_parquet(&output, schema.clone(), &batches)?;
-    let rejects = engine.write_rejects(out).await?;
-    let run = FeatureRun {
-        as_of: as_of.to_string(),
+    let mut outputs = vec![output.display().to_string()];
+    outputs.extend(engine.write_rejects(out).await?.iter().map(|p| p.display().to_string()));
+    clock.lap("write");
+    let report = RunReport {
+        command: "features".into(),
+        engage_version: env!("CARGO_PKG_VERSION").into(),
+        finished_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        as_of: Some(as_of.to_string()),
+        data: data.display().to_string(),
+        inputs: engine.inputs.clone(),
+        identity: Some(identity.stats),
+        resolved: Some(identity.resolved),
+        identity_quality: None,
+        stages: clock.stages(),
+        outputs,
+    };
+    report.write(out)?;
+    Ok(FeatureRun {
+        report,
         rows: batches.iter().map(|b| b.num_rows()).sum(),
         columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
-        inputs: engine.inputs.clone(),
-        identity: identity.stats,
-        resolved: identity.resolved,
         output,
-        rejects,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    let manifest = serde_json::to_vec_pretty(&run).expect("run serialises");
-    snapshot::write_atomic(&out.join(FEATURES_MANIFEST), &manifest)?;
-    Ok(run)
+    })
 }
 
 fn feature_schema(batches: &[RecordBatch]) -> Result<Arc<Schema>> {
@@ -80,49 +82,43 @@ fn feature_schema(batches: &[RecordBatch]) -> Result<Arc<Schema>> {
     })
 }
 
-/// File names of `engage identity` inside `--out`.
+/// File name of the identity map inside `--out`.
 pub const IDENTITY_MAP_FILE: &str = "identity_map.parquet";
-pub const IDENTITY_REPORT_FILE: &str = "identity_report.json";
-
-/// What an identity run found and wrote.
-#[derive(Debug, Clone, Serialize)]
-pub struct IdentityRun {
-    pub options: IdentityOptions,
-    pub inputs: Vec<TableCounts>,
-    pub stats: IdentityStats,
-    pub resolved: ResolvedCounts,
-    /// Against the generator's truth, when the data has one.
-    pub quality: Option<IdentityQuality>,
-    pub output: PathBuf,
-    pub seconds: f64,
-}
 
 /// Resolves identities from all rows of `data` and writes
 /// `out/identity_map.parquet` (identifier_type, identifier_value,
-/// customer_key, shared) and `out/identity_report.json`.
-pub async fn build_identity(data: &Path, out: &Path, options: &IdentityOptions) -> Result<IdentityRun> {
-    let started = Instant::now();
+/// customer_key, shared, linked), rejected rows under `out/rejects/`, and
+/// `out/run_report.json` (with precision and recall when the data has
+/// ground truth). Returns the report.
+pub async fn build_identity(data: &Path, out: &Path, options: &IdentityOptions) -> Result<RunReport> {
+    let mut clock = Stopwatch::start();
     let mut engine = Engine::open_with(data, options).await?;
+    clock.lap("ingest");
     let identity = engine.resolve_identities(None).await?.clone();
+    clock.lap("identity");
     let quality = engine.identity_quality(data).await?;
+    clock.lap("quality");
     std::fs::create_dir_all(out).map_err(io(out))?;
     let output = out.join(IDENTITY_MAP_FILE);
     write_parquet(&output, identity.map.schema(), &[identity.map])?;
-    engine.write_rejects(out).await?;
-    let run = IdentityRun {
-        options: options.clone(),
+    let mut outputs = vec![output.display().to_string()];
+    outputs.extend(engine.write_rejects(out).await?.iter().map(|p| p.display().to_string()));
+    clock.lap("write");
+    let report = RunReport {
+        command: "identity".into(),
+        engage_version: env!("CARGO_PKG_VERSION").into(),
+        finished_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        as_of: None,
+        data: data.display().to_string(),
         inputs: engine.inputs.clone(),
-        stats: identity.stats,
-        resolved: identity.resolved,
-        quality,
-        output,
-        seconds: started.elapsed().as_secs_f64(),
+        identity: Some(identity.stats),
+        resolved: Some(identity.resolved),
+        identity_quality: quality,
+        stages: clock.stages(),
+        outputs,
     };
-    snapshot::write_atomic(
-        &out.join(IDENTITY_REPORT_FILE),
-        &serde_json::to_vec_pretty(&run).expect("serialises"),
-    )?;
-    Ok(run)
+    report.write(out)?;
+    Ok(report)
 }
 
 /// How to train a churn model.

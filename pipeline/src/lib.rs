@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ingest;
 pub mod jobs;
 pub mod output;
+pub mod report;
 pub mod schema;
 pub mod sql;
 

@@ -58,24 +58,25 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!("engage demo: {} customers, seed {}", args.customers, args.seed);
     println!();
     println!("input tables ({})", data.display());
-    for t in &features.inputs {
+    for t in &features.report.inputs {
         println!("  {:<13} {:>11} rows  {:>6} rejected by contract rules", t.table, t.rows, t.rejected);
     }
-    let id = &features.identity;
+    let id = features.report.identity.as_ref().expect("features report identity");
+    let resolved = features.report.resolved.as_ref().expect("features report attribution");
     println!(
         "  identity: {} identifiers -> {} CRM customers + {} anonymous; {} shared identifiers flagged",
         id.identifiers, id.crm_customers, id.anonymous, id.shared_identifiers
     );
     println!(
         "  events attributed to CRM customers: {} transactions, {} interactions",
-        features.resolved.transactions, features.resolved.interactions
+        resolved.transactions, resolved.interactions
     );
     println!();
     println!("stages");
     println!("  generate  {:>7.1}s", gen_secs);
     println!(
         "  features  {:>7.1}s  {} customers x {} features as of {}",
-        features.seconds,
+        features.report.stages.iter().map(|s| s.seconds).sum::<f64>(),
         features.rows,
         features.columns.len() - 1,
         score_as_of

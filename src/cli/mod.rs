@@ -11,6 +11,7 @@ use engage_models::ChurnModel;
 use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::identity::IdentityOptions;
 use engage_pipeline::jobs::{TrainChurnOptions, build_features, build_identity, score, train_churn_model};
+use engage_pipeline::report::RunReport;
 
 /// engage: customer-analytics scoring. Features, churn models, batch scores
 /// and an HTTP API over your customer data.
@@ -58,7 +59,7 @@ enum Command {
         /// Data root holding the contract tables.
         #[arg(long)]
         data: PathBuf,
-        /// Output directory for identity_map.parquet and identity_report.json.
+        /// Output directory for identity_map.parquet and run_report.json.
         #[arg(long)]
         out: PathBuf,
         /// Country calling code for phone numbers written without one.
@@ -98,8 +99,22 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         bind: String,
     },
+    /// Read run reports.
+    Report {
+        #[command(subcommand)]
+        action: ReportAction,
+    },
     /// Generate a sample, build features, train, score, and print a summary.
     Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportAction {
+    /// Print the run_report.json in DIR readably.
+    Show {
+        /// A job's output directory (holding run_report.json).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,48 +201,23 @@ pub async fn run(cli: Cli) -> Result<()> {
             let run = build_features(&data, as_of, &out)
                 .await
                 .with_context(|| format!("building features from {}", data.display()))?;
-            for t in &run.inputs {
-                println!("{:<13} {:>11} rows  {:>8} rejected", t.table, t.rows, t.rejected);
-                for (rule, n) in &t.rejected_by_rule {
-                    println!("{:<13} {:>11}       {n:>8} {rule}", "", "");
-                }
-            }
-            for path in &run.rejects {
-                println!("rejected rows written to {}", path.display());
-            }
-            println!(
-                "{} customers x {} features as of {} -> {} ({:.1}s)",
-                run.rows,
-                run.columns.len() - 1,
-                run.as_of,
-                run.output.display(),
-                run.seconds
-            );
+            print!("{}", run.report.render());
+            println!("{} customers x {} features as of {}", run.rows, run.columns.len() - 1, as_of);
         }
         Command::Identity { data, out, default_country_code, max_customers_per_identifier } => {
             let options = IdentityOptions {
                 default_country_code,
                 max_customers_per_identifier: max_customers_per_identifier as usize,
             };
-            let run = build_identity(&data, &out, &options)
+            let report = build_identity(&data, &out, &options)
                 .await
                 .with_context(|| format!("resolving identities in {}", data.display()))?;
-            let s = &run.stats;
-            println!(
-                "{} identifiers -> {} customers ({} CRM, {} anonymous); {} shared identifiers flagged; {} CRM records merged",
-                s.identifiers, s.components, s.crm_customers, s.anonymous, s.shared_identifiers, s.crm_merges
-            );
-            println!(
-                "events attributed to CRM customers: {} transactions, {} interactions",
-                run.resolved.transactions, run.resolved.interactions
-            );
-            if let Some(q) = run.quality {
-                println!(
-                    "against ground truth ({} identifiers): pairwise precision {:.4}, recall {:.4}",
-                    q.identifiers, q.precision, q.recall
-                );
-            }
-            println!("identity map written to {} ({:.1}s)", run.output.display(), run.seconds);
+            print!("{}", report.render());
+        }
+        Command::Report { action: ReportAction::Show { dir } } => {
+            let report = RunReport::read(&dir)
+                .with_context(|| format!("reading the run report in {}", dir.display()))?;
+            print!("{}", report.render());
         }
         Command::Train { task: TrainTask::Churn(a) } => {
             let opts = TrainChurnOptions {

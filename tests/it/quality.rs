@@ -85,7 +85,7 @@ async fn dirty_rows_are_quarantined_with_their_rule() {
     .collect();
 
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("customer_features.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.join("run_report.json")).unwrap()).unwrap();
     let ctx = SessionContext::new();
     for t in manifest["inputs"].as_array().unwrap() {
         let table = t["table"].as_str().unwrap();
@@ -118,6 +118,13 @@ async fn dirty_rows_are_quarantined_with_their_rule() {
         assert_eq!(&in_file, want_rules, "{table}: rejects file");
     }
     assert_eq!(manifest["inputs"].as_array().unwrap().len(), 6);
+    for t in manifest["inputs"].as_array().unwrap() {
+        assert_eq!(t["files"], 1, "{t}");
+        assert!(t["bytes"].as_u64().unwrap() > 0, "{t}");
+    }
+    let stages: Vec<&str> =
+        manifest["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["ingest", "identity", "features", "write"]);
     let files = files_under(&out);
     assert_eq!(files.iter().filter(|f| f.starts_with("rejects/")).count(), 6, "{files:?}");
 }
@@ -130,16 +137,29 @@ fn identity_matches_the_ground_truth_on_noisy_generated_data() {
     let run = engage(&["identity", "--data", data, "--out", out.to_str().unwrap()]);
     assert!(run.status.success(), "{}", stderr(&run));
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("identity_report.json")).unwrap()).unwrap();
-    let q = &report["quality"];
+        serde_json::from_slice(&std::fs::read(out.join("run_report.json")).unwrap()).unwrap();
+    let q = &report["identity_quality"];
     let (precision, recall) = (q["precision"].as_f64().unwrap(), q["recall"].as_f64().unwrap());
     println!("identity on {} identifiers: precision {precision:.4}, recall {recall:.4}", q["identifiers"]);
     assert!(precision >= 0.995, "pairwise precision {precision:.4} < 0.995");
     assert!(recall >= 0.98, "pairwise recall {recall:.4} < 0.98");
     // The generator shares a family email per hundred customers and a shop
     // phone per 250: flagged, not merged.
-    let stats = &report["stats"];
+    let stats = &report["identity"];
     assert!(stats["shared_identifiers"].as_u64().unwrap() >= 1, "{stats}");
     assert_eq!(stats["crm_merges"].as_u64().unwrap(), 0, "{stats}");
     assert!(out.join("identity_map.parquet").exists());
+
+    // The report reads back and prints.
+    let shown = engage(&["report", "show", out.to_str().unwrap()]);
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let text = crate::common::stdout(&shown);
+    for needle in
+        ["engage identity", "transactions", "precision", "identity:", "peak RSS", "identity_map.parquet"]
+    {
+        assert!(text.contains(needle), "report lacks `{needle}`:\n{text}");
+    }
+    let missing = engage(&["report", "show", tmp.path().to_str().unwrap()]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("run_report.json"), "{}", stderr(&missing));
 }
