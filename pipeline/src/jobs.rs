@@ -52,19 +52,7 @@ pub async fn build_features(data: &Path, as_of: NaiveDate, out: &Path) -> Result
     let mut outputs = vec![output.display().to_string()];
     outputs.extend(engine.write_rejects(out).await?.iter().map(|p| p.display().to_string()));
     clock.lap("write");
-    let report = RunReport {
-        command: "features".into(),
-        engage_version: env!("CARGO_PKG_VERSION").into(),
-        finished_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        as_of: Some(as_of.to_string()),
-        data: data.display().to_string(),
-        inputs: engine.inputs.clone(),
-        identity: Some(identity.stats),
-        resolved: Some(identity.resolved),
-        identity_quality: None,
-        stages: clock.stages(),
-        outputs,
-    };
+    let report = RunReport::new("features", data, Some(as_of), &engine, &identity, None, &clock, outputs);
     report.write(out)?;
     Ok(FeatureRun {
         report,
@@ -100,23 +88,11 @@ pub async fn build_identity(data: &Path, out: &Path, options: &IdentityOptions) 
     clock.lap("quality");
     std::fs::create_dir_all(out).map_err(io(out))?;
     let output = out.join(IDENTITY_MAP_FILE);
-    write_parquet(&output, identity.map.schema(), &[identity.map])?;
+    write_parquet(&output, identity.map.schema(), std::slice::from_ref(&identity.map))?;
     let mut outputs = vec![output.display().to_string()];
     outputs.extend(engine.write_rejects(out).await?.iter().map(|p| p.display().to_string()));
     clock.lap("write");
-    let report = RunReport {
-        command: "identity".into(),
-        engage_version: env!("CARGO_PKG_VERSION").into(),
-        finished_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        as_of: None,
-        data: data.display().to_string(),
-        inputs: engine.inputs.clone(),
-        identity: Some(identity.stats),
-        resolved: Some(identity.resolved),
-        identity_quality: quality,
-        stages: clock.stages(),
-        outputs,
-    };
+    let report = RunReport::new("identity", data, None, &engine, &identity, quality, &clock, outputs);
     report.write(out)?;
     Ok(report)
 }

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::ResolvedCounts;
+use chrono::{NaiveDate, Utc};
+
+use crate::engine::{Engine, ResolvedCounts, ResolvedIdentity};
 use crate::error::{PipelineError, Result, io};
 use crate::identity::{IdentityQuality, IdentityStats};
 use crate::ingest::TableCounts;
@@ -49,11 +51,6 @@ impl Stopwatch {
     pub fn stages(&self) -> Vec<Stage> {
         self.stages.clone()
     }
-
-    /// Total seconds of the stages so far.
-    pub fn total(&self) -> f64 {
-        self.stages.iter().map(|s| s.seconds).sum()
-    }
 }
 
 /// Peak resident set size of this process in MiB (`VmHWM`), on Linux.
@@ -90,6 +87,33 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The report of a finished run of `command` over `engine`'s inputs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        command: &str,
+        data: &Path,
+        as_of: Option<NaiveDate>,
+        engine: &Engine,
+        identity: &ResolvedIdentity,
+        identity_quality: Option<IdentityQuality>,
+        clock: &Stopwatch,
+        outputs: Vec<String>,
+    ) -> RunReport {
+        RunReport {
+            command: command.into(),
+            engage_version: env!("CARGO_PKG_VERSION").into(),
+            finished_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            as_of: as_of.map(|d| d.to_string()),
+            data: data.display().to_string(),
+            inputs: engine.inputs.clone(),
+            identity: Some(identity.stats.clone()),
+            resolved: Some(identity.resolved.clone()),
+            identity_quality,
+            stages: clock.stages(),
+            outputs,
+        }
+    }
+
     /// Writes `dir/run_report.json` atomically.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).expect("report serialises");
