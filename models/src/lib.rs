@@ -61,14 +61,6 @@ impl TrainingSet {
         }
     }
 
-    /// Share of positive labels (0 when empty).
-    pub fn positive_rate(&self) -> f64 {
-        if self.y.is_empty() {
-            return 0.0;
-        }
-        self.y.iter().filter(|&&v| v).count() as f64 / self.y.len() as f64
-    }
-
     /// A SHA-256 fingerprint of ids, column names, values and labels, so an
     /// artifact says exactly which data it was trained on.
     pub fn fingerprint(&self) -> String {

@@ -151,11 +151,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Rows read for an input table (0 if absent).
-    pub fn input_rows(&self, table: &str) -> u64 {
-        self.inputs.iter().find(|c| c.table == table).map_or(0, |c| c.rows)
-    }
-
     /// The feature table as of `as_of`: one row per customer, sorted by id.
     /// Resolves identities as of `as_of` first.
     pub async fn features(&mut self, as_of: NaiveDate) -> Result<Vec<RecordBatch>> {

@@ -2,7 +2,7 @@
 //! lookups by customer id.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type};
@@ -30,7 +30,6 @@ pub struct CustomerScores {
 #[derive(Debug)]
 pub struct ScoreService {
     manifest: SnapshotManifest,
-    dir: PathBuf,
     /// customer id -> (churn probability, index into `models`).
     rows: HashMap<String, (f64, usize)>,
     models: Vec<String>,
@@ -96,7 +95,7 @@ impl ScoreService {
                 reason: format!("{} distinct customers, the manifest says {}", rows.len(), manifest.rows),
             });
         }
-        Ok(ScoreService { manifest, dir, rows, models })
+        Ok(ScoreService { manifest, rows, models })
     }
 
     /// Scores of one customer, or `UnknownCustomer`.
@@ -116,11 +115,6 @@ impl ScoreService {
     /// The manifest of the loaded snapshot.
     pub fn manifest(&self) -> &SnapshotManifest {
         &self.manifest
-    }
-
-    /// Directory of the loaded snapshot.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Customers in the snapshot.
