@@ -6,30 +6,73 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::array::{AsArray, StringArray, StringBuilder};
+use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::{MemTable, TableProvider};
-use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext, col, lit};
+use futures::StreamExt;
 
 use crate::error::{Result, io, query};
 use crate::identity::{
-    IdentityOptions, IdentityQuality, IdentityStats, map_schema, pairwise_quality, register_udfs, resolve,
+    GraphBuilder, ID_TYPES, IdentityOptions, IdentityQuality, IdentityStats, Resolution, map_schema,
+    pairwise_quality,
 };
 use crate::ingest::{TableCounts, register_inputs, rejects_view};
 use crate::output::write_parquet;
-use crate::sql::{CHURN_LABEL, FEATURES, IDENTIFIER_SETS, IDENTITY, IDENTITY_QUALITY, SqlFile};
+use crate::schema::{CUSTOMERS, INTERACTIONS, TRANSACTIONS};
+use crate::sql::{CHURN_LABEL, FEATURES, IDENTITY_QUALITY, SqlFile};
 
-/// Events attributed to a CRM customer (a customer of the customers table),
-/// per event table. The rest went to anonymous or shared-identifier keys.
+/// Partitions of the attributed event views (feature queries scan them in
+/// parallel).
+const ATTRIBUTION_PARTITIONS: usize = 2;
+
+/// The identifier columns of `batch` named `names`, with their types.
+fn id_columns<'a>(batch: &'a RecordBatch, names: &[&str]) -> Vec<(usize, &'a StringArray)> {
+    names
+        .iter()
+        .map(|name| {
+            let ty = ID_TYPES.iter().position(|t| t == name).expect("an identifier type");
+            let values = batch.column_by_name(name).expect("selected column").as_string::<i32>();
+            (ty, values)
+        })
+        .collect()
+}
+
+/// How events were attributed, per event table.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResolvedCounts {
+    /// Transactions attributed to a CRM customer (a customer of the
+    /// customers table); the other attributed ones went to anonymous or
+    /// shared-identifier keys.
     pub transactions: u64,
+    /// Interactions attributed to a CRM customer.
     pub interactions: u64,
+    /// Accepted transactions none of whose identifiers normalises (e.g. an
+    /// email without `@` and nothing else): they reach no customer's features.
+    pub unattributed_transactions: u64,
+    /// Accepted interactions without a usable identifier.
+    pub unattributed_interactions: u64,
 }
+
+/// An event table and the columns its attributed view keeps (the ones
+/// feature SQL reads), plus `customer_key`.
+struct Attributed {
+    table: &'static str,
+    view: &'static str,
+    keep: &'static [&'static str],
+}
+
+const ATTRIBUTED: [Attributed; 2] = [
+    Attributed {
+        table: TRANSACTIONS,
+        view: "transactions_resolved",
+        keep: &["transaction_id", "ts", "amount", "channel"],
+    },
+    Attributed { table: INTERACTIONS, view: "interactions_resolved", keep: &["ts", "channel", "event_type", "duration_s"] },
+];
 
 /// The identity map in force and what it found.
 #[derive(Debug, Clone)]
@@ -69,7 +112,6 @@ impl Engine {
     pub async fn open_with(root: &Path, options: &IdentityOptions) -> Result<Engine> {
         let config = SessionConfig::new().with_information_schema(false);
         let ctx = SessionContext::new_with_config(config);
-        register_udfs(&ctx, options);
         let inputs = register_inputs(&ctx, root).await?;
         Ok(Engine { ctx, options: options.clone(), inputs, identity: None })
     }
@@ -80,41 +122,111 @@ impl Engine {
     }
 
     /// Builds the identity graph from the rows before `cutoff` (all rows for
-    /// `None`) and attributes every event through it; the attributed events
-    /// are held in memory, since every feature group reads them. Point in
-    /// time: features as of a cutoff use only links known before it, so a
-    /// later login cannot re-attribute an earlier anonymous visit. A no-op
-    /// when that cutoff is already in force.
+    /// `None`) and attributes those rows through it, in one pass over each
+    /// event table (see [`GraphBuilder`]). The attributed events
+    /// (`transactions_resolved`, `interactions_resolved`) are held in memory,
+    /// since every feature group reads them. Point in time: features as of a
+    /// cutoff use only links known before it, so a later login cannot
+    /// re-attribute an earlier anonymous visit. A no-op when that cutoff is
+    /// already in force.
     pub async fn resolve_identities(&mut self, cutoff: Option<NaiveDate>) -> Result<&ResolvedIdentity> {
         if self.identity.as_ref().is_some_and(|i| i.cutoff == cutoff) {
             return Ok(self.identity.as_ref().expect("checked"));
         }
-        let far_future = NaiveDate::from_ymd_opt(2200, 1, 1).expect("valid date");
-        let params = vec![("as_of", as_of_param(cutoff.unwrap_or(far_future)))];
-        let sets = self.ctx.sql(IDENTIFIER_SETS.sql).await.and_then(|df| df.with_param_values(params));
-        let sets = sets
-            .map_err(query(IDENTIFIER_SETS.path))?
-            .collect()
-            .await
-            .map_err(query(IDENTIFIER_SETS.path))?;
-        let (map, stats) = resolve(&sets, &self.options);
-        drop(sets);
-        let table =
-            MemTable::try_new(map_schema(), vec![vec![map.clone()]]).map_err(query("identity_map"))?;
-        self.replace_table("identity_map", Arc::new(table))?;
-        let mut crm = Vec::new();
-        for file in IDENTITY {
-            let df = self.ctx.sql(file.sql).await.map_err(query(file.path))?;
-            let cached = df.cache().await.map_err(query(file.path))?;
-            self.replace_table(file.name, cached.into_view())?;
-            let count = format!(
-                "SELECT count(*) FROM {} r JOIN customers c ON c.customer_id = r.customer_key",
-                file.name
-            );
-            let batches = self.query(&count).await?;
-            crm.push(batches[0].column(0).as_primitive::<Int64Type>().value(0) as u64);
+        let mut graph = GraphBuilder::new(&self.options);
+        let crm_columns = ["customer_id", "email", "phone", "loyalty_id"];
+        let df = self.ctx.table(CUSTOMERS).await.and_then(|df| df.select_columns(&crm_columns));
+        let mut stream = df.map_err(query(CUSTOMERS))?.execute_stream().await.map_err(query(CUSTOMERS))?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(query(CUSTOMERS))?;
+            graph.add_crm(&id_columns(&batch, &crm_columns), batch.num_rows());
         }
-        let resolved = ResolvedCounts { transactions: crm[0], interactions: crm[1] };
+
+        let mut events: Vec<Vec<(RecordBatch, Vec<u32>)>> = Vec::new();
+        for a in &ATTRIBUTED {
+            let ids = crate::schema::table(a.table).expect("a contract table").identity;
+            let columns: Vec<&str> = a.keep.iter().chain(ids).copied().collect();
+            let mut df = self.ctx.table(a.table).await.map_err(query(a.table))?;
+            if let Some(cutoff) = cutoff {
+                df = df.filter(col("ts").lt(lit(as_of_param(cutoff)))).map_err(query(a.table))?;
+            }
+            let df = df.select_columns(&columns).map_err(query(a.table))?;
+            let mut stream = df.execute_stream().await.map_err(query(a.table))?;
+            let mut kept = Vec::new();
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(query(a.table))?;
+                let refs = graph.add_events(&id_columns(&batch, ids), batch.num_rows());
+                let keep: Vec<usize> = (0..a.keep.len()).collect();
+                kept.push((batch.project(&keep).map_err(|e| query(a.table)(e.into()))?, refs));
+            }
+            events.push(kept);
+        }
+
+        let resolution = graph.resolve();
+        let table = MemTable::try_new(map_schema(), vec![vec![resolution.map.clone()]])
+            .map_err(query("identity_map"))?;
+        self.replace_table("identity_map", Arc::new(table))?;
+        let mut to_crm = Vec::new();
+        let mut unattributed = Vec::new();
+        for (a, batches) in ATTRIBUTED.iter().zip(events) {
+            let (mut crm, mut none) = (0u64, 0u64);
+            let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); ATTRIBUTION_PARTITIONS];
+            let mut schema = None;
+            for (i, (batch, refs)) in batches.into_iter().enumerate() {
+                let mut keys = StringBuilder::with_capacity(refs.len(), refs.len() * 12);
+                for &r in &refs {
+                    match resolution.key(r) {
+                        Some((key, is_crm)) => {
+                            crm += is_crm as u64;
+                            keys.append_value(key);
+                        }
+                        None => {
+                            none += 1;
+                            keys.append_null();
+                        }
+                    }
+                }
+                let keys = keys.finish();
+                let keep = is_not_null(&keys).map_err(|e| query(a.view)(e.into()))?;
+                let mut columns = batch.columns().to_vec();
+                columns.push(Arc::new(keys));
+                let fields: Vec<Field> = batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .chain([Field::new("customer_key", DataType::Utf8, false)])
+                    .collect();
+                let s = schema.get_or_insert_with(|| Arc::new(Schema::new(fields))).clone();
+                let full = RecordBatch::try_new(s, columns).map_err(|e| query(a.view)(e.into()))?;
+                let attributed = filter_record_batch(&full, &keep).map_err(|e| query(a.view)(e.into()))?;
+                partitions[i % ATTRIBUTION_PARTITIONS].push(attributed);
+            }
+            let schema = match schema {
+                Some(s) => s,
+                None => {
+                    let df = self.ctx.table(a.table).await.map_err(query(a.table))?;
+                    let mut fields: Vec<Field> = a
+                        .keep
+                        .iter()
+                        .map(|c| df.schema().as_arrow().field_with_name(c).expect("kept column").clone())
+                        .collect();
+                    fields.push(Field::new("customer_key", DataType::Utf8, false));
+                    Arc::new(Schema::new(fields))
+                }
+            };
+            let table = MemTable::try_new(schema, partitions).map_err(query(a.view))?;
+            self.replace_table(a.view, Arc::new(table))?;
+            to_crm.push(crm);
+            unattributed.push(none);
+        }
+        let resolved = ResolvedCounts {
+            transactions: to_crm[0],
+            interactions: to_crm[1],
+            unattributed_transactions: unattributed[0],
+            unattributed_interactions: unattributed[1],
+        };
+        let Resolution { map, stats, .. } = resolution;
         Ok(self.identity.insert(ResolvedIdentity { cutoff, map, stats, resolved }))
     }
 

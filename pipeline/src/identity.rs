@@ -17,14 +17,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, StringArray, StringBuilder,
-};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanBuilder, StringArray, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
-use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -90,38 +85,6 @@ pub fn normalize_id(raw: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
-/// A normalisation rule: raw text to the canonical identifier, if any.
-type Normalizer = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
-
-/// Registers `norm_email`, `norm_phone` and `norm_id` (Utf8 -> Utf8) in `ctx`.
-pub fn register_udfs(ctx: &SessionContext, opts: &IdentityOptions) {
-    let cc = opts.default_country_code.clone();
-    let udfs: [(&str, Normalizer); 3] = [
-        ("norm_email", Arc::new(normalize_email)),
-        ("norm_phone", Arc::new(move |s| normalize_phone(s, &cc))),
-        ("norm_id", Arc::new(normalize_id)),
-    ];
-    for (name, f) in udfs {
-        let fun = Arc::new(move |args: &[ColumnarValue]| {
-            let apply = |v: Option<&str>| v.and_then(|s| f(s));
-            Ok(match &args[0] {
-                ColumnarValue::Array(a) => {
-                    let a = a.as_string::<i32>();
-                    let out: StringArray = a.iter().map(apply).collect();
-                    ColumnarValue::Array(Arc::new(out))
-                }
-                ColumnarValue::Scalar(ScalarValue::Utf8(v)) => {
-                    ColumnarValue::Scalar(ScalarValue::Utf8(apply(v.as_deref())))
-                }
-                ColumnarValue::Scalar(other) => {
-                    return datafusion::common::exec_err!("{name}: expected text, got {other:?}");
-                }
-            })
-        });
-        ctx.register_udf(create_udf(name, vec![DataType::Utf8], DataType::Utf8, Volatility::Immutable, fun));
-    }
-}
-
 /// What resolution found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct IdentityStats {
@@ -165,169 +128,314 @@ pub fn map_schema() -> SchemaRef {
     ]))
 }
 
-/// Resolves identifier sets (batches of `identifier_sets.sql`: `from_crm`
-/// plus one column per [`ID_TYPES`]) into the identity map.
-pub fn resolve(batches: &[RecordBatch], opts: &IdentityOptions) -> (RecordBatch, IdentityStats) {
-    let mut nodes: HashMap<(u8, String), u32> = HashMap::new();
-    let mut names: Vec<(u8, String)> = Vec::new();
-    let mut sets: Vec<(bool, Vec<u32>)> = Vec::new();
-    for b in batches {
-        let crm: &BooleanArray = b.column(0).as_boolean();
-        let cols: Vec<&StringArray> = (1..=ID_TYPES.len()).map(|i| b.column(i).as_string::<i32>()).collect();
-        for row in 0..b.num_rows() {
-            let mut set = Vec::with_capacity(2);
-            for (t, col) in cols.iter().enumerate() {
-                if col.is_valid(row) {
-                    let key = (t as u8, col.value(row).to_string());
-                    let next = nodes.len() as u32;
-                    let id = *nodes.entry(key.clone()).or_insert_with(|| {
-                        names.push(key);
-                        next
-                    });
-                    set.push(id);
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// No identifier (in a set slot) or no usable identifier (for a row).
+const NONE: u32 = u32::MAX;
+/// Tag of a row reference that points at a multi-identifier set.
+const SET: u32 = 1 << 31;
+
+/// The identifiers seen together on one row: one node per [`ID_TYPES`]
+/// slot, [`NONE`] where the row has none of that type.
+type IdSet = [u32; ID_TYPES.len()];
+
+fn members(set: &IdSet) -> impl Iterator<Item = u32> + '_ {
+    set.iter().copied().filter(|&n| n != NONE)
+}
+
+/// Builds the identity graph from input rows in one pass: every identifier
+/// is normalised once per distinct raw spelling (a cache keyed by the raw
+/// text), interned as a node, and each row's identifiers are recorded as a
+/// set (distinct multi-identifier sets only: a row with one identifier
+/// links nothing). [`GraphBuilder::add_events`] hands back one reference per
+/// row that [`Resolution::key`] turns into the row's customer key, so
+/// attribution needs neither a second normalisation nor a join.
+pub struct GraphBuilder {
+    opts: IdentityOptions,
+    /// Raw spelling -> node (or [`NONE`] when it does not normalise), per type.
+    raw: Vec<Map<Box<str>, u32>>,
+    /// Normalised value -> node, per type.
+    nodes: Vec<Map<Box<str>, u32>>,
+    /// Node -> (type, normalised value).
+    names: Vec<(u8, Box<str>)>,
+    /// Identifier sets of CRM records (the customers table).
+    crm: Vec<IdSet>,
+    /// Distinct multi-identifier sets of event rows.
+    sets: Vec<IdSet>,
+    set_ids: Map<IdSet, u32>,
+}
+
+/// Identifier columns of one batch: (index into [`ID_TYPES`], values).
+pub type IdColumns<'a> = [(usize, &'a StringArray)];
+
+impl GraphBuilder {
+    pub fn new(opts: &IdentityOptions) -> GraphBuilder {
+        let maps = || (0..ID_TYPES.len()).map(|_| Map::default()).collect::<Vec<_>>();
+        GraphBuilder {
+            opts: opts.clone(),
+            raw: maps(),
+            nodes: maps(),
+            names: Vec::new(),
+            crm: Vec::new(),
+            sets: Vec::new(),
+            set_ids: Map::default(),
+        }
+    }
+
+    fn node(&mut self, ty: usize, raw: &str) -> u32 {
+        if let Some(&n) = self.raw[ty].get(raw) {
+            return n;
+        }
+        let normal = match ID_TYPES[ty] {
+            "email" => normalize_email(raw),
+            "phone" => normalize_phone(raw, &self.opts.default_country_code),
+            _ => normalize_id(raw),
+        };
+        let node = match normal {
+            None => NONE,
+            Some(value) => match self.nodes[ty].get(value.as_str()) {
+                Some(&n) => n,
+                None => {
+                    let n = self.names.len() as u32;
+                    assert!(n < SET, "more than 2^31 distinct identifiers");
+                    let value: Box<str> = value.into();
+                    self.names.push((ty as u8, value.clone()));
+                    self.nodes[ty].insert(value, n);
+                    n
+                }
+            },
+        };
+        self.raw[ty].insert(raw.into(), node);
+        node
+    }
+
+    fn row_set(&mut self, columns: &IdColumns, row: usize) -> IdSet {
+        let mut set = [NONE; ID_TYPES.len()];
+        for &(ty, values) in columns {
+            if values.is_valid(row) {
+                set[ty] = self.node(ty, values.value(row));
+            }
+        }
+        set
+    }
+
+    /// Adds CRM records (rows of the customers table). Their customer_id
+    /// (type 0) is a CRM customer and anchors the record's other identifiers.
+    pub fn add_crm(&mut self, columns: &IdColumns, rows: usize) {
+        for row in 0..rows {
+            let set = self.row_set(columns, row);
+            if set[0] != NONE {
+                self.crm.push(set);
+            }
+        }
+    }
+
+    /// Adds event rows; returns one reference per row for [`Resolution::key`].
+    pub fn add_events(&mut self, columns: &IdColumns, rows: usize) -> Vec<u32> {
+        let mut refs = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let set = self.row_set(columns, row);
+            let mut present = members(&set);
+            let r = match (present.next(), present.next()) {
+                (None, _) => NONE,
+                (Some(n), None) => n,
+                _ => {
+                    let next = self.sets.len() as u32;
+                    let id = *self.set_ids.entry(set).or_insert(next);
+                    if id == next {
+                        self.sets.push(set);
+                    }
+                    SET | id
+                }
+            };
+            refs.push(r);
+        }
+        refs
+    }
+
+    /// Resolves the graph: flags shared identifiers, unions the rest into
+    /// connected components and keys each one.
+    pub fn resolve(self) -> Resolution {
+        let GraphBuilder { opts, names, crm, sets, .. } = self;
+        let n = names.len();
+        let limit = opts.max_customers_per_identifier.max(1);
+
+        // CRM customers each identifier is associated with: through the CRM
+        // record itself, or by appearing on a row next to such an identifier.
+        // Lists are capped at limit + 1: that is enough to flag.
+        let mut anchor: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut crm_ids = vec![false; n];
+        for set in &crm {
+            crm_ids[set[0] as usize] = true;
+            for id in members(set) {
+                add_capped(&mut anchor[id as usize], set[0], limit + 1);
+            }
+        }
+        // Event rows propagate the anchors of their unambiguous identifiers
+        // to the other identifiers on the row (an identifier already tied to
+        // too many customers propagates nothing).
+        let mut assoc = anchor.clone();
+        for set in &sets {
+            let mut crms: Vec<u32> = Vec::new();
+            for id in members(set) {
+                let a = &anchor[id as usize];
+                if a.len() <= limit {
+                    for &c in a {
+                        add_capped(&mut crms, c, limit + 1);
+                    }
                 }
             }
-            if !set.is_empty() {
-                sets.push((crm.is_valid(row) && crm.value(row), set));
-            }
-        }
-    }
-    drop(nodes);
-    let n = names.len();
-    let limit = opts.max_customers_per_identifier.max(1);
-
-    // CRM customers each identifier is associated with: through the CRM
-    // record itself, or by appearing on a row next to such an identifier.
-    // Sets are capped at limit + 1: that is enough to flag.
-    let mut anchor: Vec<Vec<u32>> = vec![Vec::new(); n];
-    for (from_crm, set) in &sets {
-        if let (true, Some(&cid)) = (*from_crm, set.first())
-            && names[cid as usize].0 == 0
-        {
-            for &id in set {
-                add_capped(&mut anchor[id as usize], cid, limit + 1);
-            }
-        }
-    }
-    // Event rows propagate the anchors of their unambiguous identifiers to
-    // the other identifiers on the row (CRM rows were anchored directly;
-    // an identifier already tied to too many customers propagates nothing).
-    let mut assoc = anchor.clone();
-    for (from_crm, set) in &sets {
-        if *from_crm || set.len() < 2 {
-            continue;
-        }
-        let mut crms: Vec<u32> = Vec::new();
-        for &id in set {
-            let a = &anchor[id as usize];
-            if a.len() <= limit {
-                for &c in a {
-                    add_capped(&mut crms, c, limit + 1);
+            for id in members(set) {
+                for &c in &crms {
+                    add_capped(&mut assoc[id as usize], c, limit + 1);
                 }
             }
         }
-        for &id in set {
-            for &c in &crms {
-                add_capped(&mut assoc[id as usize], c, limit + 1);
+        drop(anchor);
+        // A CRM customer id is never shared: it is the anchor itself.
+        let shared: Vec<bool> =
+            assoc.iter().zip(&crm_ids).map(|(a, &is_crm)| a.len() > limit && !is_crm).collect();
+        drop(assoc);
+        let mut linked = crm_ids.clone();
+        let mut uf = UnionFind::new(n);
+        for set in crm.iter().chain(&sets) {
+            if members(set).nth(1).is_some() {
+                for id in members(set) {
+                    linked[id as usize] = true;
+                }
+            }
+            let mut unshared = members(set).filter(|&id| !shared[id as usize]);
+            if let Some(first) = unshared.next() {
+                for id in unshared {
+                    uf.union(first, id);
+                }
             }
         }
-    }
-    // A CRM customer id is never shared: it is the anchor itself.
-    let crm_ids: Vec<bool> = {
-        let mut v = vec![false; n];
-        for (from_crm, set) in &sets {
-            if *from_crm && names[set[0] as usize].0 == 0 {
-                v[set[0] as usize] = true;
-            }
-        }
-        v
-    };
-    let shared: Vec<bool> =
-        assoc.iter().zip(&crm_ids).map(|(a, &is_crm)| a.len() > limit && !is_crm).collect();
-    let mut linked = crm_ids.clone();
-    for (_, set) in &sets {
-        if set.len() > 1 {
-            for &id in set {
-                linked[id as usize] = true;
-            }
-        }
-    }
-    drop(assoc);
 
-    let mut uf = UnionFind::new(n);
-    for (_, set) in &sets {
-        let mut linked = set.iter().copied().filter(|&id| !shared[id as usize]);
-        if let Some(first) = linked.next() {
-            for id in linked {
-                uf.union(first, id);
+        // Per component: its smallest CRM customer id and how many it holds,
+        // and its smallest identifier (the stable seed of an anonymous key).
+        let roots: Vec<u32> = (0..n as u32).map(|id| uf.find(id)).collect();
+        let mut crm_of: Map<u32, (u32, u32)> = Map::default();
+        let mut least: Map<u32, u32> = Map::default();
+        for id in 0..n as u32 {
+            if shared[id as usize] {
+                continue;
+            }
+            let root = roots[id as usize];
+            let l = least.entry(root).or_insert(id);
+            if names[id as usize] < names[*l as usize] {
+                *l = id;
+            }
+            if crm_ids[id as usize] {
+                let e = crm_of.entry(root).or_insert((id, 0));
+                e.1 += 1;
+                if names[id as usize].1 < names[e.0 as usize].1 {
+                    e.0 = id;
+                }
             }
         }
-    }
-    // The key of a component: its smallest CRM customer id, else a hash.
-    let mut best: HashMap<u32, (u32, u32)> = HashMap::new(); // root -> (crm id node, crm count)
-    for id in 0..n as u32 {
-        if crm_ids[id as usize] && !shared[id as usize] {
-            let root = uf.find(id);
-            let e = best.entry(root).or_insert((id, 0));
-            e.1 += 1;
-            if names[id as usize].1 < names[e.0 as usize].1 {
-                e.0 = id;
-            }
-        }
-    }
-    let mut stats = IdentityStats { identifiers: n as u64, ..Default::default() };
-    let mut seen_roots: HashMap<u32, String> = HashMap::new();
-    let (mut t, mut v, mut k, mut s, mut l) = (
-        StringBuilder::new(),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        BooleanBuilder::new(),
-        BooleanBuilder::new(),
-    );
-    for id in 0..n as u32 {
-        let (ty, value) = &names[id as usize];
-        let key = if shared[id as usize] {
-            stats.shared_identifiers += 1;
-            hashed("shared", *ty, value)
-        } else {
-            let root = uf.find(id);
-            seen_roots
-                .entry(root)
-                .or_insert_with(|| match best.get(&root) {
-                    Some(&(crm, count)) => {
+        let mut stats = IdentityStats { identifiers: n as u64, ..Default::default() };
+        let mut keys: Vec<String> = Vec::new();
+        let mut key_is_crm: Vec<bool> = Vec::new();
+        let mut root_key: Map<u32, u32> = Map::default();
+        let mut node_key = Vec::with_capacity(n);
+        for id in 0..n {
+            let (ty, value) = &names[id];
+            let (key, is_crm) = if shared[id] {
+                stats.shared_identifiers += 1;
+                (hashed("shared", *ty, value), false)
+            } else {
+                let root = roots[id];
+                if let Some(&k) = root_key.get(&root) {
+                    node_key.push(k);
+                    continue;
+                }
+                root_key.insert(root, keys.len() as u32);
+                match crm_of.get(&root) {
+                    Some(&(cid, count)) => {
                         stats.crm_customers += 1;
                         if count > 1 {
                             stats.crm_merges += 1;
                         }
-                        names[crm as usize].1.clone()
+                        (names[cid as usize].1.to_string(), true)
                     }
                     None => {
                         stats.anonymous += 1;
-                        let (rt, rv) = &names[root as usize];
-                        hashed("anon", *rt, rv)
+                        let (lt, lv) = &names[least[&root] as usize];
+                        (hashed("anon", *lt, lv), false)
                     }
-                })
-                .clone()
-        };
-        t.append_value(ID_TYPES[*ty as usize]);
-        v.append_value(value);
-        k.append_value(key);
-        s.append_value(shared[id as usize]);
-        l.append_value(linked[id as usize]);
-        if !linked[id as usize] {
-            stats.unlinked_identifiers += 1;
+                }
+            };
+            node_key.push(keys.len() as u32);
+            keys.push(key);
+            key_is_crm.push(is_crm);
         }
+        stats.components = stats.crm_customers + stats.anonymous;
+        stats.unlinked_identifiers = linked.iter().filter(|&&l| !l).count() as u64;
+
+        // An event row goes to its first unshared identifier's customer, in
+        // ID_TYPES order (they all agree: the graph linked them), else to its
+        // first identifier's own shared key.
+        let set_key = sets
+            .iter()
+            .map(|set| {
+                let first = members(set).find(|&id| !shared[id as usize]).or_else(|| members(set).next());
+                node_key[first.expect("event sets hold two identifiers") as usize]
+            })
+            .collect();
+
+        let (mut t, mut v, mut k, mut s, mut l) = (
+            StringBuilder::new(),
+            StringBuilder::new(),
+            StringBuilder::new(),
+            BooleanBuilder::new(),
+            BooleanBuilder::new(),
+        );
+        for (id, (ty, value)) in names.iter().enumerate() {
+            t.append_value(ID_TYPES[*ty as usize]);
+            v.append_value(value);
+            k.append_value(&keys[node_key[id] as usize]);
+            s.append_value(shared[id]);
+            l.append_value(linked[id]);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(t.finish()),
+            Arc::new(v.finish()),
+            Arc::new(k.finish()),
+            Arc::new(s.finish()),
+            Arc::new(l.finish()),
+        ];
+        let map = RecordBatch::try_new(map_schema(), columns).expect("columns match the map schema");
+        Resolution { map, stats, keys, key_is_crm, node_key, set_key }
     }
-    stats.components = stats.crm_customers + stats.anonymous;
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(t.finish()),
-        Arc::new(v.finish()),
-        Arc::new(k.finish()),
-        Arc::new(s.finish()),
-        Arc::new(l.finish()),
-    ];
-    let batch = RecordBatch::try_new(map_schema(), columns).expect("columns match the map schema");
-    (batch, stats)
+}
+
+/// A resolved identity graph.
+pub struct Resolution {
+    /// The identity map (see [`map_schema`]).
+    pub map: RecordBatch,
+    pub stats: IdentityStats,
+    /// Distinct customer keys.
+    keys: Vec<String>,
+    /// Whether a key is a CRM customer_id.
+    key_is_crm: Vec<bool>,
+    node_key: Vec<u32>,
+    set_key: Vec<u32>,
+}
+
+impl Resolution {
+    /// The customer key of an event row, from its reference, with whether it
+    /// is a CRM customer; `None` for a row without a usable identifier.
+    pub fn key(&self, row_ref: u32) -> Option<(&str, bool)> {
+        let k = if row_ref == NONE {
+            return None;
+        } else if row_ref & SET != 0 {
+            self.set_key[(row_ref & !SET) as usize]
+        } else {
+            self.node_key[row_ref as usize]
+        } as usize;
+        Some((&self.keys[k], self.key_is_crm[k]))
+    }
 }
 
 fn add_capped(v: &mut Vec<u32>, x: u32, cap: usize) {
@@ -429,17 +537,29 @@ mod tests {
         assert_eq!(normalize_id("   "), None);
     }
 
-    /// Identifier sets as `identifier_sets.sql` yields them:
-    /// (from_crm, [customer_id, email, phone, loyalty_id, cookie_id]).
-    fn sets(rows: &[(bool, [Option<&str>; 5])]) -> RecordBatch {
-        let mut columns: Vec<ArrayRef> =
-            vec![Arc::new(BooleanArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>()))];
-        let mut fields = vec![Field::new("from_crm", DataType::Boolean, false)];
-        for (i, name) in ID_TYPES.iter().enumerate() {
-            columns.push(Arc::new(StringArray::from(rows.iter().map(|r| r.1[i]).collect::<Vec<_>>())));
-            fields.push(Field::new(*name, DataType::Utf8, true));
+    use datafusion::arrow::array::AsArray;
+
+    /// Resolves rows given as (from_crm, [customer_id, email, phone,
+    /// loyalty_id, cookie_id]); returns the map, the stats and each event
+    /// row's key.
+    fn resolve(
+        rows: &[(bool, [Option<&str>; 5])],
+        opts: &IdentityOptions,
+    ) -> (RecordBatch, IdentityStats, Vec<Option<String>>) {
+        let mut graph = GraphBuilder::new(opts);
+        let mut refs = Vec::new();
+        for &(from_crm, ids) in rows {
+            let arrays: Vec<StringArray> = ids.iter().map(|v| StringArray::from(vec![*v])).collect();
+            let columns: Vec<(usize, &StringArray)> = arrays.iter().enumerate().collect();
+            if from_crm {
+                graph.add_crm(&columns, 1);
+            } else {
+                refs.extend(graph.add_events(&columns, 1));
+            }
         }
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+        let resolution = graph.resolve();
+        let keys = refs.iter().map(|&r| resolution.key(r).map(|(k, _)| k.to_string())).collect();
+        (resolution.map, resolution.stats, keys)
     }
 
     fn keys(map: &RecordBatch) -> HashMap<String, (String, bool)> {
@@ -456,8 +576,9 @@ mod tests {
 
     #[test]
     fn links_transitively_and_guards_shared_identifiers() {
-        let batch = sets(&[
-            (true, [Some("C1"), Some("a@x.test"), Some("+15550000001"), None, None]),
+        let (map, stats, events) = resolve(
+            &[
+            (true, [Some("C1"), Some(" A@x.test"), Some("(555) 000-0001"), None, None]),
             (true, [Some("C2"), Some("b@x.test"), None, None, None]),
             (true, [Some("C3"), Some("family@x.test"), None, None, None]),
             (true, [Some("C4"), Some("family@x.test"), None, Some("L4"), None]),
@@ -471,8 +592,11 @@ mod tests {
             (false, [None, Some("b@x.test"), None, None, Some("k9")]),
             // Only ever seen alone: anonymous.
             (false, [None, None, None, None, Some("k3")]),
-        ]);
-        let (map, stats) = resolve(&[batch], &IdentityOptions::default());
+            // Nothing usable: unattributable.
+            (false, [None, Some("not-an-email"), None, None, None]),
+        ],
+            &IdentityOptions::default(),
+        );
         let k = keys(&map);
         assert_eq!(k["cookie_id:k1"], ("C1".into(), false));
         assert_eq!(k["cookie_id:k2"], ("C1".into(), false), "transitive through the phone");
@@ -488,14 +612,24 @@ mod tests {
         assert_eq!(stats.shared_identifiers, 2);
         assert_eq!(stats.crm_merges, 0);
         assert_eq!(stats.unlinked_identifiers, 1, "k3");
+        // Event rows land on their customer; a row with a shared cookie and
+        // an email goes to the email's customer; one with nothing usable
+        // nowhere.
+        let events: Vec<Option<&str>> = events.iter().map(|k| k.as_deref()).collect();
+        assert_eq!(events[..5], [Some("C1"); 5]);
+        assert_eq!(events[5], Some("C2"));
+        assert!(events[6].is_some_and(|k| k.starts_with("anon-")));
+        assert_eq!(events[7], None);
 
         // With a looser limit the family email links C3 and C4.
         let loose = IdentityOptions { max_customers_per_identifier: 2, ..IdentityOptions::default() };
-        let batch = sets(&[
-            (true, [Some("C3"), Some("family@x.test"), None, None, None]),
-            (true, [Some("C4"), Some("family@x.test"), None, None, None]),
-        ]);
-        let (map, stats) = resolve(&[batch], &loose);
+        let (map, stats, _) = resolve(
+            &[
+                (true, [Some("C3"), Some("family@x.test"), None, None, None]),
+                (true, [Some("C4"), Some("family@x.test"), None, None, None]),
+            ],
+            &loose,
+        );
         assert_eq!(keys(&map)["customer_id:C4"].0, "C3", "the smallest CRM id keys the merged customer");
         assert_eq!(stats.crm_merges, 1);
     }

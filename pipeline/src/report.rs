@@ -77,7 +77,7 @@ pub struct RunReport {
     pub inputs: Vec<TableCounts>,
     /// Identity statistics of the identity the run used.
     pub identity: Option<IdentityStats>,
-    /// Events attributed to CRM customers.
+    /// How events were attributed.
     pub resolved: Option<ResolvedCounts>,
     /// Matching quality against ground truth, when the data has one.
     pub identity_quality: Option<IdentityQuality>,
@@ -184,6 +184,12 @@ impl RunReport {
                 "events attributed to CRM customers: {} transactions, {} interactions",
                 r.transactions, r.interactions
             ));
+            if r.unattributed_transactions + r.unattributed_interactions > 0 {
+                line(format!(
+                    "events without a usable identifier (in no customer's features): {} transactions, {} interactions",
+                    r.unattributed_transactions, r.unattributed_interactions
+                ));
+            }
         }
         if let Some(q) = &self.identity_quality {
             line(format!(

@@ -19,17 +19,8 @@ macro_rules! sql_file {
     };
 }
 
-/// The identifier sets the identity graph is built from. No parameters.
-pub const IDENTIFIER_SETS: SqlFile = sql_file!("identifier_sets", "identity/identifier_sets.sql");
-
 /// Identity quality against the generator's truth (`truth_identities`).
 pub const IDENTITY_QUALITY: SqlFile = sql_file!("identity_quality", "identity/quality.sql");
-
-/// Events attributed through the identity map, in this order. No parameters.
-pub const IDENTITY: &[SqlFile] = &[
-    sql_file!("transactions_resolved", "identity/transactions_resolved.sql"),
-    sql_file!("interactions_resolved", "identity/interactions_resolved.sql"),
-];
 
 /// Feature views, parameter `$as_of`; the last one is the feature table.
 pub const FEATURES: &[SqlFile] = &[
