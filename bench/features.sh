@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark: `engage features` on generated data. Wall seconds and peak
+# Benchmark: `engage features` and `engage identity` on generated data. Wall seconds and peak
 # resident memory come from GNU time; results go to stdout for BENCHMARKS.md.
 #
 #   bash bench/features.sh [CUSTOMERS] [AS_OF]
@@ -21,3 +21,6 @@ fi
 du -sh "$data"
 rm -rf "$out"
 /usr/bin/time -f "features: %e s wall, %M KiB peak RSS" "$bin" features --data "$data" --as-of "$as_of" --out "$out"
+identity=bench/out/identity-$customers
+rm -rf "$identity"
+/usr/bin/time -f "identity: %e s wall, %M KiB peak RSS" "$bin" identity --data "$data" --out "$identity"

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::{AsArray, StringArray, StringBuilder};
+use datafusion::arrow::array::{Array, AsArray, StringArray, StringBuilder};
 use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -110,7 +110,11 @@ impl Engine {
     /// Checks and registers the inputs under `root`. Identities are resolved
     /// on demand, per cutoff (see [`Engine::resolve_identities`]).
     pub async fn open_with(root: &Path, options: &IdentityOptions) -> Result<Engine> {
-        let config = SessionConfig::new().with_information_schema(false);
+        // Parquet text is read as Utf8 (the canonical type) rather than as
+        // Utf8View and then copied by a cast.
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
         let ctx = SessionContext::new_with_config(config);
         let inputs = register_inputs(&ctx, root).await?;
         Ok(Engine { ctx, options: options.clone(), inputs, identity: None })
@@ -161,7 +165,6 @@ impl Engine {
             }
             events.push(kept);
         }
-
         let resolution = graph.resolve();
         let table = MemTable::try_new(map_schema(), vec![vec![resolution.map.clone()]])
             .map_err(query("identity_map"))?;
@@ -187,7 +190,7 @@ impl Engine {
                     }
                 }
                 let keys = keys.finish();
-                let keep = is_not_null(&keys).map_err(|e| query(a.view)(e.into()))?;
+                let unattributed = keys.null_count() > 0;
                 let mut columns = batch.columns().to_vec();
                 columns.push(Arc::new(keys));
                 let fields: Vec<Field> = batch
@@ -199,7 +202,13 @@ impl Engine {
                     .collect();
                 let s = schema.get_or_insert_with(|| Arc::new(Schema::new(fields))).clone();
                 let full = RecordBatch::try_new(s, columns).map_err(|e| query(a.view)(e.into()))?;
-                let attributed = filter_record_batch(&full, &keep).map_err(|e| query(a.view)(e.into()))?;
+                let attributed = if unattributed {
+                    let keep = is_not_null(full.column(full.num_columns() - 1))
+                        .map_err(|e| query(a.view)(e.into()))?;
+                    filter_record_batch(&full, &keep).map_err(|e| query(a.view)(e.into()))?
+                } else {
+                    full
+                };
                 partitions[i % ATTRIBUTION_PARTITIONS].push(attributed);
             }
             let schema = match schema {

@@ -15,6 +15,7 @@
 //! it stay attributable without collapsing people into one.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanBuilder, StringArray, StringBuilder};
@@ -152,12 +153,13 @@ fn members(set: &IdSet) -> impl Iterator<Item = u32> + '_ {
 /// attribution needs neither a second normalisation nor a join.
 pub struct GraphBuilder {
     opts: IdentityOptions,
+    hasher: foldhash::fast::RandomState,
     /// Raw spelling -> node (or [`NONE`] when it does not normalise), per type.
-    raw: Vec<Map<Box<str>, u32>>,
+    raw: Vec<StrTable>,
     /// Normalised value -> node, per type.
-    nodes: Vec<Map<Box<str>, u32>>,
-    /// Node -> (type, normalised value).
-    names: Vec<(u8, Box<str>)>,
+    nodes: Vec<StrTable>,
+    /// Node -> (type, where its value is in `nodes[type]`).
+    names: Vec<(u8, Span)>,
     /// Identifier sets of CRM records (the customers table).
     crm: Vec<IdSet>,
     /// Distinct multi-identifier sets of event rows.
@@ -168,13 +170,44 @@ pub struct GraphBuilder {
 /// Identifier columns of one batch: (index into [`ID_TYPES`], values).
 pub type IdColumns<'a> = [(usize, &'a StringArray)];
 
+/// Where a string is in a [`StrTable`]'s text.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u64,
+    len: u32,
+}
+
+/// A string -> u32 map holding every string in one buffer: no allocation
+/// and no pointer to chase per string (millions of identifiers).
+#[derive(Default)]
+struct StrTable {
+    text: String,
+    table: hashbrown::HashTable<(u64, Span, u32)>,
+}
+
+impl StrTable {
+    fn str(&self, span: Span) -> &str {
+        &self.text[span.start as usize..span.start as usize + span.len as usize]
+    }
+    fn get(&self, hash: u64, s: &str) -> Option<u32> {
+        self.table.find(hash, |&(h, span, _)| h == hash && self.str(span) == s).map(|&(_, _, v)| v)
+    }
+    fn insert(&mut self, hash: u64, s: &str, value: u32) -> Span {
+        let span = Span { start: self.text.len() as u64, len: s.len() as u32 };
+        self.text.push_str(s);
+        self.table.insert_unique(hash, (hash, span, value), |&(h, _, _)| h);
+        span
+    }
+}
+
 impl GraphBuilder {
     pub fn new(opts: &IdentityOptions) -> GraphBuilder {
-        let maps = || (0..ID_TYPES.len()).map(|_| Map::default()).collect::<Vec<_>>();
+        let tables = || (0..ID_TYPES.len()).map(|_| StrTable::default()).collect::<Vec<_>>();
         GraphBuilder {
             opts: opts.clone(),
-            raw: maps(),
-            nodes: maps(),
+            hasher: Default::default(),
+            raw: tables(),
+            nodes: tables(),
             names: Vec::new(),
             crm: Vec::new(),
             sets: Vec::new(),
@@ -183,7 +216,8 @@ impl GraphBuilder {
     }
 
     fn node(&mut self, ty: usize, raw: &str) -> u32 {
-        if let Some(&n) = self.raw[ty].get(raw) {
+        let hash = self.hasher.hash_one(raw);
+        if let Some(n) = self.raw[ty].get(hash, raw) {
             return n;
         }
         let normal = match ID_TYPES[ty] {
@@ -193,19 +227,21 @@ impl GraphBuilder {
         };
         let node = match normal {
             None => NONE,
-            Some(value) => match self.nodes[ty].get(value.as_str()) {
-                Some(&n) => n,
-                None => {
-                    let n = self.names.len() as u32;
-                    assert!(n < SET, "more than 2^31 distinct identifiers");
-                    let value: Box<str> = value.into();
-                    self.names.push((ty as u8, value.clone()));
-                    self.nodes[ty].insert(value, n);
-                    n
+            Some(value) => {
+                let vhash = if value == raw { hash } else { self.hasher.hash_one(value.as_str()) };
+                match self.nodes[ty].get(vhash, &value) {
+                    Some(n) => n,
+                    None => {
+                        let n = self.names.len() as u32;
+                        assert!(n < SET, "more than 2^31 distinct identifiers");
+                        let span = self.nodes[ty].insert(vhash, &value, n);
+                        self.names.push((ty as u8, span));
+                        n
+                    }
                 }
-            },
+            }
         };
-        self.raw[ty].insert(raw.into(), node);
+        self.raw[ty].insert(hash, raw, node);
         node
     }
 
@@ -256,45 +292,48 @@ impl GraphBuilder {
     /// Resolves the graph: flags shared identifiers, unions the rest into
     /// connected components and keys each one.
     pub fn resolve(self) -> Resolution {
-        let GraphBuilder { opts, names, crm, sets, .. } = self;
+        let GraphBuilder { opts, nodes, names, crm, sets, raw, .. } = self;
+        drop(raw);
+        let names: Vec<(u8, &str)> = names.iter().map(|&(ty, span)| (ty, nodes[ty as usize].str(span))).collect();
         let n = names.len();
         let limit = opts.max_customers_per_identifier.max(1);
 
         // CRM customers each identifier is associated with: through the CRM
         // record itself, or by appearing on a row next to such an identifier.
         // Lists are capped at limit + 1: that is enough to flag.
-        let mut anchor: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut anchor = Capped::new(n, limit + 1);
         let mut crm_ids = vec![false; n];
         for set in &crm {
             crm_ids[set[0] as usize] = true;
             for id in members(set) {
-                add_capped(&mut anchor[id as usize], set[0], limit + 1);
+                anchor.add(id, set[0]);
             }
         }
         // Event rows propagate the anchors of their unambiguous identifiers
         // to the other identifiers on the row (an identifier already tied to
         // too many customers propagates nothing).
         let mut assoc = anchor.clone();
+        let mut crms: Vec<u32> = Vec::new();
         for set in &sets {
-            let mut crms: Vec<u32> = Vec::new();
+            crms.clear();
             for id in members(set) {
-                let a = &anchor[id as usize];
-                if a.len() <= limit {
-                    for &c in a {
-                        add_capped(&mut crms, c, limit + 1);
+                if anchor.len(id) <= limit {
+                    for c in anchor.iter(id) {
+                        if crms.len() <= limit && !crms.contains(&c) {
+                            crms.push(c);
+                        }
                     }
                 }
             }
             for id in members(set) {
                 for &c in &crms {
-                    add_capped(&mut assoc[id as usize], c, limit + 1);
+                    assoc.add(id, c);
                 }
             }
         }
         drop(anchor);
         // A CRM customer id is never shared: it is the anchor itself.
-        let shared: Vec<bool> =
-            assoc.iter().zip(&crm_ids).map(|(a, &is_crm)| a.len() > limit && !is_crm).collect();
+        let shared: Vec<bool> = (0..n).map(|id| assoc.len(id as u32) > limit && !crm_ids[id]).collect();
         drop(assoc);
         let mut linked = crm_ids.clone();
         let mut uf = UnionFind::new(n);
@@ -315,54 +354,53 @@ impl GraphBuilder {
         // Per component: its smallest CRM customer id and how many it holds,
         // and its smallest identifier (the stable seed of an anonymous key).
         let roots: Vec<u32> = (0..n as u32).map(|id| uf.find(id)).collect();
-        let mut crm_of: Map<u32, (u32, u32)> = Map::default();
-        let mut least: Map<u32, u32> = Map::default();
+        let mut crm_of: Vec<(u32, u32)> = vec![(NONE, 0); n]; // root -> (least CRM id, CRM ids)
+        let mut least: Vec<u32> = vec![NONE; n]; // root -> least identifier
         for id in 0..n as u32 {
             if shared[id as usize] {
                 continue;
             }
-            let root = roots[id as usize];
-            let l = least.entry(root).or_insert(id);
-            if names[id as usize] < names[*l as usize] {
-                *l = id;
+            let root = roots[id as usize] as usize;
+            if least[root] == NONE || names[id as usize] < names[least[root] as usize] {
+                least[root] = id;
             }
             if crm_ids[id as usize] {
-                let e = crm_of.entry(root).or_insert((id, 0));
-                e.1 += 1;
-                if names[id as usize].1 < names[e.0 as usize].1 {
+                let e = &mut crm_of[root];
+                if e.0 == NONE || names[id as usize].1 < names[e.0 as usize].1 {
                     e.0 = id;
                 }
+                e.1 += 1;
             }
         }
         let mut stats = IdentityStats { identifiers: n as u64, ..Default::default() };
         let mut keys: Vec<String> = Vec::new();
         let mut key_is_crm: Vec<bool> = Vec::new();
-        let mut root_key: Map<u32, u32> = Map::default();
+        let mut root_key: Vec<u32> = vec![NONE; n];
         let mut node_key = Vec::with_capacity(n);
         for id in 0..n {
-            let (ty, value) = &names[id];
+            let (ty, value) = names[id];
             let (key, is_crm) = if shared[id] {
                 stats.shared_identifiers += 1;
-                (hashed("shared", *ty, value), false)
+                (hashed("shared", ty, value), false)
             } else {
-                let root = roots[id];
-                if let Some(&k) = root_key.get(&root) {
-                    node_key.push(k);
+                let root = roots[id] as usize;
+                if root_key[root] != NONE {
+                    node_key.push(root_key[root]);
                     continue;
                 }
-                root_key.insert(root, keys.len() as u32);
-                match crm_of.get(&root) {
-                    Some(&(cid, count)) => {
+                root_key[root] = keys.len() as u32;
+                match crm_of[root] {
+                    (cid, count) if cid != NONE => {
                         stats.crm_customers += 1;
                         if count > 1 {
                             stats.crm_merges += 1;
                         }
                         (names[cid as usize].1.to_string(), true)
                     }
-                    None => {
+                    _ => {
                         stats.anonymous += 1;
-                        let (lt, lv) = &names[least[&root] as usize];
-                        (hashed("anon", *lt, lv), false)
+                        let (lt, lv) = names[least[root] as usize];
+                        (hashed("anon", lt, lv), false)
                     }
                 }
             };
@@ -391,8 +429,8 @@ impl GraphBuilder {
             BooleanBuilder::new(),
             BooleanBuilder::new(),
         );
-        for (id, (ty, value)) in names.iter().enumerate() {
-            t.append_value(ID_TYPES[*ty as usize]);
+        for (id, &(ty, value)) in names.iter().enumerate() {
+            t.append_value(ID_TYPES[ty as usize]);
             v.append_value(value);
             k.append_value(&keys[node_key[id] as usize]);
             s.append_value(shared[id]);
@@ -438,9 +476,36 @@ impl Resolution {
     }
 }
 
-fn add_capped(v: &mut Vec<u32>, x: u32, cap: usize) {
-    if v.len() < cap && !v.contains(&x) {
-        v.push(x);
+/// Up to `cap` distinct CRM customers per identifier: the first inline,
+/// the rarer further ones in an overflow map.
+#[derive(Clone)]
+struct Capped {
+    first: Vec<u32>,
+    more: Map<u32, Vec<u32>>,
+    cap: usize,
+}
+
+impl Capped {
+    fn new(n: usize, cap: usize) -> Capped {
+        Capped { first: vec![NONE; n], more: Map::default(), cap }
+    }
+    fn add(&mut self, id: u32, customer: u32) {
+        let first = &mut self.first[id as usize];
+        if *first == NONE {
+            *first = customer;
+        } else if *first != customer {
+            let more = self.more.entry(id).or_default();
+            if 1 + more.len() < self.cap && !more.contains(&customer) {
+                more.push(customer);
+            }
+        }
+    }
+    fn len(&self, id: u32) -> usize {
+        (self.first[id as usize] != NONE) as usize + self.more.get(&id).map_or(0, Vec::len)
+    }
+    fn iter(&self, id: u32) -> impl Iterator<Item = u32> + '_ {
+        let first = self.first[id as usize];
+        (first != NONE).then_some(first).into_iter().chain(self.more.get(&id).into_iter().flatten().copied())
     }
 }
 
@@ -488,10 +553,10 @@ impl UnionFind {
 /// belong together; recall = share of true pairs put together.
 pub fn pairwise_quality(resolved: &[String], truth: &[String]) -> (f64, f64) {
     assert_eq!(resolved.len(), truth.len());
-    let pairs = |counts: HashMap<(&str, &str), u64>| counts.values().map(|c| c * (c - 1) / 2).sum::<u64>();
-    let mut both: HashMap<(&str, &str), u64> = HashMap::new();
-    let mut r: HashMap<(&str, &str), u64> = HashMap::new();
-    let mut t: HashMap<(&str, &str), u64> = HashMap::new();
+    let pairs = |counts: Map<(&str, &str), u64>| counts.values().map(|c| c * (c - 1) / 2).sum::<u64>();
+    let mut both: Map<(&str, &str), u64> = Map::default();
+    let mut r: Map<(&str, &str), u64> = Map::default();
+    let mut t: Map<(&str, &str), u64> = Map::default();
     for (a, b) in resolved.iter().zip(truth) {
         *both.entry((a, b)).or_default() += 1;
         *r.entry((a, "")).or_default() += 1;

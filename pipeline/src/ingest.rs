@@ -15,9 +15,11 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
-use datafusion::functions::string::expr_fn::btrim;
 use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::logical_expr::{Expr, cast, ident, lit, when};
+use datafusion::arrow::array::{AsArray, BooleanArray};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarUDF, Volatility, cast, create_udf, ident, lit, when,
+};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -296,14 +298,25 @@ async fn register_table(
         }
     }
     let df = ctx.table(raw.as_str()).await.map_err(query(spec.name))?;
-    let typed = df
-        .select(
-            spec.columns
-                .iter()
-                .map(|c| cast(ident(c.name), canonical_type(c.ty)).alias(c.name))
-                .collect::<Vec<_>>(),
-        )
-        .map_err(query(spec.name))?;
+    let canonical = spec
+        .columns
+        .iter()
+        .map(|c| {
+            let found = df.schema().field_with_unqualified_name(c.name).map(|f| f.data_type().clone());
+            let column = match found {
+                // Zone-less timestamps are UTC: relabel them (a cast would
+                // convert every value from local time through the zone
+                // database).
+                Ok(DataType::Timestamp(_, None)) => cast(
+                    cast(cast(ident(c.name), DataType::Timestamp(TimeUnit::Microsecond, None)), DataType::Int64),
+                    canonical_type(c.ty),
+                ),
+                _ => cast(ident(c.name), canonical_type(c.ty)),
+            };
+            column.alias(c.name)
+        })
+        .collect::<Vec<_>>();
+    let typed = df.select(canonical).map_err(query(spec.name))?;
     let checked = typed.with_column(REJECT_RULE, reject_rule(spec)).map_err(query(spec.name))?;
     let tally = checked
         .clone()
@@ -354,15 +367,12 @@ const MIN_TS_MICROS: i64 = 631_152_000_000_000;
 
 /// The contract's row rules as one expression: NULL for a row that passes,
 /// else the first rule it breaks, as `rule:column`:
-/// `missing:<col>` (required value NULL or blank), `not_finite:<col>`
+/// `missing:<col>` (required value NULL or blank: whitespace only), `not_finite:<col>`
 /// (NaN or infinite number), `out_of_range:<col>` (timestamp before 1990),
 /// `unknown_value:<col>` (not an allowed enum value), `no_identifier` (no
 /// identity column set).
 fn reject_rule(spec: &TableSpec) -> Expr {
-    let text_present = |name: &str| -> Expr {
-        let c = ident(name);
-        c.clone().is_not_null().and(btrim(vec![c]).not_eq(lit("")))
-    };
+    let text_present = |name: &str| -> Expr { has_text().call(vec![ident(name)]) };
     let mut checks: Vec<(Expr, String)> = Vec::new();
     for c in spec.columns {
         if c.required {
@@ -402,9 +412,35 @@ fn reject_rule(spec: &TableSpec) -> Expr {
     case.otherwise(lit(ScalarValue::Utf8(None))).expect("a CASE with at least one branch")
 }
 
+/// `has_text(text) -> bool`: false for NULL or blank (whitespace only) text.
+/// Checks in place, where `btrim(x) <> ''` would copy every value.
+fn has_text() -> ScalarUDF {
+    create_udf(
+        "has_text",
+        vec![DataType::Utf8],
+        DataType::Boolean,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let test = |v: Option<&str>| Some(v.is_some_and(|s| !s.trim().is_empty()));
+            Ok(match &args[0] {
+                ColumnarValue::Array(a) => {
+                    let out: BooleanArray = a.as_string::<i32>().iter().map(test).collect();
+                    ColumnarValue::Array(Arc::new(out))
+                }
+                ColumnarValue::Scalar(ScalarValue::Utf8(v)) => {
+                    ColumnarValue::Scalar(ScalarValue::Boolean(test(v.as_deref())))
+                }
+                ColumnarValue::Scalar(other) => {
+                    return datafusion::common::exec_err!("has_text: expected text, got {other:?}");
+                }
+            })
+        }),
+    )
+}
+
 /// `(rule or None for accepted, rows)` from the per-rule tally.
 fn rule_counts(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> Vec<(Option<String>, u64)> {
-    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::array::Array;
     use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::Int64Type;
     let mut out = Vec::new();
