@@ -71,7 +71,11 @@ const ATTRIBUTED: [Attributed; 2] = [
         view: "transactions_resolved",
         keep: &["transaction_id", "ts", "amount", "channel"],
     },
-    Attributed { table: INTERACTIONS, view: "interactions_resolved", keep: &["ts", "channel", "event_type", "duration_s"] },
+    Attributed {
+        table: INTERACTIONS,
+        view: "interactions_resolved",
+        keep: &["ts", "channel", "event_type", "duration_s"],
+    },
 ];
 
 /// The identity map in force and what it found.

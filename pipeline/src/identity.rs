@@ -294,7 +294,8 @@ impl GraphBuilder {
     pub fn resolve(self) -> Resolution {
         let GraphBuilder { opts, nodes, names, crm, sets, raw, .. } = self;
         drop(raw);
-        let names: Vec<(u8, &str)> = names.iter().map(|&(ty, span)| (ty, nodes[ty as usize].str(span))).collect();
+        let names: Vec<(u8, &str)> =
+            names.iter().map(|&(ty, span)| (ty, nodes[ty as usize].str(span))).collect();
         let n = names.len();
         let limit = opts.max_customers_per_identifier.max(1);
 
@@ -643,23 +644,23 @@ mod tests {
     fn links_transitively_and_guards_shared_identifiers() {
         let (map, stats, events) = resolve(
             &[
-            (true, [Some("C1"), Some(" A@x.test"), Some("(555) 000-0001"), None, None]),
-            (true, [Some("C2"), Some("b@x.test"), None, None, None]),
-            (true, [Some("C3"), Some("family@x.test"), None, None, None]),
-            (true, [Some("C4"), Some("family@x.test"), None, Some("L4"), None]),
-            // k1 seen with C1's email, k2 with k1: both reach C1.
-            (false, [None, Some("a@x.test"), None, None, Some("k1")]),
-            (false, [None, None, None, None, Some("k1")]),
-            (false, [None, None, None, None, Some("k2")]),
-            (false, [None, None, Some("+15550000001"), None, Some("k2")]),
-            // A cookie used by C1 and C2 (a shared computer) merges no one.
-            (false, [None, Some("a@x.test"), None, None, Some("k9")]),
-            (false, [None, Some("b@x.test"), None, None, Some("k9")]),
-            // Only ever seen alone: anonymous.
-            (false, [None, None, None, None, Some("k3")]),
-            // Nothing usable: unattributable.
-            (false, [None, Some("not-an-email"), None, None, None]),
-        ],
+                (true, [Some("C1"), Some(" A@x.test"), Some("(555) 000-0001"), None, None]),
+                (true, [Some("C2"), Some("b@x.test"), None, None, None]),
+                (true, [Some("C3"), Some("family@x.test"), None, None, None]),
+                (true, [Some("C4"), Some("family@x.test"), None, Some("L4"), None]),
+                // k1 seen with C1's email, k2 with k1: both reach C1.
+                (false, [None, Some("a@x.test"), None, None, Some("k1")]),
+                (false, [None, None, None, None, Some("k1")]),
+                (false, [None, None, None, None, Some("k2")]),
+                (false, [None, None, Some("+15550000001"), None, Some("k2")]),
+                // A cookie used by C1 and C2 (a shared computer) merges no one.
+                (false, [None, Some("a@x.test"), None, None, Some("k9")]),
+                (false, [None, Some("b@x.test"), None, None, Some("k9")]),
+                // Only ever seen alone: anonymous.
+                (false, [None, None, None, None, Some("k3")]),
+                // Nothing usable: unattributable.
+                (false, [None, Some("not-an-email"), None, None, None]),
+            ],
             &IdentityOptions::default(),
         );
         let k = keys(&map);

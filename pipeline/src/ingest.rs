@@ -8,19 +8,27 @@
 //! This is the one place that knows the physical layout of inputs; SQL jobs
 //! only ever see the canonical views.
 
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::ops::Not;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use datafusion::common::ScalarValue;
-use datafusion::datasource::MemTable;
-use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::arrow::array::{AsArray, BooleanArray};
-use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarUDF, Volatility, cast, create_udf, ident, lit, when,
+use chrono::Utc;
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, BooleanArray, BooleanBuilder, StringArray, StringBuilder, UInt32Array,
 };
-use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::{JoinType, ScalarValue};
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarUDF, Volatility, cast, create_udf, ident, lit, try_cast, when,
+};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
+use futures::StreamExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{PipelineError, Result, io, query};
@@ -57,10 +65,14 @@ pub struct TableCounts {
     pub rows: u64,
     /// Rows that pass every row rule and feed the jobs.
     pub accepted: u64,
-    /// Rows that break a row rule (`rows = accepted + rejected`).
+    /// Rows that break a row rule.
     pub rejected: u64,
+    /// Extra copies of rows whose key appears more than once with identical
+    /// content: kept once (`rows = accepted + rejected + duplicates`).
+    #[serde(default)]
+    pub duplicates: u64,
     /// Rejected rows per rule (see [`REJECT_RULE`]).
-    pub rejected_by_rule: std::collections::BTreeMap<String, u64>,
+    pub rejected_by_rule: BTreeMap<String, u64>,
 }
 
 /// The canonical Arrow type a contract type is read as.
@@ -289,42 +301,55 @@ async fn register_table(
             .await
             .map_err(query(spec.name))?,
         Format::Csv => {
-            // Read every CSV column as text, by header position; the
-            // canonical view below casts to the contract types.
-            let schema =
-                Schema::new(header.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect::<Vec<_>>());
-            let options = CsvReadOptions::new().has_header(true).schema(&schema).file_extension(".csv");
-            ctx.register_csv(raw.as_str(), &location, options).await.map_err(query(spec.name))?
+            let table = read_csv(source, header)?;
+            ctx.register_table(raw.as_str(), Arc::new(table)).map_err(query(spec.name))?;
         }
     }
     let df = ctx.table(raw.as_str()).await.map_err(query(spec.name))?;
-    let canonical = spec
-        .columns
-        .iter()
-        .map(|c| {
-            let found = df.schema().field_with_unqualified_name(c.name).map(|f| f.data_type().clone());
-            let column = match found {
-                // Zone-less timestamps are UTC: relabel them (a cast would
-                // convert every value from local time through the zone
-                // database).
-                Ok(DataType::Timestamp(_, None)) => cast(
-                    cast(cast(ident(c.name), DataType::Timestamp(TimeUnit::Microsecond, None)), DataType::Int64),
-                    canonical_type(c.ty),
-                ),
-                _ => cast(ident(c.name), canonical_type(c.ty)),
-            };
-            column.alias(c.name)
-        })
-        .collect::<Vec<_>>();
+    let mut canonical = Vec::new();
+    // Rules only the raw values can tell: a CSV line with the wrong number
+    // of fields, a CSV value that does not parse as its contract type.
+    let mut raw_rules: Vec<(Expr, String)> = Vec::new();
+    if source.format == Format::Csv {
+        raw_rules.push((ident(MALFORMED), "malformed_csv".into()));
+    }
+    for c in spec.columns {
+        let found = df.schema().field_with_unqualified_name(c.name).map(|f| f.data_type().clone());
+        let column = match found {
+            // Zone-less timestamps are UTC: relabel them (a cast would
+            // convert every value from local time through the zone database).
+            Ok(DataType::Timestamp(_, None)) => cast(
+                cast(cast(ident(c.name), DataType::Timestamp(TimeUnit::Microsecond, None)), DataType::Int64),
+                canonical_type(c.ty),
+            ),
+            Ok(DataType::Utf8) if c.ty != ColType::Utf8 => {
+                let parsed = try_cast(ident(c.name), canonical_type(c.ty));
+                raw_rules.push((
+                    has_text().call(vec![ident(c.name)]).and(parsed.clone().is_null()),
+                    format!("unparsable:{}", c.name),
+                ));
+                parsed
+            }
+            _ => cast(ident(c.name), canonical_type(c.ty)),
+        };
+        canonical.push(column.alias(c.name));
+    }
+    let has_raw_rules = !raw_rules.is_empty();
+    if has_raw_rules {
+        canonical.push(first_rule(raw_rules).alias(RAW_RULE));
+    }
     let typed = df.select(canonical).map_err(query(spec.name))?;
     let checked = typed.with_column(REJECT_RULE, reject_rule(spec)).map_err(query(spec.name))?;
-    let tally = checked
-        .clone()
-        .aggregate(vec![ident(REJECT_RULE)], vec![count(lit(1)).alias("rows")])
-        .map_err(query(spec.name))?
-        .collect()
-        .await
+    let checked = if has_raw_rules {
+        let first = when(ident(RAW_RULE).is_not_null(), ident(RAW_RULE)).otherwise(ident(REJECT_RULE));
+        checked.with_column(REJECT_RULE, first.map_err(query(spec.name))?).map_err(query(spec.name))?
+    } else {
+        checked
+    };
+    let checked = checked
+        .select(spec.columns.iter().map(|c| ident(c.name)).chain([ident(REJECT_RULE)]).collect::<Vec<_>>())
         .map_err(query(spec.name))?;
+    let (tally, repeated) = tally(&checked, spec.key, spec.name).await?;
     let bytes = source.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let mut counts = TableCounts {
         table: spec.name.into(),
@@ -333,7 +358,7 @@ async fn register_table(
         bytes,
         ..Default::default()
     };
-    for (rule, n) in rule_counts(&tally) {
+    for (rule, n) in tally {
         counts.rows += n;
         match rule {
             None => counts.accepted = n,
@@ -344,13 +369,200 @@ async fn register_table(
         }
     }
     let columns: Vec<Expr> = spec.columns.iter().map(|c| ident(c.name)).collect();
-    let accepted = checked.clone().filter(ident(REJECT_RULE).is_null()).and_then(|df| df.select(columns));
-    let rejected = checked.filter(ident(REJECT_RULE).is_not_null());
+    let mut accepted =
+        checked.clone().filter(ident(REJECT_RULE).is_null()).and_then(|df| df.select(columns.clone()));
+    let mut rejected = checked.filter(ident(REJECT_RULE).is_not_null()).map_err(query(spec.name))?;
+    if let Some(key) = spec.key {
+        let ok = accepted.map_err(query(spec.name))?;
+        let dups = Duplicates::find(ctx, spec, key, &ok, repeated).await?;
+        (accepted, rejected) = dups.apply(ctx, spec, key, ok, rejected, &mut counts)?;
+    }
     ctx.register_table(spec.name, accepted.map_err(query(spec.name))?.into_view())
         .map_err(query(spec.name))?;
-    ctx.register_table(rejects_view(spec.name), rejected.map_err(query(spec.name))?.into_view())
-        .map_err(query(spec.name))?;
+    ctx.register_table(rejects_view(spec.name), rejected.into_view()).map_err(query(spec.name))?;
     Ok(counts)
+}
+
+/// Rows of a keyed table whose key is not unique among accepted rows.
+struct Duplicates {
+    /// Distinct rows of every duplicated key, with how many copies each.
+    rows: Vec<RecordBatch>,
+    /// Per duplicated key: distinct row variants.
+    variants: std::collections::HashMap<String, u64>,
+}
+
+impl Duplicates {
+    /// Finds the keys of `accepted` seen more than once (one aggregation over
+    /// the key column) and collects their rows (few, in any sane input).
+    /// Collects the rows of the `repeated` keys of `accepted` (few, in any
+    /// sane input), distinct, with their copies.
+    async fn find(
+        ctx: &SessionContext,
+        spec: &TableSpec,
+        key: &str,
+        accepted: &DataFrame,
+        repeated: Vec<String>,
+    ) -> Result<Duplicates> {
+        let name = spec.name;
+        if repeated.is_empty() {
+            return Ok(Duplicates { rows: Vec::new(), variants: Default::default() });
+        }
+        let keys: ArrayRef = Arc::new(StringArray::from(repeated));
+        let keys = vec![RecordBatch::try_from_iter([(DUP_KEY, keys)]).expect("one text column")];
+        let keys = ctx.read_batches(keys).map_err(query(name))?;
+        let columns: Vec<Expr> = spec.columns.iter().map(|c| ident(c.name)).collect();
+        let rows = accepted
+            .clone()
+            .join(keys, JoinType::LeftSemi, &[key], &[DUP_KEY], None)
+            .and_then(|df| df.aggregate(columns, vec![count(lit(1)).alias(COPIES)]))
+            .map_err(query(name))?
+            .collect()
+            .await
+            .map_err(query(name))?;
+        let mut variants = std::collections::HashMap::new();
+        for b in &rows {
+            let k = cast_utf8(b.column_by_name(key).expect("key column"));
+            for i in 0..b.num_rows() {
+                *variants.entry(k.value(i).to_string()).or_insert(0) += 1;
+            }
+        }
+        Ok(Duplicates { rows, variants })
+    }
+
+    /// Exact duplicates (every copy of a key identical) are kept once and
+    /// counted; keys whose copies differ are all rejected as
+    /// `conflicting_key:<key>`: which copy is right is not ours to guess.
+    fn apply(
+        self,
+        ctx: &SessionContext,
+        spec: &TableSpec,
+        key: &str,
+        accepted: DataFrame,
+        rejected: DataFrame,
+        counts: &mut TableCounts,
+    ) -> Result<(Result<DataFrame, DataFusionError>, DataFrame)> {
+        if self.rows.is_empty() {
+            return Ok((Ok(accepted), rejected));
+        }
+        let name = spec.name;
+        let rule = format!("conflicting_key:{key}");
+        let (mut keep, mut conflict) = (Vec::new(), Vec::new());
+        for b in &self.rows {
+            let k = cast_utf8(b.column_by_name(key).expect("key column"));
+            let copies = b.column_by_name(COPIES).expect("copies").as_primitive::<Int64Type>();
+            let mut keep_idx = Vec::new();
+            let mut conflict_idx = Vec::new();
+            for i in 0..b.num_rows() {
+                let n = copies.value(i) as u64;
+                if self.variants[k.value(i)] == 1 {
+                    counts.accepted -= n - 1;
+                    counts.duplicates += n - 1;
+                    keep_idx.push(i as u32);
+                } else {
+                    counts.accepted -= n;
+                    counts.rejected += n;
+                    *counts.rejected_by_rule.entry(rule.clone()).or_default() += n;
+                    conflict_idx.extend(std::iter::repeat_n(i as u32, n as usize));
+                }
+            }
+            let columns: Vec<usize> = (0..spec.columns.len()).collect();
+            let contract = b.project(&columns).map_err(|e| query(name)(e.into()))?;
+            let take = |idx: Vec<u32>| -> Result<RecordBatch> {
+                let idx = UInt32Array::from(idx);
+                let cols = contract
+                    .columns()
+                    .iter()
+                    .map(|c| datafusion::arrow::compute::take(c, &idx, None))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| query(name)(e.into()))?;
+                RecordBatch::try_new(contract.schema(), cols).map_err(|e| query(name)(e.into()))
+            };
+            keep.push(take(keep_idx)?);
+            conflict.push(take(conflict_idx)?);
+        }
+        let dup_keys: Vec<RecordBatch> = self
+            .rows
+            .iter()
+            .map(|b| {
+                let k = b.column_by_name(key).expect("key column").clone();
+                RecordBatch::try_from_iter([(DUP_KEY, k)]).map_err(|e| query(name)(e.into()))
+            })
+            .collect::<Result<_>>()?;
+        let dup_keys = ctx.read_batches(dup_keys).map_err(query(name))?;
+        let unique = accepted.join(dup_keys, JoinType::LeftAnti, &[key], &[DUP_KEY], None);
+        let accepted = unique.and_then(|u| u.union(ctx.read_batches(keep)?));
+        let conflict = ctx
+            .read_batches(conflict)
+            .and_then(|df| df.with_column(REJECT_RULE, lit(rule.as_str())))
+            .and_then(|df| rejected.union(df))
+            .map_err(query(name))?;
+        Ok((accepted, conflict))
+    }
+}
+
+const DUP_KEY: &str = "__dup_key";
+const COPIES: &str = "__copies";
+
+fn cast_utf8(a: &ArrayRef) -> StringArray {
+    datafusion::arrow::compute::cast(a, &DataType::Utf8).expect("text key").as_string::<i32>().clone()
+}
+
+/// Column the CSV reader sets on a line with the wrong number of fields.
+const MALFORMED: &str = "__malformed";
+/// Column holding the first raw-value rule a row breaks.
+const RAW_RULE: &str = "__raw_rule";
+
+/// Reads `source`'s CSV files as text columns named by `header`, plus
+/// [`MALFORMED`]. A line with more or fewer fields than the header, or with
+/// bytes that are not UTF-8, is kept with the fields it has (by position)
+/// and flagged, to be rejected as `malformed_csv`. Empty fields are NULL.
+/// CSV is held in memory; large inputs belong in Parquet.
+fn read_csv(source: &TableSource, header: &[String]) -> Result<MemTable> {
+    let mut fields: Vec<Field> = header.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect();
+    fields.push(Field::new(MALFORMED, DataType::Boolean, false));
+    let schema = Arc::new(Schema::new(fields));
+    let mut batches = Vec::new();
+    for file in &source.files {
+        let unreadable = |e: csv::Error| PipelineError::UnreadableCsv {
+            path: file.display().to_string(),
+            reason: e.to_string(),
+        };
+        let mut reader =
+            csv::ReaderBuilder::new().has_headers(true).flexible(true).from_path(file).map_err(unreadable)?;
+        let mut record = csv::ByteRecord::new();
+        let mut done = false;
+        while !done {
+            let mut columns: Vec<StringBuilder> = header.iter().map(|_| StringBuilder::new()).collect();
+            let mut malformed = BooleanBuilder::new();
+            let mut rows = 0;
+            while rows < 8192 {
+                if !reader.read_byte_record(&mut record).map_err(unreadable)? {
+                    done = true;
+                    break;
+                }
+                let mut bad = record.len() != header.len();
+                for (i, column) in columns.iter_mut().enumerate() {
+                    match record.get(i).map(std::str::from_utf8) {
+                        Some(Ok(v)) if !v.is_empty() => column.append_value(v),
+                        Some(Err(_)) => {
+                            bad = true;
+                            column.append_null();
+                        }
+                        _ => column.append_null(),
+                    }
+                }
+                malformed.append_value(bad);
+                rows += 1;
+            }
+            if rows > 0 {
+                let mut arrays: Vec<ArrayRef> =
+                    columns.iter_mut().map(|c| Arc::new(c.finish()) as ArrayRef).collect();
+                arrays.push(Arc::new(malformed.finish()));
+                batches.push(RecordBatch::try_new(schema.clone(), arrays).expect("columns match the header"));
+            }
+        }
+    }
+    MemTable::try_new(schema, vec![batches]).map_err(query(source.table.name))
 }
 
 /// Column of a rejected row that names the rule it broke.
@@ -374,6 +586,7 @@ const MIN_TS_MICROS: i64 = 631_152_000_000_000;
 fn reject_rule(spec: &TableSpec) -> Expr {
     let text_present = |name: &str| -> Expr { has_text().call(vec![ident(name)]) };
     let mut checks: Vec<(Expr, String)> = Vec::new();
+    let future = Utc::now().timestamp_micros() + FUTURE_TOLERANCE_MICROS;
     for c in spec.columns {
         if c.required {
             let present = match c.ty {
@@ -387,11 +600,11 @@ fn reject_rule(spec: &TableSpec) -> Expr {
                 ident(c.name).is_not_null().and(ident(c.name).between(lit(f64::MIN), lit(f64::MAX)).not()),
                 format!("not_finite:{}", c.name),
             )),
-            ColType::Timestamp => checks.push((
-                ident(c.name)
-                    .lt(lit(ScalarValue::TimestampMicrosecond(Some(MIN_TS_MICROS), Some("UTC".into())))),
-                format!("out_of_range:{}", c.name),
-            )),
+            ColType::Timestamp => {
+                let ts = |micros| lit(ScalarValue::TimestampMicrosecond(Some(micros), Some("UTC".into())));
+                checks.push((ident(c.name).lt(ts(MIN_TS_MICROS)), format!("out_of_range:{}", c.name)));
+                checks.push((ident(c.name).gt(ts(future)), format!("in_future:{}", c.name)));
+            }
             _ => {}
         }
         if let Some(allowed) = c.allowed {
@@ -403,6 +616,11 @@ fn reject_rule(spec: &TableSpec) -> Expr {
         let any = rest.iter().fold(text_present(first), |acc, name| acc.or(text_present(name)));
         checks.push((any.not(), "no_identifier".into()));
     }
+    first_rule(checks)
+}
+
+/// The rule of the first true condition, NULL if none is.
+fn first_rule(checks: Vec<(Expr, String)>) -> Expr {
     let mut iter = checks.into_iter();
     let Some((cond, rule)) = iter.next() else { return lit(ScalarValue::Utf8(None)) };
     let mut case = when(cond, lit(rule));
@@ -411,6 +629,10 @@ fn reject_rule(spec: &TableSpec) -> Expr {
     }
     case.otherwise(lit(ScalarValue::Utf8(None))).expect("a CASE with at least one branch")
 }
+
+/// How far past the run's start a timestamp may be (clock skew between
+/// systems) before it is `in_future`: one day.
+const FUTURE_TOLERANCE_MICROS: i64 = 86_400_000_000;
 
 /// `has_text(text) -> bool`: false for NULL or blank (whitespace only) text.
 /// Checks in place, where `btrim(x) <> ''` would copy every value.
@@ -438,20 +660,81 @@ fn has_text() -> ScalarUDF {
     )
 }
 
-/// `(rule or None for accepted, rows)` from the per-rule tally.
-fn rule_counts(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> Vec<(Option<String>, u64)> {
+/// One pass over a checked table: rows per rule (`None`: accepted), and the
+/// keys (of `key`, if given) that accepted rows repeat. Keys are first
+/// compared by a 64-bit hash (8 bytes per row, not the key's text); only when
+/// some hash repeats does a second pass compare the keys themselves.
+async fn tally(
+    checked: &DataFrame,
+    key: Option<&str>,
+    name: &str,
+) -> Result<(BTreeMap<Option<String>, u64>, Vec<String>)> {
     use datafusion::arrow::array::Array;
-    use datafusion::arrow::compute::cast;
-    use datafusion::arrow::datatypes::Int64Type;
-    let mut out = Vec::new();
-    for b in batches {
-        let rules = cast(b.column(0), &DataType::Utf8).expect("rule names are text");
-        let rules = rules.as_string::<i32>();
-        let n = b.column(1).as_primitive::<Int64Type>();
-        for i in 0..b.num_rows() {
-            let rule = rules.is_valid(i).then(|| rules.value(i).to_string());
-            out.push((rule, n.value(i) as u64));
+    let hasher = foldhash::fast::FixedState::with_seed(0);
+    let mut rules: BTreeMap<Option<String>, u64> = BTreeMap::new();
+    // Hashes go to buckets by their top bits, each small enough to sort in
+    // cache afterwards: a probe per row into one big table would miss the
+    // cache on every row.
+    let mut buckets: Vec<Vec<u64>> = vec![Vec::new(); 1 << 10];
+    let columns: Vec<Expr> = [REJECT_RULE].iter().chain(key.as_slice()).map(|c| ident(*c)).collect();
+    let mut stream = checked
+        .clone()
+        .select(columns.clone())
+        .map_err(query(name))?
+        .execute_stream()
+        .await
+        .map_err(query(name))?;
+    let mut accepted = 0;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(query(name))?;
+        let rule = batch.column(0).as_string::<i32>();
+        let keys = key.map(|_| batch.column(1).as_string::<i32>());
+        for i in 0..batch.num_rows() {
+            if rule.is_valid(i) {
+                let r = rule.value(i);
+                match rules.get_mut(&Some(r.to_string())) {
+                    Some(n) => *n += 1,
+                    None => {
+                        rules.insert(Some(r.to_string()), 1);
+                    }
+                }
+                continue;
+            }
+            accepted += 1;
+            if let Some(keys) = keys {
+                let h = hasher.hash_one(keys.value(i));
+                buckets[(h >> 54) as usize].push(h);
+            }
         }
     }
-    out
+    let mut twice: std::collections::HashSet<u64> = Default::default();
+    for mut bucket in buckets {
+        bucket.sort_unstable();
+        twice.extend(bucket.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]));
+    }
+    if accepted > 0 {
+        rules.insert(None, accepted);
+    }
+    let Some(key) = key.filter(|_| !twice.is_empty()) else { return Ok((rules, Vec::new())) };
+    let mut copies: std::collections::HashMap<String, u64> = Default::default();
+    let mut stream = checked
+        .clone()
+        .filter(ident(REJECT_RULE).is_null())
+        .and_then(|df| df.select(vec![ident(key)]))
+        .map_err(query(name))?
+        .execute_stream()
+        .await
+        .map_err(query(name))?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(query(name))?;
+        let keys = batch.column(0).as_string::<i32>();
+        for k in keys.iter().flatten() {
+            if twice.contains(&hasher.hash_one(k)) {
+                *copies.entry(k.to_string()).or_default() += 1;
+            }
+        }
+    }
+    let mut repeated: Vec<String> = copies.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k).collect();
+    repeated.sort();
+    Ok((rules, repeated))
 }

@@ -149,18 +149,19 @@ impl RunReport {
         line(format!("data: {}", self.data));
         line(String::new());
         line(format!(
-            "{:<13} {:>5} {:>10} {:>12} {:>12} {:>9}",
-            "input", "files", "MiB", "rows", "accepted", "rejected"
+            "{:<13} {:>5} {:>10} {:>12} {:>12} {:>9} {:>10}",
+            "input", "files", "MiB", "rows", "accepted", "rejected", "duplicates"
         ));
         for t in &self.inputs {
             line(format!(
-                "{:<13} {:>5} {:>10.1} {:>12} {:>12} {:>9}",
+                "{:<13} {:>5} {:>10.1} {:>12} {:>12} {:>9} {:>10}",
                 t.table,
                 t.files,
                 t.bytes as f64 / 1_048_576.0,
                 t.rows,
                 t.accepted,
-                t.rejected
+                t.rejected,
+                t.duplicates
             ));
             for (rule, n) in &t.rejected_by_rule {
                 line(format!("{:<13}   rejected {n} x {rule}", ""));

@@ -52,6 +52,10 @@ pub struct TableSpec {
     pub columns: &'static [ColumnSpec],
     /// Identity columns of which at least one must be set in every row.
     pub identity: &'static [&'static str],
+    /// The column that identifies a row, where the table has one: a key seen
+    /// twice is a duplicate (kept once when the copies are identical,
+    /// rejected when they differ).
+    pub key: Option<&'static str>,
 }
 
 const fn col(name: &'static str, ty: ColType) -> ColumnSpec {
@@ -120,6 +124,7 @@ pub const TABLES: &[TableSpec] = &[
             col("consent_call", Boolean),
         ],
         identity: &[],
+        key: Some("customer_id"),
     },
     TableSpec {
         name: TRANSACTIONS,
@@ -134,6 +139,7 @@ pub const TABLES: &[TableSpec] = &[
             col("loyalty_id", Utf8),
         ],
         identity: &["customer_id", "email", "loyalty_id"],
+        key: Some("transaction_id"),
     },
     TableSpec {
         name: INTERACTIONS,
@@ -152,6 +158,7 @@ pub const TABLES: &[TableSpec] = &[
             col("cookie_id", Utf8),
         ],
         identity: &["customer_id", "email", "phone", "loyalty_id", "cookie_id"],
+        key: Some("event_id"),
     },
     TableSpec {
         name: CAMPAIGNS,
@@ -166,6 +173,7 @@ pub const TABLES: &[TableSpec] = &[
             col("end_date", Date),
         ],
         identity: &[],
+        key: Some("campaign_id"),
     },
     TableSpec {
         name: CONTACTS,
@@ -178,6 +186,7 @@ pub const TABLES: &[TableSpec] = &[
             one_of("group", CONTACT_GROUPS),
         ],
         identity: &[],
+        key: None,
     },
     TableSpec {
         name: RESPONSES,
@@ -190,6 +199,7 @@ pub const TABLES: &[TableSpec] = &[
             col("revenue", Float64),
         ],
         identity: &[],
+        key: None,
     },
 ];
 

@@ -34,6 +34,13 @@ async fn tiny_dataset_counts_and_attribution() {
     assert_eq!(resolved.interactions, 15);
 }
 
+async fn engine_rows(data: &std::path::Path, table: &str) -> u64 {
+    let engine = Engine::open(data).await.unwrap();
+    let batches = engine.query(&format!("SELECT count(*) FROM {table}")).await.unwrap();
+    batches[0].column(0).as_primitive::<engage_pipeline::datafusion::arrow::datatypes::Int64Type>().value(0)
+        as u64
+}
+
 #[tokio::test]
 async fn dirty_rows_are_quarantined_with_their_rule() {
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dirty");
@@ -50,12 +57,14 @@ async fn dirty_rows_are_quarantined_with_their_rule() {
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
 
-    let expected: BTreeMap<&str, (u64, BTreeMap<String, u64>)> = [
-        ("customers", (2, rules(&[("missing:customer_id", 2)]))),
+    // table -> (accepted, duplicates collapsed, rejected per rule)
+    let expected: BTreeMap<&str, (u64, u64, BTreeMap<String, u64>)> = [
+        ("customers", (2, 1, rules(&[("missing:customer_id", 2)]))),
         (
             "transactions",
             (
                 2,
+                1,
                 rules(&[
                     ("missing:transaction_id", 1),
                     ("missing:ts", 1),
@@ -63,6 +72,11 @@ async fn dirty_rows_are_quarantined_with_their_rule() {
                     ("out_of_range:ts", 1),
                     ("unknown_value:channel", 1),
                     ("no_identifier", 2),
+                    ("conflicting_key:transaction_id", 2),
+                    ("in_future:ts", 1),
+                    ("unparsable:ts", 1),
+                    ("unparsable:amount", 1),
+                    ("malformed_csv", 1),
                 ]),
             ),
         ),
@@ -70,16 +84,18 @@ async fn dirty_rows_are_quarantined_with_their_rule() {
             "interactions",
             (
                 2,
+                1,
                 rules(&[
                     ("unknown_value:event_type", 1),
                     ("missing:channel", 1),
                     ("not_finite:duration_s", 1),
+                    ("malformed_csv", 1),
                 ]),
             ),
         ),
-        ("campaigns", (1, rules(&[("unknown_value:kind", 1)]))),
-        ("contacts", (1, rules(&[("unknown_value:group", 1)]))),
-        ("responses", (1, rules(&[("missing:stage", 1), ("not_finite:revenue", 1)]))),
+        ("campaigns", (1, 0, rules(&[("unknown_value:kind", 1)]))),
+        ("contacts", (1, 0, rules(&[("unknown_value:group", 1)]))),
+        ("responses", (1, 0, rules(&[("missing:stage", 1), ("not_finite:revenue", 1)]))),
     ]
     .into_iter()
     .collect();
@@ -89,13 +105,27 @@ async fn dirty_rows_are_quarantined_with_their_rule() {
     let ctx = SessionContext::new();
     for t in manifest["inputs"].as_array().unwrap() {
         let table = t["table"].as_str().unwrap();
-        let (rows, accepted, rejected) =
-            (t["rows"].as_u64().unwrap(), t["accepted"].as_u64().unwrap(), t["rejected"].as_u64().unwrap());
-        // The invariant: every row read is accepted or rejected.
-        assert_eq!(rows, accepted + rejected, "{table}: rows read != accepted + rejected");
+        let n = |field: &str| t[field].as_u64().unwrap();
+        let (rows, accepted, rejected, duplicates) =
+            (n("rows"), n("accepted"), n("rejected"), n("duplicates"));
+        // The invariant: every row read is accepted, rejected or an
+        // identical copy of an accepted row.
+        assert_eq!(
+            rows,
+            accepted + rejected + duplicates,
+            "{table}: rows read != accepted + rejected + duplicates"
+        );
         let by_rule: BTreeMap<String, u64> = serde_json::from_value(t["rejected_by_rule"].clone()).unwrap();
-        let (want_accepted, want_rules) = &expected[table];
-        assert_eq!((accepted, &by_rule), (*want_accepted, want_rules), "{table}");
+        assert_eq!(rejected, by_rule.values().sum::<u64>(), "{table}");
+        let (want_accepted, want_duplicates, want_rules) = &expected[table];
+        assert_eq!(
+            (accepted, duplicates, &by_rule),
+            (*want_accepted, *want_duplicates, want_rules),
+            "{table}"
+        );
+        // The accepted rows are what the jobs see.
+        let seen = engine_rows(&data, table).await;
+        assert_eq!(seen, accepted, "{table}: rows in the canonical view");
 
         // The quarantine file holds exactly the rejected rows, each with its rule.
         let path = out.join("rejects").join(format!("{table}.parquet"));
