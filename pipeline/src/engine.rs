@@ -6,24 +6,29 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::{Array, AsArray, StringArray, StringBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuilder};
 use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::ScalarValue;
+use datafusion::common::{JoinType, ScalarValue};
+use datafusion::functions::string::expr_fn::btrim;
 use datafusion::datasource::{MemTable, TableProvider};
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
 
 use crate::error::{Result, io, query};
+use crate::erasure::ErasureList;
 use crate::identity::{
-    GraphBuilder, ID_TYPES, IdentityOptions, IdentityQuality, IdentityStats, Resolution, map_schema,
-    pairwise_quality,
+    Attribution, GraphBuilder, ID_TYPES, IdentityOptions, IdentityQuality, IdentityStats, Resolution,
+    map_schema, pairwise_quality,
 };
 use crate::ingest::{TableCounts, register_inputs, rejects_view};
 use crate::output::write_parquet;
-use crate::schema::{CUSTOMERS, INTERACTIONS, TRANSACTIONS};
+use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
 use crate::sql::{CHURN_LABEL, FEATURES, IDENTITY_QUALITY, SqlFile};
+
+/// Column of the erased customer ids joined against.
+const ERASED_ID: &str = "__erased_customer_id";
 
 /// Partitions of the attributed event views (feature queries scan them in
 /// parallel).
@@ -55,6 +60,12 @@ pub struct ResolvedCounts {
     pub unattributed_transactions: u64,
     /// Accepted interactions without a usable identifier.
     pub unattributed_interactions: u64,
+    /// Transactions of people on the erasure list, left out.
+    #[serde(default)]
+    pub erased_transactions: u64,
+    /// Interactions of people on the erasure list, left out.
+    #[serde(default)]
+    pub erased_interactions: u64,
 }
 
 /// An event table and the columns its attributed view keeps (the ones
@@ -93,10 +104,29 @@ pub struct ResolvedIdentity {
 /// A session over one data root.
 pub struct Engine {
     ctx: SessionContext,
-    options: IdentityOptions,
+    source: DataSource,
     /// Rows read, accepted and rejected per input table.
     pub inputs: Vec<TableCounts>,
     identity: Option<ResolvedIdentity>,
+    /// The canonical views of the tables keyed by CRM customer_id, before
+    /// erased customers are taken out of them.
+    keyed_by_customer: Vec<(&'static str, DataFrame)>,
+}
+
+/// What a run reads: the data root, how identities are resolved in it, and
+/// who is to be left out.
+#[derive(Debug, Clone)]
+pub struct DataSource {
+    pub root: PathBuf,
+    pub identity: IdentityOptions,
+    pub erasure: ErasureList,
+}
+
+impl DataSource {
+    /// `root` with the default identity options and an empty erasure list.
+    pub fn new(root: &Path) -> DataSource {
+        DataSource { root: root.to_path_buf(), identity: IdentityOptions::default(), erasure: ErasureList::default() }
+    }
 }
 
 /// The cutoff as the `$as_of` parameter: midnight UTC starting `as_of`.
@@ -106,22 +136,31 @@ pub fn as_of_param(as_of: NaiveDate) -> ScalarValue {
 }
 
 impl Engine {
-    /// [`Engine::open_with`] with the default identity options.
+    /// [`Engine::open_source`] with the default identity options and no erasures.
     pub async fn open(root: &Path) -> Result<Engine> {
-        Engine::open_with(root, &IdentityOptions::default()).await
+        Engine::open_source(&DataSource::new(root)).await
     }
 
-    /// Checks and registers the inputs under `root`. Identities are resolved
+    /// Checks and registers the inputs of `source`. Identities are resolved
     /// on demand, per cutoff (see [`Engine::resolve_identities`]).
-    pub async fn open_with(root: &Path, options: &IdentityOptions) -> Result<Engine> {
+    pub async fn open_source(source: &DataSource) -> Result<Engine> {
         // Parquet text is read as Utf8 (the canonical type) rather than as
         // Utf8View and then copied by a cast.
         let config = SessionConfig::new()
             .with_information_schema(false)
             .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
         let ctx = SessionContext::new_with_config(config);
-        let inputs = register_inputs(&ctx, root).await?;
-        Ok(Engine { ctx, options: options.clone(), inputs, identity: None })
+        let inputs = register_inputs(&ctx, &source.root).await?;
+        let mut keyed_by_customer = Vec::new();
+        for table in [CUSTOMERS, CONTACTS, RESPONSES] {
+            keyed_by_customer.push((table, ctx.table(table).await.map_err(query(table))?));
+        }
+        Ok(Engine { ctx, source: source.clone(), inputs, identity: None, keyed_by_customer })
+    }
+
+    /// What this engine reads.
+    pub fn source(&self) -> &DataSource {
+        &self.source
     }
 
     /// The identity in force, if resolved yet.
@@ -141,9 +180,9 @@ impl Engine {
         if self.identity.as_ref().is_some_and(|i| i.cutoff == cutoff) {
             return Ok(self.identity.as_ref().expect("checked"));
         }
-        let mut graph = GraphBuilder::new(&self.options);
+        let mut graph = GraphBuilder::new(&self.source.identity);
         let crm_columns = ["customer_id", "email", "phone", "loyalty_id"];
-        let df = self.ctx.table(CUSTOMERS).await.and_then(|df| df.select_columns(&crm_columns));
+        let df = self.keyed_by_customer[0].1.clone().select_columns(&crm_columns);
         let mut stream = df.map_err(query(CUSTOMERS))?.execute_stream().await.map_err(query(CUSTOMERS))?;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(query(CUSTOMERS))?;
@@ -169,26 +208,32 @@ impl Engine {
             }
             events.push(kept);
         }
-        let resolution = graph.resolve();
+        let resolution = graph.resolve(&self.source.erasure);
         let table = MemTable::try_new(map_schema(), vec![vec![resolution.map.clone()]])
             .map_err(query("identity_map"))?;
         self.replace_table("identity_map", Arc::new(table))?;
+        self.leave_out_erased_customers(&resolution.erased_crm_ids).await?;
         let mut to_crm = Vec::new();
         let mut unattributed = Vec::new();
+        let mut erased = Vec::new();
         for (a, batches) in ATTRIBUTED.iter().zip(events) {
-            let (mut crm, mut none) = (0u64, 0u64);
+            let (mut crm, mut none, mut gone) = (0u64, 0u64, 0u64);
             let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); ATTRIBUTION_PARTITIONS];
             let mut schema = None;
             for (i, (batch, refs)) in batches.into_iter().enumerate() {
                 let mut keys = StringBuilder::with_capacity(refs.len(), refs.len() * 12);
                 for &r in &refs {
-                    match resolution.key(r) {
-                        Some((key, is_crm)) => {
+                    match resolution.attribute(r) {
+                        Attribution::Customer { key, crm: is_crm } => {
                             crm += is_crm as u64;
                             keys.append_value(key);
                         }
-                        None => {
+                        Attribution::Unattributed => {
                             none += 1;
+                            keys.append_null();
+                        }
+                        Attribution::Erased => {
+                            gone += 1;
                             keys.append_null();
                         }
                     }
@@ -232,15 +277,41 @@ impl Engine {
             self.replace_table(a.view, Arc::new(table))?;
             to_crm.push(crm);
             unattributed.push(none);
+            erased.push(gone);
         }
         let resolved = ResolvedCounts {
             transactions: to_crm[0],
             interactions: to_crm[1],
             unattributed_transactions: unattributed[0],
             unattributed_interactions: unattributed[1],
+            erased_transactions: erased[0],
+            erased_interactions: erased[1],
         };
         let Resolution { map, stats, .. } = resolution;
         Ok(self.identity.insert(ResolvedIdentity { cutoff, map, stats, resolved }))
+    }
+
+    /// Re-registers the tables keyed by CRM customer_id without the rows of
+    /// `erased` customers.
+    async fn leave_out_erased_customers(&self, erased: &[String]) -> Result<()> {
+        if self.source.erasure.is_empty() {
+            return Ok(());
+        }
+        for (table, original) in &self.keyed_by_customer {
+            let view = if erased.is_empty() {
+                original.clone()
+            } else {
+                let ids: ArrayRef = Arc::new(StringArray::from(erased.to_vec()));
+                let ids = self
+                    .ctx
+                    .read_batch(RecordBatch::try_from_iter([(ERASED_ID, ids)]).expect("one text column"))
+                    .map_err(query(table))?;
+                let on = btrim(vec![col("customer_id")]).eq(col(ERASED_ID));
+                original.clone().join_on(ids, JoinType::LeftAnti, [on]).map_err(query(table))?
+            };
+            self.replace_table(table, view.into_view())?;
+        }
+        Ok(())
     }
 
     /// Pairwise precision and recall of the identity in force against the
@@ -332,7 +403,10 @@ impl Engine {
             let view = rejects_view(&counts.table);
             let df = self.ctx.table(view.as_str()).await.map_err(query(&view))?;
             let schema = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await.map_err(query(&view))?;
+            let mut batches = Vec::new();
+            for b in df.collect().await.map_err(query(&view))? {
+                batches.push(self.source.erasure.scrub(&b, &self.source.identity)?.0);
+            }
             std::fs::create_dir_all(&rejects).map_err(io(&rejects))?;
             write_parquet(&path, schema, &batches)?;
             written.push(path);

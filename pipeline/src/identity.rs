@@ -22,6 +22,8 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanBuilder, StringArray, Str
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Serialize;
+
+use crate::erasure::ErasureList;
 use sha2::{Digest, Sha256};
 
 /// Identifier types, in the order rows are resolved.
@@ -86,6 +88,16 @@ pub fn normalize_id(raw: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
+/// An identifier of type `identifier_type` (one of [`ID_TYPES`]) normalised
+/// by its type's rule; `None` when it is no identifier.
+pub fn normalize(identifier_type: &str, raw: &str, opts: &IdentityOptions) -> Option<String> {
+    match identifier_type {
+        "email" => normalize_email(raw),
+        "phone" => normalize_phone(raw, &opts.default_country_code),
+        _ => normalize_id(raw),
+    }
+}
+
 /// What resolution found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct IdentityStats {
@@ -102,6 +114,13 @@ pub struct IdentityStats {
     /// Identifiers never seen with another identifier (e.g. a cookie that
     /// never logged in): nothing in the data can attribute them.
     pub unlinked_identifiers: u64,
+    /// People on the erasure list found in the data (left out of the map
+    /// and of every output).
+    #[serde(default)]
+    pub erased_customers: u64,
+    /// Their identifiers (not counted in `identifiers`).
+    #[serde(default)]
+    pub erased_identifiers: u64,
     /// Components that joined two or more CRM customer ids (the smallest id
     /// becomes the key).
     pub crm_merges: u64,
@@ -220,11 +239,7 @@ impl GraphBuilder {
         if let Some(n) = self.raw[ty].get(hash, raw) {
             return n;
         }
-        let normal = match ID_TYPES[ty] {
-            "email" => normalize_email(raw),
-            "phone" => normalize_phone(raw, &self.opts.default_country_code),
-            _ => normalize_id(raw),
-        };
+        let normal = normalize(ID_TYPES[ty], raw, &self.opts);
         let node = match normal {
             None => NONE,
             Some(value) => {
@@ -291,7 +306,7 @@ impl GraphBuilder {
 
     /// Resolves the graph: flags shared identifiers, unions the rest into
     /// connected components and keys each one.
-    pub fn resolve(self) -> Resolution {
+    pub fn resolve(self, erasure: &ErasureList) -> Resolution {
         let GraphBuilder { opts, nodes, names, crm, sets, raw, .. } = self;
         drop(raw);
         let names: Vec<(u8, &str)> =
@@ -373,16 +388,37 @@ impl GraphBuilder {
                 e.1 += 1;
             }
         }
+        // Erasure: a listed identifier erases its whole component (the
+        // person, with identifiers linked since they were forgotten); a
+        // listed shared identifier erases only its own rows.
+        let mut node_erased = vec![false; n];
+        let mut root_erased = vec![false; n];
+        if !erasure.is_empty() {
+            for id in 0..n {
+                let (ty, value) = names[id];
+                if erasure.contains(ID_TYPES[ty as usize], value) {
+                    node_erased[id] = true;
+                    if !shared[id] {
+                        root_erased[roots[id] as usize] = true;
+                    }
+                }
+            }
+        }
+        let mut erased_crm_ids = Vec::new();
         let mut stats = IdentityStats { identifiers: n as u64, ..Default::default() };
         let mut keys: Vec<String> = Vec::new();
         let mut key_is_crm: Vec<bool> = Vec::new();
+        let mut key_erased: Vec<bool> = Vec::new();
         let mut root_key: Vec<u32> = vec![NONE; n];
         let mut node_key = Vec::with_capacity(n);
         for id in 0..n {
             let (ty, value) = names[id];
-            let (key, is_crm) = if shared[id] {
+            if crm_ids[id] && root_erased[roots[id] as usize] {
+                erased_crm_ids.push(value.to_string());
+            }
+            let (key, is_crm, erased) = if shared[id] {
                 stats.shared_identifiers += 1;
-                (hashed("shared", ty, value), false)
+                (hashed("shared", ty, value), false, node_erased[id])
             } else {
                 let root = roots[id] as usize;
                 if root_key[root] != NONE {
@@ -391,26 +427,32 @@ impl GraphBuilder {
                 }
                 root_key[root] = keys.len() as u32;
                 match crm_of[root] {
+                    _ if root_erased[root] => {
+                        stats.erased_customers += 1;
+                        (String::new(), false, true)
+                    }
                     (cid, count) if cid != NONE => {
                         stats.crm_customers += 1;
                         if count > 1 {
                             stats.crm_merges += 1;
                         }
-                        (names[cid as usize].1.to_string(), true)
+                        (names[cid as usize].1.to_string(), true, false)
                     }
                     _ => {
                         stats.anonymous += 1;
                         let (lt, lv) = names[least[root] as usize];
-                        (hashed("anon", lt, lv), false)
+                        (hashed("anon", lt, lv), false, false)
                     }
                 }
             };
             node_key.push(keys.len() as u32);
             keys.push(key);
             key_is_crm.push(is_crm);
+            key_erased.push(erased);
         }
         stats.components = stats.crm_customers + stats.anonymous;
-        stats.unlinked_identifiers = linked.iter().filter(|&&l| !l).count() as u64;
+        stats.unlinked_identifiers =
+            (0..n).filter(|&id| !linked[id] && !key_erased[node_key[id] as usize]).count() as u64;
 
         // An event row goes to its first unshared identifier's customer, in
         // ID_TYPES order (they all agree: the graph linked them), else to its
@@ -431,6 +473,10 @@ impl GraphBuilder {
             BooleanBuilder::new(),
         );
         for (id, &(ty, value)) in names.iter().enumerate() {
+            if key_erased[node_key[id] as usize] {
+                stats.erased_identifiers += 1;
+                continue;
+            }
             t.append_value(ID_TYPES[ty as usize]);
             v.append_value(value);
             k.append_value(&keys[node_key[id] as usize]);
@@ -445,8 +491,20 @@ impl GraphBuilder {
             Arc::new(l.finish()),
         ];
         let map = RecordBatch::try_new(map_schema(), columns).expect("columns match the map schema");
-        Resolution { map, stats, keys, key_is_crm, node_key, set_key }
+        stats.identifiers -= stats.erased_identifiers;
+        Resolution { map, stats, keys, key_is_crm, key_erased, node_key, set_key, erased_crm_ids }
     }
+}
+
+/// Where an event row goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attribution<'a> {
+    /// To this customer key; `crm` when it is a CRM customer_id.
+    Customer { key: &'a str, crm: bool },
+    /// To a person on the erasure list: the row is left out.
+    Erased,
+    /// Nowhere: no identifier of the row normalises.
+    Unattributed,
 }
 
 /// A resolved identity graph.
@@ -458,22 +516,29 @@ pub struct Resolution {
     keys: Vec<String>,
     /// Whether a key is a CRM customer_id.
     key_is_crm: Vec<bool>,
+    /// Whether a key belongs to a person on the erasure list.
+    key_erased: Vec<bool>,
     node_key: Vec<u32>,
     set_key: Vec<u32>,
+    /// CRM customer ids of erased people: their rows of the customers,
+    /// contacts and responses tables are left out too.
+    pub erased_crm_ids: Vec<String>,
 }
 
 impl Resolution {
-    /// The customer key of an event row, from its reference, with whether it
-    /// is a CRM customer; `None` for a row without a usable identifier.
-    pub fn key(&self, row_ref: u32) -> Option<(&str, bool)> {
+    /// Where an event row goes, from its reference.
+    pub fn attribute(&self, row_ref: u32) -> Attribution<'_> {
         let k = if row_ref == NONE {
-            return None;
+            return Attribution::Unattributed;
         } else if row_ref & SET != 0 {
             self.set_key[(row_ref & !SET) as usize]
         } else {
             self.node_key[row_ref as usize]
         } as usize;
-        Some((&self.keys[k], self.key_is_crm[k]))
+        if self.key_erased[k] {
+            return Attribution::Erased;
+        }
+        Attribution::Customer { key: &self.keys[k], crm: self.key_is_crm[k] }
     }
 }
 
@@ -623,8 +688,14 @@ mod tests {
                 refs.extend(graph.add_events(&columns, 1));
             }
         }
-        let resolution = graph.resolve();
-        let keys = refs.iter().map(|&r| resolution.key(r).map(|(k, _)| k.to_string())).collect();
+        let resolution = graph.resolve(&ErasureList::default());
+        let keys = refs
+            .iter()
+            .map(|&r| match resolution.attribute(r) {
+                Attribution::Customer { key, .. } => Some(key.to_string()),
+                _ => None,
+            })
+            .collect();
         (resolution.map, resolution.stats, keys)
     }
 

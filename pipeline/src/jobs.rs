@@ -1,25 +1,26 @@
-//! The pipeline's jobs: build features, train a churn model, score a
-//! snapshot. Each takes a plain options struct, validates its inputs before
+//! The pipeline's jobs: build features, resolve identities, train a churn
+//! model, score a snapshot, forget a person. Each takes a plain options struct, validates its inputs before
 //! writing anything, and writes its outputs atomically.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::{NaiveDate, Utc};
-use datafusion::arrow::array::{ArrayRef, Date32Array, Float64Array, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, Date32Array, Float64Array, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use engage_models::snapshot::{self, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest};
 use engage_models::{ChurnParams, ModelArtifact, TrainOptions, TrainingSet, TrainingWindow, train_churn};
 
-use crate::engine::Engine;
+use crate::engine::{DataSource, Engine};
+use crate::erasure::{Scrubbed, scrub_dir};
+use crate::identity::{ID_TYPES, normalize};
 use crate::error::{PipelineError, Result, io};
 use crate::frame::{feature_matrix, labels};
-use crate::identity::IdentityOptions;
-use crate::ingest::TableCounts;
 use crate::output::write_parquet;
-use crate::report::{RunReport, Stopwatch};
+use crate::report::{ModelSummary, RUN_REPORT_FILE, RunReport, ScoreSummary, Stopwatch};
 use crate::schema::{AS_OF, CHURN_PROBABILITY, CHURNED, CUSTOMER_ID, MODEL_VERSION, SCORED_AT};
 
 /// File name of the feature table inside `--out`.
@@ -37,9 +38,9 @@ pub struct FeatureRun {
 /// Computes the feature table of `data` as of `as_of` and writes
 /// `out/customer_features.parquet`, the rejected input rows under
 /// `out/rejects/`, and `out/run_report.json`.
-pub async fn build_features(data: &Path, as_of: NaiveDate, out: &Path) -> Result<FeatureRun> {
+pub async fn build_features(source: &DataSource, as_of: NaiveDate, out: &Path) -> Result<FeatureRun> {
     let mut clock = Stopwatch::start();
-    let mut engine = Engine::open(data).await?;
+    let mut engine = Engine::open_source(source).await?;
     clock.lap("ingest");
     let identity = engine.resolve_identities(Some(as_of)).await?.clone();
     clock.lap("identity");
@@ -52,7 +53,7 @@ pub async fn build_features(data: &Path, as_of: NaiveDate, out: &Path) -> Result
     let mut outputs = vec![output.display().to_string()];
     outputs.extend(engine.write_rejects(out).await?.iter().map(|p| p.display().to_string()));
     clock.lap("write");
-    let report = RunReport::new("features", data, Some(as_of), &engine, &identity, None, &clock, outputs);
+    let report = RunReport::new("features", Some(as_of), &engine, &identity, None, &clock, outputs);
     report.write(out)?;
     Ok(FeatureRun {
         report,
@@ -73,18 +74,18 @@ fn feature_schema(batches: &[RecordBatch]) -> Result<Arc<Schema>> {
 /// File name of the identity map inside `--out`.
 pub const IDENTITY_MAP_FILE: &str = "identity_map.parquet";
 
-/// Resolves identities from all rows of `data` and writes
+/// Resolves identities from all rows of `source` and writes
 /// `out/identity_map.parquet` (identifier_type, identifier_value,
 /// customer_key, shared, linked), rejected rows under `out/rejects/`, and
 /// `out/run_report.json` (with precision and recall when the data has
 /// ground truth). Returns the report.
-pub async fn build_identity(data: &Path, out: &Path, options: &IdentityOptions) -> Result<RunReport> {
+pub async fn build_identity(source: &DataSource, out: &Path) -> Result<RunReport> {
     let mut clock = Stopwatch::start();
-    let mut engine = Engine::open_with(data, options).await?;
+    let mut engine = Engine::open_source(source).await?;
     clock.lap("ingest");
     let identity = engine.resolve_identities(None).await?.clone();
     clock.lap("identity");
-    let quality = engine.identity_quality(data).await?;
+    let quality = engine.identity_quality(&source.root).await?;
     clock.lap("quality");
     std::fs::create_dir_all(out).map_err(io(out))?;
     let output = out.join(IDENTITY_MAP_FILE);
@@ -92,7 +93,7 @@ pub async fn build_identity(data: &Path, out: &Path, options: &IdentityOptions) 
     let mut outputs = vec![output.display().to_string()];
     outputs.extend(engine.write_rejects(out).await?.iter().map(|p| p.display().to_string()));
     clock.lap("write");
-    let report = RunReport::new("identity", data, None, &engine, &identity, quality, &clock, outputs);
+    let report = RunReport::new("identity", None, &engine, &identity, quality, &clock, outputs);
     report.write(out)?;
     Ok(report)
 }
@@ -100,7 +101,7 @@ pub async fn build_identity(data: &Path, out: &Path, options: &IdentityOptions) 
 /// How to train a churn model.
 #[derive(Debug, Clone)]
 pub struct TrainChurnOptions {
-    pub data: PathBuf,
+    pub source: DataSource,
     pub as_of: NaiveDate,
     pub horizon_days: u32,
     /// Directory the artifact is written to.
@@ -115,8 +116,8 @@ pub struct TrainChurnOptions {
 pub struct TrainRun {
     pub artifact: ModelArtifact,
     pub path: PathBuf,
-    pub inputs: Vec<TableCounts>,
-    pub seconds: f64,
+    /// Also written next to the artifact as `<model_version>.run_report.json`.
+    pub report: RunReport,
 }
 
 /// The labelled churn training set as of `as_of` (features joined to
@@ -146,17 +147,38 @@ pub async fn churn_training_set(
 /// Builds the training set, trains and validates, and writes
 /// `<models>/<model_version>.json`.
 pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
-    let started = Instant::now();
+    let mut clock = Stopwatch::start();
     let params = opts.params.clone();
     params.clone().check()?;
-    let mut engine = Engine::open(&opts.data).await?;
+    let mut engine = Engine::open_source(&opts.source).await?;
+    clock.lap("ingest");
     let set = churn_training_set(&mut engine, opts.as_of, opts.horizon_days).await?;
+    clock.lap("training set");
     let window = TrainingWindow { as_of: opts.as_of.to_string(), horizon_days: opts.horizon_days };
     let train_opts = TrainOptions { valid_share: opts.valid_share, seed: opts.seed, window };
     let artifact = train_churn(&set, params, &train_opts)?;
+    clock.lap("train");
     let path = opts.models.join(format!("{}.json", artifact.model_version));
     artifact.save(&path)?;
-    Ok(TrainRun { artifact, path, inputs: engine.inputs.clone(), seconds: started.elapsed().as_secs_f64() })
+    clock.lap("write");
+    let identity = engine.identity().expect("resolved for the labels").clone();
+    let mut report = RunReport::new(
+        "train churn",
+        Some(opts.as_of),
+        &engine,
+        &identity,
+        None,
+        &clock,
+        vec![path.display().to_string()],
+    );
+    report.model = Some(ModelSummary {
+        model_version: artifact.model_version.clone(),
+        train_rows: artifact.train_rows as u64,
+        valid_rows: artifact.valid_rows as u64,
+        metrics: artifact.metrics.clone(),
+    });
+    report.write_as(&opts.models.join(format!("{}.{RUN_REPORT_FILE}", artifact.model_version)))?;
+    Ok(TrainRun { artifact, path, report })
 }
 
 /// What a scoring run published.
@@ -164,19 +186,24 @@ pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
 pub struct ScoreRun {
     pub manifest: SnapshotManifest,
     pub snapshot_dir: PathBuf,
-    pub seconds: f64,
+    /// Also in the snapshot as `run_report.json`.
+    pub report: RunReport,
 }
 
-/// Scores every customer of `data` as of `as_of` with the model at `model`
-/// and publishes a snapshot under `out` (see [`engage_models::snapshot`]).
-pub async fn score(data: &Path, as_of: NaiveDate, model: &Path, out: &Path) -> Result<ScoreRun> {
-    let started = Instant::now();
+/// Scores every customer of `source` as of `as_of` with the model at
+/// `model` and publishes a snapshot under `out` (see
+/// [`engage_models::snapshot`]); the snapshot holds its run report.
+pub async fn score(source: &DataSource, as_of: NaiveDate, model: &Path, out: &Path) -> Result<ScoreRun> {
+    let mut clock = Stopwatch::start();
     let artifact = ModelArtifact::load(model)?;
-    let mut engine = Engine::open(data).await?;
+    let mut engine = Engine::open_source(source).await?;
+    clock.lap("ingest");
     let features = engine.features(as_of).await?;
+    clock.lap("features");
     let (ids, names, x) = feature_matrix(&features)?;
     artifact.model.check_features(&artifact.model_version, &names)?;
     let p = artifact.model.predict_proba(&x);
+    clock.lap("score");
 
     let scored_at = Utc::now();
     let id = format!("{as_of}_{}", scored_at.format("%Y%m%dT%H%M%S"));
@@ -191,7 +218,7 @@ pub async fn score(data: &Path, as_of: NaiveDate, model: &Path, out: &Path) -> R
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(ids)),
-        Arc::new(Float64Array::from(p)),
+        Arc::new(Float64Array::from(p.clone())),
         Arc::new(StringArray::from(vec![artifact.model_version.as_str(); n])),
         Arc::new(Date32Array::from(vec![(as_of - epoch).num_days() as i32; n])),
         Arc::new(TimestampMicrosecondArray::from(vec![scored_at.timestamp_micros(); n]).with_timezone("UTC")),
@@ -200,7 +227,21 @@ pub async fn score(data: &Path, as_of: NaiveDate, model: &Path, out: &Path) -> R
         .map_err(|e| PipelineError::Query { name: "internal: score batch".into(), source: e.into() })?;
 
     let staging = snapshot::create_staging(out, &id)?;
+    let identity = engine.identity().expect("resolved for the features").clone();
+    let mut report = RunReport::new(
+        "score",
+        Some(as_of),
+        &engine,
+        &identity,
+        None,
+        &clock,
+        vec![out.join(snapshot::SNAPSHOTS_DIR).join(&id).join(SCORES_FILE).display().to_string()],
+    );
+    report.snapshot = Some(ScoreSummary::of(&id, &artifact.model_version, &p));
     let result = write_parquet(&staging.join(SCORES_FILE), schema, &[batch]).and_then(|_| {
+        clock.lap("write");
+        report.stages = clock.stages();
+        report.write(&staging)?;
         let manifest = SnapshotManifest {
             format_version: SNAPSHOT_FORMAT_VERSION,
             snapshot_id: id.clone(),
@@ -214,12 +255,76 @@ pub async fn score(data: &Path, as_of: NaiveDate, model: &Path, out: &Path) -> R
         Ok((manifest, dir))
     });
     match result {
-        Ok((manifest, snapshot_dir)) => {
-            Ok(ScoreRun { manifest, snapshot_dir, seconds: started.elapsed().as_secs_f64() })
-        }
+        Ok((manifest, snapshot_dir)) => Ok(ScoreRun { manifest, snapshot_dir, report }),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
             Err(e)
         }
     }
+}
+
+/// What `engage forget` did, by count only (never by value).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ForgetRun {
+    /// Whether the identifier was found in the data (else only it is listed).
+    pub found_in_data: bool,
+    /// Identifiers added to the erasure list: every identifier the data links
+    /// to the person, and their customer key.
+    pub identifiers_added: u64,
+    /// Identifiers on the list now.
+    pub list_size: u64,
+    /// Per scrubbed directory: files checked and rewritten, rows removed.
+    pub scrubbed: Vec<(String, Scrubbed)>,
+}
+
+/// Forgets the person holding the identifier `id` of type `id_type`: adds
+/// every identifier linked to them in `source` (resolved from all rows) to
+/// the erasure list, saves it, and removes their rows from every Parquet
+/// file under each `scrub` directory. Later runs that read the list leave
+/// the person out. The source data is not touched.
+pub async fn forget(source: &DataSource, id_type: &str, id: &str, scrub: &[PathBuf]) -> Result<ForgetRun> {
+    let invalid = |reason: String| PipelineError::InvalidArgument { name: "--id", value: "(not shown)".into(), reason };
+    if !ID_TYPES.contains(&id_type) {
+        return Err(PipelineError::InvalidArgument {
+            name: "--id-type",
+            value: id_type.into(),
+            reason: format!("expected one of {}", ID_TYPES.join(", ")),
+        });
+    }
+    let value = normalize(id_type, id, &source.identity)
+        .ok_or_else(|| invalid(format!("not a valid {id_type} (see docs/identity.md for the rules)")))?;
+    for dir in scrub {
+        if !dir.is_dir() {
+            return Err(PipelineError::InvalidArgument {
+                name: "--scrub",
+                value: dir.display().to_string(),
+                reason: "not a directory".into(),
+            });
+        }
+    }
+    let mut engine = Engine::open_source(source).await?;
+    let map = engine.resolve_identities(None).await?.map.clone();
+    let column = |i: usize| map.column(i).as_string::<i32>();
+    let (types, values, keys) = (column(0), column(1), column(2));
+    let shared = map.column(3).as_boolean();
+    let row = (0..map.num_rows()).find(|&i| types.value(i) == id_type && values.value(i) == value);
+    let mut list = source.erasure.clone();
+    let mut identifiers: Vec<(String, String)> = vec![(id_type.into(), value.clone())];
+    if let Some(row) = row.filter(|&r| !shared.value(r)) {
+        let key = keys.value(row);
+        identifiers.push(("customer_id".into(), key.into()));
+        for i in 0..map.num_rows() {
+            if keys.value(i) == key && !shared.value(i) {
+                identifiers.push((types.value(i).into(), values.value(i).into()));
+            }
+        }
+    }
+    let added = identifiers.iter().filter(|(t, v)| list.add(t, v)).count() as u64;
+    list.record(added);
+    list.save()?;
+    let mut scrubbed = Vec::new();
+    for dir in scrub {
+        scrubbed.push((dir.display().to_string(), scrub_dir(&list, &source.identity, dir)?));
+    }
+    Ok(ForgetRun { found_in_data: row.is_some(), identifiers_added: added, list_size: list.len() as u64, scrubbed })
 }

@@ -7,6 +7,7 @@
 //! [`generate`] writes realistic sample data.
 
 mod engine;
+pub mod erasure;
 mod error;
 mod frame;
 pub mod generate;
@@ -20,6 +21,6 @@ pub mod sql;
 
 /// Re-exported so tests and tools use the same DataFusion (and its arrow and parquet).
 pub use datafusion;
-pub use engine::{Engine, ResolvedCounts, ResolvedIdentity, as_of_param};
+pub use engine::{DataSource, Engine, ResolvedCounts, ResolvedIdentity, as_of_param};
 pub use error::{PipelineError, Result};
 pub use frame::feature_matrix;

@@ -64,7 +64,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 /// What one run read, found, wrote and spent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
-    /// The command (`features`, `identity`).
+    /// The command (`features`, `identity`, `train churn`, `score`).
     pub command: String,
     pub engage_version: String,
     /// UTC time the run finished (RFC 3339).
@@ -84,6 +84,67 @@ pub struct RunReport {
     pub stages: Vec<Stage>,
     /// Files written.
     pub outputs: Vec<String>,
+    /// The erasure list the run applied (counts only).
+    #[serde(default)]
+    pub erasure: Option<ErasureSummary>,
+    /// The model a training run wrote.
+    #[serde(default)]
+    pub model: Option<ModelSummary>,
+    /// What a scoring run published.
+    #[serde(default)]
+    pub snapshot: Option<ScoreSummary>,
+}
+
+/// The erasure list a run applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErasureSummary {
+    pub list: Option<String>,
+    /// Identifiers on the list.
+    pub identifiers: u64,
+}
+
+/// The model a training run wrote, with its validation metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub model_version: String,
+    pub train_rows: u64,
+    pub valid_rows: u64,
+    pub metrics: engage_models::Metrics,
+}
+
+/// A published score snapshot and the distribution of its scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreSummary {
+    pub snapshot_id: String,
+    pub model_version: String,
+    pub customers: u64,
+    pub mean: f64,
+    /// 10th, 50th and 90th percentiles of the churn probability.
+    pub p10: f64,
+    pub p50: f64,
+    pub p90: f64,
+    /// Customers with a churn probability of 0.5 or more.
+    pub above_half: u64,
+}
+
+impl ScoreSummary {
+    pub fn of(snapshot_id: &str, model_version: &str, p: &[f64]) -> ScoreSummary {
+        let mut sorted = p.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let q = |f: f64| {
+            if sorted.is_empty() { f64::NAN } else { sorted[((sorted.len() - 1) as f64 * f).round() as usize] }
+        };
+        ScoreSummary {
+            snapshot_id: snapshot_id.into(),
+            model_version: model_version.into(),
+            customers: p.len() as u64,
+            mean: p.iter().sum::<f64>() / p.len().max(1) as f64,
+            p10: q(0.1),
+            p50: q(0.5),
+            p90: q(0.9),
+            above_half: p.iter().filter(|&&v| v >= 0.5).count() as u64,
+        }
+    }
 }
 
 impl RunReport {
@@ -91,7 +152,6 @@ impl RunReport {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         command: &str,
-        data: &Path,
         as_of: Option<NaiveDate>,
         engine: &Engine,
         identity: &ResolvedIdentity,
@@ -104,26 +164,37 @@ impl RunReport {
             engage_version: env!("CARGO_PKG_VERSION").into(),
             finished_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             as_of: as_of.map(|d| d.to_string()),
-            data: data.display().to_string(),
+            data: engine.source().root.display().to_string(),
             inputs: engine.inputs.clone(),
             identity: Some(identity.stats.clone()),
             resolved: Some(identity.resolved.clone()),
             identity_quality,
             stages: clock.stages(),
             outputs,
+            erasure: (!engine.source().erasure.is_empty()).then(|| ErasureSummary {
+                list: engine.source().erasure.path.as_ref().map(|p| p.display().to_string()),
+                identifiers: engine.source().erasure.len() as u64,
+            }),
+            model: None,
+            snapshot: None,
         }
     }
 
     /// Writes `dir/run_report.json` atomically.
     pub fn write(&self, dir: &Path) -> Result<()> {
+        self.write_as(&dir.join(RUN_REPORT_FILE))
+    }
+
+    /// Writes the report to `path` atomically.
+    pub fn write_as(&self, path: &Path) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).expect("report serialises");
-        engage_models::snapshot::write_atomic(&dir.join(RUN_REPORT_FILE), &bytes)?;
+        engage_models::snapshot::write_atomic(path, &bytes)?;
         Ok(())
     }
 
-    /// Reads `dir/run_report.json`.
-    pub fn read(dir: &Path) -> Result<RunReport> {
-        let path = dir.join(RUN_REPORT_FILE);
+    /// Reads `run_report.json` in the directory `at`, or the report file `at`.
+    pub fn read(at: &Path) -> Result<RunReport> {
+        let path = if at.is_dir() { at.join(RUN_REPORT_FILE) } else { at.to_path_buf() };
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         serde_json::from_slice(&bytes).map_err(|e| PipelineError::InvalidArgument {
             name: "report",
@@ -192,17 +263,51 @@ impl RunReport {
                 ));
             }
         }
+        if let Some(r) = &self.resolved
+            && r.erased_transactions + r.erased_interactions > 0
+        {
+            line(format!(
+                "left out for the erasure list: {} transactions, {} interactions",
+                r.erased_transactions, r.erased_interactions
+            ));
+        }
+        if let Some(e) = &self.erasure {
+            let erased = self.identity.as_ref().map_or(0, |i| i.erased_customers);
+            line(format!(
+                "erasure list: {} identifiers; {} customers in this data left out",
+                e.identifiers, erased
+            ));
+        }
         if let Some(q) = &self.identity_quality {
             line(format!(
                 "against ground truth ({} identifiers): precision {:.4}, recall {:.4}",
                 q.identifiers, q.precision, q.recall
             ));
         }
+        if let Some(m) = &self.model {
+            line(String::new());
+            line(format!(
+                "model {}: {} train / {} validation rows, churn rate {:.3}",
+                m.model_version, m.train_rows, m.valid_rows, m.metrics.positive_rate
+            ));
+            line(format!(
+                "validation: ROC AUC {:.3}  log loss {:.3}  Brier {:.3}  top-decile lift {:.2}",
+                m.metrics.roc_auc, m.metrics.log_loss, m.metrics.brier, m.metrics.top_decile_lift
+            ));
+        }
+        if let Some(s) = &self.snapshot {
+            line(String::new());
+            line(format!("snapshot {} scored with {}", s.snapshot_id, s.model_version));
+            line(format!(
+                "{} customers: churn probability mean {:.3}, p10 {:.3}, median {:.3}, p90 {:.3}; {} at 0.5 or more",
+                s.customers, s.mean, s.p10, s.p50, s.p90, s.above_half
+            ));
+        }
         line(String::new());
-        line(format!("{:<12} {:>9} {:>14}", "stage", "seconds", "peak RSS MiB"));
+        line(format!("{:<14} {:>9} {:>14}", "stage", "seconds", "peak RSS MiB"));
         for s in &self.stages {
             let mem = s.peak_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into());
-            line(format!("{:<12} {:>9.2} {:>14}", s.name, s.seconds, mem));
+            line(format!("{:<14} {:>9.2} {:>14}", s.name, s.seconds, mem));
         }
         line(String::new());
         for o in &self.outputs {

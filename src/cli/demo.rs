@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use engage_models::ChurnModel;
 use engage_pipeline::generate::{GenerateOptions, generate};
+use engage_pipeline::DataSource;
 use engage_pipeline::jobs::{TrainChurnOptions, build_features, score, train_churn_model};
 
 /// Marker file that says a directory belongs to the demo and may be replaced.
@@ -39,10 +40,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     tokio::task::spawn_blocking(move || generate(&opts)).await?.context("generating sample data")?;
     let gen_secs = t.elapsed().as_secs_f64();
 
+    // Fresh synthetic data: no erasure list applies.
+    let source = DataSource::new(&data);
     let features =
-        build_features(&data, score_as_of, &dir.join("features")).await.context("building features")?;
+        build_features(&source, score_as_of, &dir.join("features")).await.context("building features")?;
     let trained = train_churn_model(&TrainChurnOptions {
-        data: data.clone(),
+        source: source.clone(),
         as_of: train_as_of,
         horizon_days: horizon,
         models: dir.join("models"),
@@ -52,7 +55,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     })
     .await
     .context("training the churn model")?;
-    let scored = score(&data, score_as_of, &trained.path, &dir.join("scores")).await.context("scoring")?;
+    let scored = score(&source, score_as_of, &trained.path, &dir.join("scores")).await.context("scoring")?;
 
     let m = &trained.artifact.metrics;
     println!("engage demo: {} customers, seed {}", args.customers, args.seed);
@@ -83,11 +86,11 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
     println!(
         "  train     {:>7.1}s  churn in {horizon} days after {train_as_of}: {} train / {} validation rows, churn rate {:.3}",
-        trained.seconds, trained.artifact.train_rows, trained.artifact.valid_rows, m.positive_rate
+        trained.report.stages.iter().map(|s| s.seconds).sum::<f64>(), trained.artifact.train_rows, trained.artifact.valid_rows, m.positive_rate
     );
     println!(
         "  score     {:>7.1}s  {} customers as of {}",
-        scored.seconds, scored.manifest.rows, score_as_of
+        scored.report.stages.iter().map(|s| s.seconds).sum::<f64>(), scored.manifest.rows, score_as_of
     );
     println!("  total     {:>7.1}s", total.elapsed().as_secs_f64());
     println!();

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use engage_models::ChurnModel;
 use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::identity::IdentityOptions;
-use engage_pipeline::jobs::{TrainChurnOptions, build_features, build_identity, score, train_churn_model};
+use engage_pipeline::DataSource;
+use engage_pipeline::erasure::ErasureList;
+use engage_pipeline::jobs::{
+    TrainChurnOptions, build_features, build_identity, forget, score, train_churn_model,
+};
 use engage_pipeline::report::RunReport;
 
 /// engage: customer-analytics scoring. Features, churn models, batch scores
@@ -44,9 +48,8 @@ enum Command {
     },
     /// Compute the customer feature table as of a cutoff date.
     Features {
-        /// Data root holding the contract tables.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
         /// Cutoff date (YYYY-MM-DD): features see events strictly before it.
         #[arg(long, value_parser = parse_date)]
         as_of: NaiveDate,
@@ -56,19 +59,28 @@ enum Command {
     },
     /// Resolve identities across tables and write the identity map.
     Identity {
-        /// Data root holding the contract tables.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
         /// Output directory for identity_map.parquet and run_report.json.
         #[arg(long)]
         out: PathBuf,
-        /// Country calling code for phone numbers written without one.
-        #[arg(long, default_value = "1", value_parser = parse_country_code)]
-        default_country_code: String,
-        /// An identifier associated with more CRM customers than this links
-        /// nothing and is flagged as shared.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-        max_customers_per_identifier: u64,
+    },
+    /// Forget a person: add every identifier linked to them to the erasure
+    /// list, remove their rows from engage's outputs, and leave them out of
+    /// every later run. Prints counts only, never the identifier.
+    Forget {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Type of the identifier given.
+        #[arg(long, value_parser = ["customer_id", "email", "phone", "loyalty_id", "cookie_id"])]
+        id_type: String,
+        /// The identifier (normalised like every input identifier).
+        #[arg(long)]
+        id: String,
+        /// An output directory to remove the person's rows from (every
+        /// Parquet file under it); repeat for several.
+        #[arg(long)]
+        scrub: Vec<PathBuf>,
     },
     /// Train a model.
     Train {
@@ -77,9 +89,8 @@ enum Command {
     },
     /// Score every customer and publish a score snapshot.
     Score {
-        /// Data root holding the contract tables.
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
         /// Cutoff date of the features (YYYY-MM-DD).
         #[arg(long, value_parser = parse_date)]
         as_of: NaiveDate,
@@ -110,9 +121,10 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ReportAction {
-    /// Print the run_report.json in DIR readably.
+    /// Print a run report readably.
     Show {
-        /// A job's output directory (holding run_report.json).
+        /// A job's output directory (holding run_report.json), or a report
+        /// file (training writes <model_version>.run_report.json).
         dir: PathBuf,
     },
 }
@@ -125,9 +137,8 @@ enum TrainTask {
 
 #[derive(Debug, clap::Args)]
 struct TrainChurnArgs {
-    /// Data root holding the contract tables.
-    #[arg(long)]
-    data: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// Cutoff date (YYYY-MM-DD); the data must reach as_of + horizon.
     #[arg(long, value_parser = parse_date)]
     as_of: NaiveDate,
@@ -149,6 +160,58 @@ struct TrainChurnArgs {
     /// Seed of the train/validation split.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+}
+
+/// Where the data is and how to read it: shared by every command that reads
+/// the contract tables.
+#[derive(Debug, clap::Args)]
+struct DataArgs {
+    /// Data root holding the contract tables.
+    #[arg(long = "data")]
+    root: PathBuf,
+    /// Country calling code for phone numbers written without one.
+    #[arg(long, default_value = "1", value_parser = parse_country_code)]
+    default_country_code: String,
+    /// An identifier associated with more CRM customers than this links
+    /// nothing and is flagged as shared.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    max_customers_per_identifier: u64,
+    /// Erasure list (written by `engage forget`); its people are left out.
+    /// Default: $ENGAGE_ERASURE_LIST, else $ENGAGE_HOME/erasure_list.json,
+    /// ENGAGE_HOME defaulting to ~/.engage.
+    #[arg(long)]
+    erasure_list: Option<PathBuf>,
+}
+
+impl DataArgs {
+    fn source(&self) -> Result<DataSource> {
+        let list = match &self.erasure_list {
+            Some(p) => p.clone(),
+            None => default_erasure_list()?,
+        };
+        Ok(DataSource {
+            root: self.root.clone(),
+            identity: IdentityOptions {
+                default_country_code: self.default_country_code.clone(),
+                max_customers_per_identifier: self.max_customers_per_identifier as usize,
+            },
+            erasure: ErasureList::load(&list)?,
+        })
+    }
+}
+
+fn default_erasure_list() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ENGAGE_ERASURE_LIST") {
+        return Ok(PathBuf::from(p));
+    }
+    let home = match std::env::var_os("ENGAGE_HOME") {
+        Some(h) => PathBuf::from(h),
+        None => match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".engage"),
+            None => bail!("no erasure list: pass --erasure-list or set ENGAGE_HOME"),
+        },
+    };
+    Ok(home.join("erasure_list.json"))
 }
 
 fn parse_country_code(s: &str) -> Result<String, String> {
@@ -198,21 +261,37 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Features { data, as_of, out } => {
-            let run = build_features(&data, as_of, &out)
+            let run = build_features(&data.source()?, as_of, &out)
                 .await
-                .with_context(|| format!("building features from {}", data.display()))?;
+                .with_context(|| format!("building features from {}", data.root.display()))?;
             print!("{}", run.report.render());
             println!("{} customers x {} features as of {}", run.rows, run.columns.len() - 1, as_of);
         }
-        Command::Identity { data, out, default_country_code, max_customers_per_identifier } => {
-            let options = IdentityOptions {
-                default_country_code,
-                max_customers_per_identifier: max_customers_per_identifier as usize,
-            };
-            let report = build_identity(&data, &out, &options)
+        Command::Identity { data, out } => {
+            let report = build_identity(&data.source()?, &out)
                 .await
-                .with_context(|| format!("resolving identities in {}", data.display()))?;
+                .with_context(|| format!("resolving identities in {}", data.root.display()))?;
             print!("{}", report.render());
+        }
+        Command::Forget { data, id_type, id, scrub } => {
+            let source = data.source()?;
+            let list = source.erasure.path.clone().unwrap_or_default();
+            let run = forget(&source, &id_type, &id, &scrub)
+                .await
+                .with_context(|| format!("forgetting a {id_type} (data {})", data.root.display()))?;
+            println!(
+                "{}: {} identifiers added to the erasure list {} ({} listed in all)",
+                if run.found_in_data { "found in the data" } else { "not found in the data; the identifier alone is listed" },
+                run.identifiers_added,
+                list.display(),
+                run.list_size
+            );
+            for (dir, s) in &run.scrubbed {
+                println!(
+                    "{dir}: {} rows removed from {} of {} Parquet files",
+                    s.rows_removed, s.files_rewritten, s.files_checked
+                );
+            }
         }
         Command::Report { action: ReportAction::Show { dir } } => {
             let report = RunReport::read(&dir)
@@ -221,7 +300,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Train { task: TrainTask::Churn(a) } => {
             let opts = TrainChurnOptions {
-                data: a.data.clone(),
+                source: a.data.source()?,
                 as_of: a.as_of,
                 horizon_days: a.horizon,
                 models: a.models,
@@ -231,28 +310,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             let run = train_churn_model(&opts)
                 .await
-                .with_context(|| format!("training a churn model on {}", a.data.display()))?;
-            let m = &run.artifact.metrics;
-            println!(
-                "{}: {} train / {} validation rows, churn rate {:.3}",
-                run.artifact.model_version, run.artifact.train_rows, run.artifact.valid_rows, m.positive_rate
-            );
-            println!(
-                "validation: ROC AUC {:.3}  log loss {:.3}  Brier {:.3}  top-decile lift {:.2}",
-                m.roc_auc, m.log_loss, m.brier, m.top_decile_lift
-            );
-            println!("model written to {} ({:.1}s)", run.path.display(), run.seconds);
+                .with_context(|| format!("training a churn model on {}", a.data.root.display()))?;
+            print!("{}", run.report.render());
         }
         Command::Score { data, as_of, model, out } => {
-            let run = score(&data, as_of, &model, &out)
+            let run = score(&data.source()?, as_of, &model, &out)
                 .await
-                .with_context(|| format!("scoring {} with {}", data.display(), model.display()))?;
+                .with_context(|| format!("scoring {} with {}", data.root.display(), model.display()))?;
+            print!("{}", run.report.render());
             println!(
-                "published snapshot {} ({} customers) at {} ({:.1}s)",
+                "published snapshot {} ({} customers) at {}",
                 run.manifest.snapshot_id,
                 run.manifest.rows,
-                run.snapshot_dir.display(),
-                run.seconds
+                run.snapshot_dir.display()
             );
         }
         Command::Serve { scores, bind } => {

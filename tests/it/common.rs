@@ -36,8 +36,15 @@ pub fn sample() -> &'static Path {
 }
 
 /// Runs the real `engage` binary.
+/// Runs the engage binary. The erasure list defaults to one that does not
+/// exist (no erasures), so a developer's own ~/.engage never leaks in; tests
+/// of erasure pass `--erasure-list`.
 pub fn engage(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_engage")).args(args).output().expect("engage runs")
+    Command::new(env!("CARGO_BIN_EXE_engage"))
+        .args(args)
+        .env("ENGAGE_ERASURE_LIST", "/nonexistent/engage-tests/erasure_list.json")
+        .output()
+        .expect("engage runs")
 }
 
 pub fn stderr(out: &Output) -> String {
@@ -104,7 +111,7 @@ pub fn trained() -> &'static Trained {
                 let tmp = tempfile::tempdir().unwrap();
                 let run =
                     engage_pipeline::jobs::train_churn_model(&engage_pipeline::jobs::TrainChurnOptions {
-                        data: data.clone(),
+                        source: engage_pipeline::DataSource::new(&data),
                         as_of: date("2026-03-31"),
                         horizon_days: 90,
                         models: tmp.path().join("models"),
@@ -115,7 +122,7 @@ pub fn trained() -> &'static Trained {
                     .await
                     .unwrap();
                 let scores = tmp.path().join("scores");
-                engage_pipeline::jobs::score(&data, date("2026-07-01"), &run.path, &scores).await.unwrap();
+                engage_pipeline::jobs::score(&engage_pipeline::DataSource::new(&data), date("2026-07-01"), &run.path, &scores).await.unwrap();
                 Trained { artifact: run.artifact, path: run.path, scores, _tmp: tmp }
             })
         })
