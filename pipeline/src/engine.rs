@@ -11,13 +11,13 @@ use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{JoinType, ScalarValue};
-use datafusion::functions::string::expr_fn::btrim;
 use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::functions::string::expr_fn::btrim;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
 
-use crate::error::{Result, io, query};
 use crate::erasure::ErasureList;
+use crate::error::{Result, io, query};
 use crate::identity::{
     Attribution, GraphBuilder, ID_TYPES, IdentityOptions, IdentityQuality, IdentityStats, Resolution,
     map_schema, pairwise_quality,
@@ -125,7 +125,11 @@ pub struct DataSource {
 impl DataSource {
     /// `root` with the default identity options and an empty erasure list.
     pub fn new(root: &Path) -> DataSource {
-        DataSource { root: root.to_path_buf(), identity: IdentityOptions::default(), erasure: ErasureList::default() }
+        DataSource {
+            root: root.to_path_buf(),
+            identity: IdentityOptions::default(),
+            erasure: ErasureList::default(),
+        }
     }
 }
 
@@ -247,7 +251,7 @@ impl Engine {
                     .fields()
                     .iter()
                     .map(|f| f.as_ref().clone())
-                    .chain([Field::new("customer_key", DataType::Utf8, false)])
+                    .chain([Field::new("customer_key", DataType::Utf8, true)])
                     .collect();
                 let s = schema.get_or_insert_with(|| Arc::new(Schema::new(fields))).clone();
                 let full = RecordBatch::try_new(s, columns).map_err(|e| query(a.view)(e.into()))?;
@@ -269,7 +273,7 @@ impl Engine {
                         .iter()
                         .map(|c| df.schema().as_arrow().field_with_name(c).expect("kept column").clone())
                         .collect();
-                    fields.push(Field::new("customer_key", DataType::Utf8, false));
+                    fields.push(Field::new("customer_key", DataType::Utf8, true));
                     Arc::new(Schema::new(fields))
                 }
             };

@@ -252,7 +252,10 @@ fn scrub_file(list: &ErasureList, opts: &IdentityOptions, path: &Path) -> Result
         let bytes = std::fs::read(&manifest).map_err(io(&manifest))?;
         if let Ok(mut m) = serde_json::from_slice::<engage_models::snapshot::SnapshotManifest>(&bytes) {
             m.rows = m.rows.saturating_sub(removed);
-            engage_models::snapshot::write_atomic(&manifest, &serde_json::to_vec_pretty(&m).expect("serialises"))?;
+            engage_models::snapshot::write_atomic(
+                &manifest,
+                &serde_json::to_vec_pretty(&m).expect("serialises"),
+            )?;
         }
     }
     Ok(removed)

@@ -16,9 +16,9 @@ use engage_models::{ChurnParams, ModelArtifact, TrainOptions, TrainingSet, Train
 
 use crate::engine::{DataSource, Engine};
 use crate::erasure::{Scrubbed, scrub_dir};
-use crate::identity::{ID_TYPES, normalize};
 use crate::error::{PipelineError, Result, io};
 use crate::frame::{feature_matrix, labels};
+use crate::identity::{ID_TYPES, normalize};
 use crate::output::write_parquet;
 use crate::report::{ModelSummary, RUN_REPORT_FILE, RunReport, ScoreSummary, Stopwatch};
 use crate::schema::{AS_OF, CHURN_PROBABILITY, CHURNED, CUSTOMER_ID, MODEL_VERSION, SCORED_AT};
@@ -283,7 +283,8 @@ pub struct ForgetRun {
 /// file under each `scrub` directory. Later runs that read the list leave
 /// the person out. The source data is not touched.
 pub async fn forget(source: &DataSource, id_type: &str, id: &str, scrub: &[PathBuf]) -> Result<ForgetRun> {
-    let invalid = |reason: String| PipelineError::InvalidArgument { name: "--id", value: "(not shown)".into(), reason };
+    let invalid =
+        |reason: String| PipelineError::InvalidArgument { name: "--id", value: "(not shown)".into(), reason };
     if !ID_TYPES.contains(&id_type) {
         return Err(PipelineError::InvalidArgument {
             name: "--id-type",
@@ -326,5 +327,10 @@ pub async fn forget(source: &DataSource, id_type: &str, id: &str, scrub: &[PathB
     for dir in scrub {
         scrubbed.push((dir.display().to_string(), scrub_dir(&list, &source.identity, dir)?));
     }
-    Ok(ForgetRun { found_in_data: row.is_some(), identifiers_added: added, list_size: list.len() as u64, scrubbed })
+    Ok(ForgetRun {
+        found_in_data: row.is_some(),
+        identifiers_added: added,
+        list_size: list.len() as u64,
+        scrubbed,
+    })
 }

@@ -132,7 +132,11 @@ impl ScoreSummary {
         let mut sorted = p.to_vec();
         sorted.sort_by(f64::total_cmp);
         let q = |f: f64| {
-            if sorted.is_empty() { f64::NAN } else { sorted[((sorted.len() - 1) as f64 * f).round() as usize] }
+            if sorted.is_empty() {
+                f64::NAN
+            } else {
+                sorted[((sorted.len() - 1) as f64 * f).round() as usize]
+            }
         };
         ScoreSummary {
             snapshot_id: snapshot_id.into(),

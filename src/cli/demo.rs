@@ -7,8 +7,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use engage_models::ChurnModel;
-use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::DataSource;
+use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::jobs::{TrainChurnOptions, build_features, score, train_churn_model};
 
 /// Marker file that says a directory belongs to the demo and may be replaced.
@@ -86,11 +86,16 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
     println!(
         "  train     {:>7.1}s  churn in {horizon} days after {train_as_of}: {} train / {} validation rows, churn rate {:.3}",
-        trained.report.stages.iter().map(|s| s.seconds).sum::<f64>(), trained.artifact.train_rows, trained.artifact.valid_rows, m.positive_rate
+        trained.report.stages.iter().map(|s| s.seconds).sum::<f64>(),
+        trained.artifact.train_rows,
+        trained.artifact.valid_rows,
+        m.positive_rate
     );
     println!(
         "  score     {:>7.1}s  {} customers as of {}",
-        scored.report.stages.iter().map(|s| s.seconds).sum::<f64>(), scored.manifest.rows, score_as_of
+        scored.report.stages.iter().map(|s| s.seconds).sum::<f64>(),
+        scored.manifest.rows,
+        score_as_of
     );
     println!("  total     {:>7.1}s", total.elapsed().as_secs_f64());
     println!();

@@ -8,10 +8,10 @@ use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use engage_models::ChurnModel;
-use engage_pipeline::generate::{GenerateOptions, generate};
-use engage_pipeline::identity::IdentityOptions;
 use engage_pipeline::DataSource;
 use engage_pipeline::erasure::ErasureList;
+use engage_pipeline::generate::{GenerateOptions, generate};
+use engage_pipeline::identity::IdentityOptions;
 use engage_pipeline::jobs::{
     TrainChurnOptions, build_features, build_identity, forget, score, train_churn_model,
 };
@@ -281,7 +281,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("forgetting a {id_type} (data {})", data.root.display()))?;
             println!(
                 "{}: {} identifiers added to the erasure list {} ({} listed in all)",
-                if run.found_in_data { "found in the data" } else { "not found in the data; the identifier alone is listed" },
+                if run.found_in_data {
+                    "found in the data"
+                } else {
+                    "not found in the data; the identifier alone is listed"
+                },
                 run.identifiers_added,
                 list.display(),
                 run.list_size

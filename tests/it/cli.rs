@@ -28,6 +28,22 @@ fn demo_runs_end_to_end_and_its_scores_can_be_served() {
     assert!(files.iter().any(|f| f == "features/customer_features.parquet"), "{files:?}");
     assert!(files.iter().any(|f| f.starts_with("models/churn-") && f.ends_with(".json")), "{files:?}");
     assert!(files.iter().any(|f| f == "scores/CURRENT"), "{files:?}");
+    // Training and scoring leave run reports that `report show` reads.
+    let train_report = files.iter().find(|f| f.starts_with("models/") && f.ends_with(".run_report.json"));
+    let score_report =
+        files.iter().find(|f| f.starts_with("scores/snapshots/") && f.ends_with("/run_report.json"));
+    for (report, needles) in [
+        (train_report, ["engage train churn", "ROC AUC", "training set", "peak RSS"]),
+        (score_report, ["engage score", "churn probability mean", "median", "peak RSS"]),
+    ] {
+        let report = report.unwrap_or_else(|| panic!("no run report: {files:?}"));
+        let shown = engage(&["report", "show", dir.join(report).to_str().unwrap()]);
+        assert!(shown.status.success(), "{}", stderr(&shown));
+        let text = stdout(&shown);
+        for needle in needles {
+            assert!(text.contains(needle), "{report} lacks `{needle}`:\n{text}");
+        }
+    }
     assert!(!files.iter().any(|f| f.contains(".tmp") || f.contains(".staging/")), "leftovers: {files:?}");
 
     // The command the summary prints serves those scores.

@@ -35,8 +35,7 @@ pub fn sample() -> &'static Path {
     .1
 }
 
-/// Runs the real `engage` binary.
-/// Runs the engage binary. The erasure list defaults to one that does not
+/// Runs the real `engage` binary. The erasure list defaults to one that does not
 /// exist (no erasures), so a developer's own ~/.engage never leaks in; tests
 /// of erasure pass `--erasure-list`.
 pub fn engage(args: &[&str]) -> Output {
@@ -122,7 +121,14 @@ pub fn trained() -> &'static Trained {
                     .await
                     .unwrap();
                 let scores = tmp.path().join("scores");
-                engage_pipeline::jobs::score(&engage_pipeline::DataSource::new(&data), date("2026-07-01"), &run.path, &scores).await.unwrap();
+                engage_pipeline::jobs::score(
+                    &engage_pipeline::DataSource::new(&data),
+                    date("2026-07-01"),
+                    &run.path,
+                    &scores,
+                )
+                .await
+                .unwrap();
                 Trained { artifact: run.artifact, path: run.path, scores, _tmp: tmp }
             })
         })

@@ -3,6 +3,7 @@
 
 mod cli;
 mod common;
+mod erasure;
 mod golden;
 mod http;
 mod leakage;

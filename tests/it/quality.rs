@@ -63,7 +63,7 @@ async fn dirty_rows_are_quarantined_with_their_rule() {
         (
             "transactions",
             (
-                2,
+                3,
                 1,
                 rules(&[
                     ("missing:transaction_id", 1),
@@ -148,6 +148,9 @@ async fn dirty_rows_are_quarantined_with_their_rule() {
         assert_eq!(&in_file, want_rules, "{table}: rejects file");
     }
     assert_eq!(manifest["inputs"].as_array().unwrap().len(), 6);
+    // x17 passes the rules, but its only identifier is no email: counted,
+    // not attributed.
+    assert_eq!(manifest["resolved"]["unattributed_transactions"], 1, "{}", manifest["resolved"]);
     for t in manifest["inputs"].as_array().unwrap() {
         assert_eq!(t["files"], 1, "{t}");
         assert!(t["bytes"].as_u64().unwrap() > 0, "{t}");
