@@ -26,6 +26,7 @@ use crate::ingest::{TableCounts, register_inputs, rejects_view};
 use crate::output::write_parquet;
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
 use crate::sql::{CHURN_LABEL, FEATURES, IDENTITY_QUALITY, SqlFile};
+use crate::store::DataRoot;
 
 /// Column of the erased customer ids joined against.
 const ERASED_ID: &str = "__erased_customer_id";
@@ -117,7 +118,7 @@ pub struct Engine {
 /// who is to be left out.
 #[derive(Debug, Clone)]
 pub struct DataSource {
-    pub root: PathBuf,
+    pub root: DataRoot,
     pub identity: IdentityOptions,
     pub erasure: ErasureList,
 }
@@ -126,7 +127,7 @@ impl DataSource {
     /// `root` with the default identity options and an empty erasure list.
     pub fn new(root: &Path) -> DataSource {
         DataSource {
-            root: root.to_path_buf(),
+            root: DataRoot::local(root),
             identity: IdentityOptions::default(),
             erasure: ErasureList::default(),
         }
@@ -321,16 +322,20 @@ impl Engine {
     /// Pairwise precision and recall of the identity in force against the
     /// generator's ground truth at `<root>/truth/identities`, or `None` when
     /// the data has no truth.
-    pub async fn identity_quality(&self, root: &Path) -> Result<Option<IdentityQuality>> {
-        let truth = root.join("truth").join("identities");
-        if !truth.is_dir() || self.identity.is_none() {
+    pub async fn identity_quality(&self) -> Result<Option<IdentityQuality>> {
+        let root = &self.source.root;
+        let name = IDENTITY_QUALITY.path;
+        let (_, dirs) = root.list("truth").await?;
+        if !dirs.iter().any(|d| d == "identities") || self.identity.is_none() {
             return Ok(None);
         }
-        let name = IDENTITY_QUALITY.path;
-        let location = truth.to_string_lossy().to_string();
         self.ctx.deregister_table("truth_identities").map_err(query(name))?;
         self.ctx
-            .register_parquet("truth_identities", &location, ParquetReadOptions::default())
+            .register_parquet(
+                "truth_identities",
+                root.url("truth/identities/"),
+                ParquetReadOptions::default(),
+            )
             .await
             .map_err(query(name))?;
         let batches = self.query(IDENTITY_QUALITY.sql).await?;

@@ -29,6 +29,12 @@ pub enum PipelineError {
     },
     #[error("cannot read {path} as CSV: {reason}")]
     UnreadableCsv { path: String, reason: String },
+    #[error("{path}")]
+    Store {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
     #[error("invalid argument {name} = `{value}`: {reason}")]
     InvalidArgument { name: &'static str, value: String, reason: String },
     #[error("no training rows: {0}")]

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::ops::Not;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -29,10 +28,14 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use futures::StreamExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use object_store::ObjectMeta;
+use parquet::arrow::parquet_to_arrow_schema;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::ParquetMetaDataReader;
 
-use crate::error::{PipelineError, Result, io, query};
+use crate::error::{PipelineError, Result, query};
 use crate::schema::{ColType, ColumnSpec, TABLES, TableSpec};
+use crate::store::DataRoot;
 
 /// How a table is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,10 +49,11 @@ pub enum Format {
 pub struct TableSource {
     pub table: &'static TableSpec,
     pub format: Format,
-    /// The `.parquet`/`.csv` file or the directory holding them.
-    pub location: PathBuf,
+    /// The `.parquet`/`.csv` file or the directory holding them, relative to
+    /// the root (a directory ends in `/`).
+    pub location: String,
     /// Every data file, sorted.
-    pub files: Vec<PathBuf>,
+    pub files: Vec<ObjectMeta>,
 }
 
 /// Rows read per table and how many broke a row rule.
@@ -111,53 +115,58 @@ impl ColType {
 
 /// Finds a table under `root`: `<name>.parquet`, `<name>.csv`, or a directory
 /// `<name>/` of such files. `Ok(None)` when absent.
-pub fn locate(root: &Path, spec: &'static TableSpec) -> Result<Option<TableSource>> {
-    let candidates = [
-        (root.join(format!("{}.parquet", spec.name)), Some(Format::Parquet)),
-        (root.join(format!("{}.csv", spec.name)), Some(Format::Csv)),
-        (root.join(spec.name), None),
-    ];
-    let found: Vec<&(PathBuf, Option<Format>)> = candidates.iter().filter(|(p, _)| p.exists()).collect();
-    let (location, format) = match found.as_slice() {
+pub async fn locate(root: &DataRoot, spec: &'static TableSpec) -> Result<Option<TableSource>> {
+    let (objects, dirs) = root.list("").await?;
+    let file = |ext: &str| {
+        let name = format!("{}.{ext}", spec.name);
+        objects.iter().find(|o| o.location.filename() == Some(name.as_str())).map(|o| (name, o.clone()))
+    };
+    let mut found: Vec<(String, Option<(Format, ObjectMeta)>)> = Vec::new();
+    if let Some((name, o)) = file("parquet") {
+        found.push((name, Some((Format::Parquet, o))));
+    }
+    if let Some((name, o)) = file("csv") {
+        found.push((name, Some((Format::Csv, o))));
+    }
+    if dirs.iter().any(|d| d == spec.name) {
+        found.push((format!("{}/", spec.name), None));
+    }
+    let (location, single) = match found.as_slice() {
         [] => return Ok(None),
-        [one] => (*one).clone(),
+        [one] => one.clone(),
         [a, b, ..] => {
             return Err(PipelineError::AmbiguousTable {
                 table: spec.name.into(),
-                first: a.0.display().to_string(),
-                second: b.0.display().to_string(),
+                first: root.display(&a.0),
+                second: root.display(&b.0),
             });
         }
     };
-    if let Some(format) = format {
-        return Ok(Some(TableSource { table: spec, format, files: vec![location.clone()], location }));
+    if let Some((format, object)) = single {
+        return Ok(Some(TableSource { table: spec, format, files: vec![object], location }));
     }
-    let mut parquet = Vec::new();
-    let mut csv = Vec::new();
-    for entry in std::fs::read_dir(&location).map_err(io(&location))? {
-        let path = entry.map_err(io(&location))?.path();
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("parquet") => parquet.push(path),
-            Some("csv") => csv.push(path),
-            _ => {}
-        }
-    }
-    parquet.sort();
-    csv.sort();
+    let (objects, _) = root.list(&location).await?;
+    let with_ext = |ext: &str| -> Vec<ObjectMeta> {
+        let mut v: Vec<ObjectMeta> =
+            objects.iter().filter(|o| o.location.extension() == Some(ext)).cloned().collect();
+        v.sort_by(|a, b| a.location.cmp(&b.location));
+        v
+    };
+    let (parquet, csv) = (with_ext("parquet"), with_ext("csv"));
     let (format, files) = match (parquet.is_empty(), csv.is_empty()) {
         (false, true) => (Format::Parquet, parquet),
         (true, false) => (Format::Csv, csv),
         (true, true) => {
             return Err(PipelineError::EmptyTableDir {
                 table: spec.name.into(),
-                path: location.display().to_string(),
+                path: root.display(spec.name),
             });
         }
         (false, false) => {
             return Err(PipelineError::AmbiguousTable {
                 table: spec.name.into(),
-                first: parquet[0].display().to_string(),
-                second: csv[0].display().to_string(),
+                first: root.display(&root.relative(&parquet[0])),
+                second: root.display(&root.relative(&csv[0])),
             });
         }
     };
@@ -169,21 +178,22 @@ impl TableSource {
     /// file, table and column on the first problem. For CSV files, checks the
     /// header (values are typed when read). Returns the column names of the
     /// first file, in file order.
-    pub fn check(&self) -> Result<Vec<String>> {
+    pub async fn check(&self, root: &DataRoot) -> Result<Vec<String>> {
         let mut first: Option<Vec<String>> = None;
         for file in &self.files {
+            let shown = root.display(&root.relative(file));
             let names = match self.format {
-                Format::Parquet => self.check_parquet(file)?,
-                Format::Csv => self.check_csv(file)?,
+                Format::Parquet => self.check_parquet(root, file, &shown).await?,
+                Format::Csv => self.check_csv(root, file, &shown).await?,
             };
             if let Some(first) = &first {
                 if self.format == Format::Csv && *first != names {
                     return Err(PipelineError::UnreadableCsv {
-                        path: file.display().to_string(),
+                        path: shown,
                         reason: format!(
                             "its header {names:?} differs from {:?} in {}",
                             first,
-                            self.files[0].display()
+                            root.display(&root.relative(&self.files[0]))
                         ),
                     });
                 }
@@ -194,95 +204,119 @@ impl TableSource {
         Ok(first.unwrap_or_default())
     }
 
-    fn check_parquet(&self, file: &Path) -> Result<Vec<String>> {
-        let unreadable = |source| PipelineError::UnreadableFile { path: file.display().to_string(), source };
-        let handle = std::fs::File::open(file).map_err(io(file))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(handle).map_err(unreadable)?;
-        let schema = builder.schema();
+    async fn check_parquet(&self, root: &DataRoot, file: &ObjectMeta, shown: &str) -> Result<Vec<String>> {
+        let schema = parquet_schema(root, file).await.map_err(|source| match source {
+            FooterError::Store(e) => e,
+            FooterError::Parquet(source) => PipelineError::UnreadableFile { path: shown.to_string(), source },
+        })?;
         for spec in self.table.columns {
-            let field = schema.field_with_name(spec.name).map_err(|_| self.missing(spec, file))?;
+            let field = schema.field_with_name(spec.name).map_err(|_| self.missing(spec, shown))?;
             if !spec.ty.accepts(field.data_type()) {
                 return Err(PipelineError::ColumnType {
                     table: self.table.name.into(),
                     column: spec.name.into(),
                     expected: spec.ty.name().into(),
                     found: field.data_type().to_string(),
-                    file: file.display().to_string(),
+                    file: shown.to_string(),
                 });
             }
         }
         Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
     }
 
-    fn check_csv(&self, file: &Path) -> Result<Vec<String>> {
-        use std::io::BufRead;
-        let handle = std::fs::File::open(file).map_err(io(file))?;
-        let mut header = String::new();
-        std::io::BufReader::new(handle).read_line(&mut header).map_err(io(file))?;
+    async fn check_csv(&self, root: &DataRoot, file: &ObjectMeta, shown: &str) -> Result<Vec<String>> {
+        let head = root.get_range(file, 0..file.size.min(64 * 1024)).await?;
+        let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+        let header = String::from_utf8_lossy(line);
         let names: Vec<String> = header
-            .trim_end_matches(['\r', '\n'])
+            .trim_end_matches('\r')
             .split(',')
             .map(|s| s.trim().trim_matches('"').to_string())
             .collect();
         if header.trim().is_empty() {
             return Err(PipelineError::UnreadableCsv {
-                path: file.display().to_string(),
+                path: shown.to_string(),
                 reason: "no header line".into(),
             });
         }
         for spec in self.table.columns {
             if !names.iter().any(|n| n == spec.name) {
-                return Err(self.missing(spec, file));
+                return Err(self.missing(spec, shown));
             }
         }
         Ok(names)
     }
 
-    fn missing(&self, spec: &ColumnSpec, file: &Path) -> PipelineError {
+    fn missing(&self, spec: &ColumnSpec, file: &str) -> PipelineError {
         PipelineError::MissingColumn {
             table: self.table.name.into(),
             column: spec.name.into(),
-            file: file.display().to_string(),
+            file: file.to_string(),
         }
     }
+}
+
+enum FooterError {
+    Store(PipelineError),
+    Parquet(ParquetError),
+}
+
+/// A Parquet file's Arrow schema, from its footer alone (two ranged reads).
+async fn parquet_schema(root: &DataRoot, file: &ObjectMeta) -> std::result::Result<Schema, FooterError> {
+    let not_parquet = || FooterError::Parquet(ParquetError::General("no Parquet footer (PAR1)".into()));
+    if file.size < 12 {
+        return Err(not_parquet());
+    }
+    let tail = root.get_range(file, file.size - 8..file.size).await.map_err(FooterError::Store)?;
+    if &tail[4..] != b"PAR1" {
+        return Err(not_parquet());
+    }
+    let len = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
+    if len + 8 > file.size {
+        return Err(not_parquet());
+    }
+    let footer =
+        root.get_range(file, file.size - 8 - len..file.size - 8).await.map_err(FooterError::Store)?;
+    let meta = ParquetMetaDataReader::decode_metadata(&footer).map_err(FooterError::Parquet)?;
+    let fm = meta.file_metadata();
+    parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata()).map_err(FooterError::Parquet)
 }
 
 /// Checks and registers every contract table of `root` in `ctx` as a
 /// canonical view named after the table. Absent optional tables are
 /// registered empty. Fails before registering anything if a required table
 /// is missing or any file breaks the contract.
-pub async fn register_inputs(ctx: &SessionContext, root: &Path) -> Result<Vec<TableCounts>> {
-    if !root.is_dir() {
+pub async fn register_inputs(ctx: &SessionContext, root: &DataRoot) -> Result<Vec<TableCounts>> {
+    if root.local_path().is_some_and(|p| !p.is_dir()) {
         return Err(PipelineError::InvalidArgument {
             name: "--data",
-            value: root.display().to_string(),
+            value: root.to_string(),
             reason: "not a directory".into(),
         });
     }
+    root.register(ctx);
     let mut sources = Vec::new();
     for spec in TABLES {
-        let source = locate(root, spec)?;
+        let source = locate(root, spec).await?;
         if source.is_none() && spec.required {
-            return Err(PipelineError::MissingTable {
-                table: spec.name.into(),
-                root: root.display().to_string(),
-            });
+            return Err(PipelineError::MissingTable { table: spec.name.into(), root: root.to_string() });
         }
         let header = match &source {
-            Some(s) => s.check()?,
+            Some(s) => s.check(root).await?,
             None => Vec::new(),
         };
         sources.push((spec, source, header));
     }
     let mut counts = Vec::new();
     for (spec, source, header) in sources {
-        counts.push(register_table(ctx, spec, source.as_ref(), &header).await?);
+        counts.push(register_table(ctx, root, spec, source.as_ref(), &header).await?);
     }
     Ok(counts)
 }
 
 async fn register_table(
     ctx: &SessionContext,
+    root: &DataRoot,
     spec: &'static TableSpec,
     source: Option<&TableSource>,
     header: &[String],
@@ -294,14 +328,13 @@ async fn register_table(
         return Ok(TableCounts { table: spec.name.into(), ..Default::default() });
     };
     let raw = format!("raw_{}", spec.name);
-    let location = source.location.to_string_lossy().to_string();
     match source.format {
         Format::Parquet => ctx
-            .register_parquet(raw.as_str(), &location, ParquetReadOptions::default())
+            .register_parquet(raw.as_str(), root.url(&source.location), ParquetReadOptions::default())
             .await
             .map_err(query(spec.name))?,
         Format::Csv => {
-            let table = read_csv(source, header)?;
+            let table = read_csv(root, source, header).await?;
             ctx.register_table(raw.as_str(), Arc::new(table)).map_err(query(spec.name))?;
         }
     }
@@ -350,10 +383,10 @@ async fn register_table(
         .select(spec.columns.iter().map(|c| ident(c.name)).chain([ident(REJECT_RULE)]).collect::<Vec<_>>())
         .map_err(query(spec.name))?;
     let (tally, repeated) = tally(&checked, spec.key, spec.name).await?;
-    let bytes = source.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let bytes = source.files.iter().map(|f| f.size).sum();
     let mut counts = TableCounts {
         table: spec.name.into(),
-        location: Some(location),
+        location: Some(root.display(source.location.trim_end_matches('/'))),
         files: source.files.len() as u64,
         bytes,
         ..Default::default()
@@ -517,18 +550,18 @@ const RAW_RULE: &str = "__raw_rule";
 /// bytes that are not UTF-8, is kept with the fields it has (by position)
 /// and flagged, to be rejected as `malformed_csv`. Empty fields are NULL.
 /// CSV is held in memory; large inputs belong in Parquet.
-fn read_csv(source: &TableSource, header: &[String]) -> Result<MemTable> {
+async fn read_csv(root: &DataRoot, source: &TableSource, header: &[String]) -> Result<MemTable> {
     let mut fields: Vec<Field> = header.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect();
     fields.push(Field::new(MALFORMED, DataType::Boolean, false));
     let schema = Arc::new(Schema::new(fields));
     let mut batches = Vec::new();
     for file in &source.files {
         let unreadable = |e: csv::Error| PipelineError::UnreadableCsv {
-            path: file.display().to_string(),
+            path: root.display(&root.relative(file)),
             reason: e.to_string(),
         };
-        let mut reader =
-            csv::ReaderBuilder::new().has_headers(true).flexible(true).from_path(file).map_err(unreadable)?;
+        let bytes = root.get(file).await?;
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(&bytes[..]);
         let mut record = csv::ByteRecord::new();
         let mut done = false;
         while !done {

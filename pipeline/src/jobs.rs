@@ -85,7 +85,7 @@ pub async fn build_identity(source: &DataSource, out: &Path) -> Result<RunReport
     clock.lap("ingest");
     let identity = engine.resolve_identities(None).await?.clone();
     clock.lap("identity");
-    let quality = engine.identity_quality(&source.root).await?;
+    let quality = engine.identity_quality().await?;
     clock.lap("quality");
     std::fs::create_dir_all(out).map_err(io(out))?;
     let output = out.join(IDENTITY_MAP_FILE);

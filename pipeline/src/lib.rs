@@ -18,6 +18,7 @@ pub mod output;
 pub mod report;
 pub mod schema;
 pub mod sql;
+pub mod store;
 
 /// Re-exported so tests and tools use the same DataFusion (and its arrow and parquet).
 pub use datafusion;

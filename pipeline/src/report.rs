@@ -168,7 +168,7 @@ impl RunReport {
             engage_version: env!("CARGO_PKG_VERSION").into(),
             finished_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             as_of: as_of.map(|d| d.to_string()),
-            data: engine.source().root.display().to_string(),
+            data: engine.source().root.to_string(),
             inputs: engine.inputs.clone(),
             identity: Some(identity.stats.clone()),
             resolved: Some(identity.resolved.clone()),

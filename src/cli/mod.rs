@@ -16,6 +16,7 @@ use engage_pipeline::jobs::{
     TrainChurnOptions, build_features, build_identity, forget, score, train_churn_model,
 };
 use engage_pipeline::report::RunReport;
+use engage_pipeline::store::DataRoot;
 
 /// engage: customer-analytics scoring. Features, churn models, batch scores
 /// and an HTTP API over your customer data.
@@ -166,9 +167,9 @@ struct TrainChurnArgs {
 /// the contract tables.
 #[derive(Debug, clap::Args)]
 struct DataArgs {
-    /// Data root holding the contract tables.
+    /// Data root holding the contract tables: a directory or a file:// URL.
     #[arg(long = "data")]
-    root: PathBuf,
+    root: String,
     /// Country calling code for phone numbers written without one.
     #[arg(long, default_value = "1", value_parser = parse_country_code)]
     default_country_code: String,
@@ -190,7 +191,7 @@ impl DataArgs {
             None => default_erasure_list()?,
         };
         Ok(DataSource {
-            root: self.root.clone(),
+            root: DataRoot::parse(&self.root)?,
             identity: IdentityOptions {
                 default_country_code: self.default_country_code.clone(),
                 max_customers_per_identifier: self.max_customers_per_identifier as usize,
@@ -263,14 +264,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Features { data, as_of, out } => {
             let run = build_features(&data.source()?, as_of, &out)
                 .await
-                .with_context(|| format!("building features from {}", data.root.display()))?;
+                .with_context(|| format!("building features from {}", data.root))?;
             print!("{}", run.report.render());
             println!("{} customers x {} features as of {}", run.rows, run.columns.len() - 1, as_of);
         }
         Command::Identity { data, out } => {
             let report = build_identity(&data.source()?, &out)
                 .await
-                .with_context(|| format!("resolving identities in {}", data.root.display()))?;
+                .with_context(|| format!("resolving identities in {}", data.root))?;
             print!("{}", report.render());
         }
         Command::Forget { data, id_type, id, scrub } => {
@@ -278,7 +279,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let list = source.erasure.path.clone().unwrap_or_default();
             let run = forget(&source, &id_type, &id, &scrub)
                 .await
-                .with_context(|| format!("forgetting a {id_type} (data {})", data.root.display()))?;
+                .with_context(|| format!("forgetting a {id_type} (data {})", data.root))?;
             println!(
                 "{}: {} identifiers added to the erasure list {} ({} listed in all)",
                 if run.found_in_data {
@@ -314,13 +315,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             let run = train_churn_model(&opts)
                 .await
-                .with_context(|| format!("training a churn model on {}", a.data.root.display()))?;
+                .with_context(|| format!("training a churn model on {}", a.data.root))?;
             print!("{}", run.report.render());
         }
         Command::Score { data, as_of, model, out } => {
             let run = score(&data.source()?, as_of, &model, &out)
                 .await
-                .with_context(|| format!("scoring {} with {}", data.root.display(), model.display()))?;
+                .with_context(|| format!("scoring {} with {}", data.root, model.display()))?;
             print!("{}", run.report.render());
             println!(
                 "published snapshot {} ({} customers) at {}",

@@ -251,3 +251,37 @@ fn failed_scoring_leaves_the_current_snapshot_alone() {
         assert_eq!(std::fs::read_to_string(scores.join("CURRENT")).unwrap(), current);
     }
 }
+
+#[test]
+fn data_root_by_file_url_reads_the_same_as_by_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", tiny().canonicalize().unwrap().display());
+    for (data, out) in [(tiny().to_str().unwrap().to_string(), "by-path"), (url, "by-url")] {
+        let out = tmp.path().join(out);
+        let run =
+            engage(&["features", "--data", &data, "--as-of", "2025-04-01", "--out", out.to_str().unwrap()]);
+        assert!(run.status.success(), "{data}: {}", stderr(&run));
+    }
+    let read = |d: &str| std::fs::read(tmp.path().join(d).join("customer_features.parquet")).unwrap();
+    assert_eq!(read("by-path"), read("by-url"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("by-url/run_report.json")).unwrap()).unwrap();
+    assert!(report["inputs"][0]["location"].as_str().unwrap().starts_with("file://"), "{report}");
+}
+
+#[test]
+fn data_root_with_a_store_this_build_lacks_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    for (data, says) in [
+        ("s3://bucket/engage", "`s3://` data roots need an object store"),
+        ("ftp://host/x", "unknown scheme `ftp`"),
+    ] {
+        let run =
+            engage(&["features", "--data", data, "--as-of", "2025-04-01", "--out", out.to_str().unwrap()]);
+        assert_eq!(run.status.code(), Some(1), "{data}");
+        let err = stderr(&run);
+        assert!(err.contains("--data") && err.contains(says), "{data}: {err}");
+    }
+    assert!(!out.exists(), "nothing written");
+}
