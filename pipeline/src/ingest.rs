@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, BooleanArray, BooleanBuilder, StringArray, StringBuilder, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, StringArray, StringBuilder, UInt32Array,
 };
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{JoinType, ScalarValue};
@@ -676,11 +677,16 @@ fn has_text() -> ScalarUDF {
         DataType::Boolean,
         Volatility::Immutable,
         Arc::new(|args: &[ColumnarValue]| {
-            let test = |v: Option<&str>| Some(v.is_some_and(|s| !s.trim().is_empty()));
+            // Most values start with a non-blank byte: no trim needed.
+            let text = |s: &str| {
+                s.as_bytes().first().is_some_and(|b| !b.is_ascii_whitespace()) || !s.trim().is_empty()
+            };
+            let test = |v: Option<&str>| Some(v.is_some_and(text));
             Ok(match &args[0] {
                 ColumnarValue::Array(a) => {
-                    let out: BooleanArray = a.as_string::<i32>().iter().map(test).collect();
-                    ColumnarValue::Array(Arc::new(out))
+                    let a = a.as_string::<i32>();
+                    let bits = BooleanBuffer::collect_bool(a.len(), |i| a.is_valid(i) && text(a.value(i)));
+                    ColumnarValue::Array(Arc::new(BooleanArray::new(bits, None)))
                 }
                 ColumnarValue::Scalar(ScalarValue::Utf8(v)) => {
                     ColumnarValue::Scalar(ScalarValue::Boolean(test(v.as_deref())))
@@ -702,7 +708,6 @@ async fn tally(
     key: Option<&str>,
     name: &str,
 ) -> Result<(BTreeMap<Option<String>, u64>, Vec<String>)> {
-    use datafusion::arrow::array::Array;
     let hasher = foldhash::fast::FixedState::with_seed(0);
     let mut rules: BTreeMap<Option<String>, u64> = BTreeMap::new();
     // Hashes go to buckets by their top bits, each small enough to sort in
