@@ -285,3 +285,57 @@ fn data_root_with_a_store_this_build_lacks_is_a_clear_error() {
     }
     assert!(!out.exists(), "nothing written");
 }
+
+/// The same transactions as the tiny CSV, in Parquet with other physical
+/// types the contract accepts: the features must not change by a bit.
+#[test]
+fn safe_casts_read_the_same_values() {
+    use engage_pipeline::datafusion::arrow::array::{
+        DictionaryArray, Int32Array, LargeStringArray, StringViewArray, TimestampMillisecondArray,
+    };
+    use engage_pipeline::datafusion::arrow::datatypes::Int32Type;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&tiny(), &data);
+    let csv = std::fs::read_to_string(data.join("transactions.csv")).unwrap();
+    std::fs::remove_file(data.join("transactions.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let col = |i: usize| rows.iter().map(|r| Some(r[i]).filter(|v| !v.is_empty())).collect::<Vec<_>>();
+    let millis: Vec<i64> = col(1)
+        .iter()
+        .map(|v| {
+            let t =
+                chrono::NaiveDateTime::parse_from_str(v.unwrap().trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S");
+            t.unwrap().and_utc().timestamp_millis()
+        })
+        .collect();
+    let amounts: Vec<i32> = col(2).iter().map(|v| v.unwrap().parse::<f64>().unwrap() as i32).collect();
+    write_parquet(
+        &data.join("transactions.parquet"),
+        vec![
+            ("transaction_id", Arc::new(LargeStringArray::from(col(0)))),
+            ("ts", Arc::new(TimestampMillisecondArray::from(millis))), // ms, no zone
+            ("amount", Arc::new(Int32Array::from(amounts))),
+            ("channel", Arc::new(col(3).into_iter().collect::<DictionaryArray<Int32Type>>())),
+            ("customer_id", Arc::new(StringViewArray::from(col(4)))),
+            ("email", Arc::new(LargeStringArray::from(col(5)))),
+            ("loyalty_id", Arc::new(StringArray::from(col(6)))),
+        ],
+    );
+    let features = |data: &Path, out: &str| {
+        let out = tmp.path().join(out);
+        let run = engage(&[
+            "features",
+            "--data",
+            data.to_str().unwrap(),
+            "--as-of",
+            "2025-04-01",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        std::fs::read(out.join("customer_features.parquet")).unwrap()
+    };
+    assert_eq!(features(&tiny(), "csv"), features(&data, "parquet"));
+}
