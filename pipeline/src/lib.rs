@@ -15,6 +15,7 @@ pub mod identity;
 pub mod ingest;
 pub mod jobs;
 pub mod output;
+pub mod registry;
 pub mod report;
 pub mod schema;
 pub mod sql;

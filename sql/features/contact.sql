@@ -2,8 +2,9 @@
 -- Grain: one row per customer in population.
 -- Cutoff: only contacts with ts < $as_of. Control-group records are not
 --   contacts (the customer received nothing) and are ignored.
--- Nulls: contacts_90d is 0; days_since_last_contact is NULL for a customer
---   never contacted.
+-- Registry (name, type, description; checked against the output by a test):
+-- feature: contacts_90d Int64: campaign contacts received (treatment group only), last 90 days; 0 if none
+-- feature: days_since_last_contact Int64: whole days since the last campaign contact (treatment only); NULL if never contacted
 WITH c AS (
   SELECT customer_id,
          max(ts) AS last_contact,

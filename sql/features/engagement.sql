@@ -1,8 +1,12 @@
 -- Engagement features: email, web and app activity.
 -- Grain: one row per customer in population.
 -- Cutoff: only interactions with ts < $as_of; "last N days" = [as_of - N days, as_of).
--- Nulls: counts are 0; email_open_rate_90d and email_click_rate_90d are
---   opens (clicks) / emails sent in the last 90 days, NULL when none was sent.
+-- Registry (name, type, description; checked against the output by a test):
+-- feature: emails_sent_90d Int64: emails sent in the last 90 days; 0 if none
+-- feature: email_open_rate_90d Float64: opens / emails sent, last 90 days; NULL if none sent
+-- feature: email_click_rate_90d Float64: clicks / emails sent, last 90 days; NULL if none sent
+-- feature: web_visits_30d Int64: web visits, last 30 days (cookie-only visits count once the cookie is linked to the customer); 0 if none
+-- feature: app_sessions_30d Int64: app sessions, last 30 days; 0 if none
 WITH ev AS (
   SELECT customer_key AS customer_id, event_type,
          (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 AS age_days

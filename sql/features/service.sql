@@ -2,6 +2,9 @@
 -- Grain: one row per customer in population.
 -- Cutoff: only interactions with ts < $as_of; "last 90 days" = [as_of - 90 days, as_of).
 -- Nulls: counts are 0 for customers without calls or complaints.
+-- Registry (name, type, description; checked against the output by a test):
+-- feature: calls_90d Int64: call-center calls (inbound + outbound), last 90 days; 0 if none
+-- feature: complaints_90d Int64: complaints, last 90 days; 0 if none
 WITH ev AS (
   SELECT customer_key AS customer_id, event_type,
          (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 AS age_days

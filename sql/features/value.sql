@@ -4,10 +4,19 @@
 -- A purchase is a transaction with amount > 0; refunds (amount < 0) reduce spend.
 -- Money is summed as DECIMAL(18, 4), so totals are exact and do not depend
 --   on the order rows arrive in (a re-run gives identical values).
--- Nulls: counts and sums are 0 without purchases; recency_days and
---   monetary_avg are NULL for a customer who never purchased.
---   spend_trend_90d = (spend_90d - spend_prev_90d) / (|spend_90d| + |spend_prev_90d|),
---   in [-1, 1]; 0 when both are 0.
+-- Registry (name, type, description; checked against the output by a test):
+-- feature: recency_days Int64: whole days since the last purchase (amount > 0); NULL if none
+-- feature: frequency Int64: purchases before the cutoff, all history; 0 if none
+-- feature: monetary_sum Float64: net spend (purchases minus refunds), all history; 0 if none
+-- feature: monetary_avg Float64: mean purchase amount (refunds excluded); NULL if no purchase
+-- feature: purchases_30d Int64: purchases in the last 30 days; 0 if none
+-- feature: purchases_90d Int64: purchases in the last 90 days; 0 if none
+-- feature: purchases_365d Int64: purchases in the last 365 days; 0 if none
+-- feature: spend_30d Float64: net spend in the last 30 days; 0 if none
+-- feature: spend_90d Float64: net spend in the last 90 days; 0 if none
+-- feature: spend_365d Float64: net spend in the last 365 days; 0 if none
+-- feature: spend_prev_90d Float64: net spend in the 90 days before the last 90 (`[cutoff-180d, cutoff-90d)`); 0 if none
+-- feature: spend_trend_90d Float64: `(spend_90d - spend_prev_90d) / (abs(spend_90d) + abs(spend_prev_90d))`, in [-1, 1]; 0 when both are 0
 WITH tx AS (
   SELECT customer_key AS customer_id, ts, amount,
          CAST(amount AS DECIMAL(18, 4)) AS money,

@@ -47,16 +47,20 @@ enum Command {
         #[arg(long, default_value = "2026-06-30", value_parser = parse_date)]
         end: NaiveDate,
     },
-    /// Compute the customer feature table as of a cutoff date.
+    /// Compute the customer feature table as of a cutoff date
+    /// (`engage features list` prints the feature registry).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Features {
+        #[command(subcommand)]
+        action: Option<FeaturesAction>,
         #[command(flatten)]
         data: DataArgs,
         /// Cutoff date (YYYY-MM-DD): features see events strictly before it.
-        #[arg(long, value_parser = parse_date)]
-        as_of: NaiveDate,
-        /// Output directory for customer_features.parquet and its manifest.
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, value_parser = parse_date, required = true)]
+        as_of: Option<NaiveDate>,
+        /// Output directory for customer_features.parquet and its run report.
+        #[arg(long, required = true)]
+        out: Option<PathBuf>,
     },
     /// Resolve identities across tables and write the identity map.
     Identity {
@@ -121,6 +125,16 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum FeaturesAction {
+    /// Print every feature: name, type, group, description.
+    List {
+        /// As the Markdown table docs/features.md carries.
+        #[arg(long)]
+        markdown: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ReportAction {
     /// Print a run report readably.
     Show {
@@ -168,8 +182,8 @@ struct TrainChurnArgs {
 #[derive(Debug, clap::Args)]
 struct DataArgs {
     /// Data root holding the contract tables: a directory or a file:// URL.
-    #[arg(long = "data")]
-    root: String,
+    #[arg(long = "data", required = true)]
+    root: Option<String>,
     /// Country calling code for phone numbers written without one.
     #[arg(long, default_value = "1", value_parser = parse_country_code)]
     default_country_code: String,
@@ -184,6 +198,12 @@ struct DataArgs {
     erasure_list: Option<PathBuf>,
 }
 
+impl std::fmt::Display for DataArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.root.as_deref().unwrap_or_default())
+    }
+}
+
 impl DataArgs {
     fn source(&self) -> Result<DataSource> {
         let list = match &self.erasure_list {
@@ -191,7 +211,7 @@ impl DataArgs {
             None => default_erasure_list()?,
         };
         Ok(DataSource {
-            root: DataRoot::parse(&self.root)?,
+            root: DataRoot::parse(self.root.as_deref().unwrap_or_default())?,
             identity: IdentityOptions {
                 default_country_code: self.default_country_code.clone(),
                 max_customers_per_identifier: self.max_customers_per_identifier as usize,
@@ -261,17 +281,26 @@ pub async fn run(cli: Cli) -> Result<()> {
                 out.display()
             );
         }
-        Command::Features { data, as_of, out } => {
+        Command::Features { action: Some(FeaturesAction::List { markdown }), .. } => {
+            let features = engage_pipeline::registry::features();
+            if markdown {
+                print!("{}", engage_pipeline::registry::markdown(&features));
+            } else {
+                print!("{}", engage_pipeline::registry::text(&features));
+            }
+        }
+        Command::Features { action: None, data, as_of, out } => {
+            let (as_of, out) = (as_of.context("--as-of is required")?, out.context("--out is required")?);
             let run = build_features(&data.source()?, as_of, &out)
                 .await
-                .with_context(|| format!("building features from {}", data.root))?;
+                .with_context(|| format!("building features from {}", data))?;
             print!("{}", run.report.render());
             println!("{} customers x {} features as of {}", run.rows, run.columns.len() - 1, as_of);
         }
         Command::Identity { data, out } => {
             let report = build_identity(&data.source()?, &out)
                 .await
-                .with_context(|| format!("resolving identities in {}", data.root))?;
+                .with_context(|| format!("resolving identities in {}", data))?;
             print!("{}", report.render());
         }
         Command::Forget { data, id_type, id, scrub } => {
@@ -279,7 +308,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let list = source.erasure.path.clone().unwrap_or_default();
             let run = forget(&source, &id_type, &id, &scrub)
                 .await
-                .with_context(|| format!("forgetting a {id_type} (data {})", data.root))?;
+                .with_context(|| format!("forgetting a {id_type} (data {})", data))?;
             println!(
                 "{}: {} identifiers added to the erasure list {} ({} listed in all)",
                 if run.found_in_data {
@@ -315,13 +344,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             let run = train_churn_model(&opts)
                 .await
-                .with_context(|| format!("training a churn model on {}", a.data.root))?;
+                .with_context(|| format!("training a churn model on {}", a.data))?;
             print!("{}", run.report.render());
         }
         Command::Score { data, as_of, model, out } => {
             let run = score(&data.source()?, as_of, &model, &out)
                 .await
-                .with_context(|| format!("scoring {} with {}", data.root, model.display()))?;
+                .with_context(|| format!("scoring {} with {}", data, model.display()))?;
             print!("{}", run.report.render());
             println!(
                 "published snapshot {} ({} customers) at {}",

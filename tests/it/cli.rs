@@ -339,3 +339,19 @@ fn safe_casts_read_the_same_values() {
     };
     assert_eq!(features(&tiny(), "csv"), features(&data, "parquet"));
 }
+
+#[test]
+fn features_list_prints_the_registry_and_building_still_needs_its_flags() {
+    let list = engage(&["features", "list"]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let text = stdout(&list);
+    for needle in ["recency_days", "Int64", "value", "email_open_rate_90d", "engagement"] {
+        assert!(text.contains(needle), "lacks `{needle}`:\n{text}");
+    }
+    assert_eq!(text.lines().count(), engage_pipeline::registry::features().len());
+    let md = stdout(&engage(&["features", "list", "--markdown"]));
+    assert!(md.starts_with("| feature | type | group | description |"), "{md}");
+    let missing = engage(&["features", "--data", tiny().to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(2), "clap usage error");
+    assert!(stderr(&missing).contains("--as-of"), "{}", stderr(&missing));
+}

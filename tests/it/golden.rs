@@ -46,3 +46,33 @@ async fn every_sql_view_matches_its_golden_file() {
         assert!(golden.join(format!("{}.txt", file.name)).exists(), "no golden file for {}", file.path);
     }
 }
+
+/// The registry (the `-- feature:` lines of the SQL) names every column of
+/// the feature table with its real type, and docs/features.md carries it.
+#[tokio::test]
+async fn feature_registry_matches_the_table_and_the_docs() {
+    let mut engine = Engine::open(&tiny()).await.unwrap();
+    let batches = engine.features(tiny_as_of()).await.unwrap();
+    let actual: Vec<(String, String)> = batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .skip(1)
+        .map(|f| (f.name().clone(), f.data_type().to_string()))
+        .collect();
+    let features = engage_pipeline::registry::features();
+    let registered: Vec<(String, String)> =
+        features.iter().map(|f| (f.name.clone(), f.data_type.clone())).collect();
+    assert_eq!(registered, actual, "the registry and the feature table differ");
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/features.md");
+    let docs = std::fs::read_to_string(&path).unwrap();
+    let (start, end) = ("<!-- registry:start -->\n", "<!-- registry:end -->");
+    let (a, b) = (docs.find(start).expect("start marker") + start.len(), docs.find(end).expect("end marker"));
+    let generated = engage_pipeline::registry::markdown(&features);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, format!("{}{generated}{}", &docs[..a], &docs[b..])).unwrap();
+        return;
+    }
+    assert_eq!(&docs[a..b], generated, "docs/features.md is out of date: run with UPDATE_GOLDEN=1");
+}
