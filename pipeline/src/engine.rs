@@ -17,7 +17,7 @@ use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionC
 use futures::StreamExt;
 
 use crate::erasure::ErasureList;
-use crate::error::{Result, io, query};
+use crate::error::{PipelineError, Result, io, query};
 use crate::identity::{
     Attribution, GraphBuilder, ID_TYPES, IdentityOptions, IdentityQuality, IdentityStats, Resolution,
     map_schema, pairwise_quality,
@@ -121,15 +121,63 @@ pub struct DataSource {
     pub root: DataRoot,
     pub identity: IdentityOptions,
     pub erasure: ErasureList,
+    pub lifecycle: LifecycleRules,
+}
+
+/// The day limits of the lifecycle stages (`sql/features/lifecycle.sql`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LifecycleRules {
+    /// First purchase at most this many days ago: `new`.
+    pub new_days: u32,
+    /// Last purchase at most this many days ago: `active` (or `reactivated`).
+    pub active_days: u32,
+    /// ... else at most this many: `at_risk`.
+    pub at_risk_days: u32,
+    /// ... else at most this many: `dormant`; beyond: `churned`. A gap this
+    /// long before a recent purchase makes it `reactivated`.
+    pub dormant_days: u32,
+}
+
+impl Default for LifecycleRules {
+    fn default() -> Self {
+        LifecycleRules { new_days: 90, active_days: 90, at_risk_days: 180, dormant_days: 365 }
+    }
+}
+
+impl LifecycleRules {
+    /// Checks the limits are in order.
+    pub fn check(&self) -> Result<()> {
+        let ok = self.active_days <= self.at_risk_days && self.at_risk_days <= self.dormant_days;
+        if ok {
+            return Ok(());
+        }
+        Err(PipelineError::InvalidArgument {
+            name: "--lifecycle-*-days",
+            value: format!("{self:?}"),
+            reason: "need active <= at_risk <= dormant".into(),
+        })
+    }
+
+    fn params(&self) -> Vec<(&'static str, ScalarValue)> {
+        let days = |d: u32| ScalarValue::Float64(Some(d as f64));
+        vec![
+            ("new_days", days(self.new_days)),
+            ("active_days", days(self.active_days)),
+            ("at_risk_days", days(self.at_risk_days)),
+            ("dormant_days", days(self.dormant_days)),
+        ]
+    }
 }
 
 impl DataSource {
-    /// `root` with the default identity options and an empty erasure list.
+    /// `root` with the default identity options and lifecycle rules, and an
+    /// empty erasure list.
     pub fn new(root: &Path) -> DataSource {
         DataSource {
             root: DataRoot::local(root),
             identity: IdentityOptions::default(),
             erasure: ErasureList::default(),
+            lifecycle: LifecycleRules::default(),
         }
     }
 }
@@ -149,6 +197,7 @@ impl Engine {
     /// Checks and registers the inputs of `source`. Identities are resolved
     /// on demand, per cutoff (see [`Engine::resolve_identities`]).
     pub async fn open_source(source: &DataSource) -> Result<Engine> {
+        source.lifecycle.check()?;
         // Parquet text is read as Utf8 (the canonical type) rather than as
         // Utf8View and then copied by a cast.
         let config = SessionConfig::new()
@@ -360,7 +409,8 @@ impl Engine {
     /// Resolves identities as of `as_of` first.
     pub async fn features(&mut self, as_of: NaiveDate) -> Result<Vec<RecordBatch>> {
         self.resolve_identities(Some(as_of)).await?;
-        let params = vec![("as_of", as_of_param(as_of))];
+        let mut params = vec![("as_of", as_of_param(as_of))];
+        params.extend(self.source.lifecycle.params());
         let mut last = None;
         for file in FEATURES {
             last = Some(self.register_view(file, &params).await?);

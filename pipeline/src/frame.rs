@@ -12,14 +12,34 @@ use crate::error::{PipelineError, Result};
 use crate::schema::CUSTOMER_ID;
 
 /// Customer ids, feature names and a row-major matrix (`NaN` = null) from
-/// feature batches: every column but `customer_id` is a feature.
+/// feature batches: every column but `customer_id` is a feature. A text
+/// column is categorical: it becomes one 0/1 column per value the registry
+/// declares for it (`lifecycle_stage=active`, ...).
 pub fn feature_matrix(batches: &[RecordBatch]) -> Result<(Vec<String>, Vec<String>, Array2<f64>)> {
     let Some(first) = batches.first() else {
         return Ok((Vec::new(), Vec::new(), Array2::zeros((0, 0))));
     };
     let schema = first.schema();
-    let names: Vec<String> =
-        schema.fields().iter().map(|f| f.name().clone()).filter(|n| n != CUSTOMER_ID).collect();
+    // (column, category or None for a numeric column)
+    let mut inputs: Vec<(String, Option<String>)> = Vec::new();
+    for f in schema.fields().iter().filter(|f| f.name() != CUSTOMER_ID) {
+        if matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+            let registered = crate::registry::feature(f.name()).filter(|r| !r.categories.is_empty());
+            let registered = registered.ok_or_else(|| {
+                internal(&format!("text column `{}` is not a registered categorical feature", f.name()))
+            })?;
+            inputs.extend(registered.categories.into_iter().map(|c| (f.name().clone(), Some(c))));
+        } else {
+            inputs.push((f.name().clone(), None));
+        }
+    }
+    let names: Vec<String> = inputs
+        .iter()
+        .map(|(name, category)| match category {
+            Some(c) => format!("{name}={c}"),
+            None => name.clone(),
+        })
+        .collect();
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let mut ids = Vec::with_capacity(rows);
     let mut x = Array2::from_elem((rows, names.len()), f64::NAN);
@@ -29,13 +49,26 @@ pub fn feature_matrix(batches: &[RecordBatch]) -> Result<(Vec<String>, Vec<Strin
         let id_col = cast(id_col, &DataType::Utf8).map_err(|e| internal(&e.to_string()))?;
         let id_col = id_col.as_string::<i32>();
         ids.extend((0..batch.num_rows()).map(|i| id_col.value(i).to_string()));
-        for (j, name) in names.iter().enumerate() {
+        for (j, (name, category)) in inputs.iter().enumerate() {
             let col = batch.column_by_name(name).ok_or_else(|| internal("feature column missing"))?;
-            let col = cast(col, &DataType::Float64).map_err(|e| internal(&e.to_string()))?;
-            let col = col.as_primitive::<Float64Type>();
-            for i in 0..batch.num_rows() {
-                if col.is_valid(i) {
-                    x[[offset + i, j]] = col.value(i);
+            match category {
+                Some(c) => {
+                    let col = cast(col, &DataType::Utf8).map_err(|e| internal(&e.to_string()))?;
+                    let col = col.as_string::<i32>();
+                    for i in 0..batch.num_rows() {
+                        if col.is_valid(i) {
+                            x[[offset + i, j]] = (col.value(i) == c) as u8 as f64;
+                        }
+                    }
+                }
+                None => {
+                    let col = cast(col, &DataType::Float64).map_err(|e| internal(&e.to_string()))?;
+                    let col = col.as_primitive::<Float64Type>();
+                    for i in 0..batch.num_rows() {
+                        if col.is_valid(i) {
+                            x[[offset + i, j]] = col.value(i);
+                        }
+                    }
                 }
             }
         }

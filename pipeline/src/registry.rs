@@ -15,6 +15,9 @@ pub struct Feature {
     pub group: String,
     /// The Arrow type of the column (`Int64`, `Float64`, `Utf8`, ...).
     pub data_type: String,
+    /// For a categorical (text) feature, its values, declared as
+    /// `Utf8{a,b,c}`: models see one 0/1 column per value.
+    pub categories: Vec<String>,
     pub description: String,
     /// The SQL file under `sql/`.
     pub source: &'static str,
@@ -27,6 +30,22 @@ pub fn features() -> Vec<Feature> {
     FEATURES.iter().flat_map(parse).collect()
 }
 
+/// The registered feature `name`.
+pub fn feature(name: &str) -> Option<Feature> {
+    features().into_iter().find(|f| f.name == name)
+}
+
+impl Feature {
+    /// The description, with a categorical feature's values.
+    pub fn full_description(&self) -> String {
+        if self.categories.is_empty() {
+            return self.description.clone();
+        }
+        let values: Vec<String> = self.categories.iter().map(|c| format!("`{c}`")).collect();
+        format!("{} (one of {})", self.description, values.join(", "))
+    }
+}
+
 fn parse(file: &SqlFile) -> Vec<Feature> {
     let group = file.path.rsplit('/').next().unwrap_or(file.path).trim_end_matches(".sql").to_string();
     file.sql
@@ -35,10 +54,17 @@ fn parse(file: &SqlFile) -> Vec<Feature> {
         .map(|rest| {
             let (name, rest) = rest.split_once(' ').unwrap_or((rest, ""));
             let (data_type, description) = rest.split_once(": ").unwrap_or((rest, ""));
+            let (data_type, categories) = match data_type.split_once('{') {
+                Some((ty, values)) => {
+                    (ty, values.trim_end_matches('}').split(',').map(|v| v.trim().to_string()).collect())
+                }
+                None => (data_type, Vec::new()),
+            };
             Feature {
                 name: name.into(),
                 group: group.clone(),
                 data_type: data_type.into(),
+                categories,
                 description: description.into(),
                 source: file.path,
             }
@@ -52,7 +78,11 @@ pub fn markdown(features: &[Feature]) -> String {
     for f in features {
         out.push_str(&format!(
             "| `{}` | {} | [{}](../sql/{}) | {} |\n",
-            f.name, f.data_type, f.group, f.source, f.description
+            f.name,
+            f.data_type,
+            f.group,
+            f.source,
+            f.full_description()
         ));
     }
     out
@@ -66,7 +96,10 @@ pub fn text(features: &[Feature]) -> String {
     for f in features {
         out.push_str(&format!(
             "{:<wn$}  {:<wt$}  {:<wg$}  {}\n",
-            f.name, f.data_type, f.group, f.description
+            f.name,
+            f.data_type,
+            f.group,
+            f.full_description()
         ));
     }
     out

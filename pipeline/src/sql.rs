@@ -22,7 +22,8 @@ macro_rules! sql_file {
 /// Identity quality against the generator's truth (`truth_identities`).
 pub const IDENTITY_QUALITY: SqlFile = sql_file!("identity_quality", "identity/quality.sql");
 
-/// Feature views, parameter `$as_of`; the last one is the feature table.
+/// Feature views, parameters `$as_of` and the lifecycle day limits (see
+/// [`crate::engine::LifecycleRules`]); the last one is the feature table.
 pub const FEATURES: &[SqlFile] = &[
     sql_file!("population", "features/population.sql"),
     sql_file!("profile_features", "features/profile.sql"),
@@ -30,6 +31,7 @@ pub const FEATURES: &[SqlFile] = &[
     sql_file!("engagement_features", "features/engagement.sql"),
     sql_file!("service_features", "features/service.sql"),
     sql_file!("contact_features", "features/contact.sql"),
+    sql_file!("lifecycle_features", "features/lifecycle.sql"),
     sql_file!("customer_features", "features/customer_features.sql"),
 ];
 

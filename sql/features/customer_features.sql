@@ -9,11 +9,13 @@ SELECT p.customer_id,
        e.emails_sent_90d, e.email_open_rate_90d, e.email_click_rate_90d,
        e.web_visits_30d, e.app_sessions_30d,
        s.calls_90d, s.complaints_90d,
-       ct.contacts_90d, ct.days_since_last_contact
+       ct.contacts_90d, ct.days_since_last_contact,
+       l.lifecycle_stage
 FROM population p
 JOIN profile_features pr ON pr.customer_id = p.customer_id
 JOIN value_features v ON v.customer_id = p.customer_id
 JOIN engagement_features e ON e.customer_id = p.customer_id
 JOIN service_features s ON s.customer_id = p.customer_id
 JOIN contact_features ct ON ct.customer_id = p.customer_id
+JOIN lifecycle_features l ON l.customer_id = p.customer_id
 ORDER BY p.customer_id

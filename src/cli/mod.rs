@@ -8,7 +8,6 @@ use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use engage_models::ChurnModel;
-use engage_pipeline::DataSource;
 use engage_pipeline::erasure::ErasureList;
 use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::identity::IdentityOptions;
@@ -17,6 +16,7 @@ use engage_pipeline::jobs::{
 };
 use engage_pipeline::report::RunReport;
 use engage_pipeline::store::DataRoot;
+use engage_pipeline::{DataSource, LifecycleRules};
 
 /// engage: customer-analytics scoring. Features, churn models, batch scores
 /// and an HTTP API over your customer data.
@@ -55,6 +55,8 @@ enum Command {
         action: Option<FeaturesAction>,
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        lifecycle: LifecycleArgs,
         /// Cutoff date (YYYY-MM-DD): features see events strictly before it.
         #[arg(long, value_parser = parse_date, required = true)]
         as_of: Option<NaiveDate>,
@@ -96,6 +98,8 @@ enum Command {
     Score {
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        lifecycle: LifecycleArgs,
         /// Cutoff date of the features (YYYY-MM-DD).
         #[arg(long, value_parser = parse_date)]
         as_of: NaiveDate,
@@ -154,6 +158,8 @@ enum TrainTask {
 struct TrainChurnArgs {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    lifecycle: LifecycleArgs,
     /// Cutoff date (YYYY-MM-DD); the data must reach as_of + horizon.
     #[arg(long, value_parser = parse_date)]
     as_of: NaiveDate,
@@ -198,6 +204,35 @@ struct DataArgs {
     erasure_list: Option<PathBuf>,
 }
 
+/// The day limits of the lifecycle stages (see docs/features.md).
+#[derive(Debug, clap::Args)]
+struct LifecycleArgs {
+    /// Lifecycle: a first purchase at most this many days ago is `new`.
+    #[arg(long, default_value_t = LifecycleRules::default().new_days)]
+    lifecycle_new_days: u32,
+    /// Lifecycle: a last purchase at most this many days ago is `active`.
+    #[arg(long, default_value_t = LifecycleRules::default().active_days)]
+    lifecycle_active_days: u32,
+    /// Lifecycle: else at most this many days ago is `at_risk`.
+    #[arg(long, default_value_t = LifecycleRules::default().at_risk_days)]
+    lifecycle_at_risk_days: u32,
+    /// Lifecycle: else at most this many days ago is `dormant`, beyond is
+    /// `churned`; a gap this long before a recent purchase is `reactivated`.
+    #[arg(long, default_value_t = LifecycleRules::default().dormant_days)]
+    lifecycle_dormant_days: u32,
+}
+
+impl LifecycleArgs {
+    fn rules(&self) -> LifecycleRules {
+        LifecycleRules {
+            new_days: self.lifecycle_new_days,
+            active_days: self.lifecycle_active_days,
+            at_risk_days: self.lifecycle_at_risk_days,
+            dormant_days: self.lifecycle_dormant_days,
+        }
+    }
+}
+
 impl std::fmt::Display for DataArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.root.as_deref().unwrap_or_default())
@@ -217,6 +252,7 @@ impl DataArgs {
                 max_customers_per_identifier: self.max_customers_per_identifier as usize,
             },
             erasure: ErasureList::load(&list)?,
+            lifecycle: LifecycleRules::default(),
         })
     }
 }
@@ -289,9 +325,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                 print!("{}", engage_pipeline::registry::text(&features));
             }
         }
-        Command::Features { action: None, data, as_of, out } => {
+        Command::Features { action: None, data, lifecycle, as_of, out } => {
             let (as_of, out) = (as_of.context("--as-of is required")?, out.context("--out is required")?);
-            let run = build_features(&data.source()?, as_of, &out)
+            let source = DataSource { lifecycle: lifecycle.rules(), ..data.source()? };
+            let run = build_features(&source, as_of, &out)
                 .await
                 .with_context(|| format!("building features from {}", data))?;
             print!("{}", run.report.render());
@@ -334,7 +371,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Train { task: TrainTask::Churn(a) } => {
             let opts = TrainChurnOptions {
-                source: a.data.source()?,
+                source: DataSource { lifecycle: a.lifecycle.rules(), ..a.data.source()? },
                 as_of: a.as_of,
                 horizon_days: a.horizon,
                 models: a.models,
@@ -347,8 +384,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("training a churn model on {}", a.data))?;
             print!("{}", run.report.render());
         }
-        Command::Score { data, as_of, model, out } => {
-            let run = score(&data.source()?, as_of, &model, &out)
+        Command::Score { data, lifecycle, as_of, model, out } => {
+            let source = DataSource { lifecycle: lifecycle.rules(), ..data.source()? };
+            let run = score(&source, as_of, &model, &out)
                 .await
                 .with_context(|| format!("scoring {} with {}", data, model.display()))?;
             print!("{}", run.report.render());

@@ -76,3 +76,45 @@ async fn feature_registry_matches_the_table_and_the_docs() {
     }
     assert_eq!(&docs[a..b], generated, "docs/features.md is out of date: run with UPDATE_GOLDEN=1");
 }
+
+/// Every lifecycle stage, by moving the day limits over the tiny data (see
+/// docs/features.md for the purchases: A first bought 121 days before the
+/// cutoff and last 6.6; B last bought 0 days before, 395 days after the
+/// purchase before; D never; E last 304 days before).
+#[tokio::test]
+async fn lifecycle_stages_follow_their_rules() {
+    use engage_pipeline::datafusion::arrow::array::AsArray;
+    use engage_pipeline::{DataSource, LifecycleRules};
+    let d = LifecycleRules::default();
+    let cases = [
+        (d, ["active", "reactivated", "prospect", "dormant"]),
+        (LifecycleRules { new_days: 130, ..d }, ["new", "reactivated", "prospect", "dormant"]),
+        (
+            LifecycleRules { at_risk_days: 310, dormant_days: 400, ..d },
+            ["active", "active", "prospect", "at_risk"],
+        ),
+        (
+            LifecycleRules { at_risk_days: 200, dormant_days: 300, ..d },
+            ["active", "reactivated", "prospect", "churned"],
+        ),
+    ];
+    for (rules, expected) in cases {
+        let source = DataSource { lifecycle: rules, ..DataSource::new(&tiny()) };
+        let mut engine = Engine::open_source(&source).await.unwrap();
+        engine.features(tiny_as_of()).await.unwrap();
+        let batches = engine
+            .query("SELECT lifecycle_stage FROM lifecycle_features ORDER BY customer_id")
+            .await
+            .unwrap();
+        let stages: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column(0).as_string::<i32>();
+                (0..b.num_rows()).map(|i| c.value(i).to_string()).collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(stages, expected, "{rules:?}");
+    }
+    let bad = DataSource { lifecycle: LifecycleRules { at_risk_days: 50, ..d }, ..DataSource::new(&tiny()) };
+    assert!(Engine::open_source(&bad).await.is_err(), "at_risk below active is refused");
+}
