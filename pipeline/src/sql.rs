@@ -30,6 +30,7 @@ pub const FEATURES: &[SqlFile] = &[
     sql_file!("value_features", "features/value.sql"),
     sql_file!("engagement_features", "features/engagement.sql"),
     sql_file!("service_features", "features/service.sql"),
+    sql_file!("channel_features", "features/channel.sql"),
     sql_file!("contact_features", "features/contact.sql"),
     sql_file!("lifecycle_features", "features/lifecycle.sql"),
     sql_file!("customer_features", "features/customer_features.sql"),

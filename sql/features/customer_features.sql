@@ -8,7 +8,10 @@ SELECT p.customer_id,
        v.spend_30d, v.spend_90d, v.spend_365d, v.spend_prev_90d, v.spend_trend_90d,
        e.emails_sent_90d, e.email_open_rate_90d, e.email_click_rate_90d,
        e.web_visits_30d, e.app_sessions_30d,
-       s.calls_90d, s.complaints_90d,
+       s.calls_inbound_90d, s.calls_outbound_90d, s.call_minutes_90d, s.complaints_90d,
+       s.days_since_last_complaint,
+       ch.purchase_share_web, ch.purchase_share_store, ch.purchase_share_app,
+       ch.channels_used_365d, ch.omnichannel, ch.preferred_channel,
        ct.contacts_90d, ct.days_since_last_contact,
        l.lifecycle_stage
 FROM population p
@@ -16,6 +19,7 @@ JOIN profile_features pr ON pr.customer_id = p.customer_id
 JOIN value_features v ON v.customer_id = p.customer_id
 JOIN engagement_features e ON e.customer_id = p.customer_id
 JOIN service_features s ON s.customer_id = p.customer_id
+JOIN channel_features ch ON ch.customer_id = p.customer_id
 JOIN contact_features ct ON ct.customer_id = p.customer_id
 JOIN lifecycle_features l ON l.customer_id = p.customer_id
 ORDER BY p.customer_id
