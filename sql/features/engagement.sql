@@ -1,33 +1,61 @@
--- Engagement features: email, web and app activity.
+-- Engagement features: email, SMS, web and app activity.
 -- Grain: one row per customer in population.
 -- Cutoff: only interactions with ts < $as_of; "last N days" = [as_of - N days, as_of).
+-- Customer-initiated events (the customer engaged): email_open, email_click,
+--   sms_click, web_visit, app_session, store_visit, call_inbound, complaint.
+--   email_sent, sms_sent and call_outbound are the business's actions.
 -- Registry (name, type, description; checked against the output by a test):
+-- feature: emails_sent_30d Int64: emails sent in the last 30 days; 0 if none
+-- feature: email_open_rate_30d Float64: opens / emails sent, last 30 days; NULL if none sent
+-- feature: email_click_rate_30d Float64: clicks / emails sent, last 30 days; NULL if none sent
 -- feature: emails_sent_90d Int64: emails sent in the last 90 days; 0 if none
 -- feature: email_open_rate_90d Float64: opens / emails sent, last 90 days; NULL if none sent
 -- feature: email_click_rate_90d Float64: clicks / emails sent, last 90 days; NULL if none sent
+-- feature: sms_sent_90d Int64: text messages sent in the last 90 days; 0 if none
+-- feature: sms_click_rate_90d Float64: SMS clicks / messages sent, last 90 days; NULL if none sent
 -- feature: web_visits_30d Int64: web visits, last 30 days (cookie-only visits count once the cookie is linked to the customer); 0 if none
 -- feature: app_sessions_30d Int64: app sessions, last 30 days; 0 if none
+-- feature: engagement_trend Float64: customer-initiated events per day, last 30 days (r30) against the 60 days before (r60): `(r30 - r60) / (r30 + r60)`, in [-1, 1]; 0 when both are 0
+-- feature: days_since_last_engagement Int64: whole days since the last customer-initiated event of any kind; NULL if none
 WITH ev AS (
-  SELECT customer_key AS customer_id, event_type,
+  SELECT customer_key AS customer_id, event_type, ts,
+         event_type IN ('email_open', 'email_click', 'sms_click', 'web_visit', 'app_session',
+                        'store_visit', 'call_inbound', 'complaint') AS engaged,
          (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 AS age_days
   FROM interactions_resolved
   WHERE ts < $as_of
 ),
 agg AS (
   SELECT customer_id,
+         sum(CASE WHEN event_type = 'email_sent' AND age_days <= 30 THEN 1 ELSE 0 END) AS emails_sent_30d,
+         sum(CASE WHEN event_type = 'email_open' AND age_days <= 30 THEN 1 ELSE 0 END) AS email_opens_30d,
+         sum(CASE WHEN event_type = 'email_click' AND age_days <= 30 THEN 1 ELSE 0 END) AS email_clicks_30d,
          sum(CASE WHEN event_type = 'email_sent' AND age_days <= 90 THEN 1 ELSE 0 END) AS emails_sent_90d,
          sum(CASE WHEN event_type = 'email_open' AND age_days <= 90 THEN 1 ELSE 0 END) AS email_opens_90d,
          sum(CASE WHEN event_type = 'email_click' AND age_days <= 90 THEN 1 ELSE 0 END) AS email_clicks_90d,
+         sum(CASE WHEN event_type = 'sms_sent' AND age_days <= 90 THEN 1 ELSE 0 END) AS sms_sent_90d,
+         sum(CASE WHEN event_type = 'sms_click' AND age_days <= 90 THEN 1 ELSE 0 END) AS sms_clicks_90d,
          sum(CASE WHEN event_type = 'web_visit' AND age_days <= 30 THEN 1 ELSE 0 END) AS web_visits_30d,
-         sum(CASE WHEN event_type = 'app_session' AND age_days <= 30 THEN 1 ELSE 0 END) AS app_sessions_30d
+         sum(CASE WHEN event_type = 'app_session' AND age_days <= 30 THEN 1 ELSE 0 END) AS app_sessions_30d,
+         sum(CASE WHEN engaged AND age_days <= 30 THEN 1 ELSE 0 END) AS engaged_30d,
+         sum(CASE WHEN engaged AND age_days > 30 AND age_days <= 90 THEN 1 ELSE 0 END) AS engaged_prev_60d,
+         max(CASE WHEN engaged THEN ts END) AS last_engaged
   FROM ev
   GROUP BY customer_id
 )
 SELECT p.customer_id,
+       coalesce(a.emails_sent_30d, 0) AS emails_sent_30d,
+       CAST(a.email_opens_30d AS DOUBLE) / nullif(a.emails_sent_30d, 0) AS email_open_rate_30d,
+       CAST(a.email_clicks_30d AS DOUBLE) / nullif(a.emails_sent_30d, 0) AS email_click_rate_30d,
        coalesce(a.emails_sent_90d, 0) AS emails_sent_90d,
        CAST(a.email_opens_90d AS DOUBLE) / nullif(a.emails_sent_90d, 0) AS email_open_rate_90d,
        CAST(a.email_clicks_90d AS DOUBLE) / nullif(a.emails_sent_90d, 0) AS email_click_rate_90d,
+       coalesce(a.sms_sent_90d, 0) AS sms_sent_90d,
+       CAST(a.sms_clicks_90d AS DOUBLE) / nullif(a.sms_sent_90d, 0) AS sms_click_rate_90d,
        coalesce(a.web_visits_30d, 0) AS web_visits_30d,
-       coalesce(a.app_sessions_30d, 0) AS app_sessions_30d
+       coalesce(a.app_sessions_30d, 0) AS app_sessions_30d,
+       coalesce((a.engaged_30d / 30.0 - a.engaged_prev_60d / 60.0)
+                / nullif(a.engaged_30d / 30.0 + a.engaged_prev_60d / 60.0, 0), 0.0) AS engagement_trend,
+       CAST(floor((date_part('epoch', $as_of) - date_part('epoch', a.last_engaged)) / 86400) AS BIGINT) AS days_since_last_engagement
 FROM population p
 LEFT JOIN agg a ON a.customer_id = p.customer_id
