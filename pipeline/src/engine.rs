@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuilder};
 use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -122,6 +122,14 @@ pub struct DataSource {
     pub identity: IdentityOptions,
     pub erasure: ErasureList,
     pub lifecycle: LifecycleRules,
+    /// The response funnel's stages in order (the `stage` values of the
+    /// responses table); a response's depth is its stage's position.
+    pub response_funnel: Vec<String>,
+}
+
+/// The default response funnel: the stages the generator writes.
+pub fn default_response_funnel() -> Vec<String> {
+    ["click", "visit", "purchase"].iter().map(|s| s.to_string()).collect()
 }
 
 /// The day limits of the lifecycle stages (`sql/features/lifecycle.sql`).
@@ -178,6 +186,7 @@ impl DataSource {
             identity: IdentityOptions::default(),
             erasure: ErasureList::default(),
             lifecycle: LifecycleRules::default(),
+            response_funnel: default_response_funnel(),
         }
     }
 }
@@ -205,6 +214,12 @@ impl Engine {
             .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
         let ctx = SessionContext::new_with_config(config);
         let inputs = register_inputs(&ctx, &source.root).await?;
+        let stages: ArrayRef = Arc::new(StringArray::from(source.response_funnel.clone()));
+        let depths: ArrayRef =
+            Arc::new(Int64Array::from((1..=source.response_funnel.len() as i64).collect::<Vec<_>>()));
+        let funnel = RecordBatch::try_from_iter([("stage", stages), ("depth", depths)])
+            .map_err(|e| query("response_funnel")(e.into()))?;
+        ctx.register_batch("response_funnel", funnel).map_err(query("response_funnel"))?;
         let mut keyed_by_customer = Vec::new();
         for table in [CUSTOMERS, CONTACTS, RESPONSES] {
             keyed_by_customer.push((table, ctx.table(table).await.map_err(query(table))?));

@@ -16,7 +16,8 @@ SELECT p.customer_id,
        s.days_since_last_complaint,
        ch.purchase_share_web, ch.purchase_share_store, ch.purchase_share_app,
        ch.channels_used_365d, ch.omnichannel, ch.preferred_channel,
-       ct.contacts_90d, ct.days_since_last_contact,
+       ct.contacts_7d, ct.contacts_30d, ct.contacts_90d, ct.days_since_last_contact,
+       ct.responses_90d, ct.days_since_last_response, ct.funnel_depth_wave, ct.funnel_depth_trigger,
        l.lifecycle_stage
 FROM population p
 JOIN profile_features pr ON pr.customer_id = p.customer_id

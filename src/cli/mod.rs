@@ -56,7 +56,7 @@ enum Command {
         #[command(flatten)]
         data: DataArgs,
         #[command(flatten)]
-        lifecycle: LifecycleArgs,
+        features: FeatureArgs,
         /// Cutoff date (YYYY-MM-DD): features see events strictly before it.
         #[arg(long, value_parser = parse_date, required = true)]
         as_of: Option<NaiveDate>,
@@ -99,7 +99,7 @@ enum Command {
         #[command(flatten)]
         data: DataArgs,
         #[command(flatten)]
-        lifecycle: LifecycleArgs,
+        features: FeatureArgs,
         /// Cutoff date of the features (YYYY-MM-DD).
         #[arg(long, value_parser = parse_date)]
         as_of: NaiveDate,
@@ -159,7 +159,7 @@ struct TrainChurnArgs {
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
-    lifecycle: LifecycleArgs,
+    features: FeatureArgs,
     /// Cutoff date (YYYY-MM-DD); the data must reach as_of + horizon.
     #[arg(long, value_parser = parse_date)]
     as_of: NaiveDate,
@@ -204,9 +204,14 @@ struct DataArgs {
     erasure_list: Option<PathBuf>,
 }
 
-/// The day limits of the lifecycle stages (see docs/features.md).
+/// How features are defined: lifecycle day limits, the response funnel
+/// (see docs/features.md).
 #[derive(Debug, clap::Args)]
-struct LifecycleArgs {
+struct FeatureArgs {
+    /// The response funnel's stages, in order (the responses table's
+    /// `stage` values); the funnel depth of a response is its position.
+    #[arg(long, value_delimiter = ',', default_value = "click,visit,purchase")]
+    response_funnel: Vec<String>,
     /// Lifecycle: a first purchase at most this many days ago is `new`.
     #[arg(long, default_value_t = LifecycleRules::default().new_days)]
     lifecycle_new_days: u32,
@@ -222,14 +227,16 @@ struct LifecycleArgs {
     lifecycle_dormant_days: u32,
 }
 
-impl LifecycleArgs {
-    fn rules(&self) -> LifecycleRules {
-        LifecycleRules {
+impl FeatureArgs {
+    /// `source` with these feature definitions.
+    fn apply(&self, source: DataSource) -> DataSource {
+        let lifecycle = LifecycleRules {
             new_days: self.lifecycle_new_days,
             active_days: self.lifecycle_active_days,
             at_risk_days: self.lifecycle_at_risk_days,
             dormant_days: self.lifecycle_dormant_days,
-        }
+        };
+        DataSource { lifecycle, response_funnel: self.response_funnel.clone(), ..source }
     }
 }
 
@@ -253,6 +260,7 @@ impl DataArgs {
             },
             erasure: ErasureList::load(&list)?,
             lifecycle: LifecycleRules::default(),
+            response_funnel: engage_pipeline::default_response_funnel(),
         })
     }
 }
@@ -325,9 +333,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 print!("{}", engage_pipeline::registry::text(&features));
             }
         }
-        Command::Features { action: None, data, lifecycle, as_of, out } => {
+        Command::Features { action: None, data, features, as_of, out } => {
             let (as_of, out) = (as_of.context("--as-of is required")?, out.context("--out is required")?);
-            let source = DataSource { lifecycle: lifecycle.rules(), ..data.source()? };
+            let source = features.apply(data.source()?);
             let run = build_features(&source, as_of, &out)
                 .await
                 .with_context(|| format!("building features from {}", data))?;
@@ -371,7 +379,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Train { task: TrainTask::Churn(a) } => {
             let opts = TrainChurnOptions {
-                source: DataSource { lifecycle: a.lifecycle.rules(), ..a.data.source()? },
+                source: a.features.apply(a.data.source()?),
                 as_of: a.as_of,
                 horizon_days: a.horizon,
                 models: a.models,
@@ -384,8 +392,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("training a churn model on {}", a.data))?;
             print!("{}", run.report.render());
         }
-        Command::Score { data, lifecycle, as_of, model, out } => {
-            let source = DataSource { lifecycle: lifecycle.rules(), ..data.source()? };
+        Command::Score { data, features, as_of, model, out } => {
+            let source = features.apply(data.source()?);
             let run = score(&source, as_of, &model, &out)
                 .await
                 .with_context(|| format!("scoring {} with {}", data, model.display()))?;

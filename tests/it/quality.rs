@@ -26,7 +26,18 @@ async fn tiny_dataset_counts_and_attribution() {
     let ev = counts("interactions");
     assert_eq!((ev.rows, ev.accepted, ev.rejected), (16, 15, 1));
     assert_eq!(ev.rejected_by_rule, rules(&[("unknown_value:event_type", 1)]), "e15 is `email_bounce`");
-    assert_eq!(counts("responses").rows, 0, "absent optional table reads as empty");
+    assert_eq!(counts("responses").rows, 5);
+    // An absent optional table reads as empty.
+    let tmp = tempfile::tempdir().unwrap();
+    crate::common::copy_dir(&tiny(), tmp.path());
+    std::fs::remove_file(tmp.path().join("responses.csv")).unwrap();
+    let without = Engine::open(tmp.path()).await.unwrap();
+    let responses = without.inputs.iter().find(|c| c.table == "responses").unwrap();
+    assert_eq!((responses.rows, responses.location.as_deref()), (0, None));
+    assert_eq!(
+        without.query("SELECT * FROM responses").await.unwrap().iter().map(|b| b.num_rows()).sum::<usize>(),
+        0
+    );
     // t8 (an unknown customer id only) goes to an anonymous key, t10 is rejected.
     assert_eq!(resolved.transactions, 10);
     // e15 (rejected) is not attributed; e8 (cookie only) reaches A through
