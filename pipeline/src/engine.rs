@@ -25,7 +25,7 @@ use crate::identity::{
 use crate::ingest::{TableCounts, register_inputs, rejects_view};
 use crate::output::write_parquet;
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
-use crate::sql::{CHURN_LABEL, FEATURES, IDENTITY_QUALITY, SqlFile};
+use crate::sql::{CHURN_LABEL, FEATURES, IDENTITY_QUALITY, RESPONSE_LABEL, SPEND_LABEL, SqlFile};
 use crate::store::DataRoot;
 
 /// Column of the erased customer ids joined against.
@@ -130,6 +130,36 @@ pub struct DataSource {
 /// The default response funnel: the stages the generator writes.
 pub fn default_response_funnel() -> Vec<String> {
     ["click", "visit", "purchase"].iter().map(|s| s.to_string()).collect()
+}
+
+/// What a training set predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// No purchase in the horizon (`churned`).
+    Churn,
+    /// A response to a contact within the response window (`responded`).
+    Response,
+    /// Net spend in the horizon (`future_spend`).
+    Spend,
+}
+
+impl Task {
+    fn label_file(self) -> &'static SqlFile {
+        match self {
+            Task::Churn => &CHURN_LABEL,
+            Task::Response => &RESPONSE_LABEL,
+            Task::Spend => &SPEND_LABEL,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Churn => "churn",
+            Task::Response => "response",
+            Task::Spend => "spend",
+        }
+    }
 }
 
 /// The day limits of the lifecycle stages (`sql/features/lifecycle.sql`).
@@ -435,16 +465,31 @@ impl Engine {
     }
 
     /// Churn labels as of `as_of` over `horizon_days`: (customer_id, churned).
-    /// Uses identities resolved from all rows: a purchase in the horizon is
-    /// the customer's whatever the identifier it was made with.
     pub async fn churn_labels(&mut self, as_of: NaiveDate, horizon_days: u32) -> Result<Vec<RecordBatch>> {
+        self.labels(Task::Churn, as_of, horizon_days, 0).await
+    }
+
+    /// The labels of `task` as of `as_of` over `horizon_days` (see the
+    /// files under `sql/labels/`; `response_days` is the response window of
+    /// the response task). Uses identities resolved from all rows: a
+    /// purchase in the horizon is the customer's whatever the identifier it
+    /// was made with.
+    pub async fn labels(
+        &mut self,
+        task: Task,
+        as_of: NaiveDate,
+        horizon_days: u32,
+        response_days: u32,
+    ) -> Result<Vec<RecordBatch>> {
         self.resolve_identities(None).await?;
         let params = vec![
             ("as_of", as_of_param(as_of)),
             ("horizon_days", ScalarValue::Float64(Some(horizon_days as f64))),
+            ("response_days", ScalarValue::Float64(Some(response_days as f64))),
         ];
-        let df = self.register_view(&CHURN_LABEL, &params).await?;
-        df.collect().await.map_err(query(CHURN_LABEL.path))
+        let file = task.label_file();
+        let df = self.register_view(file, &params).await?;
+        df.collect().await.map_err(query(file.path))
     }
 
     /// Plans `file` with `params` bound and (re)registers it as a view.

@@ -14,14 +14,17 @@ use datafusion::arrow::record_batch::RecordBatch;
 use engage_models::snapshot::{self, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest};
 use engage_models::{ChurnParams, ModelArtifact, TrainOptions, TrainingSet, TrainingWindow, train_churn};
 
-use crate::engine::{DataSource, Engine};
+use crate::engine::{DataSource, Engine, Task};
 use crate::erasure::{Scrubbed, scrub_dir};
+use crate::error::query;
 use crate::error::{PipelineError, Result, io};
 use crate::frame::{feature_matrix, labels};
 use crate::identity::{ID_TYPES, normalize};
 use crate::output::write_parquet;
 use crate::report::{ModelSummary, RUN_REPORT_FILE, RunReport, ScoreSummary, Stopwatch};
 use crate::schema::{AS_OF, CHURN_PROBABILITY, CHURNED, CUSTOMER_ID, MODEL_VERSION, SCORED_AT};
+use datafusion::common::JoinType;
+use datafusion::prelude::{col, lit};
 
 /// File name of the feature table inside `--out`.
 pub const FEATURES_FILE: &str = "customer_features.parquet";
@@ -332,5 +335,113 @@ pub async fn forget(source: &DataSource, id_type: &str, id: &str, scrub: &[PathB
         identifiers_added: added,
         list_size: list.len() as u64,
         scrubbed,
+    })
+}
+
+/// File name of a training set inside `--out`.
+pub const DATASET_FILE: &str = "dataset.parquet";
+
+/// How to build a point-in-time training set.
+#[derive(Debug, Clone)]
+pub struct DatasetOptions {
+    pub source: DataSource,
+    pub task: Task,
+    /// Feature cutoffs, ascending; one block of rows per cutoff.
+    pub cutoffs: Vec<NaiveDate>,
+    /// Label horizon after each cutoff.
+    pub horizon_days: u32,
+    /// Response task: days after a contact a response counts.
+    pub response_days: u32,
+    pub out: PathBuf,
+}
+
+/// What a dataset run wrote; its report is also in `out/run_report.json`.
+#[derive(Debug, Clone)]
+pub struct DatasetRun {
+    pub report: RunReport,
+    pub rows: usize,
+    pub columns: Vec<String>,
+    pub output: PathBuf,
+}
+
+/// Stacks the feature table at every cutoff with the task's labels from
+/// the horizon after it, and writes `out/dataset.parquet` (customer_id,
+/// as_of, the features, the label columns) and `out/run_report.json`.
+/// Features at a cutoff see only events before it; labels only events in
+/// `[cutoff, cutoff + horizon)`.
+pub async fn build_dataset(opts: &DatasetOptions) -> Result<DatasetRun> {
+    let mut clock = Stopwatch::start();
+    if opts.cutoffs.is_empty() {
+        return Err(PipelineError::InvalidArgument {
+            name: "--as-of",
+            value: String::new(),
+            reason: "no cutoff: give --as-of D1,D2,... or --every with --from and --to".into(),
+        });
+    }
+    let mut engine = Engine::open_source(&opts.source).await?;
+    clock.lap("ingest");
+    // Labels first: they all use the identity resolved from all rows.
+    let mut labels = Vec::new();
+    for &cutoff in &opts.cutoffs {
+        labels.push(engine.labels(opts.task, cutoff, opts.horizon_days, opts.response_days).await?);
+    }
+    clock.lap("labels");
+    let ctx = datafusion::prelude::SessionContext::new();
+    let mut blocks = Vec::new();
+    for (&cutoff, label) in opts.cutoffs.iter().zip(labels) {
+        let features = engine.features(cutoff).await?;
+        if features.is_empty() || label.is_empty() {
+            continue;
+        }
+        let label = ctx.read_batches(label).map_err(query("dataset"))?;
+        let label_columns: Vec<String> =
+            label.schema().fields().iter().map(|f| f.name().clone()).filter(|n| n != CUSTOMER_ID).collect();
+        let label =
+            label.with_column_renamed(CUSTOMER_ID, "__label_customer_id").map_err(query("dataset"))?;
+        let features = ctx.read_batches(features).map_err(query("dataset"))?;
+        let feature_columns: Vec<String> = features
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| n != CUSTOMER_ID)
+            .collect();
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+        let as_of = datafusion::common::ScalarValue::Date32(Some((cutoff - epoch).num_days() as i32));
+        let mut columns = vec![col(CUSTOMER_ID), lit(as_of).alias(AS_OF)];
+        columns.extend(feature_columns.iter().chain(&label_columns).map(|c| col(c.as_str())));
+        let joined = features
+            .join(label, JoinType::Inner, &[CUSTOMER_ID], &["__label_customer_id"], None)
+            .and_then(|df| df.select(columns))
+            .and_then(|df| df.sort(vec![col(CUSTOMER_ID).sort(true, false)]))
+            .map_err(query("dataset"))?;
+        blocks.extend(joined.collect().await.map_err(query("dataset"))?);
+    }
+    clock.lap("features");
+    let schema = blocks.first().map(|b| b.schema()).ok_or_else(|| PipelineError::InvalidArgument {
+        name: "--as-of",
+        value: opts.cutoffs.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
+        reason: format!("no labelled rows for the {} task at any cutoff", opts.task.name()),
+    })?;
+    std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
+    let output = opts.out.join(DATASET_FILE);
+    write_parquet(&output, schema.clone(), &blocks)?;
+    clock.lap("write");
+    let identity = engine.identity().expect("resolved for the features").clone();
+    let report = RunReport::new(
+        &format!("dataset {}", opts.task.name()),
+        opts.cutoffs.first().copied(),
+        &engine,
+        &identity,
+        None,
+        &clock,
+        vec![output.display().to_string()],
+    );
+    report.write(&opts.out)?;
+    Ok(DatasetRun {
+        report,
+        rows: blocks.iter().map(|b| b.num_rows()).sum(),
+        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        output,
     })
 }

@@ -38,3 +38,12 @@ pub const FEATURES: &[SqlFile] = &[
 
 /// Churn label, parameters `$as_of` and `$horizon_days`.
 pub const CHURN_LABEL: SqlFile = sql_file!("churn_label", "labels/churn.sql");
+
+/// Future spend label, parameters `$as_of` and `$horizon_days`.
+pub const SPEND_LABEL: SqlFile = sql_file!("spend_label", "labels/spend.sql");
+
+/// Campaign response label, parameters `$as_of`, `$horizon_days` and `$response_days`.
+pub const RESPONSE_LABEL: SqlFile = sql_file!("response_label", "labels/response.sql");
+
+/// Every label file.
+pub const LABELS: &[SqlFile] = &[CHURN_LABEL, SPEND_LABEL, RESPONSE_LABEL];

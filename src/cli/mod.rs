@@ -12,11 +12,12 @@ use engage_pipeline::erasure::ErasureList;
 use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::identity::IdentityOptions;
 use engage_pipeline::jobs::{
-    TrainChurnOptions, build_features, build_identity, forget, score, train_churn_model,
+    DatasetOptions, TrainChurnOptions, build_dataset, build_features, build_identity, forget, score,
+    train_churn_model,
 };
 use engage_pipeline::report::RunReport;
 use engage_pipeline::store::DataRoot;
-use engage_pipeline::{DataSource, LifecycleRules};
+use engage_pipeline::{DataSource, LifecycleRules, Task};
 
 /// engage: customer-analytics scoring. Features, churn models, batch scores
 /// and an HTTP API over your customer data.
@@ -89,6 +90,9 @@ enum Command {
         #[arg(long)]
         scrub: Vec<PathBuf>,
     },
+    /// Build a point-in-time training set: features at several cutoffs,
+    /// each with its labels from the horizon after it.
+    Dataset(DatasetArgs),
     /// Train a model.
     Train {
         #[command(subcommand)]
@@ -152,6 +156,65 @@ enum ReportAction {
 enum TrainTask {
     /// Churn: no purchase within the horizon after the cutoff.
     Churn(TrainChurnArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DatasetArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    features: FeatureArgs,
+    /// What the labels are: churn (no purchase in the horizon), response
+    /// (responded to a contact in the horizon), spend (net spend in the horizon).
+    #[arg(long, value_parser = ["churn", "response", "spend"])]
+    task: String,
+    /// Cutoff dates, comma-separated (YYYY-MM-DD,...).
+    #[arg(long, value_delimiter = ',', value_parser = parse_date, conflicts_with_all = ["every", "from", "to"])]
+    as_of: Vec<NaiveDate>,
+    /// A cutoff every so often (`4w`, `30d`), from --from to --to inclusive.
+    #[arg(long, value_parser = parse_horizon, requires_all = ["from", "to"])]
+    every: Option<u32>,
+    /// First cutoff of --every (YYYY-MM-DD).
+    #[arg(long, value_parser = parse_date, requires = "every")]
+    from: Option<NaiveDate>,
+    /// Last possible cutoff of --every (YYYY-MM-DD).
+    #[arg(long, value_parser = parse_date, requires = "every")]
+    to: Option<NaiveDate>,
+    /// Label horizon after each cutoff: `90d`, `12w` or days.
+    #[arg(long, default_value = "90d", value_parser = parse_horizon)]
+    horizon: u32,
+    /// Response task: how long after a contact a response counts.
+    #[arg(long, default_value = "14d", value_parser = parse_horizon)]
+    response_window: u32,
+    /// Output directory for dataset.parquet and its run report.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl DatasetArgs {
+    fn cutoffs(&self) -> Result<Vec<NaiveDate>> {
+        let mut cutoffs = match (self.every, self.from, self.to) {
+            (Some(step), Some(from), Some(to)) => {
+                if to < from {
+                    bail!("--to {to} is before --from {from}");
+                }
+                let mut v = Vec::new();
+                let mut d = from;
+                while d <= to {
+                    v.push(d);
+                    d += chrono::Duration::days(step as i64);
+                }
+                v
+            }
+            _ => self.as_of.clone(),
+        };
+        if cutoffs.is_empty() {
+            bail!("give the cutoffs: --as-of D1,D2,... or --every 4w --from D --to D");
+        }
+        cutoffs.sort();
+        cutoffs.dedup();
+        Ok(cutoffs)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -371,6 +434,33 @@ pub async fn run(cli: Cli) -> Result<()> {
                     s.rows_removed, s.files_rewritten, s.files_checked
                 );
             }
+        }
+        Command::Dataset(a) => {
+            let task = match a.task.as_str() {
+                "churn" => Task::Churn,
+                "response" => Task::Response,
+                _ => Task::Spend,
+            };
+            let opts = DatasetOptions {
+                source: a.features.apply(a.data.source()?),
+                task,
+                cutoffs: a.cutoffs()?,
+                horizon_days: a.horizon,
+                response_days: a.response_window,
+                out: a.out.clone(),
+            };
+            let run = build_dataset(&opts)
+                .await
+                .with_context(|| format!("building the {} training set from {}", a.task, a.data))?;
+            print!("{}", run.report.render());
+            println!(
+                "{} rows x {} columns at {} cutoffs ({} .. {})",
+                run.rows,
+                run.columns.len(),
+                opts.cutoffs.len(),
+                opts.cutoffs[0],
+                opts.cutoffs[opts.cutoffs.len() - 1]
+            );
         }
         Command::Report { action: ReportAction::Show { dir } } => {
             let report = RunReport::read(&dir)

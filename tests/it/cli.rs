@@ -355,3 +355,94 @@ fn features_list_prints_the_registry_and_building_still_needs_its_flags() {
     assert_eq!(missing.status.code(), Some(2), "clap usage error");
     assert!(stderr(&missing).contains("--as-of"), "{}", stderr(&missing));
 }
+
+#[tokio::test]
+async fn dataset_command_writes_response_and_spend_sets() {
+    use engage_pipeline::datafusion::prelude::{ParquetReadOptions, SessionContext};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny();
+    let data = data.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let o = engage(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let count = |dir: &Path, sql: &str| {
+        let (dir, sql) = (dir.to_path_buf(), sql.to_string());
+        async move {
+            let ctx = SessionContext::new();
+            let file = dir.join("dataset.parquet");
+            ctx.register_parquet("ds", file.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+            let b = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+            b[0].column(0)
+                .as_any()
+                .downcast_ref::<engage_pipeline::datafusion::arrow::array::Int64Array>()
+                .unwrap()
+                .value(0)
+        }
+    };
+
+    let response = tmp.path().join("response");
+    let said = run(&[
+        "dataset",
+        "--data",
+        data,
+        "--task",
+        "response",
+        "--as-of",
+        "2025-04-01",
+        "--out",
+        response.to_str().unwrap(),
+    ]);
+    assert!(said.contains("engage dataset response"), "{said}");
+    // A's W3 contact (clicked the next day) and D's W2 contact (no response).
+    assert_eq!(count(&response, "SELECT count(*) FROM ds").await, 2);
+    assert_eq!(
+        count(
+            &response,
+            "SELECT count(*) FROM ds WHERE responded AND customer_id = 'A' AND contact_group = 'treatment'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&response, "SELECT count(*) FROM ds WHERE lifecycle_stage = 'active' AND customer_id = 'A'")
+            .await,
+        1
+    );
+
+    let spend = tmp.path().join("spend");
+    run(&[
+        "dataset",
+        "--data",
+        data,
+        "--task",
+        "spend",
+        "--every",
+        "4w",
+        "--from",
+        "2025-01-01",
+        "--to",
+        "2025-04-01",
+        "--out",
+        spend.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        count(&spend, "SELECT count(DISTINCT as_of) FROM ds").await,
+        4,
+        "2025-01-01, 01-29, 02-26, 03-26"
+    );
+    assert_eq!(count(&spend, "SELECT count(*) FROM ds WHERE as_of = DATE '2025-03-26' AND customer_id = 'A' AND future_spend = 979.0").await, 1, "t4 -20 + t5 999 (t1 is the day before)");
+
+    let none = engage(&[
+        "dataset",
+        "--data",
+        data,
+        "--task",
+        "churn",
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(stderr(&none).contains("--as-of"), "{}", stderr(&none));
+}

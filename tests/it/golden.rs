@@ -6,8 +6,9 @@
 use std::path::Path;
 
 use engage_pipeline::Engine;
+use engage_pipeline::Task;
 use engage_pipeline::datafusion::arrow::util::pretty::pretty_format_batches;
-use engage_pipeline::sql::{CHURN_LABEL, FEATURES};
+use engage_pipeline::sql::{FEATURES, LABELS};
 
 use crate::common::{tiny, tiny_as_of};
 
@@ -32,6 +33,8 @@ async fn every_sql_view_matches_its_golden_file() {
     let mut engine = Engine::open(&tiny()).await.unwrap();
     engine.features(tiny_as_of()).await.unwrap();
     engine.churn_labels(tiny_as_of(), 90).await.unwrap();
+    engine.labels(Task::Spend, tiny_as_of(), 90, 0).await.unwrap();
+    engine.labels(Task::Response, tiny_as_of(), 90, 14).await.unwrap();
     // The identity map and attributed events from all rows, as the labels use them.
     check("identity_map", &dump(&engine, "identity_map", "identifier_type, identifier_value").await);
     check("transactions_resolved", &dump(&engine, "transactions_resolved", "transaction_id").await);
@@ -39,10 +42,12 @@ async fn every_sql_view_matches_its_golden_file() {
     for file in FEATURES {
         check(file.name, &dump(&engine, file.name, "customer_id").await);
     }
-    check(CHURN_LABEL.name, &dump(&engine, CHURN_LABEL.name, "customer_id").await);
+    for file in LABELS {
+        check(file.name, &dump(&engine, file.name, "1, 2").await);
+    }
     // Every registered SQL file has a golden file.
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    for file in FEATURES.iter().chain([&CHURN_LABEL]) {
+    for file in FEATURES.iter().chain(LABELS) {
         assert!(golden.join(format!("{}.txt", file.name)).exists(), "no golden file for {}", file.path);
     }
 }
