@@ -12,45 +12,66 @@
 -- feature: omnichannel Int64: 1 if the customer bought through two or more channels in the last 365 days, else 0
 -- feature: preferred_channel Utf8{web,store,app,call_center,email,sms,social,none}: the channel with the most purchases and customer-initiated interactions in the last 365 days (ties: alphabetical); `none` without any
 WITH tx AS (
-  SELECT customer_key AS customer_id, channel
-  FROM transactions_resolved
-  WHERE ts < $as_of AND amount > 0
-    AND (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 <= 365
-),
-ev AS (
-  SELECT customer_key AS customer_id, channel
-  FROM interactions_resolved
-  WHERE ts < $as_of AND event_type NOT IN ('email_sent', 'sms_sent', 'call_outbound')
-    AND (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 <= 365
-),
-purchases AS (
-  SELECT customer_id,
-         count(*) AS n,
+  SELECT customer_key AS customer_id,
          sum(CASE WHEN channel = 'web' THEN 1 ELSE 0 END) AS web,
          sum(CASE WHEN channel = 'store' THEN 1 ELSE 0 END) AS store,
          sum(CASE WHEN channel = 'app' THEN 1 ELSE 0 END) AS app,
-         count(DISTINCT channel) AS channels
-  FROM tx
-  GROUP BY customer_id
+         sum(CASE WHEN channel = 'call_center' THEN 1 ELSE 0 END) AS call_center,
+         count(*) AS n
+  FROM transactions_resolved
+  WHERE ts < $as_of AND amount > 0
+    AND (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 <= 365
+  GROUP BY customer_key
+),
+ev AS (
+  SELECT customer_key AS customer_id,
+         sum(CASE WHEN channel = 'web' THEN 1 ELSE 0 END) AS web,
+         sum(CASE WHEN channel = 'store' THEN 1 ELSE 0 END) AS store,
+         sum(CASE WHEN channel = 'app' THEN 1 ELSE 0 END) AS app,
+         sum(CASE WHEN channel = 'call_center' THEN 1 ELSE 0 END) AS call_center,
+         sum(CASE WHEN channel = 'email' THEN 1 ELSE 0 END) AS email,
+         sum(CASE WHEN channel = 'sms' THEN 1 ELSE 0 END) AS sms,
+         sum(CASE WHEN channel = 'social' THEN 1 ELSE 0 END) AS social
+  FROM interactions_resolved
+  WHERE ts < $as_of AND event_type NOT IN ('email_sent', 'sms_sent', 'call_outbound')
+    AND (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 <= 365
+  GROUP BY customer_key
 ),
 uses AS (
-  SELECT customer_id, channel, count(*) AS n
-  FROM (SELECT * FROM tx UNION ALL SELECT * FROM ev) u
-  GROUP BY customer_id, channel
+  SELECT p.customer_id,
+         coalesce(t.app, 0) + coalesce(e.app, 0) AS app,
+         coalesce(t.call_center, 0) + coalesce(e.call_center, 0) AS call_center,
+         coalesce(e.email, 0) AS email,
+         coalesce(e.sms, 0) AS sms,
+         coalesce(e.social, 0) AS social,
+         coalesce(t.store, 0) + coalesce(e.store, 0) AS store,
+         coalesce(t.web, 0) + coalesce(e.web, 0) AS web,
+         t.web AS buy_web, t.store AS buy_store, t.app AS buy_app, t.call_center AS buy_call_center, t.n AS buys
+  FROM population p
+  LEFT JOIN tx t ON t.customer_id = p.customer_id
+  LEFT JOIN ev e ON e.customer_id = p.customer_id
 ),
-ranked AS (
-  SELECT customer_id, channel,
-         row_number() OVER (PARTITION BY customer_id ORDER BY n DESC, channel) AS rank,
-         count(*) OVER (PARTITION BY customer_id) AS channels_used
+best AS (
+  SELECT *, greatest(app, call_center, email, sms, social, store, web) AS top
   FROM uses
 )
-SELECT p.customer_id,
-       CAST(b.web AS DOUBLE) / nullif(b.n, 0) AS purchase_share_web,
-       CAST(b.store AS DOUBLE) / nullif(b.n, 0) AS purchase_share_store,
-       CAST(b.app AS DOUBLE) / nullif(b.n, 0) AS purchase_share_app,
-       coalesce(r.channels_used, 0) AS channels_used_365d,
-       CASE WHEN b.channels >= 2 THEN 1 ELSE 0 END AS omnichannel,
-       coalesce(r.channel, 'none') AS preferred_channel
-FROM population p
-LEFT JOIN purchases b ON b.customer_id = p.customer_id
-LEFT JOIN ranked r ON r.customer_id = p.customer_id AND r.rank = 1
+-- Ties go to the alphabetically first channel: the CASE tests in that order.
+SELECT customer_id,
+       CAST(buy_web AS DOUBLE) / nullif(buys, 0) AS purchase_share_web,
+       CAST(buy_store AS DOUBLE) / nullif(buys, 0) AS purchase_share_store,
+       CAST(buy_app AS DOUBLE) / nullif(buys, 0) AS purchase_share_app,
+       CAST((app > 0) AS BIGINT) + CAST((call_center > 0) AS BIGINT) + CAST((email > 0) AS BIGINT)
+         + CAST((sms > 0) AS BIGINT) + CAST((social > 0) AS BIGINT) + CAST((store > 0) AS BIGINT)
+         + CAST((web > 0) AS BIGINT) AS channels_used_365d,
+       CASE WHEN CAST((coalesce(buy_web, 0) > 0) AS BIGINT) + CAST((coalesce(buy_store, 0) > 0) AS BIGINT)
+                 + CAST((coalesce(buy_app, 0) > 0) AS BIGINT) + CAST((coalesce(buy_call_center, 0) > 0) AS BIGINT) >= 2
+            THEN 1 ELSE 0 END AS omnichannel,
+       CASE WHEN top = 0 THEN 'none'
+            WHEN app = top THEN 'app'
+            WHEN call_center = top THEN 'call_center'
+            WHEN email = top THEN 'email'
+            WHEN sms = top THEN 'sms'
+            WHEN social = top THEN 'social'
+            WHEN store = top THEN 'store'
+            ELSE 'web' END AS preferred_channel
+FROM best

@@ -36,13 +36,22 @@ r AS (
   LEFT JOIN response_funnel f ON f.stage = rs.stage
   WHERE rs.ts < $as_of
 ),
-ra AS (
-  SELECT customer_id,
-         count(DISTINCT CASE WHEN age <= 90 THEN campaign_id END) AS responses_90d,
+per_campaign AS (
+  SELECT customer_id, campaign_id,
+         max(CASE WHEN age <= 90 THEN 1 ELSE 0 END) AS recent,
          max(ts) AS last_response,
          max(CASE WHEN kind = 'wave' AND age <= 365 THEN depth END) AS depth_wave,
          max(CASE WHEN kind = 'trigger' AND age <= 365 THEN depth END) AS depth_trigger
   FROM r
+  GROUP BY customer_id, campaign_id
+),
+ra AS (
+  SELECT customer_id,
+         sum(recent) AS responses_90d,
+         max(last_response) AS last_response,
+         max(depth_wave) AS depth_wave,
+         max(depth_trigger) AS depth_trigger
+  FROM per_campaign
   GROUP BY customer_id
 )
 SELECT p.customer_id,

@@ -18,8 +18,8 @@
 -- feature: spend_prev_90d Float64: net spend in the 90 days before the last 90 (`[cutoff-180d, cutoff-90d)`); 0 if none
 -- feature: refunds_365d Int64: refunds (transactions with amount < 0), last 365 days; 0 if none
 -- feature: refund_amount_365d Float64: total refunded, as a positive amount, last 365 days; 0 if none
--- feature: interpurchase_days_mean Float64: mean days between consecutive purchases, all history; NULL with fewer than 2
--- feature: interpurchase_days_cv Float64: standard deviation / mean of those gaps (0 = perfectly regular); NULL with fewer than 3 purchases
+-- feature: interpurchase_days_mean Float64: mean days between consecutive purchases, all history: (last - first) / (purchases - 1); NULL with fewer than 2
+-- feature: interpurchase_days_cv Float64: standard deviation / mean of the gaps between consecutive purchases in the last 730 days (0 = perfectly regular); NULL with fewer than 3 such purchases
 -- feature: recency_vs_usual_gap Float64: recency_days / interpurchase_days_mean: above 1, the customer is later than usual; NULL when either is
 -- feature: spend_trend_90d Float64: `(spend_90d - spend_prev_90d) / (abs(spend_90d) + abs(spend_prev_90d))`, in [-1, 1]; 0 when both are 0
 WITH tx AS (
@@ -32,6 +32,7 @@ WITH tx AS (
 agg AS (
   SELECT customer_id,
          max(CASE WHEN amount > 0 THEN ts END) AS last_purchase,
+         min(CASE WHEN amount > 0 THEN ts END) AS first_purchase,
          sum(CASE WHEN amount > 0 THEN 1 ELSE 0 END) AS frequency,
          sum(money) AS monetary_sum,
          sum(CASE WHEN amount > 0 THEN money END) AS purchases_sum,
@@ -51,7 +52,7 @@ gaps AS (
   SELECT customer_id,
          (date_part('epoch', ts) - date_part('epoch', lag(ts) OVER (PARTITION BY customer_id ORDER BY ts))) / 86400.0 AS gap
   FROM tx
-  WHERE amount > 0
+  WHERE amount > 0 AND age_days <= 730
 ),
 regularity AS (
   SELECT customer_id, avg(gap) AS gap_mean, stddev_pop(gap) AS gap_std, count(gap) AS gaps
@@ -72,10 +73,12 @@ SELECT p.customer_id,
        coalesce(CAST(a.spend_prev_90d AS DOUBLE), 0.0) AS spend_prev_90d,
        coalesce(a.refunds_365d, 0) AS refunds_365d,
        coalesce(CAST(a.refund_amount_365d AS DOUBLE), 0.0) AS refund_amount_365d,
-       CASE WHEN r.gaps >= 1 THEN r.gap_mean END AS interpurchase_days_mean,
+       (date_part('epoch', a.last_purchase) - date_part('epoch', a.first_purchase)) / 86400.0
+         / nullif(a.frequency - 1, 0) AS interpurchase_days_mean,
        CASE WHEN r.gaps >= 2 THEN r.gap_std / nullif(r.gap_mean, 0) END AS interpurchase_days_cv,
        ((date_part('epoch', $as_of) - date_part('epoch', a.last_purchase)) / 86400.0)
-         / nullif(CASE WHEN r.gaps >= 1 THEN r.gap_mean END, 0) AS recency_vs_usual_gap,
+         / nullif((date_part('epoch', a.last_purchase) - date_part('epoch', a.first_purchase)) / 86400.0
+                  / nullif(a.frequency - 1, 0), 0) AS recency_vs_usual_gap,
        coalesce(CAST(a.spend_90d - a.spend_prev_90d AS DOUBLE) / nullif(CAST(abs(a.spend_90d) + abs(a.spend_prev_90d) AS DOUBLE), 0), 0.0) AS spend_trend_90d
 FROM population p
 LEFT JOIN agg a ON a.customer_id = p.customer_id
