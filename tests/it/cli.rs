@@ -373,12 +373,7 @@ async fn dataset_command_writes_response_and_spend_sets() {
             let ctx = SessionContext::new();
             let file = dir.join("dataset.parquet");
             ctx.register_parquet("ds", file.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
-            let b = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-            b[0].column(0)
-                .as_any()
-                .downcast_ref::<engage_pipeline::datafusion::arrow::array::Int64Array>()
-                .unwrap()
-                .value(0)
+            crate::common::scalar_i64(&ctx, &sql).await
         }
     };
 

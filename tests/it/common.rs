@@ -136,3 +136,11 @@ pub fn trained() -> &'static Trained {
         .unwrap()
     })
 }
+
+/// The single integer a `SELECT count(*) ...` style query returns.
+pub async fn scalar_i64(ctx: &engage_pipeline::datafusion::prelude::SessionContext, sql: &str) -> i64 {
+    use engage_pipeline::datafusion::arrow::array::AsArray;
+    use engage_pipeline::datafusion::arrow::datatypes::Int64Type;
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    batches[0].column(0).as_primitive::<Int64Type>().value(0)
+}

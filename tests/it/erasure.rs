@@ -5,7 +5,7 @@ use std::path::Path;
 
 use engage_pipeline::datafusion::arrow::array::AsArray;
 use engage_pipeline::datafusion::arrow::compute::cast;
-use engage_pipeline::datafusion::arrow::datatypes::{DataType, Int64Type};
+use engage_pipeline::datafusion::arrow::datatypes::DataType;
 use engage_pipeline::datafusion::prelude::*;
 
 use crate::common::{engage, sample, stderr, stdout, trained};
@@ -14,9 +14,7 @@ use crate::common::{engage, sample, stderr, stdout, trained};
 async fn count(path: &Path, predicate: &str) -> u64 {
     let ctx = SessionContext::new();
     ctx.register_parquet("t", path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
-    let sql = format!("SELECT count(*) FROM t WHERE {predicate}");
-    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-    batches[0].column(0).as_primitive::<Int64Type>().value(0) as u64
+    crate::common::scalar_i64(&ctx, &format!("SELECT count(*) FROM t WHERE {predicate}")).await as u64
 }
 
 /// The person's identifiers as the identity map has them: (type, value).

@@ -115,14 +115,7 @@ async fn dataset_stacks_point_in_time_features_with_their_labels() {
         .unwrap();
         let check = |sql: String| {
             let ctx = ctx.clone();
-            async move {
-                let b = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-                b[0].column(0)
-                    .as_any()
-                    .downcast_ref::<engage_pipeline::datafusion::arrow::array::Int64Array>()
-                    .unwrap()
-                    .value(0)
-            }
+            async move { crate::common::scalar_i64(&ctx, &sql).await }
         };
         let block = format!("(SELECT * FROM ds WHERE as_of = DATE '{cutoff}')");
         let labelled = check("SELECT count(*) FROM f JOIN l USING (customer_id)".into()).await;
