@@ -25,7 +25,7 @@ use crate::identity::{
 use crate::ingest::{TableCounts, register_inputs, rejects_view};
 use crate::output::write_parquet;
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
-use crate::sql::{CHURN_LABEL, FEATURES, IDENTITY_QUALITY, RESPONSE_LABEL, SPEND_LABEL, SqlFile};
+use crate::sql::{CHURN_LABEL, FEATURES, IDENTITY_QUALITY, LIFECYCLE, RESPONSE_LABEL, SPEND_LABEL, SqlFile};
 use crate::store::DataRoot;
 
 /// Column of the erased customer ids joined against.
@@ -219,6 +219,19 @@ impl DataSource {
             response_funnel: default_response_funnel(),
         }
     }
+}
+
+const LIFECYCLE_FILE: &str = "features/lifecycle.sql";
+
+/// A date as a DataFusion `Date32` value.
+pub fn date_value(date: NaiveDate) -> ScalarValue {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    ScalarValue::Date32(Some((date - epoch).num_days() as i32))
+}
+
+/// The date of a `Date32` value.
+pub fn date_from_value(days: i32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date") + chrono::Duration::days(days as i64)
 }
 
 /// The cutoff as the `$as_of` parameter: midnight UTC starting `as_of`.
@@ -453,6 +466,13 @@ impl Engine {
     /// The feature table as of `as_of`: one row per customer, sorted by id.
     /// Resolves identities as of `as_of` first.
     pub async fn features(&mut self, as_of: NaiveDate) -> Result<Vec<RecordBatch>> {
+        let df = self.register_features(as_of).await?;
+        df.collect().await.map_err(query("features/customer_features.sql"))
+    }
+
+    /// Resolves identities as of `as_of` and registers every feature view
+    /// for it; returns the feature table's (last view's) plan.
+    async fn register_features(&mut self, as_of: NaiveDate) -> Result<DataFrame> {
         self.resolve_identities(Some(as_of)).await?;
         let mut params = vec![("as_of", as_of_param(as_of))];
         params.extend(self.source.lifecycle.params());
@@ -460,8 +480,53 @@ impl Engine {
         for file in FEATURES {
             last = Some(self.register_view(file, &params).await?);
         }
-        let df = last.expect("FEATURES is not empty");
-        df.collect().await.map_err(query("features/customer_features.sql"))
+        Ok(last.expect("FEATURES is not empty"))
+    }
+
+    /// Each customer's lifecycle stage at every cutoff (each point in time,
+    /// identities resolved as of it), registered as `lifecycle_stages`; then
+    /// the views of [`LIFECYCLE`]. Returns the history (customer_id, as_of,
+    /// lifecycle_stage, previous_stage) by customer and cutoff, and the
+    /// transition counts (as_of, from_stage, to_stage, customers).
+    pub async fn lifecycle_history(
+        &mut self,
+        cutoffs: &[NaiveDate],
+    ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+        let mut stages = Vec::new();
+        for &cutoff in cutoffs {
+            self.register_features(cutoff).await?;
+            let df = self.ctx.table("lifecycle_features").await.map_err(query(LIFECYCLE_FILE))?;
+            let df = df
+                .select(vec![
+                    col("customer_id"),
+                    lit(date_value(cutoff)).alias("as_of"),
+                    col("lifecycle_stage"),
+                ])
+                .map_err(query(LIFECYCLE_FILE))?;
+            stages.push(df.collect().await.map_err(query(LIFECYCLE_FILE))?);
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Utf8, true),
+            Field::new("as_of", DataType::Date32, false),
+            Field::new("lifecycle_stage", DataType::Utf8, false),
+        ]));
+        let stages: Vec<RecordBatch> = stages.into_iter().flatten().collect();
+        let stages = stages
+            .iter()
+            .map(|b| RecordBatch::try_new(schema.clone(), b.columns().to_vec()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| query("lifecycle_stages")(e.into()))?;
+        let table = MemTable::try_new(schema, vec![stages]).map_err(query("lifecycle_stages"))?;
+        self.replace_table("lifecycle_stages", Arc::new(table))?;
+        let [history, transitions] = LIFECYCLE else { unreachable!("two lifecycle views") };
+        let h = self.register_view(history, &[]).await?;
+        let h = h.sort(vec![col("customer_id").sort(true, false), col("as_of").sort(true, false)]);
+        let h = h.map_err(query(history.path))?.collect().await.map_err(query(history.path))?;
+        let t = self.register_view(transitions, &[]).await?;
+        let order = ["as_of", "from_stage", "to_stage"].map(|c| col(c).sort(true, true)).to_vec();
+        let t = t.sort(order).map_err(query(transitions.path))?;
+        let t = t.collect().await.map_err(query(transitions.path))?;
+        Ok((h, t))
     }
 
     /// Churn labels as of `as_of` over `horizon_days`: (customer_id, churned).

@@ -406,9 +406,7 @@ pub async fn build_dataset(opts: &DatasetOptions) -> Result<DatasetRun> {
             .map(|f| f.name().clone())
             .filter(|n| n != CUSTOMER_ID)
             .collect();
-        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
-        let as_of = datafusion::common::ScalarValue::Date32(Some((cutoff - epoch).num_days() as i32));
-        let mut columns = vec![col(CUSTOMER_ID), lit(as_of).alias(AS_OF)];
+        let mut columns = vec![col(CUSTOMER_ID), lit(crate::engine::date_value(cutoff)).alias(AS_OF)];
         columns.extend(feature_columns.iter().chain(&label_columns).map(|c| col(c.as_str())));
         let joined = features
             .join(label, JoinType::Inner, &[CUSTOMER_ID], &["__label_customer_id"], None)
@@ -443,5 +441,87 @@ pub async fn build_dataset(opts: &DatasetOptions) -> Result<DatasetRun> {
         rows: blocks.iter().map(|b| b.num_rows()).sum(),
         columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
         output,
+    })
+}
+
+/// File of `engage lifecycle`'s stage history inside `--out`.
+pub const LIFECYCLE_HISTORY_FILE: &str = "lifecycle_history.parquet";
+/// File of `engage lifecycle`'s transition counts inside `--out`.
+pub const LIFECYCLE_TRANSITIONS_FILE: &str = "lifecycle_transitions.parquet";
+
+/// What a lifecycle run wrote; its report is also in `out/run_report.json`.
+#[derive(Debug, Clone)]
+pub struct LifecycleRun {
+    pub report: RunReport,
+    /// Rows of the history (customers x cutoffs they existed at).
+    pub history_rows: usize,
+    /// The stages, in the order of the lifecycle rules.
+    pub stages: Vec<String>,
+    /// Customers per stage (in `stages` order) at each cutoff.
+    pub stage_counts: Vec<(NaiveDate, Vec<u64>)>,
+    /// The transition counts as written (as_of, from_stage, to_stage, customers).
+    pub transitions: Vec<RecordBatch>,
+}
+
+/// Each customer's lifecycle stage at every cutoff (point in time: each
+/// stage sees only events before its cutoff) and the transitions between
+/// consecutive cutoffs. Writes `out/lifecycle_history.parquet`
+/// (customer_id, as_of, lifecycle_stage, previous_stage),
+/// `out/lifecycle_transitions.parquet` (as_of, from_stage, to_stage,
+/// customers) and `out/run_report.json`.
+pub async fn build_lifecycle(source: &DataSource, cutoffs: &[NaiveDate], out: &Path) -> Result<LifecycleRun> {
+    let mut clock = Stopwatch::start();
+    if cutoffs.len() < 2 {
+        return Err(PipelineError::InvalidArgument {
+            name: "--as-of",
+            value: cutoffs.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
+            reason: "a history needs two or more cutoffs: --as-of D1,D2,... or --every with --from and --to"
+                .into(),
+        });
+    }
+    let mut engine = Engine::open_source(source).await?;
+    clock.lap("ingest");
+    let (history, transitions) = engine.lifecycle_history(cutoffs).await?;
+    clock.lap("lifecycle");
+    let stages = crate::registry::feature("lifecycle_stage").expect("a registered feature").categories;
+    let mut stage_counts: Vec<(NaiveDate, Vec<u64>)> =
+        cutoffs.iter().map(|&c| (c, vec![0; stages.len()])).collect();
+    for batch in &history {
+        let as_of = batch.column(1).as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+        let stage = batch.column(2).as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            let date = crate::engine::date_from_value(as_of.value(i));
+            // Cutoffs come from `cutoffs`, stages from the rules the registry lists.
+            let row = stage_counts.iter_mut().find(|(c, _)| *c == date).expect("a cutoff of this run");
+            let s = stages.iter().position(|s| s == stage.value(i)).expect("a registered stage");
+            row.1[s] += 1;
+        }
+    }
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let mut outputs = Vec::new();
+    for (file, batches) in [(LIFECYCLE_HISTORY_FILE, &history), (LIFECYCLE_TRANSITIONS_FILE, &transitions)] {
+        let path = out.join(file);
+        // Populations only grow, so a history with rows has transitions at its last cutoff.
+        let Some(first) = batches.first() else {
+            return Err(PipelineError::InvalidArgument {
+                name: "--as-of",
+                value: cutoffs.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
+                reason: "no customer signed up before any of these dates".into(),
+            });
+        };
+        write_parquet(&path, first.schema(), batches)?;
+        outputs.push(path.display().to_string());
+    }
+    clock.lap("write");
+    let identity = engine.identity().expect("resolved for the stages").clone();
+    let report =
+        RunReport::new("lifecycle", cutoffs.last().copied(), &engine, &identity, None, &clock, outputs);
+    report.write(out)?;
+    Ok(LifecycleRun {
+        report,
+        history_rows: history.iter().map(|b| b.num_rows()).sum(),
+        stages,
+        stage_counts,
+        transitions,
     })
 }

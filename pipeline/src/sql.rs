@@ -45,5 +45,14 @@ pub const SPEND_LABEL: SqlFile = sql_file!("spend_label", "labels/spend.sql");
 /// Campaign response label, parameters `$as_of`, `$horizon_days` and `$response_days`.
 pub const RESPONSE_LABEL: SqlFile = sql_file!("response_label", "labels/response.sql");
 
+/// Lifecycle history over several cutoffs, in order: each customer's stage
+/// per cutoff with the one before, then the transition counts. They read
+/// `lifecycle_stages` (customer_id, as_of, lifecycle_stage), registered by
+/// [`crate::Engine::lifecycle_history`].
+pub const LIFECYCLE: &[SqlFile] = &[
+    sql_file!("lifecycle_history", "lifecycle/history.sql"),
+    sql_file!("lifecycle_transitions", "lifecycle/transitions.sql"),
+];
+
 /// Every label file.
 pub const LABELS: &[SqlFile] = &[CHURN_LABEL, SPEND_LABEL, RESPONSE_LABEL];

@@ -8,6 +8,11 @@
 -- feature: purchase_share_web Float64: share of purchases made on the web, last 365 days; NULL if none
 -- feature: purchase_share_store Float64: share of purchases made in store, last 365 days; NULL if none
 -- feature: purchase_share_app Float64: share of purchases made in the app, last 365 days; NULL if none
+-- feature: interaction_share_web Float64: share of customer-initiated interactions (outbound excluded) on the web, last 365 days; NULL if none
+-- feature: interaction_share_app Float64: share of customer-initiated interactions in the app, last 365 days; NULL if none
+-- feature: interaction_share_email Float64: share of customer-initiated interactions by email (opens, clicks), last 365 days; NULL if none
+-- feature: interaction_share_call_center Float64: share of customer-initiated interactions with the call center (inbound calls, complaints), last 365 days; NULL if none
+-- feature: interaction_share_store Float64: share of customer-initiated interactions in store (visits), last 365 days; NULL if none
 -- feature: channels_used_365d Int64: distinct channels the customer bought or engaged through, last 365 days; 0 if none
 -- feature: omnichannel Int64: 1 if the customer bought through two or more channels in the last 365 days, else 0
 -- feature: preferred_channel Utf8{web,store,app,call_center,email,sms,social,none}: the channel with the most purchases and customer-initiated interactions in the last 365 days (ties: alphabetical); `none` without any
@@ -31,7 +36,8 @@ ev AS (
          sum(CASE WHEN channel = 'call_center' THEN 1 ELSE 0 END) AS call_center,
          sum(CASE WHEN channel = 'email' THEN 1 ELSE 0 END) AS email,
          sum(CASE WHEN channel = 'sms' THEN 1 ELSE 0 END) AS sms,
-         sum(CASE WHEN channel = 'social' THEN 1 ELSE 0 END) AS social
+         sum(CASE WHEN channel = 'social' THEN 1 ELSE 0 END) AS social,
+         count(*) AS n
   FROM interactions_resolved
   WHERE ts < $as_of AND event_type NOT IN ('email_sent', 'sms_sent', 'call_outbound')
     AND (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 <= 365
@@ -46,7 +52,9 @@ uses AS (
          coalesce(e.social, 0) AS social,
          coalesce(t.store, 0) + coalesce(e.store, 0) AS store,
          coalesce(t.web, 0) + coalesce(e.web, 0) AS web,
-         t.web AS buy_web, t.store AS buy_store, t.app AS buy_app, t.call_center AS buy_call_center, t.n AS buys
+         t.web AS buy_web, t.store AS buy_store, t.app AS buy_app, t.call_center AS buy_call_center, t.n AS buys,
+         e.web AS ev_web, e.app AS ev_app, e.email AS ev_email, e.call_center AS ev_call_center,
+         e.store AS ev_store, e.n AS evs
   FROM population p
   LEFT JOIN tx t ON t.customer_id = p.customer_id
   LEFT JOIN ev e ON e.customer_id = p.customer_id
@@ -60,6 +68,11 @@ SELECT customer_id,
        CAST(buy_web AS DOUBLE) / nullif(buys, 0) AS purchase_share_web,
        CAST(buy_store AS DOUBLE) / nullif(buys, 0) AS purchase_share_store,
        CAST(buy_app AS DOUBLE) / nullif(buys, 0) AS purchase_share_app,
+       CAST(ev_web AS DOUBLE) / nullif(evs, 0) AS interaction_share_web,
+       CAST(ev_app AS DOUBLE) / nullif(evs, 0) AS interaction_share_app,
+       CAST(ev_email AS DOUBLE) / nullif(evs, 0) AS interaction_share_email,
+       CAST(ev_call_center AS DOUBLE) / nullif(evs, 0) AS interaction_share_call_center,
+       CAST(ev_store AS DOUBLE) / nullif(evs, 0) AS interaction_share_store,
        CAST((app > 0) AS BIGINT) + CAST((call_center > 0) AS BIGINT) + CAST((email > 0) AS BIGINT)
          + CAST((sms > 0) AS BIGINT) + CAST((social > 0) AS BIGINT) + CAST((store > 0) AS BIGINT)
          + CAST((web > 0) AS BIGINT) AS channels_used_365d,

@@ -15,6 +15,8 @@
 -- feature: sms_click_rate_90d Float64: SMS clicks / messages sent, last 90 days; NULL if none sent
 -- feature: web_visits_30d Int64: web visits, last 30 days (cookie-only visits count once the cookie is linked to the customer); 0 if none
 -- feature: app_sessions_30d Int64: app sessions, last 30 days; 0 if none
+-- feature: web_visits_90d Int64: web visits, last 90 days (as web_visits_30d); 0 if none
+-- feature: app_sessions_90d Int64: app sessions, last 90 days; 0 if none
 -- feature: engagement_trend Float64: customer-initiated events per day, last 30 days (r30) against the 60 days before (r60): `(r30 - r60) / (r30 + r60)`, in [-1, 1]; 0 when both are 0
 -- feature: days_since_last_engagement Int64: whole days since the last customer-initiated event of any kind; NULL if none
 WITH ev AS (
@@ -37,6 +39,8 @@ agg AS (
          sum(CASE WHEN event_type = 'sms_click' AND age_days <= 90 THEN 1 ELSE 0 END) AS sms_clicks_90d,
          sum(CASE WHEN event_type = 'web_visit' AND age_days <= 30 THEN 1 ELSE 0 END) AS web_visits_30d,
          sum(CASE WHEN event_type = 'app_session' AND age_days <= 30 THEN 1 ELSE 0 END) AS app_sessions_30d,
+         sum(CASE WHEN event_type = 'web_visit' AND age_days <= 90 THEN 1 ELSE 0 END) AS web_visits_90d,
+         sum(CASE WHEN event_type = 'app_session' AND age_days <= 90 THEN 1 ELSE 0 END) AS app_sessions_90d,
          sum(CASE WHEN engaged AND age_days <= 30 THEN 1 ELSE 0 END) AS engaged_30d,
          sum(CASE WHEN engaged AND age_days > 30 AND age_days <= 90 THEN 1 ELSE 0 END) AS engaged_prev_60d,
          max(CASE WHEN engaged THEN ts END) AS last_engaged
@@ -54,6 +58,8 @@ SELECT p.customer_id,
        CAST(a.sms_clicks_90d AS DOUBLE) / nullif(a.sms_sent_90d, 0) AS sms_click_rate_90d,
        coalesce(a.web_visits_30d, 0) AS web_visits_30d,
        coalesce(a.app_sessions_30d, 0) AS app_sessions_30d,
+       coalesce(a.web_visits_90d, 0) AS web_visits_90d,
+       coalesce(a.app_sessions_90d, 0) AS app_sessions_90d,
        coalesce((a.engaged_30d / 30.0 - a.engaged_prev_60d / 60.0)
                 / nullif(a.engaged_30d / 30.0 + a.engaged_prev_60d / 60.0, 0), 0.0) AS engagement_trend,
        CAST(floor((date_part('epoch', $as_of) - date_part('epoch', a.last_engaged)) / 86400) AS BIGINT) AS days_since_last_engagement

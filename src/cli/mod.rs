@@ -12,8 +12,8 @@ use engage_pipeline::erasure::ErasureList;
 use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::identity::IdentityOptions;
 use engage_pipeline::jobs::{
-    DatasetOptions, TrainChurnOptions, build_dataset, build_features, build_identity, forget, score,
-    train_churn_model,
+    DatasetOptions, LifecycleRun, TrainChurnOptions, build_dataset, build_features, build_identity,
+    build_lifecycle, forget, score, train_churn_model,
 };
 use engage_pipeline::report::RunReport;
 use engage_pipeline::store::DataRoot;
@@ -93,6 +93,9 @@ enum Command {
     /// Build a point-in-time training set: features at several cutoffs,
     /// each with its labels from the horizon after it.
     Dataset(DatasetArgs),
+    /// Lifecycle stage history: every customer's stage at several cutoffs
+    /// and the transitions between consecutive ones.
+    Lifecycle(LifecycleArgs),
     /// Train a model.
     Train {
         #[command(subcommand)]
@@ -168,6 +171,22 @@ struct DatasetArgs {
     /// (responded to a contact in the horizon), spend (net spend in the horizon).
     #[arg(long, value_parser = ["churn", "response", "spend"])]
     task: String,
+    #[command(flatten)]
+    cutoffs: CutoffArgs,
+    /// Label horizon after each cutoff: `90d`, `12w` or days.
+    #[arg(long, default_value = "90d", value_parser = parse_horizon)]
+    horizon: u32,
+    /// Response task: how long after a contact a response counts.
+    #[arg(long, default_value = "14d", value_parser = parse_horizon)]
+    response_window: u32,
+    /// Output directory for dataset.parquet and its run report.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Several cutoff dates: a list, or a regular schedule.
+#[derive(Debug, clap::Args)]
+struct CutoffArgs {
     /// Cutoff dates, comma-separated (YYYY-MM-DD,...).
     #[arg(long, value_delimiter = ',', value_parser = parse_date, conflicts_with_all = ["every", "from", "to"])]
     as_of: Vec<NaiveDate>,
@@ -180,18 +199,23 @@ struct DatasetArgs {
     /// Last possible cutoff of --every (YYYY-MM-DD).
     #[arg(long, value_parser = parse_date, requires = "every")]
     to: Option<NaiveDate>,
-    /// Label horizon after each cutoff: `90d`, `12w` or days.
-    #[arg(long, default_value = "90d", value_parser = parse_horizon)]
-    horizon: u32,
-    /// Response task: how long after a contact a response counts.
-    #[arg(long, default_value = "14d", value_parser = parse_horizon)]
-    response_window: u32,
-    /// Output directory for dataset.parquet and its run report.
+}
+
+#[derive(Debug, clap::Args)]
+struct LifecycleArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    features: FeatureArgs,
+    #[command(flatten)]
+    cutoffs: CutoffArgs,
+    /// Output directory for lifecycle_history.parquet,
+    /// lifecycle_transitions.parquet and the run report.
     #[arg(long)]
     out: PathBuf,
 }
 
-impl DatasetArgs {
+impl CutoffArgs {
     fn cutoffs(&self) -> Result<Vec<NaiveDate>> {
         let mut cutoffs = match (self.every, self.from, self.to) {
             (Some(step), Some(from), Some(to)) => {
@@ -444,7 +468,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let opts = DatasetOptions {
                 source: a.features.apply(a.data.source()?),
                 task,
-                cutoffs: a.cutoffs()?,
+                cutoffs: a.cutoffs.cutoffs()?,
                 horizon_days: a.horizon,
                 response_days: a.response_window,
                 out: a.out.clone(),
@@ -461,6 +485,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                 opts.cutoffs[0],
                 opts.cutoffs[opts.cutoffs.len() - 1]
             );
+        }
+        Command::Lifecycle(a) => {
+            let source = a.features.apply(a.data.source()?);
+            let run = build_lifecycle(&source, &a.cutoffs.cutoffs()?, &a.out)
+                .await
+                .with_context(|| format!("building the lifecycle history from {}", a.data))?;
+            print!("{}", run.report.render());
+            print!("{}", lifecycle_table(&run));
+            println!("{} rows of history at {} cutoffs", run.history_rows, run.stage_counts.len());
         }
         Command::Report { action: ReportAction::Show { dir } } => {
             let report = RunReport::read(&dir)
@@ -514,6 +547,25 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(args).await?,
     }
     Ok(())
+}
+
+/// Customers per lifecycle stage at each cutoff, one row per cutoff.
+fn lifecycle_table(run: &LifecycleRun) -> String {
+    let width = run.stages.iter().map(|s| s.len()).max().unwrap_or(0).max(9);
+    let mut out = format!("\n{:<12}", "as_of");
+    for stage in &run.stages {
+        out += &format!(" {stage:>width$}");
+    }
+    out.push('\n');
+    for (as_of, counts) in &run.stage_counts {
+        out += &format!("{:<12}", as_of.to_string());
+        for n in counts {
+            out += &format!(" {n:>width$}");
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    out
 }
 
 #[cfg(test)]

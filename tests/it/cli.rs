@@ -357,6 +357,36 @@ fn features_list_prints_the_registry_and_building_still_needs_its_flags() {
 }
 
 #[tokio::test]
+async fn lifecycle_command_writes_history_and_transitions() {
+    use engage_pipeline::datafusion::prelude::{ParquetReadOptions, SessionContext};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lifecycle");
+    let (data, out_arg) = (tiny(), out.to_str().unwrap().to_string());
+    let args = ["lifecycle", "--data", data.to_str().unwrap(), "--out", &out_arg];
+    let o = engage(&[&args[..], &["--every", "16w", "--from", "2024-12-15", "--to", "2025-08-01"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    // Three cutoffs: 2024-12-15, 2025-04-06, 2025-07-27; B joins at the
+    // second, C at the third (see the golden lifecycle files).
+    let header = text.lines().find(|l| l.starts_with("as_of")).expect("a stage table");
+    assert!(header.contains("prospect") && header.contains("reactivated"), "{text}");
+    assert!(text.contains("12 rows of history at 3 cutoffs"), "{text}");
+    let ctx = SessionContext::new();
+    for (table, file) in [("h", "lifecycle_history.parquet"), ("t", "lifecycle_transitions.parquet")] {
+        let path = out.join(file);
+        ctx.register_parquet(table, path.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    }
+    assert_eq!(crate::common::scalar_i64(&ctx, "SELECT count(*) FROM h").await, 12);
+    // Transitions cover every customer at the cutoffs after the first.
+    assert_eq!(crate::common::scalar_i64(&ctx, "SELECT CAST(sum(customers) AS BIGINT) FROM t").await, 9);
+    assert!(out.join("run_report.json").exists());
+
+    let one = engage(&[&args[..], &["--as-of", "2025-04-01"]].concat());
+    assert_eq!(one.status.code(), Some(1));
+    assert!(stderr(&one).contains("two or more cutoffs"), "{}", stderr(&one));
+}
+
+#[tokio::test]
 async fn dataset_command_writes_response_and_spend_sets() {
     use engage_pipeline::datafusion::prelude::{ParquetReadOptions, SessionContext};
     let tmp = tempfile::tempdir().unwrap();

@@ -8,9 +8,9 @@ use std::path::Path;
 use engage_pipeline::Engine;
 use engage_pipeline::Task;
 use engage_pipeline::datafusion::arrow::util::pretty::pretty_format_batches;
-use engage_pipeline::sql::{FEATURES, LABELS};
+use engage_pipeline::sql::{FEATURES, LABELS, LIFECYCLE};
 
-use crate::common::{tiny, tiny_as_of};
+use crate::common::{date, tiny, tiny_as_of};
 
 fn check(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.txt"));
@@ -47,9 +47,23 @@ async fn every_sql_view_matches_its_golden_file() {
     }
     // Every registered SQL file has a golden file.
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    for file in FEATURES.iter().chain(LABELS) {
+    for file in FEATURES.iter().chain(LABELS).chain(LIFECYCLE) {
         assert!(golden.join(format!("{}.txt", file.name)).exists(), "no golden file for {}", file.path);
     }
+}
+
+/// Lifecycle history at three cutoffs (stages by hand in docs/features.md:
+/// at 2024-12-15 A is new, D a prospect, E dormant and B not yet a
+/// customer; at 2025-08-01 A and B are at risk, E reactivated, C new to
+/// the population as a prospect).
+#[tokio::test]
+async fn lifecycle_history_matches_its_golden_files() {
+    let mut engine = Engine::open(&tiny()).await.unwrap();
+    let cutoffs = [date("2024-12-15"), tiny_as_of(), date("2025-08-01")];
+    let (history, transitions) = engine.lifecycle_history(&cutoffs).await.unwrap();
+    let [h, t] = LIFECYCLE else { unreachable!() };
+    check(h.name, &format!("{}\n", pretty_format_batches(&history).unwrap()));
+    check(t.name, &format!("{}\n", pretty_format_batches(&transitions).unwrap()));
 }
 
 /// The registry (the `-- feature:` lines of the SQL) names every column of
