@@ -47,8 +47,7 @@ pub async fn build_features(source: &DataSource, as_of: NaiveDate, out: &Path) -
     clock.lap("ingest");
     let identity = engine.resolve_identities(Some(as_of)).await?.clone();
     clock.lap("identity");
-    let batches = engine.features(as_of).await?;
-    clock.lap("features");
+    let batches = engine.timed_features(as_of, &mut clock).await?;
     let schema = feature_schema(&batches)?;
     std::fs::create_dir_all(out).map_err(io(out))?;
     let output = out.join(FEATURES_FILE);

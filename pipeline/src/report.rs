@@ -308,10 +308,11 @@ impl RunReport {
             ));
         }
         line(String::new());
-        line(format!("{:<14} {:>9} {:>14}", "stage", "seconds", "peak RSS MiB"));
+        let w = self.stages.iter().map(|s| s.name.len()).max().unwrap_or(0).max(14);
+        line(format!("{:<w$} {:>9} {:>14}", "stage", "seconds", "peak RSS MiB"));
         for s in &self.stages {
             let mem = s.peak_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into());
-            line(format!("{:<14} {:>9.2} {:>14}", s.name, s.seconds, mem));
+            line(format!("{:<w$} {:>9.2} {:>14}", s.name, s.seconds, mem));
         }
         line(String::new());
         for o in &self.outputs {
