@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::{ChurnValidParams, FittedChurn, Metrics, ModelError};
@@ -53,32 +54,43 @@ impl ModelArtifact {
     /// Writes the artifact as pretty JSON via a temporary sibling and a
     /// rename, so a reader never sees a half-written file.
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        let io = |source| ModelError::Io { path: path.display().to_string(), source };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        crate::snapshot::write_atomic(path, &serde_json::to_vec_pretty(self).expect("artifact serialises"))
+        save_json(self, path)
     }
 
     /// Reads an artifact and checks its format version.
     pub fn load(path: &Path) -> Result<ModelArtifact, ModelError> {
-        let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: shown.clone(), source })?;
-        // Read the version first so an old or future layout gets a version
-        // error, not a confusing field error.
-        #[derive(Deserialize)]
-        struct Header {
-            format_version: u32,
-        }
-        let header: Header = serde_json::from_slice(&bytes)
-            .map_err(|source| ModelError::Parse { path: shown.clone(), source })?;
-        if header.format_version != ARTIFACT_FORMAT_VERSION {
-            return Err(ModelError::FormatVersion {
-                path: shown,
-                found: header.format_version,
-                expected: ARTIFACT_FORMAT_VERSION,
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|source| ModelError::Parse { path: shown, source })
+        load_json(path)
     }
+}
+
+/// Writes `value` as pretty JSON atomically (temporary sibling, rename).
+pub(crate) fn save_json<T: Serialize>(value: &T, path: &Path) -> Result<(), ModelError> {
+    let io = |source| ModelError::Io { path: path.display().to_string(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    crate::snapshot::write_atomic(path, &serde_json::to_vec_pretty(value).expect("artifact serialises"))
+}
+
+/// Reads a JSON artifact whose `format_version` must be
+/// [`ARTIFACT_FORMAT_VERSION`].
+pub(crate) fn load_json<T: DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: shown.clone(), source })?;
+    // Read the version first so an old or future layout gets a version
+    // error, not a confusing field error.
+    #[derive(Deserialize)]
+    struct Header {
+        format_version: u32,
+    }
+    let header: Header =
+        serde_json::from_slice(&bytes).map_err(|source| ModelError::Parse { path: shown.clone(), source })?;
+    if header.format_version != ARTIFACT_FORMAT_VERSION {
+        return Err(ModelError::FormatVersion {
+            path: shown,
+            found: header.format_version,
+            expected: ARTIFACT_FORMAT_VERSION,
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|source| ModelError::Parse { path: shown, source })
 }

@@ -6,6 +6,7 @@
 
 mod artifact;
 mod churn;
+pub mod clv;
 mod error;
 pub mod metrics;
 pub mod snapshot;

@@ -26,7 +26,9 @@ use crate::ingest::{TableCounts, register_inputs, rejects_view};
 use crate::output::write_parquet;
 use crate::report::Stopwatch;
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
-use crate::sql::{CHURN_LABEL, FEATURES, IDENTITY_QUALITY, LIFECYCLE, RESPONSE_LABEL, SPEND_LABEL, SqlFile};
+use crate::sql::{
+    CHURN_LABEL, FEATURES, IDENTITY_QUALITY, LIFECYCLE, PURCHASE_DAYS, RESPONSE_LABEL, SPEND_LABEL, SqlFile,
+};
 use crate::store::DataRoot;
 
 /// Column of the erased customer ids joined against.
@@ -474,7 +476,11 @@ impl Engine {
     /// view materialised in memory before the next; the feature table joins
     /// them) and timing each on `clock` under its SQL file's path, so a run
     /// report shows where the time goes.
-    pub async fn timed_features(&mut self, as_of: NaiveDate, clock: &mut Stopwatch) -> Result<Vec<RecordBatch>> {
+    pub async fn timed_features(
+        &mut self,
+        as_of: NaiveDate,
+        clock: &mut Stopwatch,
+    ) -> Result<Vec<RecordBatch>> {
         self.resolve_identities(Some(as_of)).await?;
         let mut params = vec![("as_of", as_of_param(as_of))];
         params.extend(self.source.lifecycle.params());
@@ -504,6 +510,25 @@ impl Engine {
             last = Some(self.register_view(file, &params).await?);
         }
         Ok(last.expect("FEATURES is not empty"))
+    }
+
+    /// Daily purchase totals `(customer_id, day, value)` of the customers
+    /// as of `as_of` (days since 1970-01-01, see `sql/models/purchase_days.sql`),
+    /// with identities resolved as of `as_of`.
+    pub async fn purchase_days(&mut self, as_of: NaiveDate) -> Result<Vec<(String, i64, f64)>> {
+        self.register_features(as_of).await?;
+        let df = self.register_view(&PURCHASE_DAYS, &[("as_of", as_of_param(as_of))]).await?;
+        let batches = df.collect().await.map_err(query(PURCHASE_DAYS.path))?;
+        let mut out = Vec::with_capacity(batches.iter().map(|b| b.num_rows()).sum());
+        for b in &batches {
+            let ids = b.column(0).as_string::<i32>();
+            let days = b.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let values = b.column(2).as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+            for i in 0..b.num_rows() {
+                out.push((ids.value(i).to_string(), days.value(i), values.value(i)));
+            }
+        }
+        Ok(out)
     }
 
     /// Each customer's lifecycle stage at every cutoff (each point in time,

@@ -11,6 +11,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
+use engage_models::clv::{self, ClvArtifact, summarize};
 use engage_models::snapshot::{self, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest};
 use engage_models::{ChurnParams, ModelArtifact, TrainOptions, TrainingSet, TrainingWindow, train_churn};
 
@@ -181,6 +182,57 @@ pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
     });
     report.write_as(&opts.models.join(format!("{}.{RUN_REPORT_FILE}", artifact.model_version)))?;
     Ok(TrainRun { artifact, path, report })
+}
+
+/// How to fit the CLV models.
+#[derive(Debug, Clone)]
+pub struct TrainClvOptions {
+    pub source: DataSource,
+    /// Purchases strictly before this date; the observation ends the day before.
+    pub as_of: NaiveDate,
+    pub time_unit: clv::TimeUnit,
+    /// Directory the artifact is written to.
+    pub models: PathBuf,
+}
+
+/// What CLV training wrote.
+#[derive(Debug, Clone)]
+pub struct TrainClvRun {
+    pub artifact: ClvArtifact,
+    pub path: PathBuf,
+    pub report: RunReport,
+}
+
+/// Fits BG/NBD and Gamma-Gamma on every customer's purchases before
+/// `as_of` (summarised per [`engage_models::clv::summarize`]: same-day
+/// purchases merged, observation through the day before the cutoff) and
+/// writes `<models>/<model_version>.json` with the parameters,
+/// log-likelihoods and convergence, plus its run report next to it.
+pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
+    let mut clock = Stopwatch::start();
+    let mut engine = Engine::open_source(&opts.source).await?;
+    clock.lap("ingest");
+    let purchases = engine.purchase_days(opts.as_of).await?;
+    let end_day = (opts.as_of - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() - 1;
+    let customers = summarize(purchases, end_day, opts.time_unit.days());
+    clock.lap("summaries");
+    let artifact = ClvArtifact::train(&customers, &opts.as_of.to_string(), opts.time_unit)?;
+    clock.lap("train");
+    let path = opts.models.join(format!("{}.json", artifact.model_version));
+    artifact.save(&path)?;
+    clock.lap("write");
+    let identity = engine.identity().expect("resolved for the purchases").clone();
+    let report = RunReport::new(
+        "train clv",
+        Some(opts.as_of),
+        &engine,
+        &identity,
+        None,
+        &clock,
+        vec![path.display().to_string()],
+    );
+    report.write_as(&opts.models.join(format!("{}.{RUN_REPORT_FILE}", artifact.model_version)))?;
+    Ok(TrainClvRun { artifact, path, report })
 }
 
 /// What a scoring run published.

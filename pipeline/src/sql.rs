@@ -54,5 +54,9 @@ pub const LIFECYCLE: &[SqlFile] = &[
     sql_file!("lifecycle_transitions", "lifecycle/transitions.sql"),
 ];
 
+/// Daily purchase totals per customer before `$as_of`, the input of the
+/// CLV models; reads `population`.
+pub const PURCHASE_DAYS: SqlFile = sql_file!("purchase_days", "models/purchase_days.sql");
+
 /// Every label file.
 pub const LABELS: &[SqlFile] = &[CHURN_LABEL, SPEND_LABEL, RESPONSE_LABEL];

@@ -8,12 +8,13 @@ use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use engage_models::ChurnModel;
+use engage_models::clv::TimeUnit;
 use engage_pipeline::erasure::ErasureList;
 use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::identity::IdentityOptions;
 use engage_pipeline::jobs::{
-    DatasetOptions, LifecycleRun, TrainChurnOptions, build_dataset, build_features, build_identity,
-    build_lifecycle, forget, score, train_churn_model,
+    DatasetOptions, LifecycleRun, TrainChurnOptions, TrainClvOptions, build_dataset, build_features,
+    build_identity, build_lifecycle, forget, score, train_churn_model, train_clv_model,
 };
 use engage_pipeline::report::RunReport;
 use engage_pipeline::store::DataRoot;
@@ -159,6 +160,9 @@ enum ReportAction {
 enum TrainTask {
     /// Churn: no purchase within the horizon after the cutoff.
     Churn(TrainChurnArgs),
+    /// Customer lifetime value: BG/NBD (purchases, probability alive) and
+    /// Gamma-Gamma (spend per purchase) fitted on purchases before the cutoff.
+    Clv(TrainClvArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -239,6 +243,22 @@ impl CutoffArgs {
         cutoffs.dedup();
         Ok(cutoffs)
     }
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainClvArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Cutoff date (YYYY-MM-DD): purchases strictly before it; the
+    /// observation period ends the day before.
+    #[arg(long, value_parser = parse_date)]
+    as_of: NaiveDate,
+    /// Time unit of the summaries and the fitted parameters.
+    #[arg(long, default_value = "weeks", value_parser = ["days", "weeks"])]
+    time_unit: String,
+    /// Directory the model artifact is written to.
+    #[arg(long)]
+    models: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -514,6 +534,41 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await
                 .with_context(|| format!("training a churn model on {}", a.data))?;
             print!("{}", run.report.render());
+        }
+        Command::Train { task: TrainTask::Clv(a) } => {
+            let opts = TrainClvOptions {
+                source: a.data.source()?,
+                as_of: a.as_of,
+                time_unit: if a.time_unit == "days" { TimeUnit::Days } else { TimeUnit::Weeks },
+                models: a.models,
+            };
+            let run = train_clv_model(&opts)
+                .await
+                .with_context(|| format!("training the CLV models on {}", a.data))?;
+            print!("{}", run.report.render());
+            let (bg, gg) = (&run.artifact.bg_nbd, &run.artifact.gamma_gamma);
+            let status = |converged| if converged { "converged" } else { "NOT converged" };
+            println!(
+                "BG/NBD ({} customers, time in {}): r {:.4}, alpha {:.4}, a {:.4}, b {:.4}; log-likelihood {:.2}, {}",
+                bg.customers,
+                run.artifact.time_unit,
+                bg.params.r,
+                bg.params.alpha,
+                bg.params.a,
+                bg.params.b,
+                bg.log_likelihood,
+                status(bg.converged)
+            );
+            println!(
+                "Gamma-Gamma ({} customers with repeat purchases): p {:.4}, q {:.4}, gamma {:.4}; log-likelihood {:.2}, {}",
+                gg.customers,
+                gg.params.p,
+                gg.params.q,
+                gg.params.gamma,
+                gg.log_likelihood,
+                status(gg.converged)
+            );
+            println!("wrote {}", run.path.display());
         }
         Command::Score { data, features, as_of, model, out } => {
             let source = features.apply(data.source()?);

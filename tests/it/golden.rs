@@ -8,7 +8,7 @@ use std::path::Path;
 use engage_pipeline::Engine;
 use engage_pipeline::Task;
 use engage_pipeline::datafusion::arrow::util::pretty::pretty_format_batches;
-use engage_pipeline::sql::{FEATURES, LABELS, LIFECYCLE};
+use engage_pipeline::sql::{FEATURES, LABELS, LIFECYCLE, PURCHASE_DAYS};
 
 use crate::common::{date, tiny, tiny_as_of};
 
@@ -32,6 +32,8 @@ async fn dump(engine: &Engine, view: &str, order: &str) -> String {
 async fn every_sql_view_matches_its_golden_file() {
     let mut engine = Engine::open(&tiny()).await.unwrap();
     engine.features(tiny_as_of()).await.unwrap();
+    engine.purchase_days(tiny_as_of()).await.unwrap();
+    check(PURCHASE_DAYS.name, &dump(&engine, PURCHASE_DAYS.name, "customer_id, day").await);
     engine.churn_labels(tiny_as_of(), 90).await.unwrap();
     engine.labels(Task::Spend, tiny_as_of(), 90, 0).await.unwrap();
     engine.labels(Task::Response, tiny_as_of(), 90, 14).await.unwrap();
@@ -47,7 +49,7 @@ async fn every_sql_view_matches_its_golden_file() {
     }
     // Every registered SQL file has a golden file.
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    for file in FEATURES.iter().chain(LABELS).chain(LIFECYCLE) {
+    for file in FEATURES.iter().chain(LABELS).chain(LIFECYCLE).chain([&PURCHASE_DAYS]) {
         assert!(golden.join(format!("{}.txt", file.name)).exists(), "no golden file for {}", file.path);
     }
 }

@@ -1,0 +1,505 @@
+//! Customer lifetime value for non-contractual customers: the BG/NBD model
+//! of repeat purchases and dropout (Fader, Hardie & Lee 2005, "Counting
+//! Your Customers the Easy Way") and the Gamma-Gamma model of spend per
+//! purchase (Fader, Hardie & Lee 2005, "RFM and CLV"), fitted by maximum
+//! likelihood with [`nelder_mead`] on log parameters.
+//!
+//! Time is in whatever unit the summaries use (weeks in the literature,
+//! days or weeks in engage); parameters are only meaningful in that unit.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ModelError;
+
+/// A fitted CLV model pair with everything needed to use and audit it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClvArtifact {
+    /// [`crate::ARTIFACT_FORMAT_VERSION`] at write time.
+    pub format_version: u32,
+    /// Stable id: `clv-<as_of>-<first 12 hex digits of the data fingerprint>`.
+    pub model_version: String,
+    /// `clv`.
+    pub task: String,
+    /// engage version that trained it.
+    pub engage_version: String,
+    /// UTC time of training (RFC 3339).
+    pub trained_at: String,
+    /// Cutoff (ISO date): the models saw purchases strictly before it.
+    pub as_of: String,
+    /// The time unit of the parameters and of every time in the summaries:
+    /// `days` or `weeks`.
+    pub time_unit: String,
+    /// Days per time unit (1 or 7).
+    pub unit_days: f64,
+    /// SHA-256 over the customer summaries the models were fitted on.
+    pub data_fingerprint: String,
+    /// Purchase counts and dropout.
+    pub bg_nbd: Fit<BgNbd>,
+    /// Spend per purchase (customers with repeat purchases only).
+    pub gamma_gamma: Fit<GammaGamma>,
+}
+
+impl ClvArtifact {
+    /// Fits both models on `customers` (summaries in `time_unit`) and wraps
+    /// them with their provenance.
+    pub fn train(
+        customers: &[(String, Rfm)],
+        as_of: &str,
+        time_unit: TimeUnit,
+    ) -> Result<ClvArtifact, ModelError> {
+        let summaries: Vec<Rfm> = customers.iter().map(|(_, c)| *c).collect();
+        let bg_nbd = BgNbd::fit(&summaries)?;
+        let gamma_gamma = GammaGamma::fit(&summaries)?;
+        let data_fingerprint = fingerprint(customers);
+        Ok(ClvArtifact {
+            format_version: crate::ARTIFACT_FORMAT_VERSION,
+            model_version: format!("clv-{as_of}-{}", &data_fingerprint[..12]),
+            task: "clv".into(),
+            engage_version: env!("CARGO_PKG_VERSION").into(),
+            trained_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            as_of: as_of.into(),
+            time_unit: time_unit.name().into(),
+            unit_days: time_unit.days(),
+            data_fingerprint,
+            bg_nbd,
+            gamma_gamma,
+        })
+    }
+
+    /// Writes the artifact as JSON atomically.
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        crate::artifact::save_json(self, path)
+    }
+
+    /// Reads an artifact and checks its format version.
+    pub fn load(path: &Path) -> Result<ClvArtifact, ModelError> {
+        crate::artifact::load_json(path)
+    }
+}
+
+/// The time unit of CLV summaries and parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    Days,
+    Weeks,
+}
+
+impl TimeUnit {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeUnit::Days => "days",
+            TimeUnit::Weeks => "weeks",
+        }
+    }
+
+    pub fn days(self) -> f64 {
+        match self {
+            TimeUnit::Days => 1.0,
+            TimeUnit::Weeks => 7.0,
+        }
+    }
+}
+
+fn fingerprint(customers: &[(String, Rfm)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (id, c) in customers {
+        h.update(id.as_bytes());
+        h.update([0u8]);
+        for v in [c.frequency, c.recency, c.age, c.monetary] {
+            h.update(v.to_bits().to_le_bytes());
+        }
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// One customer's purchase history summarised as the models need it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Rfm {
+    /// Repeat purchases (x): purchase occasions after the first.
+    pub frequency: f64,
+    /// Time of the last repeat purchase after the first purchase (t_x); 0 if none.
+    pub recency: f64,
+    /// Time from the first purchase to the end of observation (T).
+    pub age: f64,
+    /// Mean value of the repeat purchases (zbar); 0 if none.
+    pub monetary: f64,
+}
+
+/// Summarises purchases `(customer, day, value)` as of `end_day` the way
+/// the literature does: purchases on the same day are one purchase (values
+/// summed), the first purchase is not counted, purchases after `end_day`
+/// are ignored, and times are `(day difference) / unit_days` (7 for weeks).
+/// Days are any integer day count (e.g. days since 1970-01-01). Returns one
+/// summary per customer whose first purchase is on or before `end_day`,
+/// sorted by customer.
+pub fn summarize(
+    purchases: impl IntoIterator<Item = (String, i64, f64)>,
+    end_day: i64,
+    unit_days: f64,
+) -> Vec<(String, Rfm)> {
+    let mut by_customer: std::collections::BTreeMap<String, std::collections::BTreeMap<i64, f64>> =
+        Default::default();
+    for (customer, day, value) in purchases {
+        if day <= end_day {
+            *by_customer.entry(customer).or_default().entry(day).or_default() += value;
+        }
+    }
+    by_customer
+        .into_iter()
+        .map(|(customer, days)| {
+            let (&first, _) = days.first_key_value().expect("a purchase per customer");
+            let (&last, _) = days.last_key_value().expect("a purchase per customer");
+            let repeats = days.len() - 1;
+            let repeat_value: f64 = days.values().skip(1).sum();
+            let rfm = Rfm {
+                frequency: repeats as f64,
+                recency: (last - first) as f64 / unit_days,
+                age: (end_day - first) as f64 / unit_days,
+                monetary: if repeats > 0 { repeat_value / repeats as f64 } else { 0.0 },
+            };
+            (customer, rfm)
+        })
+        .collect()
+}
+
+/// Outcome of a maximum-likelihood fit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fit<P> {
+    pub params: P,
+    /// Total log-likelihood at `params`.
+    pub log_likelihood: f64,
+    /// Customers the fit used.
+    pub customers: usize,
+    /// Nelder-Mead iterations over all restarts.
+    pub iterations: usize,
+    /// Whether the simplex met the tolerance before the iteration cap.
+    pub converged: bool,
+}
+
+/// BG/NBD parameters: purchase rates are Gamma(r, alpha) across customers,
+/// the dropout probability after each purchase Beta(a, b).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BgNbd {
+    pub r: f64,
+    pub alpha: f64,
+    pub a: f64,
+    pub b: f64,
+}
+
+impl BgNbd {
+    /// Log-likelihood of one customer (equation 6 of the BG/NBD paper, in
+    /// log space: the two terms of the sum combined with log-sum-exp).
+    pub fn customer_log_likelihood(&self, c: &Rfm) -> f64 {
+        let BgNbd { r, alpha, a, b } = *self;
+        let x = c.frequency;
+        let ln_a1 = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln();
+        let ln_a2 = ln_gamma(a + b) + ln_gamma(b + x) - ln_gamma(b) - ln_gamma(a + b + x);
+        let ln_a3 = -(r + x) * (alpha + c.age).ln();
+        if x > 0.0 {
+            let ln_a4 = a.ln() - (b + x - 1.0).ln() - (r + x) * (alpha + c.recency).ln();
+            ln_a1 + ln_a2 + log_add_exp(ln_a3, ln_a4)
+        } else {
+            ln_a1 + ln_a2 + ln_a3
+        }
+    }
+
+    /// Total log-likelihood of `customers`.
+    pub fn log_likelihood(&self, customers: &[Rfm]) -> f64 {
+        customers.iter().map(|c| self.customer_log_likelihood(c)).sum()
+    }
+
+    /// Maximum-likelihood parameters for `customers`.
+    pub fn fit(customers: &[Rfm]) -> Result<Fit<BgNbd>, ModelError> {
+        check_summaries(customers)?;
+        if !customers.iter().any(|c| c.frequency > 0.0) {
+            return Err(ModelError::Data("BG/NBD: no customer made a repeat purchase".into()));
+        }
+        let from = |p: &[f64]| BgNbd { r: p[0].exp(), alpha: p[1].exp(), a: p[2].exp(), b: p[3].exp() };
+        let cost = |p: &[f64]| -from(p).log_likelihood(customers);
+        let (best, iterations, converged) = nelder_mead(cost, &[0.0; 4]);
+        let params = from(&best);
+        Ok(Fit {
+            params,
+            log_likelihood: params.log_likelihood(customers),
+            customers: customers.len(),
+            iterations,
+            converged,
+        })
+    }
+
+    /// Probability that the customer has not dropped out by the end of
+    /// observation.
+    pub fn probability_alive(&self, c: &Rfm) -> f64 {
+        if c.frequency <= 0.0 {
+            return 1.0;
+        }
+        1.0 / (1.0 + self.dropout_odds(c))
+    }
+
+    /// `a / (b + x - 1) * ((alpha + T) / (alpha + t_x))^(r + x)`, in log space.
+    fn dropout_odds(&self, c: &Rfm) -> f64 {
+        let BgNbd { r, alpha, a, b } = *self;
+        let x = c.frequency;
+        (a.ln() - (b + x - 1.0).ln() + (r + x) * ((alpha + c.age).ln() - (alpha + c.recency).ln())).exp()
+    }
+
+    /// Expected repeat purchases in the next `t` time units of a customer
+    /// with this history (equation 10 of the BG/NBD paper).
+    pub fn expected_purchases(&self, c: &Rfm, t: f64) -> f64 {
+        if t <= 0.0 {
+            return 0.0;
+        }
+        let BgNbd { r, alpha, a, b } = *self;
+        let x = c.frequency;
+        let z = t / (alpha + c.age + t);
+        let ratio = ((alpha + c.age) / (alpha + c.age + t)).powf(r + x);
+        let numerator =
+            (a + b + x - 1.0) / (a - 1.0) * (1.0 - ratio * hyp2f1(r + x, b + x, a + b + x - 1.0, z));
+        let odds = if x > 0.0 { self.dropout_odds(c) } else { 0.0 };
+        numerator / (1.0 + odds)
+    }
+
+    /// Expected purchases in `(0, t]` of a new customer (equation 9).
+    pub fn expected_purchases_new(&self, t: f64) -> f64 {
+        let BgNbd { r, alpha, a, b } = *self;
+        let z = t / (alpha + t);
+        (a + b - 1.0) / (a - 1.0) * (1.0 - (alpha / (alpha + t)).powf(r) * hyp2f1(r, b, a + b - 1.0, z))
+    }
+}
+
+/// Gamma-Gamma parameters: a customer's mean spend per purchase varies
+/// across customers as Gamma(q, gamma) in its rate; single purchases as
+/// Gamma(p, nu) around it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GammaGamma {
+    pub p: f64,
+    pub q: f64,
+    pub gamma: f64,
+}
+
+impl GammaGamma {
+    /// Log-likelihood of one customer's mean repeat spend `monetary` over
+    /// `frequency` purchases (frequency must be positive).
+    pub fn customer_log_likelihood(&self, c: &Rfm) -> f64 {
+        let GammaGamma { p, q, gamma } = *self;
+        let (x, m) = (c.frequency, c.monetary);
+        ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q)
+            + q * gamma.ln()
+            + (p * x - 1.0) * m.ln()
+            + p * x * x.ln()
+            - (p * x + q) * (gamma + m * x).ln()
+    }
+
+    /// Total log-likelihood of the customers with repeat purchases.
+    pub fn log_likelihood(&self, customers: &[Rfm]) -> f64 {
+        customers.iter().filter(|c| c.frequency > 0.0).map(|c| self.customer_log_likelihood(c)).sum()
+    }
+
+    /// Maximum-likelihood parameters from the customers with at least one
+    /// repeat purchase (the others carry no spend information here).
+    pub fn fit(customers: &[Rfm]) -> Result<Fit<GammaGamma>, ModelError> {
+        check_summaries(customers)?;
+        let repeat: Vec<Rfm> = customers.iter().filter(|c| c.frequency > 0.0).copied().collect();
+        if let Some(c) = repeat.iter().find(|c| c.monetary <= 0.0) {
+            return Err(ModelError::Data(format!(
+                "Gamma-Gamma: a customer with {} repeat purchases has mean spend {}; expected a positive amount",
+                c.frequency, c.monetary
+            )));
+        }
+        if repeat.is_empty() {
+            return Err(ModelError::Data("Gamma-Gamma: no customer made a repeat purchase".into()));
+        }
+        let from = |p: &[f64]| GammaGamma { p: p[0].exp(), q: p[1].exp(), gamma: p[2].exp() };
+        let cost = |p: &[f64]| -from(p).log_likelihood(&repeat);
+        let (best, iterations, converged) = nelder_mead(cost, &[0.0; 3]);
+        let params = from(&best);
+        Ok(Fit {
+            params,
+            log_likelihood: params.log_likelihood(&repeat),
+            customers: repeat.len(),
+            iterations,
+            converged,
+        })
+    }
+
+    /// Expected spend per purchase of a customer with this history: the
+    /// population mean `p gamma / (q - 1)` shrunk toward the customer's own
+    /// mean as purchases accumulate.
+    pub fn expected_spend(&self, c: &Rfm) -> f64 {
+        let GammaGamma { p, q, gamma } = *self;
+        let x = c.frequency.max(0.0);
+        p * (gamma + c.monetary * x) / (p * x + q - 1.0)
+    }
+}
+
+/// Lifetime value over `periods` periods of `period_length` time units:
+/// the expected purchases in each period (BG/NBD) times the expected spend
+/// per purchase (Gamma-Gamma), discounted at `discount_rate` per period
+/// (the value of period i is divided by `(1 + discount_rate)^i`).
+pub fn customer_lifetime_value(
+    purchases: &BgNbd,
+    spend: &GammaGamma,
+    c: &Rfm,
+    periods: u32,
+    period_length: f64,
+    discount_rate: f64,
+) -> f64 {
+    let value = spend.expected_spend(c);
+    let mut before = 0.0;
+    let mut clv = 0.0;
+    for i in 1..=periods {
+        let through = purchases.expected_purchases(c, i as f64 * period_length);
+        clv += (through - before) * value / (1.0 + discount_rate).powi(i as i32);
+        before = through;
+    }
+    clv
+}
+
+fn check_summaries(customers: &[Rfm]) -> Result<(), ModelError> {
+    if customers.is_empty() {
+        return Err(ModelError::Data("no customers to fit".into()));
+    }
+    for (i, c) in customers.iter().enumerate() {
+        let ok = c.frequency >= 0.0
+            && c.recency >= 0.0
+            && c.age > 0.0
+            && c.recency <= c.age
+            && c.monetary >= 0.0
+            && (c.frequency > 0.0 || c.recency == 0.0);
+        if !ok || ![c.frequency, c.recency, c.age, c.monetary].iter().all(|v| v.is_finite()) {
+            return Err(ModelError::Data(format!(
+                "customer summary {i} is inconsistent: {c:?}; expected frequency >= 0, 0 <= recency <= age, \
+                 age > 0, monetary >= 0, recency 0 without repeat purchases"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `ln Γ(x)` for `x > 0`.
+fn ln_gamma(x: f64) -> f64 {
+    libm::lgamma(x)
+}
+
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    let m = a.max(b);
+    m + ((a - m).exp() + (b - m).exp()).ln()
+}
+
+/// Gauss hypergeometric function `2F1(a, b; c; z)` for `0 <= z < 1`, by
+/// its power series (terms until they no longer change the sum).
+fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> f64 {
+    let (mut term, mut sum) = (1.0, 1.0);
+    for k in 0..100_000 {
+        let k = k as f64;
+        term *= (a + k) * (b + k) / ((c + k) * (k + 1.0)) * z;
+        sum += term;
+        if term.abs() < 1e-15 * sum.abs() {
+            break;
+        }
+    }
+    sum
+}
+
+/// Minimises `f` from `start` with the Nelder-Mead simplex method,
+/// restarting from the best point until a restart no longer improves it.
+/// Returns the minimiser, the iterations used and whether every run met the
+/// tolerance (relative spread of the simplex values below 1e-12) within
+/// its cap.
+pub fn nelder_mead(f: impl Fn(&[f64]) -> f64, start: &[f64]) -> (Vec<f64>, usize, bool) {
+    let f = |p: &[f64]| {
+        let v = f(p);
+        if v.is_nan() { f64::INFINITY } else { v }
+    };
+    let (mut best, mut iterations, mut converged) = (start.to_vec(), 0, true);
+    let mut best_value = f(&best);
+    for _ in 0..20 {
+        let (point, value, its, ok) = nelder_mead_run(&f, &best, 5_000);
+        iterations += its;
+        converged &= ok;
+        let improved = best_value - value > 1e-10 * best_value.abs().max(1.0);
+        if value < best_value {
+            best = point;
+            best_value = value;
+        }
+        if !improved {
+            break;
+        }
+    }
+    (best, iterations, converged)
+}
+
+fn nelder_mead_run(f: &impl Fn(&[f64]) -> f64, start: &[f64], cap: usize) -> (Vec<f64>, f64, usize, bool) {
+    let n = start.len();
+    let mut simplex: Vec<Vec<f64>> = vec![start.to_vec()];
+    for i in 0..n {
+        let mut p = start.to_vec();
+        p[i] += 0.5;
+        simplex.push(p);
+    }
+    let mut values: Vec<f64> = simplex.iter().map(|p| f(p)).collect();
+    let along = |from: &[f64], to: &[f64], t: f64| -> Vec<f64> {
+        from.iter().zip(to).map(|(a, b)| a + t * (b - a)).collect()
+    };
+    for it in 0..cap {
+        let mut order: Vec<usize> = (0..=n).collect();
+        order.sort_by(|&i, &j| values[i].total_cmp(&values[j]));
+        simplex = order.iter().map(|&i| simplex[i].clone()).collect();
+        values = order.iter().map(|&i| values[i]).collect();
+        let spread = (values[n] - values[0]).abs();
+        if spread <= 1e-12 * values[0].abs().max(1e-12) {
+            return (simplex[0].clone(), values[0], it, true);
+        }
+        let centroid: Vec<f64> =
+            (0..n).map(|d| simplex[..n].iter().map(|p| p[d]).sum::<f64>() / n as f64).collect();
+        let reflected = along(&centroid, &simplex[n], -1.0);
+        let fr = f(&reflected);
+        if fr < values[0] {
+            let expanded = along(&centroid, &simplex[n], -2.0);
+            let fe = f(&expanded);
+            (simplex[n], values[n]) = if fe < fr { (expanded, fe) } else { (reflected, fr) };
+        } else if fr < values[n - 1] {
+            (simplex[n], values[n]) = (reflected, fr);
+        } else {
+            let (towards, ft) =
+                if fr < values[n] { (reflected, fr) } else { (simplex[n].clone(), values[n]) };
+            let contracted = along(&centroid, &towards, 0.5);
+            let fc = f(&contracted);
+            if fc < ft {
+                (simplex[n], values[n]) = (contracted, fc);
+            } else {
+                for i in 1..=n {
+                    simplex[i] = along(&simplex[0], &simplex[i], 0.5);
+                    values[i] = f(&simplex[i]);
+                }
+            }
+        }
+    }
+    let i = (0..=n).min_by(|&i, &j| values[i].total_cmp(&values[j])).expect("a simplex");
+    (simplex[i].clone(), values[i], cap, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nelder_mead_finds_the_rosenbrock_minimum() {
+        let rosenbrock = |p: &[f64]| (1.0 - p[0]).powi(2) + 100.0 * (p[1] - p[0] * p[0]).powi(2);
+        let (best, _, converged) = nelder_mead(rosenbrock, &[-1.2, 1.0]);
+        assert!(converged);
+        assert!((best[0] - 1.0).abs() < 1e-4 && (best[1] - 1.0).abs() < 1e-4, "{best:?}");
+    }
+
+    #[test]
+    fn hypergeometric_series_matches_closed_forms() {
+        // 2F1(1, 1; 2; z) = -ln(1 - z) / z; 2F1(a, b; b; z) = (1 - z)^-a.
+        for z in [0.1, 0.5, 0.9] {
+            assert!((hyp2f1(1.0, 1.0, 2.0, z) - (-(1.0 - z).ln() / z)).abs() < 1e-10);
+            assert!((hyp2f1(0.7, 2.5, 2.5, z) - (1.0 - z).powf(-0.7)).abs() < 1e-10);
+        }
+    }
+}

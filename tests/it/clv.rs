@@ -1,0 +1,205 @@
+//! The CLV models against the published CDNOW results (figures and source in
+//! tests/fixtures/cdnow/README.md): parameters fitted from the published
+//! per-customer summary and from the raw purchases must match the papers
+//! within 1%.
+
+use std::path::{Path, PathBuf};
+
+use engage_models::clv::{BgNbd, ClvArtifact, Fit, GammaGamma, Rfm, customer_lifetime_value, summarize};
+
+use crate::common::{engage, stderr, stdout};
+
+fn cdnow(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cdnow").join(file)
+}
+
+/// The published calibration summary: (id, x, t_x, T, zbar).
+fn published_summary() -> Vec<(String, Rfm)> {
+    let text = std::fs::read_to_string(cdnow("cdnow_customers_summary_with_transactions.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let v = |i: usize| f[i].parse::<f64>().unwrap();
+            (f[0].to_string(), Rfm { frequency: v(1), recency: v(2), age: v(3), monetary: v(4) })
+        })
+        .collect()
+}
+
+/// The raw purchases summarised by engage up to `end` (YYYYMMDD): weeks,
+/// same-day purchases merged.
+fn raw_purchases(end: &str) -> Vec<(String, Rfm)> {
+    let text = std::fs::read_to_string(cdnow("CDNOW_sample.txt")).unwrap();
+    let day = |s: &str| {
+        let d = chrono::NaiveDate::parse_from_str(s, "%Y%m%d").unwrap();
+        (d - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days()
+    };
+    let purchases = text.lines().map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f[1].trim_start_matches('0').to_string(), day(f[2]), f[4].parse::<f64>().unwrap())
+    });
+    summarize(purchases, day(end), 7.0)
+}
+
+/// `actual` within `tolerance` (relative) of `expected` (a published figure or a count from the data).
+fn assert_close(name: &str, actual: f64, expected: f64, tolerance: f64) {
+    let off = (actual - expected).abs() / expected.abs();
+    eprintln!("{name}: {actual:.4} against {expected}: {:.2}% off", off * 100.0);
+    assert!(
+        off <= tolerance,
+        "{name} = {actual:.4} against {expected}: {:.2}% off (allowed {:.0}%)",
+        off * 100.0,
+        tolerance * 100.0
+    );
+}
+
+fn check_bg_nbd(customers: &[Rfm]) -> BgNbd {
+    check_bg_nbd_fit(&BgNbd::fit(customers).unwrap())
+}
+
+fn check_bg_nbd_fit(fit: &Fit<BgNbd>) -> BgNbd {
+    assert!(fit.converged, "{fit:?}");
+    assert_eq!(fit.customers, 2357);
+    let p = fit.params;
+    assert_close("r", p.r, 0.243, 0.01);
+    assert_close("alpha", p.alpha, 4.414, 0.01);
+    assert_close("a", p.a, 0.793, 0.01);
+    assert_close("b", p.b, 2.426, 0.01);
+    assert_close("log-likelihood", fit.log_likelihood, -9582.4, 0.001);
+    p
+}
+
+fn check_gamma_gamma(customers: &[Rfm]) -> GammaGamma {
+    check_gamma_gamma_fit(&GammaGamma::fit(customers).unwrap())
+}
+
+fn check_gamma_gamma_fit(fit: &Fit<GammaGamma>) -> GammaGamma {
+    assert!(fit.converged, "{fit:?}");
+    assert_eq!(fit.customers, 946, "customers with a repeat purchase");
+    let p = fit.params;
+    assert_close("p", p.p, 6.25, 0.01);
+    assert_close("q", p.q, 3.74, 0.01);
+    assert_close("gamma", p.gamma, 15.44, 0.01);
+    p
+}
+
+#[test]
+fn bg_nbd_and_gamma_gamma_match_the_published_cdnow_fits() {
+    let customers: Vec<Rfm> = published_summary().into_iter().map(|(_, c)| c).collect();
+    let bg = check_bg_nbd(&customers);
+    let gg = check_gamma_gamma(&customers);
+
+    // The paper's tracking check: over the 78 weeks (calibration and
+    // holdout), the expected repeat purchases of the cohort follow the
+    // actual ones, counted from the raw purchases. Each customer's clock
+    // starts at their first purchase: 39 more weeks than `T`.
+    let expected: f64 = customers.iter().map(|c| bg.expected_purchases_new(c.age + 39.0)).sum();
+    let actual: f64 = raw_purchases("19980630").iter().map(|(_, c)| c.frequency).sum();
+    assert_close("expected repeat purchases in 78 weeks", expected, actual, 0.05);
+
+    // A customer with no repeat purchase is alive with certainty in the
+    // model; one who bought often early and then stopped, much less so.
+    let quiet = Rfm { frequency: 0.0, recency: 0.0, age: 38.86, monetary: 0.0 };
+    let lapsed = Rfm { frequency: 7.0, recency: 10.0, age: 38.86, monetary: 30.0 };
+    let regular = Rfm { frequency: 7.0, recency: 38.0, age: 38.86, monetary: 30.0 };
+    assert_eq!(bg.probability_alive(&quiet), 1.0);
+    assert!(bg.probability_alive(&lapsed) < 0.1, "{}", bg.probability_alive(&lapsed));
+    assert!(bg.probability_alive(&regular) > 0.9, "{}", bg.probability_alive(&regular));
+    assert!(bg.expected_purchases(&regular, 39.0) > 10.0 * bg.expected_purchases(&lapsed, 39.0));
+
+    // Spend shrinks toward the population mean p gamma / (q - 1).
+    let mean = gg.p * gg.gamma / (gg.q - 1.0);
+    assert!((gg.expected_spend(&quiet) - mean).abs() < 1e-9);
+    let e = gg.expected_spend(&regular);
+    assert!(e > mean.min(30.0) && e < mean.max(30.0), "{e} between {mean} and 30");
+
+    // Lifetime value: more periods add value, discounting removes some.
+    let clv = |periods, rate| customer_lifetime_value(&bg, &gg, &regular, periods, 4.0, rate);
+    assert!(clv(12, 0.0) > clv(6, 0.0) && clv(12, 0.01) < clv(12, 0.0), "{} {}", clv(12, 0.0), clv(12, 0.01));
+    let undiscounted = bg.expected_purchases(&regular, 48.0) * e;
+    assert!((clv(12, 0.0) - undiscounted).abs() < 1e-6 * undiscounted);
+}
+
+#[test]
+fn raw_cdnow_purchases_summarise_to_the_published_summary_and_fit_the_same() {
+    let raw = raw_purchases("19970930");
+    let published = published_summary();
+    assert_eq!(raw.len(), published.len());
+    let by_id: std::collections::HashMap<_, _> = published.into_iter().collect();
+    for (id, c) in &raw {
+        let p = by_id[id];
+        // The published summary is rounded to 2 decimals.
+        assert_eq!(c.frequency, p.frequency, "customer {id}");
+        for (name, a, b) in
+            [("t_x", c.recency, p.recency), ("T", c.age, p.age), ("zbar", c.monetary, p.monetary)]
+        {
+            assert!(
+                (a - b).abs() <= 0.0051,
+                "customer {id}: {name} {a} from the raw purchases, {b} published"
+            );
+        }
+    }
+    let customers: Vec<Rfm> = raw.into_iter().map(|(_, c)| c).collect();
+    check_bg_nbd(&customers);
+    check_gamma_gamma(&customers);
+}
+
+#[test]
+fn fits_refuse_inconsistent_summaries() {
+    let bad = Rfm { frequency: 2.0, recency: 40.0, age: 30.0, monetary: 10.0 };
+    let err = BgNbd::fit(&[bad]).unwrap_err().to_string();
+    assert!(err.contains("recency <= age"), "{err}");
+    let no_repeat = Rfm { frequency: 0.0, recency: 0.0, age: 30.0, monetary: 0.0 };
+    assert!(BgNbd::fit(&[no_repeat]).unwrap_err().to_string().contains("no customer made a repeat purchase"));
+    let free = Rfm { frequency: 1.0, recency: 3.0, age: 30.0, monetary: 0.0 };
+    assert!(GammaGamma::fit(&[free]).unwrap_err().to_string().contains("expected a positive amount"));
+}
+
+/// The raw CDNOW purchases as engage input tables (customers.csv,
+/// transactions.csv), trained with `engage train clv`: same parameters.
+#[test]
+fn engage_train_clv_fits_cdnow_through_the_input_contract() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let raw = std::fs::read_to_string(cdnow("CDNOW_sample.txt")).unwrap();
+    let mut customers = std::collections::BTreeSet::new();
+    let mut tx = String::from("transaction_id,ts,amount,channel,customer_id,email,loyalty_id\n");
+    for (i, line) in raw.lines().enumerate() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (id, d) = (f[1].trim_start_matches('0'), f[2]);
+        customers.insert(id.to_string());
+        tx += &format!("c{i},{}-{}-{}T00:00:00Z,{},store,{id},,\n", &d[..4], &d[4..6], &d[6..], f[4]);
+    }
+    std::fs::write(data.join("transactions.csv"), tx).unwrap();
+    let mut crm = String::from(
+        "customer_id,signup_date,email,phone,loyalty_id,region,consent_email,consent_sms,consent_call\n",
+    );
+    for id in customers {
+        crm += &format!("{id},,,,,,,,\n");
+    }
+    std::fs::write(data.join("customers.csv"), crm).unwrap();
+
+    let models = tmp.path().join("models");
+    let o = engage(&[
+        "train",
+        "clv",
+        "--data",
+        data.to_str().unwrap(),
+        "--as-of",
+        "1997-10-01",
+        "--time-unit",
+        "weeks",
+        "--models",
+        models.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("BG/NBD (2357 customers, time in weeks)") && text.contains("converged"), "{text}");
+    let path = text.lines().find_map(|l| l.strip_prefix("wrote ")).filter(|p| p.ends_with(".json")).unwrap();
+    let artifact = ClvArtifact::load(Path::new(path)).unwrap();
+    assert_eq!((artifact.as_of.as_str(), artifact.time_unit.as_str()), ("1997-10-01", "weeks"));
+    assert!(artifact.model_version.starts_with("clv-1997-10-01-"), "{}", artifact.model_version);
+    check_bg_nbd_fit(&artifact.bg_nbd);
+    check_gamma_gamma_fit(&artifact.gamma_gamma);
+}
