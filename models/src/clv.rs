@@ -270,6 +270,102 @@ impl BgNbd {
     }
 }
 
+/// Pareto/NBD parameters (Schmittlein, Morrison & Colombo 1987): purchase
+/// rates Gamma(r, alpha) across customers, lifetimes exponential with
+/// rates Gamma(s, beta): a customer can leave at any moment, not only
+/// after a purchase as in BG/NBD.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ParetoNbd {
+    pub r: f64,
+    pub alpha: f64,
+    pub s: f64,
+    pub beta: f64,
+}
+
+impl ParetoNbd {
+    /// `ln A0` of Fader, Hardie & Lee's note "Deriving the Pareto/NBD model
+    /// and related expressions" (2005), equations 19-20: the difference of
+    /// two hypergeometric terms at t_x and T.
+    fn ln_a0(&self, c: &Rfm) -> f64 {
+        let ParetoNbd { r, alpha, s, beta } = *self;
+        let x = c.frequency;
+        let rsx = r + s + x;
+        let (big, second) = if alpha >= beta { (alpha, s + 1.0) } else { (beta, r + x) };
+        let diff = (alpha - beta).abs();
+        let term =
+            |t: f64| -> f64 { hyp2f1(rsx, second, rsx + 1.0, diff / (big + t)).ln() - rsx * (big + t).ln() };
+        let (at_tx, at_t) = (term(c.recency), term(c.age));
+        // ln(e^a - e^b) for a > b.
+        at_tx + (-(at_t - at_tx).exp()).ln_1p()
+    }
+
+    /// Log-likelihood of one customer (equation 22 of the note).
+    pub fn customer_log_likelihood(&self, c: &Rfm) -> f64 {
+        let ParetoNbd { r, alpha, s, beta } = *self;
+        let x = c.frequency;
+        let head = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln() + s * beta.ln();
+        let alive = -(r + x) * (alpha + c.age).ln() - s * (beta + c.age).ln();
+        if c.age > c.recency {
+            head + log_add_exp(alive, (s / (r + s + x)).ln() + self.ln_a0(c))
+        } else {
+            head + alive
+        }
+    }
+
+    /// Total log-likelihood of `customers`.
+    pub fn log_likelihood(&self, customers: &[Rfm]) -> f64 {
+        customers.iter().map(|c| self.customer_log_likelihood(c)).sum()
+    }
+
+    /// Maximum-likelihood parameters for `customers`.
+    pub fn fit(customers: &[Rfm]) -> Result<Fit<ParetoNbd>, ModelError> {
+        check_summaries(customers)?;
+        if !customers.iter().any(|c| c.frequency > 0.0) {
+            return Err(ModelError::Data("Pareto/NBD: no customer made a repeat purchase".into()));
+        }
+        let from =
+            |p: &[f64]| ParetoNbd { r: p[0].exp(), alpha: p[1].exp(), s: p[2].exp(), beta: p[3].exp() };
+        let cost = |p: &[f64]| -from(p).log_likelihood(customers);
+        let (best, iterations, converged) = nelder_mead(cost, &[0.0; 4]);
+        let params = from(&best);
+        Ok(Fit {
+            params,
+            log_likelihood: params.log_likelihood(customers),
+            customers: customers.len(),
+            iterations,
+            converged,
+        })
+    }
+
+    /// Probability that the customer is still alive at the end of
+    /// observation (equation 18 of the note).
+    pub fn probability_alive(&self, c: &Rfm) -> f64 {
+        if c.age <= c.recency {
+            return 1.0;
+        }
+        let ParetoNbd { r, alpha, s, beta } = *self;
+        let x = c.frequency;
+        let ln_ratio =
+            (s / (r + s + x)).ln() + (r + x) * (alpha + c.age).ln() + s * (beta + c.age).ln() + self.ln_a0(c);
+        1.0 / (1.0 + ln_ratio.exp())
+    }
+
+    /// Expected purchases in the next `t` time units of a customer with
+    /// this history (equation 41 of the note).
+    pub fn expected_purchases(&self, c: &Rfm, t: f64) -> f64 {
+        let ParetoNbd { r, alpha, s, beta } = *self;
+        let x = c.frequency;
+        let rate = (r + x) * (beta + c.age) / ((alpha + c.age) * (s - 1.0));
+        rate * (1.0 - ((beta + c.age) / (beta + c.age + t)).powf(s - 1.0)) * self.probability_alive(c)
+    }
+
+    /// Expected purchases in `(0, t]` of a new customer.
+    pub fn expected_purchases_new(&self, t: f64) -> f64 {
+        let ParetoNbd { r, alpha, s, beta } = *self;
+        r * beta / (alpha * (s - 1.0)) * (1.0 - (beta / (beta + t)).powf(s - 1.0))
+    }
+}
+
 /// Gamma-Gamma parameters: a customer's mean spend per purchase varies
 /// across customers as Gamma(q, gamma) in its rate; single purchases as
 /// Gamma(p, nu) around it.
