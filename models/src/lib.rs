@@ -19,7 +19,7 @@ pub use churn::{ChurnModel, ChurnParams, ChurnValidParams, FittedChurn, Scaling}
 pub use error::ModelError;
 pub use metrics::Metrics;
 pub use split::stratified_split;
-pub use train::{TrainOptions, train_churn};
+pub use train::{TrainOptions, train_churn, train_on_split};
 
 use ndarray::Array2;
 

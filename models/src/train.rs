@@ -31,23 +31,40 @@ pub fn train_churn(
             reason: "must be between 0 and 1",
         });
     }
-    let params = params.check()?;
     let (train_idx, valid_idx) = stratified_split(&set.y, opts.valid_share, opts.seed);
-    let (train, valid) = (set.select(&train_idx), set.select(&valid_idx));
-    if valid.y.iter().all(|&v| v) || valid.y.iter().all(|&v| !v) {
-        return Err(ModelError::Data(format!(
-            "{} rows ({} positive) are too few to hold out a validation set with both classes",
-            set.y.len(),
-            set.y.iter().filter(|&&v| v).count()
-        )));
+    train_on_split(set, params, &train_idx, &valid_idx, "churn", opts)
+}
+
+/// Fits on the rows `train_idx` of `set` and validates on `valid_idx` (a
+/// time-based backtest, say), for `task` (`churn`, `response`).
+pub fn train_on_split(
+    set: &TrainingSet,
+    params: ChurnParams,
+    train_idx: &[usize],
+    valid_idx: &[usize],
+    task: &str,
+    opts: &TrainOptions,
+) -> Result<ModelArtifact, ModelError> {
+    set.check()?;
+    let params = params.check()?;
+    let (train, valid) = (set.select(train_idx), set.select(valid_idx));
+    for (part, rows) in [("training", &train), ("validation", &valid)] {
+        if rows.y.iter().all(|&v| v) || rows.y.iter().all(|&v| !v) {
+            return Err(ModelError::Data(format!(
+                "the {part} rows ({} of {}, {} positive) do not hold both classes",
+                rows.y.len(),
+                set.y.len(),
+                rows.y.iter().filter(|&&v| v).count()
+            )));
+        }
     }
     let model = params.fit(&train)?;
     let metrics = Metrics::compute(&valid.y, &model.predict_proba(&valid.x));
     let fingerprint = set.fingerprint();
     Ok(ModelArtifact {
         format_version: ARTIFACT_FORMAT_VERSION,
-        model_version: format!("churn-{}-{}", opts.window.as_of, &fingerprint[..12]),
-        task: "churn".into(),
+        model_version: format!("{task}-{}-{}", opts.window.as_of, &fingerprint[..12]),
+        task: task.into(),
         engage_version: env!("CARGO_PKG_VERSION").into(),
         trained_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         window: opts.window.clone(),

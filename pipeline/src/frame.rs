@@ -9,7 +9,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use ndarray::Array2;
 
 use crate::error::{PipelineError, Result};
-use crate::schema::CUSTOMER_ID;
+use crate::schema::{AS_OF, CUSTOMER_ID};
 
 /// Customer ids, feature names and a row-major matrix (`NaN` = null) from
 /// feature batches: every column but `customer_id` is a feature. A text
@@ -98,4 +98,133 @@ fn internal(what: &str) -> PipelineError {
         name: "internal: feature batches".into(),
         source: datafusion::error::DataFusionError::Internal(what.to_string()),
     }
+}
+
+/// Most distinct values a text column of a user's feature table may have
+/// to be one-hot encoded.
+pub const MAX_CATEGORIES: usize = 50;
+
+/// A training set from any feature table (a user's file): `label` is the
+/// target (boolean, 0/1 integers, or `true`/`false` text), `id` the row id
+/// column (row numbers when absent), an `as_of` column (if any) is returned
+/// per row as text for a time-based split and not a feature, and every
+/// other column is a feature: numbers and booleans as they are, text
+/// one-hot over its distinct values (sorted; at most [`MAX_CATEGORIES`];
+/// a registered categorical feature over the registry's values, in its
+/// order, as [`feature_matrix`] encodes it).
+/// Nulls stay missing (`NaN`) for the model to impute. `source` names the
+/// file in errors.
+pub fn table_training_set(
+    batches: &[RecordBatch],
+    label: &str,
+    id: &str,
+    source: &str,
+) -> Result<(engage_models::TrainingSet, Option<Vec<String>>)> {
+    let bad = |column: &str, reason: String| PipelineError::InvalidArgument {
+        name: "--features",
+        value: source.to_string(),
+        reason: format!("column `{column}`: {reason}"),
+    };
+    let Some(first) = batches.first() else {
+        return Err(PipelineError::NoTrainingRows(format!("{source} has no rows")));
+    };
+    let schema = first.schema();
+    let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    if !names.iter().any(|n| n == label) {
+        return Err(bad(label, format!("no such column (--label); the file has {}", names.join(", "))));
+    }
+    let text = |c: &str| -> Result<Vec<Option<String>>> {
+        let mut out = Vec::new();
+        for b in batches {
+            let col = cast(b.column_by_name(c).expect("in the schema"), &DataType::Utf8)
+                .map_err(|e| bad(c, format!("cannot be read as text: {e}")))?;
+            let col = col.as_string::<i32>();
+            out.extend((0..b.num_rows()).map(|i| col.is_valid(i).then(|| col.value(i).to_string())));
+        }
+        Ok(out)
+    };
+    let mut y = Vec::new();
+    for (row, v) in text(label)?.into_iter().enumerate() {
+        y.push(match v.as_deref() {
+            Some("true" | "1" | "1.0") => true,
+            Some("false" | "0" | "0.0") => false,
+            other => {
+                return Err(bad(label, format!("row {row} holds {other:?}; expected true/false or 1/0")));
+            }
+        });
+    }
+    let has_id = names.iter().any(|n| n == id);
+    let ids: Vec<String> = if has_id {
+        text(id)?.into_iter().enumerate().map(|(i, v)| v.unwrap_or_else(|| format!("row {i}"))).collect()
+    } else {
+        (0..y.len()).map(|i| i.to_string()).collect()
+    };
+    let as_of = if names.iter().any(|n| n == AS_OF) {
+        let v = text(AS_OF)?;
+        if let Some(row) = v.iter().position(Option::is_none) {
+            return Err(bad(AS_OF, format!("row {row} is empty; every row needs its cutoff")));
+        }
+        Some(v.into_iter().map(|d| d.expect("checked")).collect())
+    } else {
+        None
+    };
+    let mut feature_names = Vec::new();
+    let mut columns: Vec<Vec<f64>> = Vec::new();
+    for f in schema.fields().iter().filter(|f| ![label, id, AS_OF].contains(&f.name().as_str())) {
+        let name = f.name();
+        if matches!(
+            f.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(..)
+        ) {
+            let values = text(name)?;
+            // A registered categorical (from `engage dataset`) keeps the
+            // registry's values, so the model scores engage's feature table.
+            let registered = crate::registry::feature(name).map(|f| f.categories).unwrap_or_default();
+            let categories: std::collections::BTreeSet<&str> = if registered.is_empty() {
+                values.iter().flatten().map(String::as_str).collect()
+            } else {
+                registered.iter().map(String::as_str).collect()
+            };
+            if categories.len() > MAX_CATEGORIES {
+                return Err(bad(
+                    name,
+                    format!(
+                        "text with {} distinct values; one-hot encoding takes at most {MAX_CATEGORIES}: drop or encode it",
+                        categories.len()
+                    ),
+                ));
+            }
+            let ordered: Vec<&str> = if registered.is_empty() {
+                categories.into_iter().collect()
+            } else {
+                registered.iter().map(String::as_str).collect()
+            };
+            for c in ordered {
+                feature_names.push(format!("{name}={c}"));
+                columns.push(
+                    values.iter().map(|v| v.as_deref().map_or(f64::NAN, |v| (v == c) as u8 as f64)).collect(),
+                );
+            }
+        } else {
+            let mut out = Vec::with_capacity(y.len());
+            for b in batches {
+                let col = b.column_by_name(name).expect("in the schema");
+                let col = if col.data_type() == &DataType::Boolean {
+                    cast(col, &DataType::UInt8).and_then(|c| cast(&c, &DataType::Float64))
+                } else {
+                    cast(col, &DataType::Float64)
+                }
+                .map_err(|e| bad(name, format!("not numeric, boolean or text ({}): {e}", col.data_type())))?;
+                let col = col.as_primitive::<Float64Type>();
+                out.extend((0..b.num_rows()).map(|i| if col.is_valid(i) { col.value(i) } else { f64::NAN }));
+            }
+            feature_names.push(name.clone());
+            columns.push(out);
+        }
+    }
+    if feature_names.is_empty() {
+        return Err(bad(label, "the file has no feature column besides the label, id and as_of".into()));
+    }
+    let x = Array2::from_shape_fn((y.len(), columns.len()), |(i, j)| columns[j][i]);
+    Ok((engage_models::TrainingSet { ids, feature_names, x, y }, as_of))
 }

@@ -184,6 +184,98 @@ pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
     Ok(TrainRun { artifact, path, report })
 }
 
+/// How to train a classifier on a feature table file.
+#[derive(Debug, Clone)]
+pub struct TrainTableOptions {
+    /// A Parquet or CSV file: one row per example.
+    pub path: PathBuf,
+    /// The target column.
+    pub label: String,
+    /// The row id column (row numbers if the file has none).
+    pub id: String,
+    /// What the model predicts: `churn` or `response`.
+    pub task: String,
+    pub models: PathBuf,
+    pub params: ChurnParams,
+    /// Hold-out share when the file has no `as_of` column.
+    pub valid_share: f64,
+    pub seed: u64,
+}
+
+/// What table training wrote.
+#[derive(Debug, Clone)]
+pub struct TrainTableRun {
+    pub artifact: ModelArtifact,
+    pub path: PathBuf,
+    /// How the rows were split, in words.
+    pub split: String,
+}
+
+/// Trains the logistic model on any feature table (see
+/// [`crate::frame::table_training_set`] for the encoding). With an `as_of`
+/// column (as `engage dataset` writes), the split is a time-based
+/// backtest: train on the rows of the earlier cutoffs, validate on the
+/// last cutoff's. Without one, a stratified hold-out. Writes
+/// `<models>/<model_version>.json`.
+pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainTableRun> {
+    use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+    let shown = opts.path.display().to_string();
+    let ctx = SessionContext::new();
+    let df = match opts.path.extension().and_then(|e| e.to_str()) {
+        Some("parquet") => ctx.read_parquet(shown.as_str(), ParquetReadOptions::default()).await,
+        Some("csv") => ctx.read_csv(shown.as_str(), CsvReadOptions::new()).await,
+        _ => {
+            return Err(PipelineError::InvalidArgument {
+                name: "--features",
+                value: shown,
+                reason: "expected a .parquet or .csv file".into(),
+            });
+        }
+    };
+    let batches = df.map_err(query(&shown))?.collect().await.map_err(query(&shown))?;
+    let (set, cutoffs) = crate::frame::table_training_set(&batches, &opts.label, &opts.id, &shown)?;
+    let distinct: std::collections::BTreeSet<&String> = cutoffs.iter().flatten().collect();
+    let (train_idx, valid_idx, as_of, split) = match (&cutoffs, distinct.last()) {
+        (Some(cutoffs), Some(&last)) if distinct.len() > 1 => {
+            let (valid, train): (Vec<usize>, Vec<usize>) =
+                (0..cutoffs.len()).partition(|&i| &cutoffs[i] == last);
+            let split = format!(
+                "time-based backtest: trained on {} rows of {} cutoffs before {last}, validated on {} rows at {last}",
+                train.len(),
+                distinct.len() - 1,
+                valid.len()
+            );
+            (train, valid, last.clone(), split)
+        }
+        _ => {
+            let (train, valid) = engage_models::stratified_split(&set.y, opts.valid_share, opts.seed);
+            let split = format!(
+                "stratified hold-out (seed {}): trained on {} rows, validated on {}",
+                opts.seed,
+                train.len(),
+                valid.len()
+            );
+            (train, valid, distinct.last().map_or("table".to_string(), |d| d.to_string()), split)
+        }
+    };
+    let train_opts = TrainOptions {
+        valid_share: opts.valid_share,
+        seed: opts.seed,
+        window: TrainingWindow { as_of, horizon_days: 0 },
+    };
+    let artifact = engage_models::train_on_split(
+        &set,
+        opts.params.clone(),
+        &train_idx,
+        &valid_idx,
+        &opts.task,
+        &train_opts,
+    )?;
+    let path = opts.models.join(format!("{}.json", artifact.model_version));
+    artifact.save(&path)?;
+    Ok(TrainTableRun { artifact, path, split })
+}
+
 /// How to fit the CLV models.
 #[derive(Debug, Clone)]
 pub struct TrainClvOptions {

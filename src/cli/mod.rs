@@ -13,8 +13,9 @@ use engage_pipeline::erasure::ErasureList;
 use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::identity::IdentityOptions;
 use engage_pipeline::jobs::{
-    DatasetOptions, LifecycleRun, TrainChurnOptions, TrainClvOptions, build_dataset, build_features,
-    build_identity, build_lifecycle, forget, score, train_churn_model, train_clv_model,
+    DatasetOptions, LifecycleRun, TrainChurnOptions, TrainClvOptions, TrainTableOptions, build_dataset,
+    build_features, build_identity, build_lifecycle, forget, score, train_churn_model, train_clv_model,
+    train_on_table,
 };
 use engage_pipeline::report::RunReport;
 use engage_pipeline::store::DataRoot;
@@ -160,6 +161,9 @@ enum ReportAction {
 enum TrainTask {
     /// Churn: no purchase within the horizon after the cutoff.
     Churn(TrainChurnArgs),
+    /// Campaign response, from a feature table with a response label
+    /// (`engage dataset --task response`): needs --features and --label.
+    Response(TrainChurnArgs),
     /// Customer lifetime value: BG/NBD (purchases, probability alive) and
     /// Gamma-Gamma (spend per purchase) fitted on purchases before the cutoff.
     Clv(TrainClvArgs),
@@ -268,8 +272,21 @@ struct TrainChurnArgs {
     #[command(flatten)]
     features: FeatureArgs,
     /// Cutoff date (YYYY-MM-DD); the data must reach as_of + horizon.
-    #[arg(long, value_parser = parse_date)]
-    as_of: NaiveDate,
+    /// Required with --data.
+    #[arg(long, value_parser = parse_date, conflicts_with = "table")]
+    as_of: Option<NaiveDate>,
+    /// Train on this feature table instead of --data: a Parquet or CSV
+    /// file, one row per example (`engage dataset` writes one; any other
+    /// works). Text columns are one-hot encoded, missing values imputed;
+    /// with an `as_of` column the last cutoff is the validation set.
+    #[arg(long = "features", value_name = "FILE", conflicts_with = "root", requires = "label")]
+    table: Option<PathBuf>,
+    /// The target column of --features (true/false or 1/0).
+    #[arg(long, requires = "table")]
+    label: Option<String>,
+    /// The row id column of --features.
+    #[arg(long, default_value = "customer_id", requires = "table")]
+    id: String,
     /// Label horizon: `90d`, `12w` or a number of days.
     #[arg(long, default_value = "90d", value_parser = parse_horizon)]
     horizon: u32,
@@ -295,7 +312,7 @@ struct TrainChurnArgs {
 #[derive(Debug, clap::Args)]
 struct DataArgs {
     /// Data root holding the contract tables: a directory or a file:// URL.
-    #[arg(long = "data", required = true)]
+    #[arg(long = "data")]
     root: Option<String>,
     /// Country calling code for phone numbers written without one.
     #[arg(long, default_value = "1", value_parser = parse_country_code)]
@@ -355,12 +372,15 @@ impl std::fmt::Display for DataArgs {
 
 impl DataArgs {
     fn source(&self) -> Result<DataSource> {
+        let Some(root) = self.root.as_deref() else {
+            bail!("--data is required: the directory or file:// URL holding the contract tables");
+        };
         let list = match &self.erasure_list {
             Some(p) => p.clone(),
             None => default_erasure_list()?,
         };
         Ok(DataSource {
-            root: DataRoot::parse(self.root.as_deref().unwrap_or_default())?,
+            root: DataRoot::parse(root)?,
             identity: IdentityOptions {
                 default_country_code: self.default_country_code.clone(),
                 max_customers_per_identifier: self.max_customers_per_identifier as usize,
@@ -520,13 +540,47 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("reading the run report in {}", dir.display()))?;
             print!("{}", report.render());
         }
-        Command::Train { task: TrainTask::Churn(a) } => {
+        Command::Train { task: task @ (TrainTask::Churn(_) | TrainTask::Response(_)) } => {
+            let (name, a) = match task {
+                TrainTask::Churn(a) => ("churn", a),
+                TrainTask::Response(a) => ("response", a),
+                TrainTask::Clv(_) => unreachable!("matched above"),
+            };
+            let params = ChurnModel::params().l2(a.l2).max_iterations(a.max_iterations);
+            if let Some(table) = a.table {
+                let opts = TrainTableOptions {
+                    label: a.label.clone().context("--label is required with --features")?,
+                    path: table,
+                    id: a.id,
+                    task: name.into(),
+                    models: a.models,
+                    params,
+                    valid_share: a.valid_share,
+                    seed: a.seed,
+                };
+                let run = train_on_table(&opts)
+                    .await
+                    .with_context(|| format!("training a {name} model on {}", opts.path.display()))?;
+                let m = &run.artifact.metrics;
+                println!("{}", run.split);
+                println!(
+                    "validation: ROC AUC {:.3}, log loss {:.4}, Brier {:.4}, top-decile lift {:.2}",
+                    m.roc_auc, m.log_loss, m.brier, m.top_decile_lift
+                );
+                println!("wrote {}", run.path.display());
+                return Ok(());
+            }
+            if name == "response" {
+                bail!(
+                    "train response needs --features FILE --label COLUMN (a training set from `engage dataset --task response`)"
+                );
+            }
             let opts = TrainChurnOptions {
                 source: a.features.apply(a.data.source()?),
-                as_of: a.as_of,
+                as_of: a.as_of.context("--as-of is required with --data")?,
                 horizon_days: a.horizon,
                 models: a.models,
-                params: ChurnModel::params().l2(a.l2).max_iterations(a.max_iterations),
+                params,
                 valid_share: a.valid_share,
                 seed: a.seed,
             };

@@ -99,3 +99,75 @@ fn artifact_records_what_it_was_trained_on() {
     assert!(a.model.feature_names.iter().any(|n| n == "recency_days"));
     assert_eq!(a.engage_version, env!("CARGO_PKG_VERSION"));
 }
+
+/// `engage train churn --features FILE`: a training set from `engage
+/// dataset` trains with a time-based backtest, and the model scores
+/// engage's feature table; a hand-made CSV with text and boolean columns
+/// trains with a stratified hold-out; bad input names the column.
+#[test]
+fn train_on_a_feature_table_file() {
+    use crate::common::{engage, stderr, stdout};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = sample().to_str().unwrap();
+    let dir = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let ok = |args: &[&str]| {
+        let o = engage(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let (ds, models) = (dir("ds"), dir("models"));
+    let cutoffs = "2025-12-31,2026-03-31";
+    ok(&["dataset", "--data", data, "--task", "churn", "--as-of", cutoffs, "--out", &ds]);
+    let file = format!("{ds}/dataset.parquet");
+    let said = ok(&["train", "churn", "--features", &file, "--label", "churned", "--models", &models]);
+    assert!(
+        said.contains("time-based backtest")
+            && said.contains("validated on")
+            && said.contains("at 2026-03-31"),
+        "{said}"
+    );
+    let auc: f64 = said.split("ROC AUC ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!(auc > 0.75, "backtest AUC {auc}");
+    let model = said.lines().find_map(|l| l.strip_prefix("wrote ")).unwrap().to_string();
+    assert!(model.contains("churn-2026-03-31-"), "{model}");
+    // Same feature names as engage's feature table: it scores directly.
+    ok(&["score", "--data", data, "--as-of", "2026-03-31", "--model", &model, "--out", &dir("scores")]);
+
+    let csv = tmp.path().join("mine.csv");
+    let mut text = String::from("id,plan,tenure_months,autopay,left\n");
+    for i in 0..400 {
+        let plan = ["gold", "silver", "basic"][i % 3];
+        let left = (i % 3 == 2 && i % 4 != 0) || i % 11 == 0;
+        text += &format!("u{i},{plan},{},{},{}\n", (i * 7) % 48, i % 2 == 0, left as u8);
+    }
+    std::fs::write(&csv, text).unwrap();
+    let csv = csv.to_str().unwrap();
+    let said =
+        ok(&["train", "churn", "--features", csv, "--label", "left", "--id", "id", "--models", &models]);
+    assert!(said.contains("stratified hold-out (seed 42): trained on 320 rows, validated on 80"), "{said}");
+    let path = said.lines().find_map(|l| l.strip_prefix("wrote ")).unwrap();
+    let artifact = engage_models::ModelArtifact::load(std::path::Path::new(path)).unwrap();
+    assert_eq!(
+        artifact.model.feature_names,
+        ["plan=basic", "plan=gold", "plan=silver", "tenure_months", "autopay"].map(String::from)
+    );
+    assert!(artifact.metrics.roc_auc > 0.8, "{:?}", artifact.metrics);
+
+    let missing = engage(&["train", "churn", "--features", csv, "--label", "churned", "--models", &models]);
+    assert_eq!(missing.status.code(), Some(1));
+    let err = stderr(&missing);
+    assert!(err.contains("column `churned`: no such column") && err.contains("mine.csv"), "{err}");
+    let both = engage(&[
+        "train",
+        "churn",
+        "--features",
+        csv,
+        "--label",
+        "left",
+        "--data",
+        data,
+        "--models",
+        &models,
+    ]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+}
