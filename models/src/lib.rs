@@ -9,6 +9,7 @@ mod churn;
 pub mod clv;
 mod error;
 pub mod metrics;
+pub mod report;
 pub mod retention;
 pub mod snapshot;
 mod split;

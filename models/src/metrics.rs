@@ -19,6 +19,10 @@ pub struct Metrics {
     pub brier: f64,
     /// Positive rate in the top 10% by score over the overall positive rate.
     pub top_decile_lift: f64,
+    /// Area under the precision-recall curve (average precision); the
+    /// positive rate is chance. Absent (0) in artifacts written before it.
+    #[serde(default)]
+    pub pr_auc: f64,
 }
 
 impl Metrics {
@@ -31,6 +35,7 @@ impl Metrics {
             log_loss: log_loss(y, p),
             brier: brier(y, p),
             top_decile_lift: lift_at(y, p, 0.1),
+            pr_auc: average_precision(y, p),
         }
     }
 }
@@ -111,6 +116,108 @@ pub fn lift_at(y: &[bool], p: &[f64], share: f64) -> f64 {
     (hits / k as f64) / base
 }
 
+/// Average precision: the mean, over the positives in score order
+/// (highest first), of the precision at each one's rank. NaN without
+/// positives.
+pub fn average_precision(y: &[bool], p: &[f64]) -> f64 {
+    assert_eq!(y.len(), p.len(), "labels and scores differ in length");
+    let order = by_score_descending(p);
+    let (mut hits, mut sum) = (0.0, 0.0);
+    for (rank, &i) in order.iter().enumerate() {
+        if y[i] {
+            hits += 1.0;
+            sum += hits / (rank + 1) as f64;
+        }
+    }
+    if hits == 0.0 { f64::NAN } else { sum / hits }
+}
+
+fn by_score_descending(p: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    order
+}
+
+/// The curves of a validation, for reports (`metrics.json`, `report.html`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Curves {
+    /// ROC curve: (false positive rate, true positive rate), one point per
+    /// distinct score, from (0, 0) to (1, 1).
+    pub roc: Vec<[f64; 2]>,
+    /// Cumulative gains: (share of rows contacted, share of positives
+    /// reached), targeting by score, at every 5 %.
+    pub gains: Vec<[f64; 2]>,
+    /// Lift of each score decile (positive rate over the overall rate),
+    /// highest scores first.
+    pub decile_lift: Vec<f64>,
+    /// Calibration: ten equal-count bins by score.
+    pub calibration: Vec<CalibrationBin>,
+}
+
+/// One calibration bin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationBin {
+    pub rows: usize,
+    /// Mean predicted probability in the bin.
+    pub predicted: f64,
+    /// Share of positives in the bin.
+    pub observed: f64,
+}
+
+impl Curves {
+    /// Every curve for labels `y` and scores `p`.
+    pub fn compute(y: &[bool], p: &[f64]) -> Curves {
+        assert_eq!(y.len(), p.len(), "labels and scores differ in length");
+        let n = y.len();
+        let positives = y.iter().filter(|&&v| v).count() as f64;
+        let negatives = n as f64 - positives;
+        let order = by_score_descending(p);
+        let mut roc = vec![[0.0, 0.0]];
+        let (mut tp, mut fp) = (0.0, 0.0);
+        for (k, &i) in order.iter().enumerate() {
+            if y[i] {
+                tp += 1.0
+            } else {
+                fp += 1.0
+            }
+            let last_of_tie = order.get(k + 1).is_none_or(|&j| p[j] != p[i]);
+            if last_of_tie {
+                roc.push([fp / negatives.max(1.0), tp / positives.max(1.0)]);
+            }
+        }
+        let reached =
+            |rows: usize| order[..rows].iter().filter(|&&i| y[i]).count() as f64 / positives.max(1.0);
+        let gains = (0..=20)
+            .map(|k| {
+                let share = k as f64 / 20.0;
+                [share, reached((share * n as f64).round() as usize)]
+            })
+            .collect();
+        let rate = positives / n.max(1) as f64;
+        let slice = |k: usize, parts: usize| &order[k * n / parts..(k + 1) * n / parts];
+        let decile_lift = (0..10)
+            .map(|k| {
+                let rows = slice(k, 10);
+                let hit = rows.iter().filter(|&&i| y[i]).count() as f64 / rows.len().max(1) as f64;
+                hit / rate
+            })
+            .collect();
+        let calibration = (0..10)
+            .rev()
+            .map(|k| {
+                let rows = slice(k, 10);
+                let m = rows.len().max(1) as f64;
+                CalibrationBin {
+                    rows: rows.len(),
+                    predicted: rows.iter().map(|&i| p[i]).sum::<f64>() / m,
+                    observed: rows.iter().filter(|&&i| y[i]).count() as f64 / m,
+                }
+            })
+            .collect();
+        Curves { roc, gains, decile_lift, calibration }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +262,34 @@ mod tests {
         y[2] = true;
         p[18] = 0.5; // second highest, negative
         assert!((lift_at(&y, &p, 0.1) - 2.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn average_precision_and_curves_by_hand() {
+        let y = [true, false, true, false];
+        let p = [0.9, 0.8, 0.7, 0.1];
+        // Positives at ranks 1 and 3: precision 1 and 2/3.
+        assert!((average_precision(&y, &p) - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+        let c = Curves::compute(&y, &p);
+        assert_eq!(c.roc, vec![[0.0, 0.0], [0.0, 0.5], [0.5, 0.5], [0.5, 1.0], [1.0, 1.0]]);
+        assert_eq!(c.gains.first(), Some(&[0.0, 0.0]));
+        assert_eq!(c.gains.last(), Some(&[1.0, 1.0]));
+        assert_eq!(c.gains[10], [0.5, 0.5], "top 2 rows hold one of two positives");
+        // Tied scores are one ROC point.
+        let tied = Curves::compute(&[true, false], &[0.5, 0.5]);
+        assert_eq!(tied.roc, vec![[0.0, 0.0], [1.0, 1.0]]);
+    }
+
+    #[test]
+    fn calibration_bins_hold_equal_counts_lowest_scores_first() {
+        let p: Vec<f64> = (0..100).map(|i| i as f64 / 100.0).collect();
+        let y: Vec<bool> = (0..100).map(|i| i >= 90).collect();
+        let c = Curves::compute(&y, &p);
+        assert_eq!(c.calibration.len(), 10);
+        assert!(c.calibration.iter().all(|b| b.rows == 10));
+        assert!((c.calibration[0].predicted - 0.045).abs() < 1e-12);
+        assert_eq!(c.calibration[9].observed, 1.0);
+        assert_eq!(c.calibration[8].observed, 0.0);
+        assert!((c.decile_lift[0] - 10.0).abs() < 1e-12);
     }
 }

@@ -1,5 +1,6 @@
 //! Training runs: split, fit, evaluate and package a model as an artifact.
 
+use crate::metrics::Curves;
 use crate::{
     ARTIFACT_FORMAT_VERSION, ChurnParams, Metrics, ModelArtifact, ModelError, TrainingSet, TrainingWindow,
     stratified_split,
@@ -22,7 +23,7 @@ pub fn train_churn(
     set: &TrainingSet,
     params: ChurnParams,
     opts: &TrainOptions,
-) -> Result<ModelArtifact, ModelError> {
+) -> Result<(ModelArtifact, Curves), ModelError> {
     set.check()?;
     if !(opts.valid_share > 0.0 && opts.valid_share < 1.0) {
         return Err(ModelError::InvalidParam {
@@ -44,7 +45,7 @@ pub fn train_on_split(
     valid_idx: &[usize],
     task: &str,
     opts: &TrainOptions,
-) -> Result<ModelArtifact, ModelError> {
+) -> Result<(ModelArtifact, Curves), ModelError> {
     set.check()?;
     let params = params.check()?;
     let (train, valid) = (set.select(train_idx), set.select(valid_idx));
@@ -59,9 +60,10 @@ pub fn train_on_split(
         }
     }
     let model = params.fit(&train)?;
-    let metrics = Metrics::compute(&valid.y, &model.predict_proba(&valid.x));
+    let p = model.predict_proba(&valid.x);
+    let (metrics, curves) = (Metrics::compute(&valid.y, &p), Curves::compute(&valid.y, &p));
     let fingerprint = set.fingerprint();
-    Ok(ModelArtifact {
+    let artifact = ModelArtifact {
         format_version: ARTIFACT_FORMAT_VERSION,
         model_version: format!("{task}-{}-{}", opts.window.as_of, &fingerprint[..12]),
         task: task.into(),
@@ -75,5 +77,6 @@ pub fn train_on_split(
         data_fingerprint: fingerprint,
         metrics,
         model,
-    })
+    };
+    Ok((artifact, curves))
 }

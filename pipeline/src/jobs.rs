@@ -12,6 +12,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use engage_models::clv::{self, ClvArtifact, summarize};
+use engage_models::report;
 use engage_models::snapshot::{self, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest};
 use engage_models::{ChurnParams, ModelArtifact, TrainOptions, TrainingSet, TrainingWindow, train_churn};
 
@@ -159,21 +160,25 @@ pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
     clock.lap("training set");
     let window = TrainingWindow { as_of: opts.as_of.to_string(), horizon_days: opts.horizon_days };
     let train_opts = TrainOptions { valid_share: opts.valid_share, seed: opts.seed, window };
-    let artifact = train_churn(&set, params, &train_opts)?;
+    let (artifact, curves) = train_churn(&set, params, &train_opts)?;
     clock.lap("train");
     let path = opts.models.join(format!("{}.json", artifact.model_version));
     artifact.save(&path)?;
+    let split = format!(
+        "stratified hold-out of {:.0} % (seed {}): trained on {} rows, validated on {}",
+        opts.valid_share * 100.0,
+        opts.seed,
+        artifact.train_rows,
+        artifact.valid_rows
+    );
+    let mut outputs = vec![path.display().to_string()];
+    outputs.extend(
+        report::write(&opts.models, &artifact, &curves, &split)?.iter().map(|p| p.display().to_string()),
+    );
     clock.lap("write");
     let identity = engine.identity().expect("resolved for the labels").clone();
-    let mut report = RunReport::new(
-        "train churn",
-        Some(opts.as_of),
-        &engine,
-        &identity,
-        None,
-        &clock,
-        vec![path.display().to_string()],
-    );
+    let mut report =
+        RunReport::new("train churn", Some(opts.as_of), &engine, &identity, None, &clock, outputs);
     report.model = Some(ModelSummary {
         model_version: artifact.model_version.clone(),
         train_rows: artifact.train_rows as u64,
@@ -209,6 +214,8 @@ pub struct TrainTableRun {
     pub path: PathBuf,
     /// How the rows were split, in words.
     pub split: String,
+    /// The metrics file and the HTML report next to the artifact.
+    pub reports: Vec<PathBuf>,
 }
 
 /// Trains the logistic model on any feature table (see
@@ -263,7 +270,7 @@ pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainTableRun> {
         seed: opts.seed,
         window: TrainingWindow { as_of, horizon_days: 0 },
     };
-    let artifact = engage_models::train_on_split(
+    let (artifact, curves) = engage_models::train_on_split(
         &set,
         opts.params.clone(),
         &train_idx,
@@ -273,7 +280,8 @@ pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainTableRun> {
     )?;
     let path = opts.models.join(format!("{}.json", artifact.model_version));
     artifact.save(&path)?;
-    Ok(TrainTableRun { artifact, path, split })
+    let reports = report::write(&opts.models, &artifact, &curves, &split)?;
+    Ok(TrainTableRun { artifact, path, split, reports })
 }
 
 /// How to fit the CLV models.

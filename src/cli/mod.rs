@@ -568,6 +568,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                     m.roc_auc, m.log_loss, m.brier, m.top_decile_lift
                 );
                 println!("wrote {}", run.path.display());
+                for p in &run.reports {
+                    println!("wrote {}", p.display());
+                }
                 return Ok(());
             }
             if name == "response" {

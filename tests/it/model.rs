@@ -152,6 +152,21 @@ fn train_on_a_feature_table_file() {
         ["plan=basic", "plan=gold", "plan=silver", "tenure_months", "autopay"].map(String::from)
     );
     assert!(artifact.metrics.roc_auc > 0.8, "{:?}", artifact.metrics);
+    // The metrics file and the report sit next to the artifact.
+    let html = std::fs::read_to_string(path.replace(".json", ".report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 5, "ROC, gains, calibration, decile lift, weights");
+    for needle in ["ROC curve (AUC", "Cumulative gains", "Calibration", "plan=basic", "stratified hold-out"] {
+        assert!(html.contains(needle), "report lacks {needle}");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path.replace(".json", ".metrics.json")).unwrap()).unwrap();
+    let roc = metrics["curves"]["roc"].as_array().unwrap();
+    assert_eq!(
+        (roc[0].to_string(), roc[roc.len() - 1].to_string()),
+        ("[0.0,0.0]".into(), "[1.0,1.0]".into())
+    );
+    assert_eq!(metrics["curves"]["calibration"].as_array().unwrap().len(), 10);
+    assert_eq!(metrics["metrics"]["roc_auc"], serde_json::json!(artifact.metrics.roc_auc));
 
     let missing = engage(&["train", "churn", "--features", csv, "--label", "churned", "--models", &models]);
     assert_eq!(missing.status.code(), Some(1));
