@@ -335,6 +335,11 @@ pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
     Ok(TrainClvRun { artifact, path, report })
 }
 
+/// Reasons per scored customer: the features raising the score most
+/// (`reason_<k>`, `reason_<k>_impact` in log-odds), see
+/// [`engage_models::FittedChurn::top_reasons`].
+pub const REASONS: usize = 3;
+
 /// What a scoring run published.
 #[derive(Debug, Clone)]
 pub struct ScoreRun {
@@ -357,26 +362,44 @@ pub async fn score(source: &DataSource, as_of: NaiveDate, model: &Path, out: &Pa
     let (ids, names, x) = feature_matrix(&features)?;
     artifact.model.check_features(&artifact.model_version, &names)?;
     let p = artifact.model.predict_proba(&x);
+    let reasons = artifact.model.top_reasons(&x, REASONS);
     clock.lap("score");
 
     let scored_at = Utc::now();
     let id = format!("{as_of}_{}", scored_at.format("%Y%m%dT%H%M%S"));
     let n = ids.len();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new(CUSTOMER_ID, DataType::Utf8, false),
-        Field::new(CHURN_PROBABILITY, DataType::Float64, false),
-        Field::new(MODEL_VERSION, DataType::Utf8, false),
-        Field::new(AS_OF, DataType::Date32, false),
-        Field::new(SCORED_AT, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
-    ]));
+    let schema = Arc::new(Schema::new(
+        vec![
+            Field::new(CUSTOMER_ID, DataType::Utf8, false),
+            Field::new(CHURN_PROBABILITY, DataType::Float64, false),
+            Field::new(MODEL_VERSION, DataType::Utf8, false),
+            Field::new(AS_OF, DataType::Date32, false),
+            Field::new(SCORED_AT, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        ]
+        .into_iter()
+        .chain((1..=REASONS).flat_map(|k| {
+            [
+                Field::new(format!("reason_{k}"), DataType::Utf8, true),
+                Field::new(format!("reason_{k}_impact"), DataType::Float64, true),
+            ]
+        }))
+        .collect::<Vec<_>>(),
+    ));
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(ids)),
         Arc::new(Float64Array::from(p.clone())),
         Arc::new(StringArray::from(vec![artifact.model_version.as_str(); n])),
         Arc::new(Date32Array::from(vec![(as_of - epoch).num_days() as i32; n])),
         Arc::new(TimestampMicrosecondArray::from(vec![scored_at.timestamp_micros(); n]).with_timezone("UTC")),
     ];
+    for k in 0..REASONS {
+        let feature: StringArray =
+            reasons.iter().map(|r| r.get(k).map(|(j, _)| names[*j].as_str())).collect();
+        let impact: Float64Array = reasons.iter().map(|r| r.get(k).map(|(_, v)| *v)).collect();
+        columns.push(Arc::new(feature));
+        columns.push(Arc::new(impact));
+    }
     let batch = RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| PipelineError::Query { name: "internal: score batch".into(), source: e.into() })?;
 

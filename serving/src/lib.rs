@@ -8,7 +8,7 @@ mod error;
 mod service;
 
 pub use error::{ApiError, ServeError};
-pub use service::{CustomerScores, ScoreService};
+pub use service::{CustomerScores, Reason, ScoreService};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

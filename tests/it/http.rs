@@ -39,6 +39,16 @@ fn scores_endpoint_returns_the_snapshot_row() {
     assert_eq!(body["model_version"], trained().artifact.model_version.as_str());
     assert_eq!(body["as_of"], "2026-07-01");
     assert_eq!(body["snapshot_id"], svc.manifest().snapshot_id.as_str());
+    // Reasons: the features raising the score most, from the model.
+    let reasons = body["reasons"].as_array().unwrap();
+    assert!(!reasons.is_empty() && reasons.len() <= 3, "{body}");
+    assert_eq!(reasons.len(), expected.reasons.len());
+    let names = &trained().artifact.model.feature_names;
+    let impacts: Vec<f64> = reasons.iter().map(|r| r["impact"].as_f64().unwrap()).collect();
+    assert!(impacts.iter().all(|&v| v > 0.0) && impacts.windows(2).all(|w| w[0] >= w[1]), "{impacts:?}");
+    for r in reasons {
+        assert!(names.iter().any(|n| n == r["feature"].as_str().unwrap()), "{r}");
+    }
 
     let (status, body) = get(&format!("{base}/healthz"));
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
