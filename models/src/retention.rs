@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::clv::{Fit, nelder_mead};
+use crate::clv::{Fit, fit_positive};
 use crate::error::ModelError;
 
 /// One customer's observed tenure: `periods` renewals seen (1 = churned
@@ -74,15 +74,7 @@ impl ShiftedBetaGeometric {
             ));
         }
         let from = |p: &[f64]| ShiftedBetaGeometric { alpha: p[0].exp(), beta: p[1].exp() };
-        let (best, iterations, converged) = nelder_mead(|p| -from(p).log_likelihood(customers), &[0.0; 2]);
-        let params = from(&best);
-        Ok(Fit {
-            params,
-            log_likelihood: params.log_likelihood(customers),
-            customers: customers.len(),
-            iterations,
-            converged,
-        })
+        Ok(fit_positive(customers, 2, from, ShiftedBetaGeometric::log_likelihood))
     }
 }
 

@@ -564,8 +564,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 let m = &run.artifact.metrics;
                 println!("{}", run.split);
                 println!(
-                    "validation: ROC AUC {:.3}, log loss {:.4}, Brier {:.4}, top-decile lift {:.2}",
-                    m.roc_auc, m.log_loss, m.brier, m.top_decile_lift
+                    "validation: ROC AUC {:.3}, PR AUC {:.3}, log loss {:.4}, Brier {:.4}, top-decile lift {:.2}",
+                    m.roc_auc, m.pr_auc, m.log_loss, m.brier, m.top_decile_lift
                 );
                 println!("wrote {}", run.path.display());
                 for p in &run.reports {
