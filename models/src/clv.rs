@@ -49,6 +49,9 @@ impl ClvArtifact {
         as_of: &str,
         time_unit: TimeUnit,
     ) -> Result<ClvArtifact, ModelError> {
+        if let Some((id, c)) = customers.iter().find(|(_, c)| !consistent(c)) {
+            return Err(inconsistent(id, c));
+        }
         let summaries: Vec<Rfm> = customers.iter().map(|(_, c)| *c).collect();
         let bg_nbd = BgNbd::fit(&summaries)?;
         let gamma_gamma = GammaGamma::fit(&summaries)?;
@@ -463,21 +466,28 @@ fn check_summaries(customers: &[Rfm]) -> Result<(), ModelError> {
     if customers.is_empty() {
         return Err(ModelError::Data("no customers to fit".into()));
     }
-    for (i, c) in customers.iter().enumerate() {
-        let ok = c.frequency >= 0.0
-            && c.recency >= 0.0
-            && c.age > 0.0
-            && c.recency <= c.age
-            && c.monetary >= 0.0
-            && (c.frequency > 0.0 || c.recency == 0.0);
-        if !ok || ![c.frequency, c.recency, c.age, c.monetary].iter().all(|v| v.is_finite()) {
-            return Err(ModelError::Data(format!(
-                "customer summary {i} is inconsistent: {c:?}; expected frequency >= 0, 0 <= recency <= age, \
-                 age > 0, monetary >= 0, recency 0 without repeat purchases"
-            )));
-        }
+    match customers.iter().position(|c| !consistent(c)) {
+        Some(i) => Err(inconsistent(&i.to_string(), &customers[i])),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Whether a summary can come from a purchase history: a customer whose
+/// first purchase is on the last observed day has age 0.
+fn consistent(c: &Rfm) -> bool {
+    [c.frequency, c.recency, c.age, c.monetary].iter().all(|v| v.is_finite())
+        && c.frequency >= 0.0
+        && c.recency >= 0.0
+        && c.recency <= c.age
+        && c.monetary >= 0.0
+        && (c.frequency > 0.0 || c.recency == 0.0)
+}
+
+fn inconsistent(customer: &str, c: &Rfm) -> ModelError {
+    ModelError::Data(format!(
+        "customer {customer}: summary {c:?} is inconsistent; expected frequency >= 0, \
+         0 <= recency <= age, monetary >= 0, recency 0 without repeat purchases"
+    ))
 }
 
 /// `ln Γ(x)` for `x > 0`.

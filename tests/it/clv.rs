@@ -152,6 +152,10 @@ fn fits_refuse_inconsistent_summaries() {
     let bad = Rfm { frequency: 2.0, recency: 40.0, age: 30.0, monetary: 10.0 };
     let err = BgNbd::fit(&[bad]).unwrap_err().to_string();
     assert!(err.contains("recency <= age"), "{err}");
+    // A customer whose first purchase is on the last observed day has age 0.
+    let arrived = Rfm { frequency: 0.0, recency: 0.0, age: 0.0, monetary: 0.0 };
+    let repeat = Rfm { frequency: 2.0, recency: 5.0, age: 30.0, monetary: 10.0 };
+    assert!(BgNbd::fit(&[arrived, repeat]).is_ok());
     let no_repeat = Rfm { frequency: 0.0, recency: 0.0, age: 30.0, monetary: 0.0 };
     assert!(BgNbd::fit(&[no_repeat]).unwrap_err().to_string().contains("no customer made a repeat purchase"));
     let free = Rfm { frequency: 1.0, recency: 3.0, age: 30.0, monetary: 0.0 };
