@@ -180,8 +180,11 @@ pub fn table_training_set(
             // A registered categorical (from `engage dataset`) keeps the
             // registry's values, so the model scores engage's feature table.
             let registered = crate::registry::feature(name).map(|f| f.categories).unwrap_or_default();
-            let categories: std::collections::BTreeSet<&str> = if registered.is_empty() {
-                values.iter().flatten().map(String::as_str).collect()
+            // Observed values sorted and distinct, or the registry's, in its order.
+            let categories: Vec<&str> = if registered.is_empty() {
+                let seen: std::collections::BTreeSet<&str> =
+                    values.iter().flatten().map(String::as_str).collect();
+                seen.into_iter().collect()
             } else {
                 registered.iter().map(String::as_str).collect()
             };
@@ -194,12 +197,7 @@ pub fn table_training_set(
                     ),
                 ));
             }
-            let ordered: Vec<&str> = if registered.is_empty() {
-                categories.into_iter().collect()
-            } else {
-                registered.iter().map(String::as_str).collect()
-            };
-            for c in ordered {
+            for c in categories {
                 feature_names.push(format!("{name}={c}"));
                 columns.push(
                     values.iter().map(|v| v.as_deref().map_or(f64::NAN, |v| (v == c) as u8 as f64)).collect(),
