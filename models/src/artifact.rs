@@ -6,10 +6,11 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{ChurnValidParams, FittedChurn, Metrics, ModelError};
+use crate::registry::{ModelMeta, REGISTRY_FORMAT_VERSION};
+use crate::{Classifier, ClassifierConfig, Metrics, ModelError};
 
 /// Bumped whenever the artifact layout changes incompatibly.
-pub const ARTIFACT_FORMAT_VERSION: u32 = 1;
+pub const ARTIFACT_FORMAT_VERSION: u32 = 2;
 
 /// The time window a model was trained on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,13 +21,16 @@ pub struct TrainingWindow {
     pub horizon_days: u32,
 }
 
-/// A trained churn model with everything needed to use and audit it.
+/// A trained classifier (churn, response) with everything needed to use and audit it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelArtifact {
     /// [`ARTIFACT_FORMAT_VERSION`] at write time.
     pub format_version: u32,
-    /// Stable id: `<task>-<as_of>-<first 12 hex digits of the data fingerprint>`.
+    /// Stable id and registry version: `<name>-<as_of>-<12 hex digits>`,
+    /// hashed from the training data and the configuration.
     pub model_version: String,
+    /// Registry name (the task unless told otherwise).
+    pub name: String,
     /// What the model predicts (`churn`).
     pub task: String,
     /// engage version that trained it.
@@ -35,19 +39,19 @@ pub struct ModelArtifact {
     pub trained_at: String,
     /// Training window.
     pub window: TrainingWindow,
-    /// Hyperparameters used.
-    pub params: ChurnValidParams,
+    /// Model family and hyperparameters.
+    pub params: ClassifierConfig,
+    /// How the validation rows were chosen, in words.
+    pub split: String,
     /// Rows used to fit and to validate.
     pub train_rows: usize,
     pub valid_rows: usize,
-    /// Seed of the train/validation split.
-    pub split_seed: u64,
     /// SHA-256 over the full training set (ids, features, labels).
     pub data_fingerprint: String,
     /// Validation metrics.
     pub metrics: Metrics,
-    /// The fitted model (feature names, scaling, coefficients).
-    pub model: FittedChurn,
+    /// The fitted model.
+    pub model: Classifier,
 }
 
 impl ModelArtifact {
@@ -60,6 +64,26 @@ impl ModelArtifact {
     /// Reads an artifact and checks its format version.
     pub fn load(path: &Path) -> Result<ModelArtifact, ModelError> {
         load_json(path)
+    }
+
+    /// What the registry lists and shows about this model.
+    pub fn meta(&self) -> ModelMeta {
+        ModelMeta {
+            format_version: REGISTRY_FORMAT_VERSION,
+            name: self.name.clone(),
+            version: self.model_version.clone(),
+            task: self.task.clone(),
+            kind: self.params.kind().into(),
+            engage_version: self.engage_version.clone(),
+            trained_at: self.trained_at.clone(),
+            as_of: self.window.as_of.clone(),
+            horizon_days: self.window.horizon_days,
+            split: self.split.clone(),
+            features: self.model.feature_names().to_vec(),
+            config: serde_json::to_value(&self.params).expect("config serialises"),
+            data_fingerprint: self.data_fingerprint.clone(),
+            metrics: serde_json::to_value(&self.metrics).expect("metrics serialise"),
+        }
     }
 }
 

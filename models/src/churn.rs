@@ -14,7 +14,13 @@ pub struct ChurnModel;
 impl ChurnModel {
     /// Default hyperparameters (see [`ChurnParams`]).
     pub fn params() -> ChurnParams {
-        ChurnParams(ChurnValidParams { l2: 1.0, max_iterations: 200, gradient_tolerance: 1e-6 })
+        ChurnParams(ChurnValidParams::default())
+    }
+}
+
+impl Default for ChurnValidParams {
+    fn default() -> Self {
+        ChurnValidParams { l2: 1.0, max_iterations: 200, gradient_tolerance: 1e-6 }
     }
 }
 
@@ -24,6 +30,7 @@ pub struct ChurnParams(ChurnValidParams);
 
 /// Hyperparameters known to be in range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ChurnValidParams {
     /// L2 penalty on standardised coefficients (linfa's `alpha`); >= 0, default 1.0.
     pub l2: f64,
@@ -31,6 +38,12 @@ pub struct ChurnValidParams {
     pub max_iterations: u64,
     /// Stop when the gradient norm falls below this; > 0, default 1e-6.
     pub gradient_tolerance: f64,
+}
+
+impl From<ChurnValidParams> for ChurnParams {
+    fn from(p: ChurnValidParams) -> Self {
+        ChurnParams(p)
+    }
 }
 
 impl ChurnParams {
@@ -164,8 +177,6 @@ pub struct FittedChurn {
 }
 
 impl FittedChurn {
-    /// Probability of churn for each row of `x`, whose columns must be
-    /// `self.feature_names` in that order (see [`FittedChurn::check_features`]).
     /// Each feature's contribution to each row's log-odds: coefficient
     /// times the standardised value (a missing value, imputed with the
     /// training mean, contributes 0). Exact for this model: a row's
@@ -178,38 +189,11 @@ impl FittedChurn {
         z
     }
 
-    /// Per row, up to `k` features that raise the score most: (feature
-    /// index, log-odds contribution), contributions > 0, largest first.
-    /// What a call-center agent reads as "why is this customer at risk".
-    pub fn top_reasons(&self, x: &Array2<f64>, k: usize) -> Vec<Vec<(usize, f64)>> {
-        self.contributions(x)
-            .rows()
-            .into_iter()
-            .map(|row| {
-                let mut up: Vec<(usize, f64)> =
-                    row.iter().copied().enumerate().filter(|(_, c)| *c > 0.0).collect();
-                up.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                up.truncate(k);
-                up
-            })
-            .collect()
-    }
-
+    /// Probability of churn for each row of `x`, whose columns must be
+    /// `self.feature_names` in that order.
     pub fn predict_proba(&self, x: &Array2<f64>) -> Vec<f64> {
         let z = self.scaling.transform(x).dot(&Array1::from(self.coefficients.clone()));
         z.iter().map(|v| 1.0 / (1.0 + (-(v + self.intercept)).exp())).collect()
-    }
-
-    /// Errors unless `names` are exactly the training features, in order.
-    pub fn check_features(&self, model: &str, names: &[String]) -> Result<(), ModelError> {
-        if names != self.feature_names.as_slice() {
-            return Err(ModelError::FeatureMismatch {
-                model: model.to_string(),
-                expected: self.feature_names.clone(),
-                found: names.to_vec(),
-            });
-        }
-        Ok(())
     }
 }
 
@@ -249,7 +233,7 @@ mod tests {
         // The row with x1 missing: x1 contributes nothing.
         assert_eq!(c[[3, 1]], 0.0);
         // High x0 raises churn: the riskiest row's first reason is x0.
-        let reasons = model.top_reasons(&set.x, 2);
+        let reasons = crate::Classifier::Logistic(model).top_reasons(&set.x, 2);
         assert_eq!(reasons[199][0].0, 0);
         assert!(reasons.iter().flatten().all(|(_, v)| *v > 0.0));
         assert!(reasons.iter().all(|r| r.len() <= 2 && r.windows(2).all(|w| w[0].1 >= w[1].1)));

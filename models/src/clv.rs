@@ -18,8 +18,11 @@ use crate::error::ModelError;
 pub struct ClvArtifact {
     /// [`crate::ARTIFACT_FORMAT_VERSION`] at write time.
     pub format_version: u32,
-    /// Stable id: `clv-<as_of>-<first 12 hex digits of the data fingerprint>`.
+    /// Stable id and registry version: `<name>-<as_of>-<12 hex digits>`
+    /// (see [`crate::model_version`]).
     pub model_version: String,
+    /// Registry name (`clv` unless told otherwise).
+    pub name: String,
     /// `clv`.
     pub task: String,
     /// engage version that trained it.
@@ -45,6 +48,7 @@ impl ClvArtifact {
     /// Fits both models on `customers` (summaries in `time_unit`) and wraps
     /// them with their provenance.
     pub fn train(
+        name: &str,
         customers: &[(String, Rfm)],
         as_of: &str,
         time_unit: TimeUnit,
@@ -58,7 +62,8 @@ impl ClvArtifact {
         let data_fingerprint = fingerprint(customers);
         Ok(ClvArtifact {
             format_version: crate::ARTIFACT_FORMAT_VERSION,
-            model_version: format!("clv-{as_of}-{}", &data_fingerprint[..12]),
+            model_version: crate::model_version(name, as_of, &data_fingerprint, &time_unit.name()),
+            name: name.into(),
             task: "clv".into(),
             engage_version: env!("CARGO_PKG_VERSION").into(),
             trained_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -79,6 +84,30 @@ impl ClvArtifact {
     /// Reads an artifact and checks its format version.
     pub fn load(path: &Path) -> Result<ClvArtifact, ModelError> {
         crate::artifact::load_json(path)
+    }
+
+    /// What the registry lists and shows about these models.
+    pub fn meta(&self) -> crate::registry::ModelMeta {
+        let fit = |log_likelihood: f64, customers: usize, converged: bool| serde_json::json!({ "log_likelihood": log_likelihood, "customers": customers, "converged": converged });
+        crate::registry::ModelMeta {
+            format_version: crate::registry::REGISTRY_FORMAT_VERSION,
+            name: self.name.clone(),
+            version: self.model_version.clone(),
+            task: self.task.clone(),
+            kind: "bg_nbd+gamma_gamma".into(),
+            engage_version: self.engage_version.clone(),
+            trained_at: self.trained_at.clone(),
+            as_of: self.as_of.clone(),
+            horizon_days: 0,
+            split: "none: fitted by maximum likelihood on every customer".into(),
+            features: Vec::new(),
+            config: serde_json::json!({ "time_unit": self.time_unit }),
+            data_fingerprint: self.data_fingerprint.clone(),
+            metrics: serde_json::json!({
+                "bg_nbd": fit(self.bg_nbd.log_likelihood, self.bg_nbd.customers, self.bg_nbd.converged),
+                "gamma_gamma": fit(self.gamma_gamma.log_likelihood, self.gamma_gamma.customers, self.gamma_gamma.converged),
+            }),
+        }
     }
 }
 

@@ -26,6 +26,9 @@ pub enum ModelError {
     /// No snapshot has been published under this root.
     #[error("no score snapshot under {root}: {root}/CURRENT does not exist (run `engage score` first)")]
     NoSnapshot { root: String },
+    /// A registry lookup or change is not possible.
+    #[error("model registry {root}: {reason}")]
+    Registry { root: String, reason: String },
     /// A snapshot or its pointer is malformed.
     #[error("snapshot {path}: {reason}")]
     Snapshot { path: String, reason: String },

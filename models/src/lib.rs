@@ -6,9 +6,12 @@
 
 mod artifact;
 mod churn;
+mod classifier;
 pub mod clv;
 mod error;
+pub mod gbm;
 pub mod metrics;
+pub mod registry;
 pub mod report;
 pub mod retention;
 pub mod snapshot;
@@ -17,10 +20,11 @@ mod train;
 
 pub use artifact::{ARTIFACT_FORMAT_VERSION, ModelArtifact, TrainingWindow};
 pub use churn::{ChurnModel, ChurnParams, ChurnValidParams, FittedChurn, Scaling};
+pub use classifier::{Classifier, ClassifierConfig};
 pub use error::ModelError;
 pub use metrics::Metrics;
-pub use split::stratified_split;
-pub use train::{TrainOptions, train_churn, train_on_split};
+pub use split::{stratified_folds, stratified_split};
+pub use train::{SplitConfig, TrainConfig, TrainOptions, model_version, train, train_on_split};
 
 use ndarray::Array2;
 

@@ -10,15 +10,15 @@ use serde::Serialize;
 use crate::metrics::{Curves, Metrics};
 use crate::{ModelArtifact, ModelError};
 
-/// Writes `<dir>/<model_version>.metrics.json` (metrics, curves, split) and
-/// `<dir>/<model_version>.report.html` next to the artifact, atomically.
-/// Returns both paths.
-pub fn write(
-    dir: &Path,
-    artifact: &ModelArtifact,
-    curves: &Curves,
-    split: &str,
-) -> Result<Vec<PathBuf>, ModelError> {
+/// The metrics file in a model's registry directory.
+pub const METRICS_FILE: &str = "metrics.json";
+/// The HTML report in a model's registry directory.
+pub const REPORT_FILE: &str = "report.html";
+
+/// Writes `<dir>/metrics.json` (metrics, curves, split) and
+/// `<dir>/report.html`, atomically. Returns both paths.
+pub fn write(dir: &Path, artifact: &ModelArtifact, curves: &Curves) -> Result<Vec<PathBuf>, ModelError> {
+    let split = artifact.split.as_str();
     #[derive(Serialize)]
     struct MetricsFile<'a> {
         model_version: &'a str,
@@ -26,12 +26,12 @@ pub fn write(
         metrics: &'a Metrics,
         curves: &'a Curves,
     }
-    let metrics = dir.join(format!("{}.metrics.json", artifact.model_version));
+    let metrics = dir.join(METRICS_FILE);
     let file =
         MetricsFile { model_version: &artifact.model_version, split, metrics: &artifact.metrics, curves };
     crate::artifact::save_json(&file, &metrics)?;
-    let report = dir.join(format!("{}.report.html", artifact.model_version));
-    crate::snapshot::write_atomic(&report, html(artifact, curves, split).as_bytes())?;
+    let report = dir.join(REPORT_FILE);
+    crate::snapshot::write_atomic(&report, html(artifact, curves).as_bytes())?;
     Ok(vec![metrics, report])
 }
 
@@ -39,9 +39,9 @@ const W: f64 = 360.0;
 const H: f64 = 300.0;
 const PAD: f64 = 44.0;
 
-/// The report of `artifact` with its validation `curves`; `split` says how
-/// the validation rows were chosen.
-pub fn html(artifact: &ModelArtifact, curves: &Curves, split: &str) -> String {
+/// The report of `artifact` with its validation `curves`.
+pub fn html(artifact: &ModelArtifact, curves: &Curves) -> String {
+    let split = artifact.split.as_str();
     let m = &artifact.metrics;
     let mut out = String::new();
     let title = format!("{} model {}", artifact.task, artifact.model_version);
@@ -96,16 +96,10 @@ pub fn html(artifact: &ModelArtifact, curves: &Curves, split: &str) -> String {
             .map(|(i, l)| (format!("decile {}", i + 1), *l))
             .collect::<Vec<_>>(),
     );
-    let mut weights: Vec<(String, f64)> = artifact
-        .model
-        .feature_names
-        .iter()
-        .cloned()
-        .zip(artifact.model.coefficients.iter().copied())
-        .collect();
+    let (title, mut weights) = artifact.model.importance();
     weights.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
     weights.truncate(20);
-    out += &bars("Feature weights (standardised; + raises the score)", &weights);
+    out += &bars(title, &weights);
     out += "</div>\n</body></html>\n";
     out
 }

@@ -29,6 +29,24 @@ pub fn stratified_split(y: &[bool], valid_share: f64, seed: u64) -> (Vec<usize>,
     (train, valid)
 }
 
+/// Assigns each row to one of `k` folds so that each class is spread
+/// evenly (shuffled with `seed`, then dealt round-robin). Returns the fold
+/// of each row.
+pub fn stratified_folds(y: &[bool], k: usize, seed: u64) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut fold = vec![0; y.len()];
+    let mut next = 0;
+    for class in [false, true] {
+        let mut idx: Vec<usize> = (0..y.len()).filter(|&i| y[i] == class).collect();
+        idx.shuffle(&mut rng);
+        for i in idx {
+            fold[i] = next % k;
+            next += 1;
+        }
+    }
+    fold
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +63,17 @@ mod tests {
         let mut all: Vec<usize> = train.into_iter().chain(valid).collect();
         all.sort_unstable();
         assert_eq!(all, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn folds_spread_each_class_evenly() {
+        let y: Vec<bool> = (0..1000).map(|i| i % 10 == 0).collect();
+        let folds = stratified_folds(&y, 5, 1);
+        for f in 0..5 {
+            let rows: Vec<usize> = (0..1000).filter(|&i| folds[i] == f).collect();
+            assert_eq!(rows.len(), 200);
+            assert_eq!(rows.iter().filter(|&&i| y[i]).count(), 20);
+        }
+        assert_eq!(folds, stratified_folds(&y, 5, 1));
     }
 }

@@ -12,9 +12,11 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use engage_models::clv::{self, ClvArtifact, summarize};
+use engage_models::metrics::Curves;
+use engage_models::registry::{MODEL_FILE, ModelRef, Registry};
 use engage_models::report;
 use engage_models::snapshot::{self, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest};
-use engage_models::{ChurnParams, ModelArtifact, TrainOptions, TrainingSet, TrainingWindow, train_churn};
+use engage_models::{ModelArtifact, TrainConfig, TrainOptions, TrainingSet, TrainingWindow};
 
 use crate::engine::{DataSource, Engine, Task};
 use crate::erasure::{Scrubbed, scrub_dir};
@@ -102,26 +104,30 @@ pub async fn build_identity(source: &DataSource, out: &Path) -> Result<RunReport
     Ok(report)
 }
 
-/// How to train a churn model.
+/// How to train a churn model from the contract tables.
 #[derive(Debug, Clone)]
 pub struct TrainChurnOptions {
     pub source: DataSource,
     pub as_of: NaiveDate,
     pub horizon_days: u32,
-    /// Directory the artifact is written to.
+    /// The model registry (see [`engage_models::registry`]).
     pub models: PathBuf,
-    pub params: ChurnParams,
-    pub valid_share: f64,
-    pub seed: u64,
+    /// Registry name; default the task (`churn`).
+    pub name: Option<String>,
+    pub config: TrainConfig,
 }
 
-/// What a training run produced.
+/// What a training run registered.
 #[derive(Debug, Clone)]
 pub struct TrainRun {
     pub artifact: ModelArtifact,
-    pub path: PathBuf,
-    /// Also written next to the artifact as `<model_version>.run_report.json`.
-    pub report: RunReport,
+    /// `<models>/<name>/<version>/`: model.json, meta.json, metrics.json,
+    /// report.html and (when trained from the contract tables) run_report.json.
+    pub dir: PathBuf,
+    /// Whether this version became the promoted one (the first of its name).
+    pub promoted: bool,
+    /// The run report (training from the contract tables only).
+    pub report: Option<RunReport>,
 }
 
 /// The labelled churn training set as of `as_of` (features joined to
@@ -148,45 +154,62 @@ pub async fn churn_training_set(
     })
 }
 
-/// Builds the training set, trains and validates, and writes
-/// `<models>/<model_version>.json`.
+/// Registers a trained classifier: model.json, metrics.json, report.html
+/// and the run report, if any, in one new registry version.
+fn register_classifier(
+    models: &Path,
+    artifact: &ModelArtifact,
+    curves: &Curves,
+    report: Option<&RunReport>,
+) -> Result<(PathBuf, bool)> {
+    Ok(Registry::new(models).register(&artifact.meta(), |dir| {
+        artifact.save(&dir.join(MODEL_FILE))?;
+        report::write(dir, artifact, curves)?;
+        if let Some(r) = report {
+            snapshot::write_atomic(
+                &dir.join(RUN_REPORT_FILE),
+                &serde_json::to_vec_pretty(r).expect("report serialises"),
+            )?;
+        }
+        Ok(())
+    })?)
+}
+
+/// Builds the training set, trains and validates per `opts.config`, and
+/// registers the model under `<models>/<name>/<version>/`.
 pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
     let mut clock = Stopwatch::start();
-    let params = opts.params.clone();
-    params.clone().check()?;
+    opts.config.check()?;
     let mut engine = Engine::open_source(&opts.source).await?;
     clock.lap("ingest");
     let set = churn_training_set(&mut engine, opts.as_of, opts.horizon_days).await?;
     clock.lap("training set");
-    let window = TrainingWindow { as_of: opts.as_of.to_string(), horizon_days: opts.horizon_days };
-    let train_opts = TrainOptions { valid_share: opts.valid_share, seed: opts.seed, window };
-    let (artifact, curves) = train_churn(&set, params, &train_opts)?;
+    let train_opts = TrainOptions {
+        name: opts.name.clone().unwrap_or_else(|| "churn".into()),
+        task: "churn".into(),
+        window: TrainingWindow { as_of: opts.as_of.to_string(), horizon_days: opts.horizon_days },
+    };
+    let (artifact, curves) = engage_models::train(&set, None, &opts.config, &train_opts)?;
     clock.lap("train");
-    let path = opts.models.join(format!("{}.json", artifact.model_version));
-    artifact.save(&path)?;
-    let split = format!(
-        "stratified hold-out of {:.0} % (seed {}): trained on {} rows, validated on {}",
-        opts.valid_share * 100.0,
-        opts.seed,
-        artifact.train_rows,
-        artifact.valid_rows
-    );
-    let mut outputs = vec![path.display().to_string()];
-    outputs.extend(
-        report::write(&opts.models, &artifact, &curves, &split)?.iter().map(|p| p.display().to_string()),
-    );
-    clock.lap("write");
     let identity = engine.identity().expect("resolved for the labels").clone();
-    let mut report =
-        RunReport::new("train churn", Some(opts.as_of), &engine, &identity, None, &clock, outputs);
+    let dir = Registry::new(&opts.models).version_dir(&artifact.name, &artifact.model_version);
+    let mut report = RunReport::new(
+        "train churn",
+        Some(opts.as_of),
+        &engine,
+        &identity,
+        None,
+        &clock,
+        vec![dir.display().to_string()],
+    );
     report.model = Some(ModelSummary {
         model_version: artifact.model_version.clone(),
         train_rows: artifact.train_rows as u64,
         valid_rows: artifact.valid_rows as u64,
         metrics: artifact.metrics.clone(),
     });
-    report.write_as(&opts.models.join(format!("{}.{RUN_REPORT_FILE}", artifact.model_version)))?;
-    Ok(TrainRun { artifact, path, report })
+    let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, Some(&report))?;
+    Ok(TrainRun { artifact, dir, promoted, report: Some(report) })
 }
 
 /// How to train a classifier on a feature table file.
@@ -200,32 +223,21 @@ pub struct TrainTableOptions {
     pub id: String,
     /// What the model predicts: `churn` or `response`.
     pub task: String,
+    /// The model registry.
     pub models: PathBuf,
-    pub params: ChurnParams,
-    /// Hold-out share when the file has no `as_of` column.
-    pub valid_share: f64,
-    pub seed: u64,
+    /// Registry name; default the task.
+    pub name: Option<String>,
+    pub config: TrainConfig,
 }
 
-/// What table training wrote.
-#[derive(Debug, Clone)]
-pub struct TrainTableRun {
-    pub artifact: ModelArtifact,
-    pub path: PathBuf,
-    /// How the rows were split, in words.
-    pub split: String,
-    /// The metrics file and the HTML report next to the artifact.
-    pub reports: Vec<PathBuf>,
-}
-
-/// Trains the logistic model on any feature table (see
-/// [`crate::frame::table_training_set`] for the encoding). With an `as_of`
-/// column (as `engage dataset` writes), the split is a time-based
-/// backtest: train on the rows of the earlier cutoffs, validate on the
-/// last cutoff's. Without one, a stratified hold-out. Writes
-/// `<models>/<model_version>.json`.
-pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainTableRun> {
+/// Trains a classifier on any feature table (see
+/// [`crate::frame::table_training_set`] for the encoding) and registers
+/// it. With an `as_of` column holding several cutoffs (as `engage dataset`
+/// writes), the default split is a time-based backtest on the last cutoff
+/// (see [`engage_models::SplitConfig`]).
+pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainRun> {
     use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+    opts.config.check()?;
     let shown = opts.path.display().to_string();
     let ctx = SessionContext::new();
     let df = match opts.path.extension().and_then(|e| e.to_str()) {
@@ -241,47 +253,14 @@ pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainTableRun> {
     };
     let batches = df.map_err(query(&shown))?.collect().await.map_err(query(&shown))?;
     let (set, cutoffs) = crate::frame::table_training_set(&batches, &opts.label, &opts.id, &shown)?;
-    let distinct: std::collections::BTreeSet<&String> = cutoffs.iter().flatten().collect();
-    let (train_idx, valid_idx, as_of, split) = match (&cutoffs, distinct.last()) {
-        (Some(cutoffs), Some(&last)) if distinct.len() > 1 => {
-            let (valid, train): (Vec<usize>, Vec<usize>) =
-                (0..cutoffs.len()).partition(|&i| &cutoffs[i] == last);
-            let split = format!(
-                "time-based backtest: trained on {} rows of {} cutoffs before {last}, validated on {} rows at {last}",
-                train.len(),
-                distinct.len() - 1,
-                valid.len()
-            );
-            (train, valid, last.clone(), split)
-        }
-        _ => {
-            let (train, valid) = engage_models::stratified_split(&set.y, opts.valid_share, opts.seed);
-            let split = format!(
-                "stratified hold-out (seed {}): trained on {} rows, validated on {}",
-                opts.seed,
-                train.len(),
-                valid.len()
-            );
-            (train, valid, distinct.last().map_or("table".to_string(), |d| d.to_string()), split)
-        }
-    };
     let train_opts = TrainOptions {
-        valid_share: opts.valid_share,
-        seed: opts.seed,
-        window: TrainingWindow { as_of, horizon_days: 0 },
+        name: opts.name.clone().unwrap_or_else(|| opts.task.clone()),
+        task: opts.task.clone(),
+        window: TrainingWindow { as_of: "table".into(), horizon_days: 0 },
     };
-    let (artifact, curves) = engage_models::train_on_split(
-        &set,
-        opts.params.clone(),
-        &train_idx,
-        &valid_idx,
-        &opts.task,
-        &train_opts,
-    )?;
-    let path = opts.models.join(format!("{}.json", artifact.model_version));
-    artifact.save(&path)?;
-    let reports = report::write(&opts.models, &artifact, &curves, &split)?;
-    Ok(TrainTableRun { artifact, path, split, reports })
+    let (artifact, curves) = engage_models::train(&set, cutoffs.as_deref(), &opts.config, &train_opts)?;
+    let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, None)?;
+    Ok(TrainRun { artifact, dir, promoted, report: None })
 }
 
 /// How to fit the CLV models.
@@ -291,23 +270,27 @@ pub struct TrainClvOptions {
     /// Purchases strictly before this date; the observation ends the day before.
     pub as_of: NaiveDate,
     pub time_unit: clv::TimeUnit,
-    /// Directory the artifact is written to.
+    /// The model registry.
     pub models: PathBuf,
+    /// Registry name; default `clv`.
+    pub name: Option<String>,
 }
 
-/// What CLV training wrote.
+/// What CLV training registered.
 #[derive(Debug, Clone)]
 pub struct TrainClvRun {
     pub artifact: ClvArtifact,
-    pub path: PathBuf,
+    /// `<models>/<name>/<version>/`.
+    pub dir: PathBuf,
+    pub promoted: bool,
     pub report: RunReport,
 }
 
 /// Fits BG/NBD and Gamma-Gamma on every customer's purchases before
 /// `as_of` (summarised per [`engage_models::clv::summarize`]: same-day
 /// purchases merged, observation through the day before the cutoff) and
-/// writes `<models>/<model_version>.json` with the parameters,
-/// log-likelihoods and convergence, plus its run report next to it.
+/// registers them (parameters, log-likelihoods, convergence) with the run
+/// report.
 pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
     let mut clock = Stopwatch::start();
     let mut engine = Engine::open_source(&opts.source).await?;
@@ -316,11 +299,10 @@ pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
     let end_day = (opts.as_of - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() - 1;
     let customers = summarize(purchases, end_day, opts.time_unit.days());
     clock.lap("summaries");
-    let artifact = ClvArtifact::train(&customers, &opts.as_of.to_string(), opts.time_unit)?;
+    let name = opts.name.as_deref().unwrap_or("clv");
+    let artifact = ClvArtifact::train(name, &customers, &opts.as_of.to_string(), opts.time_unit)?;
     clock.lap("train");
-    let path = opts.models.join(format!("{}.json", artifact.model_version));
-    artifact.save(&path)?;
-    clock.lap("write");
+    let registry = Registry::new(&opts.models);
     let identity = engine.identity().expect("resolved for the purchases").clone();
     let report = RunReport::new(
         "train clv",
@@ -329,10 +311,16 @@ pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
         &identity,
         None,
         &clock,
-        vec![path.display().to_string()],
+        vec![registry.version_dir(name, &artifact.model_version).display().to_string()],
     );
-    report.write_as(&opts.models.join(format!("{}.{RUN_REPORT_FILE}", artifact.model_version)))?;
-    Ok(TrainClvRun { artifact, path, report })
+    let (dir, promoted) = registry.register(&artifact.meta(), |dir| {
+        artifact.save(&dir.join(MODEL_FILE))?;
+        snapshot::write_atomic(
+            &dir.join(RUN_REPORT_FILE),
+            &serde_json::to_vec_pretty(&report).expect("report serialises"),
+        )
+    })?;
+    Ok(TrainClvRun { artifact, dir, promoted, report })
 }
 
 /// Reasons per scored customer: the features raising the score most
@@ -349,12 +337,27 @@ pub struct ScoreRun {
     pub report: RunReport,
 }
 
-/// Scores every customer of `source` as of `as_of` with the model at
-/// `model` and publishes a snapshot under `out` (see
+/// Scores every customer of `source` as of `as_of` with `model` from the
+/// registry at `models` (its promoted version unless the reference names
+/// one) and publishes a snapshot under `out` (see
 /// [`engage_models::snapshot`]); the snapshot holds its run report.
-pub async fn score(source: &DataSource, as_of: NaiveDate, model: &Path, out: &Path) -> Result<ScoreRun> {
+pub async fn score(
+    source: &DataSource,
+    as_of: NaiveDate,
+    models: &Path,
+    model: &ModelRef,
+    out: &Path,
+) -> Result<ScoreRun> {
     let mut clock = Stopwatch::start();
-    let artifact = ModelArtifact::load(model)?;
+    let (meta, path) = Registry::new(models).resolve(model)?;
+    if meta.task != "churn" {
+        return Err(PipelineError::InvalidArgument {
+            name: "--model",
+            value: format!("{model} ({})", meta.version),
+            reason: format!("engage score publishes churn probabilities; this model predicts {}", meta.task),
+        });
+    }
+    let artifact = ModelArtifact::load(&path)?;
     let mut engine = Engine::open_source(source).await?;
     clock.lap("ingest");
     let features = engine.features(as_of).await?;

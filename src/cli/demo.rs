@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
-use engage_models::ChurnModel;
+use engage_models::registry::ModelRef;
+use engage_models::{SplitConfig, TrainConfig};
 use engage_pipeline::DataSource;
 use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::jobs::{TrainChurnOptions, build_features, score, train_churn_model};
@@ -49,13 +50,22 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         as_of: train_as_of,
         horizon_days: horizon,
         models: dir.join("models"),
-        params: ChurnModel::params(),
-        valid_share: 0.2,
-        seed: args.seed,
+        name: None,
+        config: TrainConfig {
+            split: SplitConfig { seed: args.seed, ..SplitConfig::default() },
+            ..TrainConfig::default()
+        },
     })
     .await
     .context("training the churn model")?;
-    let scored = score(&source, score_as_of, &trained.path, &dir.join("scores")).await.context("scoring")?;
+    let model = ModelRef {
+        name: trained.artifact.name.clone(),
+        version: Some(trained.artifact.model_version.clone()),
+    };
+    let scored = score(&source, score_as_of, &dir.join("models"), &model, &dir.join("scores"))
+        .await
+        .context("scoring")?;
+    let train_report = trained.report.as_ref().expect("trained from the contract tables");
 
     let m = &trained.artifact.metrics;
     println!("engage demo: {} customers, seed {}", args.customers, args.seed);
@@ -86,7 +96,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     );
     println!(
         "  train     {:>7.1}s  churn in {horizon} days after {train_as_of}: {} train / {} validation rows, churn rate {:.3}",
-        trained.report.stages.iter().map(|s| s.seconds).sum::<f64>(),
+        train_report.stages.iter().map(|s| s.seconds).sum::<f64>(),
         trained.artifact.train_rows,
         trained.artifact.valid_rows,
         m.positive_rate
@@ -107,7 +117,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!("outputs");
     println!("  data      {}", data.display());
     println!("  features  {}", features.output.display());
-    println!("  model     {}", trained.path.display());
+    println!("  model     {}", trained.dir.display());
     println!("  scores    {}", scored.snapshot_dir.display());
     println!();
     println!("serve the scores:");

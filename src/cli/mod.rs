@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
-use engage_models::ChurnModel;
 use engage_models::clv::TimeUnit;
+use engage_models::registry::{ModelRef, Registry};
+use engage_models::{ClassifierConfig, TrainConfig};
 use engage_pipeline::erasure::ErasureList;
 use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::identity::IdentityOptions;
@@ -112,9 +113,12 @@ enum Command {
         /// Cutoff date of the features (YYYY-MM-DD).
         #[arg(long, value_parser = parse_date)]
         as_of: NaiveDate,
-        /// Model artifact (.json) written by `engage train`.
+        /// The model registry `engage train --models` writes.
         #[arg(long)]
-        model: PathBuf,
+        models: PathBuf,
+        /// Which model: NAME (its promoted version) or NAME@VERSION.
+        #[arg(long, default_value = "churn")]
+        model: ModelRef,
         /// Snapshot root: snapshots/<id>/ and the CURRENT pointer go here.
         #[arg(long)]
         out: PathBuf,
@@ -127,6 +131,11 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         bind: String,
+    },
+    /// The model registry: list, show, promote, roll back.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
     },
     /// Read run reports.
     Report {
@@ -148,11 +157,43 @@ enum FeaturesAction {
 }
 
 #[derive(Debug, Subcommand)]
+enum ModelsAction {
+    /// Every registered model: name, version, kind, cutoff, headline metric;
+    /// `*` marks the promoted version of each name.
+    List {
+        #[arg(long)]
+        models: PathBuf,
+    },
+    /// One model's metadata (features, config, window, fingerprint,
+    /// metrics) as JSON, and its promotion history.
+    Show {
+        #[arg(long)]
+        models: PathBuf,
+        /// NAME (the promoted version) or NAME@VERSION.
+        model: ModelRef,
+    },
+    /// Make a version the one scoring and serving use.
+    Promote {
+        #[arg(long)]
+        models: PathBuf,
+        /// NAME@VERSION.
+        model: ModelRef,
+    },
+    /// Go back to the version promoted before the current one.
+    Rollback {
+        #[arg(long)]
+        models: PathBuf,
+        /// NAME.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ReportAction {
     /// Print a run report readably.
     Show {
-        /// A job's output directory (holding run_report.json), or a report
-        /// file (training writes <model_version>.run_report.json).
+        /// A job's output directory (holding run_report.json; a model's
+        /// registry directory holds one too), or a report file.
         dir: PathBuf,
     },
 }
@@ -260,9 +301,12 @@ struct TrainClvArgs {
     /// Time unit of the summaries and the fitted parameters.
     #[arg(long, default_value = "weeks", value_parser = ["days", "weeks"])]
     time_unit: String,
-    /// Directory the model artifact is written to.
+    /// The model registry the model is added to.
     #[arg(long)]
     models: PathBuf,
+    /// Registry name (default `clv`).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -290,21 +334,52 @@ struct TrainChurnArgs {
     /// Label horizon: `90d`, `12w` or a number of days.
     #[arg(long, default_value = "90d", value_parser = parse_horizon)]
     horizon: u32,
-    /// Directory the model artifact is written to.
+    /// The model registry the model is added to (`<models>/<name>/<version>/`).
     #[arg(long)]
     models: PathBuf,
-    /// L2 penalty on standardised coefficients.
-    #[arg(long, default_value_t = 1.0)]
-    l2: f64,
-    /// Optimiser iteration cap.
-    #[arg(long, default_value_t = 200)]
-    max_iterations: u64,
-    /// Share of rows held out (stratified) for validation.
-    #[arg(long, default_value_t = 0.2)]
-    valid_share: f64,
-    /// Seed of the train/validation split.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// Registry name (default: the task).
+    #[arg(long)]
+    name: Option<String>,
+    /// Training config (TOML): `[model]` kind and hyperparameters,
+    /// `[split]` validation settings; see docs/models.md.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Model family, overriding the config's (with that family's defaults
+    /// unless the config sets the same kind).
+    #[arg(long, value_parser = ["logistic", "gbm"])]
+    kind: Option<String>,
+    /// Stratified k-fold cross-validation with K folds instead of the
+    /// default split (overrides the config's `split.folds`).
+    #[arg(long, value_name = "K")]
+    folds: Option<usize>,
+}
+
+impl TrainChurnArgs {
+    /// The config file, if any, with the flags applied over it.
+    fn train_config(&self) -> Result<TrainConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the training config {}", path.display()))?;
+                toml::from_str::<TrainConfig>(&text)
+                    .with_context(|| format!("training config {}", path.display()))?
+            }
+            None => TrainConfig::default(),
+        };
+        if let Some(kind) = &self.kind
+            && config.model.kind() != kind
+        {
+            config.model = ClassifierConfig::default_for(kind).expect("clap checked the kind");
+        }
+        if self.folds.is_some() {
+            config.split.folds = self.folds;
+        }
+        config.check().with_context(|| match &self.config {
+            Some(p) => format!("training config {}", p.display()),
+            None => "training flags".into(),
+        })?;
+        Ok(config)
+    }
 }
 
 /// Where the data is and how to read it: shared by every command that reads
@@ -546,51 +621,49 @@ pub async fn run(cli: Cli) -> Result<()> {
                 TrainTask::Response(a) => ("response", a),
                 TrainTask::Clv(_) => unreachable!("matched above"),
             };
-            let params = ChurnModel::params().l2(a.l2).max_iterations(a.max_iterations);
-            if let Some(table) = a.table {
+            let config = a.train_config()?;
+            let run = if let Some(table) = a.table {
                 let opts = TrainTableOptions {
                     label: a.label.clone().context("--label is required with --features")?,
                     path: table,
                     id: a.id,
                     task: name.into(),
                     models: a.models,
-                    params,
-                    valid_share: a.valid_share,
-                    seed: a.seed,
+                    name: a.name,
+                    config,
                 };
-                let run = train_on_table(&opts)
+                train_on_table(&opts)
                     .await
-                    .with_context(|| format!("training a {name} model on {}", opts.path.display()))?;
-                let m = &run.artifact.metrics;
-                println!("{}", run.split);
-                println!(
-                    "validation: ROC AUC {:.3}, PR AUC {:.3}, log loss {:.4}, Brier {:.4}, top-decile lift {:.2}",
-                    m.roc_auc, m.pr_auc, m.log_loss, m.brier, m.top_decile_lift
-                );
-                println!("wrote {}", run.path.display());
-                for p in &run.reports {
-                    println!("wrote {}", p.display());
+                    .with_context(|| format!("training a {name} model on {}", opts.path.display()))?
+            } else {
+                if name == "response" {
+                    bail!(
+                        "train response needs --features FILE --label COLUMN (a training set from `engage dataset --task response`)"
+                    );
                 }
-                return Ok(());
-            }
-            if name == "response" {
-                bail!(
-                    "train response needs --features FILE --label COLUMN (a training set from `engage dataset --task response`)"
-                );
-            }
-            let opts = TrainChurnOptions {
-                source: a.features.apply(a.data.source()?),
-                as_of: a.as_of.context("--as-of is required with --data")?,
-                horizon_days: a.horizon,
-                models: a.models,
-                params,
-                valid_share: a.valid_share,
-                seed: a.seed,
+                let opts = TrainChurnOptions {
+                    source: a.features.apply(a.data.source()?),
+                    as_of: a.as_of.context("--as-of is required with --data")?,
+                    horizon_days: a.horizon,
+                    models: a.models,
+                    name: a.name,
+                    config,
+                };
+                train_churn_model(&opts)
+                    .await
+                    .with_context(|| format!("training a churn model on {}", a.data))?
             };
-            let run = train_churn_model(&opts)
-                .await
-                .with_context(|| format!("training a churn model on {}", a.data))?;
-            print!("{}", run.report.render());
+            if let Some(report) = &run.report {
+                print!("{}", report.render());
+            }
+            let (art, m) = (&run.artifact, &run.artifact.metrics);
+            println!("{} model {} ({})", art.task, art.model_version, art.params.kind());
+            println!("{}", art.split);
+            println!(
+                "validation: ROC AUC {:.3}, PR AUC {:.3}, log loss {:.4}, Brier {:.4}, top-decile lift {:.2}",
+                m.roc_auc, m.pr_auc, m.log_loss, m.brier, m.top_decile_lift
+            );
+            println!("registered {}{}", run.dir.display(), promoted_note(run.promoted, &art.name));
         }
         Command::Train { task: TrainTask::Clv(a) } => {
             let opts = TrainClvOptions {
@@ -598,6 +671,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 as_of: a.as_of,
                 time_unit: if a.time_unit == "days" { TimeUnit::Days } else { TimeUnit::Weeks },
                 models: a.models,
+                name: a.name,
             };
             let run = train_clv_model(&opts)
                 .await
@@ -625,13 +699,14 @@ pub async fn run(cli: Cli) -> Result<()> {
                 gg.log_likelihood,
                 status(gg.converged)
             );
-            println!("wrote {}", run.path.display());
+            println!("registered {}{}", run.dir.display(), promoted_note(run.promoted, &run.artifact.name));
         }
-        Command::Score { data, features, as_of, model, out } => {
+        Command::Models { action } => models_command(action)?,
+        Command::Score { data, features, as_of, models, model, out } => {
             let source = features.apply(data.source()?);
-            let run = score(&source, as_of, &model, &out)
+            let run = score(&source, as_of, &models, &model, &out)
                 .await
-                .with_context(|| format!("scoring {} with {}", data, model.display()))?;
+                .with_context(|| format!("scoring {} with {model} from {}", data, models.display()))?;
             print!("{}", run.report.render());
             println!(
                 "published snapshot {} ({} customers) at {}",
@@ -657,6 +732,80 @@ pub async fn run(cli: Cli) -> Result<()> {
             server.await.context("running the server")?;
         }
         Command::Demo(args) => demo::run(args).await?,
+    }
+    Ok(())
+}
+
+/// How a training run ends its output: whether scoring will use it.
+fn promoted_note(promoted: bool, name: &str) -> String {
+    if promoted {
+        format!(" (promoted: the first {name} model)")
+    } else {
+        format!(" (not promoted; `engage models promote` makes it the {name} model scoring uses)")
+    }
+}
+
+/// `engage models ...`.
+fn models_command(action: ModelsAction) -> Result<()> {
+    match action {
+        ModelsAction::List { models } => {
+            let entries =
+                Registry::new(&models).list().with_context(|| format!("listing {}", models.display()))?;
+            if entries.is_empty() {
+                println!("no models under {}", models.display());
+                return Ok(());
+            }
+            println!(
+                "  {:<12} {:<40} {:<20} {:<10} {:<20} headline",
+                "name", "version", "kind", "as_of", "trained_at"
+            );
+            for e in entries {
+                let m = &e.meta;
+                let headline = match m.metrics.get("roc_auc").and_then(|v| v.as_f64()) {
+                    Some(auc) => format!("ROC AUC {auc:.3}"),
+                    None => match m.metrics.pointer("/bg_nbd/converged").and_then(|v| v.as_bool()) {
+                        Some(true) => "converged".into(),
+                        Some(false) => "NOT converged".into(),
+                        None => String::new(),
+                    },
+                };
+                println!(
+                    "{} {:<12} {:<40} {:<20} {:<10} {:<20} {headline}",
+                    if e.promoted { "*" } else { " " },
+                    m.name,
+                    m.version,
+                    m.kind,
+                    m.as_of,
+                    m.trained_at
+                );
+            }
+        }
+        ModelsAction::Show { models, model } => {
+            let registry = Registry::new(&models);
+            let (meta, path) = registry.resolve(&model).with_context(|| format!("looking up {model}"))?;
+            let promotions = registry.promotions(&meta.name)?;
+            let shown = serde_json::json!({
+                "meta": meta,
+                "artifact": path,
+                "promoted": promotions.stack.last() == Some(&meta.version),
+                "promotions": promotions.events,
+            });
+            println!("{}", serde_json::to_string_pretty(&shown).expect("json"));
+        }
+        ModelsAction::Promote { models, model } => {
+            let Some(version) = &model.version else {
+                bail!("promote needs NAME@VERSION (see `engage models list --models {}`)", models.display());
+            };
+            Registry::new(&models)
+                .promote(&model.name, version)
+                .with_context(|| format!("promoting {model}"))?;
+            println!("{} now uses {version}", model.name);
+        }
+        ModelsAction::Rollback { models, name } => {
+            let back =
+                Registry::new(&models).rollback(&name).with_context(|| format!("rolling back {name}"))?;
+            println!("{name} now uses {back}");
+        }
     }
     Ok(())
 }

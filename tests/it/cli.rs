@@ -26,10 +26,14 @@ fn demo_runs_end_to_end_and_its_scores_can_be_served() {
     }
     let files = files_under(&dir);
     assert!(files.iter().any(|f| f == "features/customer_features.parquet"), "{files:?}");
-    assert!(files.iter().any(|f| f.starts_with("models/churn-") && f.ends_with(".json")), "{files:?}");
+    assert!(
+        files.iter().any(|f| f.starts_with("models/churn/churn-") && f.ends_with("/model.json")),
+        "{files:?}"
+    );
     assert!(files.iter().any(|f| f == "scores/CURRENT"), "{files:?}");
     // Training and scoring leave run reports that `report show` reads.
-    let train_report = files.iter().find(|f| f.starts_with("models/") && f.ends_with(".run_report.json"));
+    let train_report =
+        files.iter().find(|f| f.starts_with("models/churn/") && f.ends_with("/run_report.json"));
     let score_report =
         files.iter().find(|f| f.starts_with("scores/snapshots/") && f.ends_with("/run_report.json"));
     for (report, needles) in [
@@ -221,16 +225,25 @@ fn failed_scoring_leaves_the_current_snapshot_alone() {
     let before = files_under(&scores);
     let current = std::fs::read_to_string(scores.join("CURRENT")).unwrap();
 
-    // A model whose features the data does not have.
+    // Registry versions next to the trained one: a model whose features
+    // the data does not have, and a model from a future engage.
+    let models = tmp.path().join("models");
+    let version = |name: &str, artifact: &serde_json::Value| {
+        let dir = models.join("churn").join(name);
+        copy_dir(&trained.dir, &dir);
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+        meta["version"] = name.into();
+        std::fs::write(dir.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+        std::fs::write(dir.join("model.json"), serde_json::to_vec(artifact).unwrap()).unwrap();
+        format!("churn@{name}")
+    };
     let mut artifact: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&trained.path).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(trained.dir.join("model.json")).unwrap()).unwrap();
     artifact["model"]["feature_names"][0] = "shoe_size".into();
-    let wrong_features = tmp.path().join("wrong-features.json");
-    std::fs::write(&wrong_features, serde_json::to_vec(&artifact).unwrap()).unwrap();
-    // A model from a future engage.
+    let wrong_features = version("wrong", &artifact);
     artifact["format_version"] = 99.into();
-    let future = tmp.path().join("future.json");
-    std::fs::write(&future, serde_json::to_vec(&artifact).unwrap()).unwrap();
+    let future = version("future", &artifact);
 
     let data = crate::common::sample().to_str().unwrap();
     for (model, needle) in [(&wrong_features, "shoe_size"), (&future, "format version 99")] {
@@ -240,8 +253,10 @@ fn failed_scoring_leaves_the_current_snapshot_alone() {
             data,
             "--as-of",
             "2026-07-01",
+            "--models",
+            models.to_str().unwrap(),
             "--model",
-            model.to_str().unwrap(),
+            model,
             "--out",
             scores.to_str().unwrap(),
         ]);

@@ -203,8 +203,16 @@ fn engage_train_clv_fits_cdnow_through_the_input_contract() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("BG/NBD (2357 customers, time in weeks)") && text.contains("converged"), "{text}");
-    let path = text.lines().find_map(|l| l.strip_prefix("wrote ")).filter(|p| p.ends_with(".json")).unwrap();
-    let artifact = ClvArtifact::load(Path::new(path)).unwrap();
+    let dir = text.lines().find_map(|l| l.strip_prefix("registered ")).unwrap().split(" (").next().unwrap();
+    let artifact = ClvArtifact::load(&Path::new(dir).join("model.json")).unwrap();
+    // The registry lists it as the promoted clv model, converged.
+    let listed = stdout(&engage(&["models", "list", "--models", models.to_str().unwrap()]));
+    let row =
+        listed.lines().find(|l| l.contains(&artifact.model_version)).unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        row.starts_with('*') && row.contains("bg_nbd+gamma_gamma") && row.ends_with("converged"),
+        "{row}"
+    );
     assert_eq!((artifact.as_of.as_str(), artifact.time_unit.as_str()), ("1997-10-01", "weeks"));
     assert!(artifact.model_version.starts_with("clv-1997-10-01-"), "{}", artifact.model_version);
     check_bg_nbd_fit(&artifact.bg_nbd);

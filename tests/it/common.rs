@@ -92,8 +92,8 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// scored with it as of 2026-07-01, made once per run.
 pub struct Trained {
     pub artifact: engage_models::ModelArtifact,
-    /// The artifact file.
-    pub path: PathBuf,
+    /// The model's registry directory (`<models>/churn/<version>/`).
+    pub dir: PathBuf,
     /// The snapshot root (`score --out`).
     pub scores: PathBuf,
     _tmp: tempfile::TempDir,
@@ -114,9 +114,11 @@ pub fn trained() -> &'static Trained {
                         as_of: date("2026-03-31"),
                         horizon_days: 90,
                         models: tmp.path().join("models"),
-                        params: engage_models::ChurnModel::params(),
-                        valid_share: 0.2,
-                        seed: 1,
+                        name: None,
+                        config: engage_models::TrainConfig {
+                            split: engage_models::SplitConfig { seed: 1, ..Default::default() },
+                            ..Default::default()
+                        },
                     })
                     .await
                     .unwrap();
@@ -124,12 +126,13 @@ pub fn trained() -> &'static Trained {
                 engage_pipeline::jobs::score(
                     &engage_pipeline::DataSource::new(&data),
                     date("2026-07-01"),
-                    &run.path,
+                    &tmp.path().join("models"),
+                    &"churn".parse().unwrap(),
                     &scores,
                 )
                 .await
                 .unwrap();
-                Trained { artifact: run.artifact, path: run.path, scores, _tmp: tmp }
+                Trained { artifact: run.artifact, dir: run.dir, scores, _tmp: tmp }
             })
         })
         .join()

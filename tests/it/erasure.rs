@@ -55,7 +55,7 @@ async fn forgotten_person_leaves_every_output_and_every_later_run() {
     // Outputs written before the request: identity map, features, a snapshot.
     run(&["identity", "--data", data, "--out", out("identity").to_str().unwrap()]);
     run(&["features", "--data", data, "--as-of", "2026-07-01", "--out", out("features").to_str().unwrap()]);
-    let model = trained().path.to_str().unwrap();
+    let models = trained().dir.parent().unwrap().parent().unwrap().to_str().unwrap();
     let scores = out("scores");
     run(&[
         "score",
@@ -63,8 +63,8 @@ async fn forgotten_person_leaves_every_output_and_every_later_run() {
         data,
         "--as-of",
         "2026-07-01",
-        "--model",
-        model,
+        "--models",
+        models,
         "--out",
         scores.to_str().unwrap(),
     ]);

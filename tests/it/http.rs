@@ -43,7 +43,7 @@ fn scores_endpoint_returns_the_snapshot_row() {
     let reasons = body["reasons"].as_array().unwrap();
     assert!(!reasons.is_empty() && reasons.len() <= 3, "{body}");
     assert_eq!(reasons.len(), expected.reasons.len());
-    let names = &trained().artifact.model.feature_names;
+    let names = trained().artifact.model.feature_names();
     let impacts: Vec<f64> = reasons.iter().map(|r| r["impact"].as_f64().unwrap()).collect();
     assert!(impacts.iter().all(|&v| v > 0.0) && impacts.windows(2).all(|w| w[0] >= w[1]), "{impacts:?}");
     for r in reasons {

@@ -89,14 +89,25 @@ async fn churn_model_learns_and_approaches_the_oracle() {
 #[test]
 fn artifact_records_what_it_was_trained_on() {
     let run = trained();
-    let a = engage_models::ModelArtifact::load(&run.path).unwrap();
+    let a = engage_models::ModelArtifact::load(&run.dir.join("model.json")).unwrap();
     assert_eq!(&a, &run.artifact);
+    assert_eq!(run.dir.file_name().unwrap().to_str().unwrap(), a.model_version);
+    assert_eq!(run.dir.parent().unwrap().file_name().unwrap(), "churn");
     assert_eq!(a.window.as_of, "2026-03-31");
     assert_eq!(a.window.horizon_days, 90);
     assert_eq!(a.data_fingerprint.len(), 64);
     assert!(a.model_version.starts_with("churn-2026-03-31-"));
-    assert_eq!(a.model.feature_names.len(), a.model.coefficients.len());
-    assert!(a.model.feature_names.iter().any(|n| n == "recency_days"));
+    let engage_models::Classifier::Logistic(m) = &a.model else { panic!("the default is logistic") };
+    assert_eq!(m.feature_names.len(), m.coefficients.len());
+    assert!(m.feature_names.iter().any(|n| n == "recency_days"));
+    // The registry's metadata says the same, without loading the model.
+    let meta: engage_models::registry::ModelMeta =
+        serde_json::from_slice(&std::fs::read(run.dir.join("meta.json")).unwrap()).unwrap();
+    assert_eq!((meta.kind.as_str(), meta.features.as_slice()), ("logistic", m.feature_names.as_slice()));
+    assert_eq!(meta.data_fingerprint, a.data_fingerprint);
+    for file in ["metrics.json", "report.html", "run_report.json"] {
+        assert!(run.dir.join(file).is_file(), "{file}");
+    }
     assert_eq!(a.engage_version, env!("CARGO_PKG_VERSION"));
 }
 
@@ -126,12 +137,13 @@ fn train_on_a_feature_table_file() {
             && said.contains("at 2026-03-31"),
         "{said}"
     );
-    let auc: f64 = said.split("ROC AUC ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    let auc: f64 =
+        said.split("validation: ROC AUC ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
     assert!(auc > 0.75, "backtest AUC {auc}");
-    let model = said.lines().find_map(|l| l.strip_prefix("wrote ")).unwrap().to_string();
-    assert!(model.contains("churn-2026-03-31-"), "{model}");
-    // Same feature names as engage's feature table: it scores directly.
-    ok(&["score", "--data", data, "--as-of", "2026-03-31", "--model", &model, "--out", &dir("scores")]);
+    let first = registered(&said);
+    assert!(first.contains("/churn/churn-2026-03-31-") && said.contains("(promoted"), "{said}");
+    // Same feature names as engage's feature table: the promoted model scores directly.
+    ok(&["score", "--data", data, "--as-of", "2026-03-31", "--models", &models, "--out", &dir("scores")]);
 
     let csv = tmp.path().join("mine.csv");
     let mut text = String::from("id,plan,tenure_months,autopay,left\n");
@@ -144,22 +156,43 @@ fn train_on_a_feature_table_file() {
     let csv = csv.to_str().unwrap();
     let said =
         ok(&["train", "churn", "--features", csv, "--label", "left", "--id", "id", "--models", &models]);
-    assert!(said.contains("stratified hold-out (seed 42): trained on 320 rows, validated on 80"), "{said}");
-    let path = said.lines().find_map(|l| l.strip_prefix("wrote ")).unwrap();
-    let artifact = engage_models::ModelArtifact::load(std::path::Path::new(path)).unwrap();
+    assert!(
+        said.contains("stratified hold-out of 20 % (seed 42): trained on 320 rows, validated on 80"),
+        "{said}"
+    );
+    assert!(said.contains("not promoted"), "{said}");
+    let version_dir = std::path::PathBuf::from(registered(&said));
+    let artifact = engage_models::ModelArtifact::load(&version_dir.join("model.json")).unwrap();
     assert_eq!(
-        artifact.model.feature_names,
+        artifact.model.feature_names(),
         ["plan=basic", "plan=gold", "plan=silver", "tenure_months", "autopay"].map(String::from)
     );
     assert!(artifact.metrics.roc_auc > 0.8, "{:?}", artifact.metrics);
+    // Scoring engage's features with it is a clear error, not a silent zero.
+    let version = format!("churn@{}", artifact.model_version);
+    let wrong = engage(&[
+        "score",
+        "--data",
+        data,
+        "--as-of",
+        "2026-03-31",
+        "--models",
+        &models,
+        "--model",
+        &version,
+        "--out",
+        &dir("scores"),
+    ]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(stderr(&wrong).contains("expects features [\"plan=basic\""), "{}", stderr(&wrong));
     // The metrics file and the report sit next to the artifact.
-    let html = std::fs::read_to_string(path.replace(".json", ".report.html")).unwrap();
+    let html = std::fs::read_to_string(version_dir.join("report.html")).unwrap();
     assert_eq!(html.matches("<svg").count(), 5, "ROC, gains, calibration, decile lift, weights");
     for needle in ["ROC curve (AUC", "Cumulative gains", "Calibration", "plan=basic", "stratified hold-out"] {
         assert!(html.contains(needle), "report lacks {needle}");
     }
     let metrics: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path.replace(".json", ".metrics.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(version_dir.join("metrics.json")).unwrap()).unwrap();
     let roc = metrics["curves"]["roc"].as_array().unwrap();
     assert_eq!(
         (roc[0].to_string(), roc[roc.len() - 1].to_string()),
@@ -185,4 +218,112 @@ fn train_on_a_feature_table_file() {
         &models,
     ]);
     assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+}
+
+/// The version directory a `train` run printed (`registered DIR (...)`).
+fn registered(said: &str) -> String {
+    let line = said.lines().find_map(|l| l.strip_prefix("registered ")).expect("a registered line");
+    line.split(" (").next().unwrap().to_string()
+}
+
+/// A boosted model from a TOML config with k-fold validation, and the
+/// registry around it: the first model of a name is promoted, later ones
+/// wait for `promote`; scoring follows the promoted version; rollback
+/// returns to the previous one.
+#[test]
+fn gbm_from_a_config_with_k_fold_and_the_registry_lifecycle() {
+    use crate::common::{engage, stderr, stdout};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = sample().to_str().unwrap();
+    let dir = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let ok = |args: &[&str]| {
+        let o = engage(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let (ds, models) = (dir("ds"), dir("models"));
+    ok(&["dataset", "--data", data, "--task", "churn", "--as-of", "2025-12-31,2026-03-31", "--out", &ds]);
+    let file = format!("{ds}/dataset.parquet");
+    let logistic =
+        registered(&ok(&["train", "churn", "--features", &file, "--label", "churned", "--models", &models]));
+
+    let config = tmp.path().join("gbm.toml");
+    std::fs::write(
+        &config,
+        "[model]\nkind = \"gbm\"\nn_trees = 150\nmax_depth = 4\nmin_samples_leaf = 20\n\n[split]\nfolds = 3\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let said = ok(&[
+        "train",
+        "churn",
+        "--features",
+        &file,
+        "--label",
+        "churned",
+        "--models",
+        &models,
+        "--config",
+        config,
+    ]);
+    assert!(said.contains("(gbm)") && said.contains("stratified 3-fold cross-validation"), "{said}");
+    assert!(said.contains("not promoted"), "{said}");
+    let gbm = registered(&said);
+    let gbm_version = gbm.rsplit('/').next().unwrap().to_string();
+    let auc: f64 =
+        said.split("validation: ROC AUC ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!(auc > 0.75, "out-of-fold AUC {auc}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{gbm}/meta.json")).unwrap()).unwrap();
+    assert_eq!((meta["kind"].as_str(), meta["config"]["max_depth"].as_u64()), (Some("gbm"), Some(4)));
+    let html = std::fs::read_to_string(format!("{gbm}/report.html")).unwrap();
+    assert!(html.contains("Feature importance (share of split gain)"), "the report charts gbm importance");
+
+    // A typo in the config is an error naming the field and the file.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "[model]\nkind = \"gbm\"\ndepth = 4\n").unwrap();
+    let out = engage(&[
+        "train",
+        "churn",
+        "--features",
+        &file,
+        "--label",
+        "churned",
+        "--models",
+        &models,
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("depth") && stderr(&out).contains("bad.toml"), "{}", stderr(&out));
+
+    let list = |needle: &str| {
+        let text = ok(&["models", "list", "--models", &models]);
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} not in\n{text}"))
+            .to_string()
+    };
+    assert!(list(logistic.rsplit('/').next().unwrap()).starts_with('*'));
+    assert!(list(&gbm_version).starts_with(' '));
+    ok(&["models", "promote", "--models", &models, &format!("churn@{gbm_version}")]);
+    assert!(list(&gbm_version).starts_with('*'));
+    let shown = ok(&["models", "show", "--models", &models, "churn"]);
+    assert!(shown.contains(&gbm_version) && shown.contains("\"promoted\": true"), "{shown}");
+
+    // Scoring follows the promoted (boosted) model, reasons included.
+    let scores = dir("scores");
+    ok(&["score", "--data", data, "--as-of", "2026-07-01", "--models", &models, "--out", &scores]);
+    let manifest = std::fs::read_to_string(format!("{scores}/CURRENT")).unwrap();
+    assert!(!manifest.is_empty());
+    let snapshots = std::fs::read_dir(format!("{scores}/snapshots")).unwrap().count();
+    let said = ok(&["report", "show", &format!("{scores}/snapshots/{}", manifest.trim())]);
+    assert!(said.contains(&gbm_version), "{said}");
+
+    let back = ok(&["models", "rollback", "--models", &models, "churn"]);
+    assert!(back.contains(logistic.rsplit('/').next().unwrap()), "{back}");
+    let again = engage(&["models", "rollback", "--models", &models, "churn"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("nothing to roll back to"), "{}", stderr(&again));
+    assert_eq!(snapshots, 1);
 }
