@@ -3,7 +3,7 @@
 
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
-use ndarray::{Array1, Array2, Axis};
+use ndarray::{Array1, Array2, Axis, ShapeBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::{ModelError, TrainingSet};
@@ -105,6 +105,12 @@ impl ChurnValidParams {
         }
         let scaling = Scaling::fit(&train.x);
         let x = scaling.transform(&train.x);
+        // Column-major: without BLAS, ndarray multiplies a row-major matrix
+        // by a vector through a generic path and packs it for every
+        // transposed product; column-major keeps linfa's gradient cheap.
+        let mut fortran = Array2::zeros(x.dim().f());
+        fortran.assign(&x);
+        let x = fortran;
         let y: Array1<usize> = train.y.iter().map(|&v| v as usize).collect();
         let fitted = LogisticRegression::default()
             .alpha(self.l2)
