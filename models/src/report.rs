@@ -52,8 +52,11 @@ pub fn html(artifact: &ModelArtifact, curves: &Curves) -> String {
          table{{border-collapse:collapse}}td,th{{padding:2px 10px;text-align:right}}\
          th{{text-align:left}}.charts{{display:flex;flex-wrap:wrap;gap:24px}}\
          svg{{background:#fff;border:1px solid #ddd}}</style></head><body>\n<h1>{t}</h1>\n\
-         <p>Trained {trained} by engage {v}; cutoff {as_of}; {split}.</p>\n",
+         <p>Trained {trained} by engage {v}; cutoff {as_of}; {split}.</p>\n\
+         <p>Model <code>{kind}</code>, configuration <code>{config}</code>.</p>\n",
         t = esc(&title),
+        kind = esc(artifact.params.kind()),
+        config = esc(&serde_json::to_string(&artifact.params).expect("config serialises")),
         trained = esc(&artifact.trained_at),
         v = esc(&artifact.engage_version),
         as_of = esc(&artifact.window.as_of),

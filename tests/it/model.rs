@@ -278,6 +278,10 @@ fn gbm_from_a_config_with_k_fold_and_the_registry_lifecycle() {
     assert_eq!((meta["kind"].as_str(), meta["config"]["max_depth"].as_u64()), (Some("gbm"), Some(4)));
     let html = std::fs::read_to_string(format!("{gbm}/report.html")).unwrap();
     assert!(html.contains("Feature importance (share of split gain)"), "the report charts gbm importance");
+    assert!(
+        html.contains("Model <code>gbm</code>") && html.contains("&quot;max_depth&quot;:4"),
+        "the report states the config"
+    );
 
     // A typo in the config is an error naming the field and the file.
     let bad = tmp.path().join("bad.toml");
