@@ -215,18 +215,24 @@ impl Registry {
         let path = self.version_dir(name, version).join(META_FILE);
         if !path.is_file() {
             let known = self.versions(name)?;
+            if known.is_empty() {
+                return Err(self.unknown_name(name));
+            }
             return Err(registry_error(
                 &self.root,
-                if known.is_empty() {
-                    format!("no model named {name:?} (train one, or see `engage models list`)")
-                } else {
-                    format!("{name} has no version {version:?}; it has {}", known.join(", "))
-                },
+                format!("{name} has no version {version:?}; it has {}", known.join(", ")),
             ));
         }
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         serde_json::from_slice(&bytes)
             .map_err(|source| ModelError::Parse { path: path.display().to_string(), source })
+    }
+
+    fn unknown_name(&self, name: &str) -> ModelError {
+        registry_error(
+            &self.root,
+            format!("no model named {name:?} (train one, or see `engage models list`)"),
+        )
     }
 
     /// The registered versions of `name`, sorted.
@@ -345,13 +351,12 @@ impl Registry {
             Some(v) => v.to_string(),
             None => self.promotions(name)?.stack.last().cloned().ok_or_else(|| {
                 let known = self.versions(name).unwrap_or_default();
+                if known.is_empty() {
+                    return self.unknown_name(name);
+                }
                 registry_error(
                     &self.root,
-                    if known.is_empty() {
-                        format!("no model named {name:?} (train one, or see `engage models list`)")
-                    } else {
-                        format!("{name} has no promoted version; promote one of {}", known.join(", "))
-                    },
+                    format!("{name} has no promoted version; promote one of {}", known.join(", ")),
                 )
             })?,
         };

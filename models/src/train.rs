@@ -136,8 +136,9 @@ fn cross_validate(
         check_both_classes(set, &train, &format!("training rows of fold {}", f + 1))?;
         check_both_classes(set, &valid, &format!("validation rows of fold {}", f + 1))?;
         let model = config.fit(&set.select(&train))?;
-        let fold_p = model.predict_proba(&set.select(&valid).x);
-        fold_auc.push(crate::metrics::roc_auc(&set.select(&valid).y, &fold_p));
+        let held_out = set.select(&valid);
+        let fold_p = model.predict_proba(&held_out.x);
+        fold_auc.push(crate::metrics::roc_auc(&held_out.y, &fold_p));
         for (i, v) in valid.into_iter().zip(fold_p) {
             p[i] = v;
         }

@@ -117,15 +117,10 @@ fn artifact_records_what_it_was_trained_on() {
 /// trains with a stratified hold-out; bad input names the column.
 #[test]
 fn train_on_a_feature_table_file() {
-    use crate::common::{engage, stderr, stdout};
+    use crate::common::{engage, stderr};
     let tmp = tempfile::tempdir().unwrap();
     let data = sample().to_str().unwrap();
     let dir = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
-    let ok = |args: &[&str]| {
-        let o = engage(args);
-        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
-        stdout(&o)
-    };
     let (ds, models) = (dir("ds"), dir("models"));
     let cutoffs = "2025-12-31,2026-03-31";
     ok(&["dataset", "--data", data, "--task", "churn", "--as-of", cutoffs, "--out", &ds]);
@@ -232,15 +227,10 @@ fn registered(said: &str) -> String {
 /// returns to the previous one.
 #[test]
 fn gbm_from_a_config_with_k_fold_and_the_registry_lifecycle() {
-    use crate::common::{engage, stderr, stdout};
+    use crate::common::{engage, stderr};
     let tmp = tempfile::tempdir().unwrap();
     let data = sample().to_str().unwrap();
     let dir = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
-    let ok = |args: &[&str]| {
-        let o = engage(args);
-        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
-        stdout(&o)
-    };
     let (ds, models) = (dir("ds"), dir("models"));
     ok(&["dataset", "--data", data, "--task", "churn", "--as-of", "2025-12-31,2026-03-31", "--out", &ds]);
     let file = format!("{ds}/dataset.parquet");
@@ -330,4 +320,11 @@ fn gbm_from_a_config_with_k_fold_and_the_registry_lifecycle() {
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("nothing to roll back to"), "{}", stderr(&again));
     assert_eq!(snapshots, 1);
+}
+
+/// Runs `engage args`, requires success, returns its stdout.
+fn ok(args: &[&str]) -> String {
+    let o = crate::common::engage(args);
+    assert!(o.status.success(), "{args:?}: {}", crate::common::stderr(&o));
+    crate::common::stdout(&o)
 }
