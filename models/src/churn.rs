@@ -141,7 +141,7 @@ pub struct Scaling {
 }
 
 impl Scaling {
-    fn fit(x: &Array2<f64>) -> Scaling {
+    pub(crate) fn fit(x: &Array2<f64>) -> Scaling {
         let mut mean = Vec::with_capacity(x.ncols());
         let mut std = Vec::with_capacity(x.ncols());
         for col in x.axis_iter(Axis(1)) {

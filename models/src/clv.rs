@@ -42,6 +42,10 @@ pub struct ClvArtifact {
     pub bg_nbd: Fit<BgNbd>,
     /// Spend per purchase (customers with repeat purchases only).
     pub gamma_gamma: Fit<GammaGamma>,
+    /// The supervised second opinion: spend over the holdout length from
+    /// the features at the cutoff (absent without a holdout).
+    #[serde(default)]
+    pub spend_model: Option<crate::spend::FittedSpend>,
 }
 
 impl ClvArtifact {
@@ -73,6 +77,7 @@ impl ClvArtifact {
             data_fingerprint,
             bg_nbd,
             gamma_gamma,
+            spend_model: None,
         })
     }
 
@@ -167,8 +172,8 @@ pub struct Rfm {
 /// Days are any integer day count (e.g. days since 1970-01-01). Returns one
 /// summary per customer whose first purchase is on or before `end_day`,
 /// sorted by customer.
-pub fn summarize(
-    purchases: impl IntoIterator<Item = (String, i64, f64)>,
+pub fn summarize<S: AsRef<str>>(
+    purchases: impl IntoIterator<Item = (S, i64, f64)>,
     end_day: i64,
     unit_days: f64,
 ) -> Vec<(String, Rfm)> {
@@ -176,7 +181,12 @@ pub fn summarize(
         Default::default();
     for (customer, day, value) in purchases {
         if day <= end_day {
-            *by_customer.entry(customer).or_default().entry(day).or_default() += value;
+            let customer = customer.as_ref();
+            let days = match by_customer.get_mut(customer) {
+                Some(days) => days,
+                None => by_customer.entry(customer.to_string()).or_default(),
+            };
+            *days.entry(day).or_default() += value;
         }
     }
     by_customer

@@ -8,6 +8,7 @@ mod artifact;
 mod churn;
 mod classifier;
 pub mod clv;
+pub mod clv_diagnostics;
 mod error;
 pub mod gbm;
 pub mod metrics;
@@ -15,15 +16,17 @@ pub mod registry;
 pub mod report;
 pub mod retention;
 pub mod snapshot;
+pub mod spend;
 mod split;
 mod train;
+pub mod uplift;
 
 pub use artifact::{ARTIFACT_FORMAT_VERSION, ModelArtifact, TrainingWindow};
 pub use churn::{ChurnModel, ChurnParams, ChurnValidParams, FittedChurn, Scaling};
 pub use classifier::{Classifier, ClassifierConfig};
 pub use error::ModelError;
 pub use metrics::Metrics;
-pub use split::{stratified_folds, stratified_split};
+pub use split::{stratified_folds, stratified_split, stratified_split_by};
 pub use train::{SplitConfig, TrainConfig, TrainOptions, model_version, train, train_on_split};
 
 use ndarray::Array2;

@@ -1,6 +1,6 @@
-//! Evaluation metrics for binary scores: ROC AUC, log loss, Brier score and
-//! top-decile lift. Each takes labels and predicted probabilities of the
-//! positive class, in the same order.
+//! Evaluation metrics for binary scores (ROC AUC, log loss, Brier score,
+//! top-decile lift: labels and predicted probabilities of the positive
+//! class, in the same order) and for amounts (MAE, RMSE, R², Gini).
 
 use serde::{Deserialize, Serialize};
 
@@ -132,7 +132,8 @@ pub fn average_precision(y: &[bool], p: &[f64]) -> f64 {
     if hits == 0.0 { f64::NAN } else { sum / hits }
 }
 
-fn by_score_descending(p: &[f64]) -> Vec<usize> {
+/// Row indices by score, highest first; ties keep row order (stable sort).
+pub(crate) fn by_score_descending(p: &[f64]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..p.len()).collect();
     order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
     order
@@ -218,8 +219,83 @@ impl Curves {
     }
 }
 
+/// Validation metrics of a predicted amount (e.g. spend in a horizon).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegressionMetrics {
+    pub rows: usize,
+    /// Mean actual and mean predicted amount (their gap is the bias).
+    pub mean_actual: f64,
+    pub mean_predicted: f64,
+    /// Mean absolute error.
+    pub mae: f64,
+    /// Root mean squared error.
+    pub rmse: f64,
+    /// 1 − (squared error / squared deviation from the mean); 0 = no better
+    /// than predicting the mean, negative = worse.
+    pub r2: f64,
+    /// Normalised Gini ([`normalized_gini`]): how well the prediction ranks
+    /// who spends most; 1 = perfect order, 0 = random.
+    pub gini: f64,
+}
+
+impl RegressionMetrics {
+    /// Every metric of predictions `p` against actual amounts `y`.
+    pub fn compute(y: &[f64], p: &[f64]) -> RegressionMetrics {
+        assert_eq!(y.len(), p.len(), "amounts and predictions differ in length");
+        let n = y.len().max(1) as f64;
+        let mean_actual = y.iter().sum::<f64>() / n;
+        let ss_res: f64 = y.iter().zip(p).map(|(a, b)| (a - b).powi(2)).sum();
+        let ss_tot: f64 = y.iter().map(|a| (a - mean_actual).powi(2)).sum();
+        RegressionMetrics {
+            rows: y.len(),
+            mean_actual,
+            mean_predicted: p.iter().sum::<f64>() / n,
+            mae: y.iter().zip(p).map(|(a, b)| (a - b).abs()).sum::<f64>() / n,
+            rmse: (ss_res / n).sqrt(),
+            r2: if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { f64::NAN },
+            gini: normalized_gini(y, p),
+        }
+    }
+}
+
+/// The Gini of amounts `y` ordered by prediction `p` (highest first), over
+/// that of the best order (by `y` itself): the area between the Lorenz
+/// curve of the ordered amounts and the diagonal, normalised. Ties in `p`
+/// keep row order. NaN when every amount is equal.
+pub fn normalized_gini(y: &[f64], p: &[f64]) -> f64 {
+    let gini = |score: &[f64]| {
+        let order = by_score_descending(score);
+        let total: f64 = y.iter().sum();
+        let n = y.len() as f64;
+        let mut cumulative = 0.0;
+        let mut sum = 0.0;
+        for (k, &i) in order.iter().enumerate() {
+            cumulative += y[i];
+            sum += cumulative / total - (k + 1) as f64 / n;
+        }
+        sum / n
+    };
+    let best = gini(y);
+    if best.abs() < 1e-15 { f64::NAN } else { gini(p) / best }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn regression_metrics_by_hand() {
+        let y = [1.0, 2.0, 3.0, 4.0];
+        let m = RegressionMetrics::compute(&y, &[1.0, 2.0, 2.0, 6.0]);
+        assert_eq!((m.mean_actual, m.mean_predicted), (2.5, 2.75));
+        assert!((m.mae - 0.75).abs() < 1e-12, "(0 + 0 + 1 + 2) / 4");
+        assert!((m.rmse - 1.25f64.sqrt()).abs() < 1e-12, "(1 + 4) / 4");
+        assert!((m.r2 - (1.0 - 5.0 / 5.0)).abs() < 1e-12, "squared deviations 2.25 + 0.25 + 0.25 + 2.25");
+        // Sorted by y: shares 0.4, 0.7, 0.9, 1 against 0.25 .. 1: Gini 0.125.
+        assert!((normalized_gini(&y, &[0.1, 0.2, 0.3, 0.4]) - 1.0).abs() < 1e-12);
+        assert!((normalized_gini(&y, &[0.4, 0.3, 0.2, 0.1]) + 1.0).abs() < 1e-12);
+        // Order 4, 2, 3, 1: shares 0.4, 0.6, 0.9, 1 -> (0.15 + 0.1 + 0.15) / 4 = 0.1.
+        assert!((normalized_gini(&y, &[0.0, 0.3, 0.2, 0.4]) - 0.8).abs() < 1e-12);
+    }
+
     use super::*;
 
     #[test]

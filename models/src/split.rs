@@ -9,11 +9,22 @@ use rand_chacha::ChaCha8Rng;
 /// row when the class has two or more) goes to validation. The same labels
 /// and seed always give the same split.
 pub fn stratified_split(y: &[bool], valid_share: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let classes: Vec<u32> = y.iter().map(|&v| v as u32).collect();
+    stratified_split_by(&classes, valid_share, seed)
+}
+
+/// [`stratified_split`] over any number of classes (e.g. treatment arm and
+/// label together): each class, in ascending order, gives `valid_share` of
+/// its rows to validation.
+pub fn stratified_split_by(classes: &[u32], valid_share: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut train = Vec::with_capacity(y.len());
+    let mut train = Vec::with_capacity(classes.len());
     let mut valid = Vec::new();
-    for class in [false, true] {
-        let mut idx: Vec<usize> = (0..y.len()).filter(|&i| y[i] == class).collect();
+    let mut distinct: Vec<u32> = classes.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    for class in distinct {
+        let mut idx: Vec<usize> = (0..classes.len()).filter(|&i| classes[i] == class).collect();
         idx.shuffle(&mut rng);
         let mut k = (idx.len() as f64 * valid_share).round() as usize;
         if idx.len() >= 2 {

@@ -7,7 +7,7 @@ use crate::metrics::Curves;
 use crate::split::stratified_folds;
 use crate::{
     ARTIFACT_FORMAT_VERSION, ClassifierConfig, Metrics, ModelArtifact, ModelError, TrainingSet,
-    TrainingWindow, stratified_split,
+    TrainingWindow,
 };
 
 /// A training configuration: the TOML file `engage train --config` reads
@@ -80,18 +80,37 @@ pub fn train(
 ) -> Result<(ModelArtifact, Curves), ModelError> {
     config.check()?;
     set.check()?;
-    let mut distinct: Vec<&String> = cutoffs.into_iter().flatten().collect();
-    distinct.sort();
-    distinct.dedup();
-    let mut opts = opts.clone();
-    if let Some(last) = distinct.last() {
-        opts.window.as_of = last.to_string();
-    }
+    let opts = with_last_cutoff(opts, cutoffs);
     let split = &config.split;
     if let Some(k) = split.folds {
         return cross_validate(set, &config.model, k, split.seed, &opts);
     }
-    let (train_idx, valid_idx, described) = match (cutoffs, distinct.last()) {
+    let classes: Vec<u32> = set.y.iter().map(|&v| v as u32).collect();
+    let (train_idx, valid_idx, described) = split_rows(&classes, cutoffs, split);
+    train_on_split(set, &config.model, &train_idx, &valid_idx, &described, &opts)
+}
+
+/// `opts` with the window's cutoff set to the last of `cutoffs`, if any.
+pub(crate) fn with_last_cutoff(opts: &TrainOptions, cutoffs: Option<&[String]>) -> TrainOptions {
+    let mut opts = opts.clone();
+    if let Some(last) = cutoffs.and_then(|c| c.iter().max()) {
+        opts.window.as_of = last.clone();
+    }
+    opts
+}
+
+/// The default split of rows (see [`SplitConfig`]): with several cutoffs in
+/// `cutoffs` a time-based backtest on the last one, else a hold-out
+/// stratified by `classes`. Returns (train, validation, the split in words).
+pub(crate) fn split_rows(
+    classes: &[u32],
+    cutoffs: Option<&[String]>,
+    split: &SplitConfig,
+) -> (Vec<usize>, Vec<usize>, String) {
+    let mut distinct: Vec<&String> = cutoffs.into_iter().flatten().collect();
+    distinct.sort();
+    distinct.dedup();
+    match (cutoffs, distinct.last()) {
         (Some(cutoffs), Some(&last)) if distinct.len() > 1 => {
             let (valid, train): (Vec<usize>, Vec<usize>) =
                 (0..cutoffs.len()).partition(|&i| &cutoffs[i] == last);
@@ -104,7 +123,7 @@ pub fn train(
             (train, valid, described)
         }
         _ => {
-            let (train, valid) = stratified_split(&set.y, split.valid_share, split.seed);
+            let (train, valid) = crate::split::stratified_split_by(classes, split.valid_share, split.seed);
             let described = format!(
                 "stratified hold-out of {:.0} % (seed {}): trained on {} rows, validated on {}",
                 split.valid_share * 100.0,
@@ -114,8 +133,7 @@ pub fn train(
             );
             (train, valid, described)
         }
-    };
-    train_on_split(set, &config.model, &train_idx, &valid_idx, &described, &opts)
+    }
 }
 
 /// Stratified k-fold: each fold is predicted by a model fitted on the

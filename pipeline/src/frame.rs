@@ -104,45 +104,89 @@ fn internal(what: &str) -> PipelineError {
 /// to be one-hot encoded.
 pub const MAX_CATEGORIES: usize = 50;
 
-/// A training set from any feature table (a user's file): `label` is the
-/// target (boolean, 0/1 integers, or `true`/`false` text), `id` the row id
-/// column (row numbers when absent), an `as_of` column (if any) is returned
-/// per row as text for a time-based split and not a feature, and every
-/// other column is a feature: numbers and booleans as they are, text
-/// one-hot over its distinct values (sorted; at most [`MAX_CATEGORIES`];
-/// a registered categorical feature over the registry's values, in its
-/// order, as [`feature_matrix`] encodes it).
+/// The columns engage's label SQL writes (`sql/labels/`, besides
+/// `customer_id`): in a training set from `engage dataset` they are labels
+/// or bookkeeping, never features.
+pub const LABEL_COLUMNS: &[&str] = &[
+    "churned",
+    "future_spend",
+    "campaign_id",
+    "contact_group",
+    "contact_ts",
+    "treatment",
+    "responded",
+    "funnel_depth",
+    "converted",
+];
+
+/// Which columns of a user's feature table are what.
+#[derive(Debug, Clone, Copy)]
+pub struct TableColumns<'a> {
+    /// The target column.
+    pub label: &'a str,
+    /// The row id column: `Some` must exist; `None` uses `customer_id` when
+    /// present, else row numbers.
+    pub id: Option<&'a str>,
+    /// Further columns that are not features (e.g. the treatment arm); each
+    /// must exist.
+    pub ignore: &'a [String],
+}
+
+/// A column of `batches` as text (nulls `None`); `source` names the file
+/// in errors.
+pub fn table_text(batches: &[RecordBatch], column: &str, source: &str) -> Result<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let col = b.column_by_name(column).ok_or_else(|| {
+            let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+            bad_table(source, column, format!("no such column; the file has {}", names.join(", ")))
+        })?;
+        let col = cast(col, &DataType::Utf8)
+            .map_err(|e| bad_table(source, column, format!("cannot be read as text: {e}")))?;
+        let col = col.as_string::<i32>();
+        out.extend((0..b.num_rows()).map(|i| col.is_valid(i).then(|| col.value(i).to_string())));
+    }
+    Ok(out)
+}
+
+fn bad_table(source: &str, column: &str, reason: String) -> PipelineError {
+    PipelineError::InvalidArgument {
+        name: "--features",
+        value: source.to_string(),
+        reason: format!("column `{column}`: {reason}"),
+    }
+}
+
+/// A training set from any feature table (a user's file): `columns.label`
+/// is the target (boolean, 0/1 integers, or `true`/`false` text), the id
+/// column names rows (see [`TableColumns::id`]), an `as_of` column (if
+/// any) is returned per row as text for a time-based split and not a
+/// feature; the columns of [`LABEL_COLUMNS`] and `columns.ignore` are left
+/// out, and every other column is a feature: numbers and booleans as they
+/// are, text one-hot over its distinct values (sorted; at most
+/// [`MAX_CATEGORIES`]; a registered categorical feature over the
+/// registry's values, in its order, as [`feature_matrix`] encodes it).
 /// Nulls stay missing (`NaN`) for the model to impute. `source` names the
 /// file in errors.
 pub fn table_training_set(
     batches: &[RecordBatch],
-    label: &str,
-    id: &str,
+    columns: &TableColumns,
     source: &str,
 ) -> Result<(engage_models::TrainingSet, Option<Vec<String>>)> {
-    let bad = |column: &str, reason: String| PipelineError::InvalidArgument {
-        name: "--features",
-        value: source.to_string(),
-        reason: format!("column `{column}`: {reason}"),
-    };
+    let bad = |column: &str, reason: String| bad_table(source, column, reason);
     let Some(first) = batches.first() else {
         return Err(PipelineError::NoTrainingRows(format!("{source} has no rows")));
     };
     let schema = first.schema();
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    if !names.iter().any(|n| n == label) {
-        return Err(bad(label, format!("no such column (--label); the file has {}", names.join(", "))));
-    }
-    let text = |c: &str| -> Result<Vec<Option<String>>> {
-        let mut out = Vec::new();
-        for b in batches {
-            let col = cast(b.column_by_name(c).expect("in the schema"), &DataType::Utf8)
-                .map_err(|e| bad(c, format!("cannot be read as text: {e}")))?;
-            let col = col.as_string::<i32>();
-            out.extend((0..b.num_rows()).map(|i| col.is_valid(i).then(|| col.value(i).to_string())));
+    let (label, id) = (columns.label, columns.id.unwrap_or(CUSTOMER_ID));
+    let explicit = columns.id.iter().map(|i| (*i, "--id")).chain(std::iter::once((label, "--label")));
+    for (column, flag) in explicit.chain(columns.ignore.iter().map(|c| (c.as_str(), "--ignore"))) {
+        if !names.iter().any(|n| n == column) {
+            return Err(bad(column, format!("no such column ({flag}); the file has {}", names.join(", "))));
         }
-        Ok(out)
-    };
+    }
+    let text = |c: &str| table_text(batches, c, source);
     let mut y = Vec::new();
     for (row, v) in text(label)?.into_iter().enumerate() {
         y.push(match v.as_deref() {
@@ -168,9 +212,14 @@ pub fn table_training_set(
     } else {
         None
     };
+    let not_features: Vec<&str> = [label, id, AS_OF]
+        .into_iter()
+        .chain(LABEL_COLUMNS.iter().copied())
+        .chain(columns.ignore.iter().map(String::as_str))
+        .collect();
     let mut feature_names = Vec::new();
     let mut columns: Vec<Vec<f64>> = Vec::new();
-    for f in schema.fields().iter().filter(|f| ![label, id, AS_OF].contains(&f.name().as_str())) {
+    for f in schema.fields().iter().filter(|f| !not_features.contains(&f.name().as_str())) {
         let name = f.name();
         if matches!(
             f.data_type(),

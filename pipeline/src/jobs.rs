@@ -2,6 +2,7 @@
 //! model, score a snapshot, forget a person. Each takes a plain options struct, validates its inputs before
 //! writing anything, and writes its outputs atomically.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,18 +12,22 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
+use engage_models::clv::Rfm;
 use engage_models::clv::{self, ClvArtifact, summarize};
+use engage_models::clv_diagnostics::{ClvDiagnostics, compare_spend, diagnose};
 use engage_models::metrics::Curves;
 use engage_models::registry::{MODEL_FILE, ModelRef, Registry};
 use engage_models::report;
 use engage_models::snapshot::{self, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest};
+use engage_models::spend::SpendParams;
+use engage_models::uplift::{UpliftArtifact, UpliftSet, train_uplift};
 use engage_models::{ModelArtifact, TrainConfig, TrainOptions, TrainingSet, TrainingWindow};
 
 use crate::engine::{DataSource, Engine, Task};
 use crate::erasure::{Scrubbed, scrub_dir};
 use crate::error::query;
 use crate::error::{PipelineError, Result, io};
-use crate::frame::{feature_matrix, labels};
+use crate::frame::{TableColumns, feature_matrix, labels, table_text, table_training_set};
 use crate::identity::{ID_TYPES, normalize};
 use crate::output::write_parquet;
 use crate::report::{ModelSummary, RUN_REPORT_FILE, RunReport, ScoreSummary, Stopwatch};
@@ -219,8 +224,11 @@ pub struct TrainTableOptions {
     pub path: PathBuf,
     /// The target column.
     pub label: String,
-    /// The row id column (row numbers if the file has none).
-    pub id: String,
+    /// The row id column: `None` = `customer_id` if present, else row numbers.
+    pub id: Option<String>,
+    /// Columns that are not features besides the label, id, `as_of` and
+    /// [`crate::frame::LABEL_COLUMNS`].
+    pub ignore: Vec<String>,
     /// What the model predicts: `churn` or `response`.
     pub task: String,
     /// The model registry.
@@ -230,17 +238,26 @@ pub struct TrainTableOptions {
     pub config: TrainConfig,
 }
 
-/// Trains a classifier on any feature table (see
-/// [`crate::frame::table_training_set`] for the encoding) and registers
-/// it. With an `as_of` column holding several cutoffs (as `engage dataset`
-/// writes), the default split is a time-based backtest on the last cutoff
-/// (see [`engage_models::SplitConfig`]).
-pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainRun> {
+impl TrainTableOptions {
+    fn columns(&self) -> TableColumns<'_> {
+        TableColumns { label: &self.label, id: self.id.as_deref(), ignore: &self.ignore }
+    }
+
+    fn train_options(&self, task: &str) -> TrainOptions {
+        TrainOptions {
+            name: self.name.clone().unwrap_or_else(|| task.to_string()),
+            task: task.to_string(),
+            window: TrainingWindow { as_of: "table".into(), horizon_days: 0 },
+        }
+    }
+}
+
+/// Every row of a Parquet or CSV file (`--features`).
+async fn read_table(path: &Path) -> Result<Vec<RecordBatch>> {
     use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
-    opts.config.check()?;
-    let shown = opts.path.display().to_string();
+    let shown = path.display().to_string();
     let ctx = SessionContext::new();
-    let df = match opts.path.extension().and_then(|e| e.to_str()) {
+    let df = match path.extension().and_then(|e| e.to_str()) {
         Some("parquet") => ctx.read_parquet(shown.as_str(), ParquetReadOptions::default()).await,
         Some("csv") => ctx.read_csv(shown.as_str(), CsvReadOptions::new()).await,
         _ => {
@@ -251,16 +268,78 @@ pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainRun> {
             });
         }
     };
-    let batches = df.map_err(query(&shown))?.collect().await.map_err(query(&shown))?;
-    let (set, cutoffs) = crate::frame::table_training_set(&batches, &opts.label, &opts.id, &shown)?;
-    let train_opts = TrainOptions {
-        name: opts.name.clone().unwrap_or_else(|| opts.task.clone()),
-        task: opts.task.clone(),
-        window: TrainingWindow { as_of: "table".into(), horizon_days: 0 },
-    };
+    df.map_err(query(&shown))?.collect().await.map_err(query(&shown))
+}
+
+/// Trains a classifier on any feature table (see
+/// [`crate::frame::table_training_set`] for the encoding) and registers
+/// it. With an `as_of` column holding several cutoffs (as `engage dataset`
+/// writes), the default split is a time-based backtest on the last cutoff
+/// (see [`engage_models::SplitConfig`]).
+pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainRun> {
+    opts.config.check()?;
+    let batches = read_table(&opts.path).await?;
+    let shown = opts.path.display().to_string();
+    let (set, cutoffs) = table_training_set(&batches, &opts.columns(), &shown)?;
+    let train_opts = opts.train_options(&opts.task);
     let (artifact, curves) = engage_models::train(&set, cutoffs.as_deref(), &opts.config, &train_opts)?;
     let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, None)?;
     Ok(TrainRun { artifact, dir, promoted, report: None })
+}
+
+/// How to train an uplift model on a feature table file.
+#[derive(Debug, Clone)]
+pub struct TrainUpliftOptions {
+    /// The table, label (the response, e.g. `converted`), id and ignored
+    /// columns, registry and config; `task` is not used.
+    pub table: TrainTableOptions,
+    /// The column naming each row's arm.
+    pub treatment: String,
+    /// The arm value of control rows.
+    pub control: String,
+}
+
+/// What uplift training registered.
+#[derive(Debug, Clone)]
+pub struct TrainUpliftRun {
+    pub artifact: UpliftArtifact,
+    /// `<models>/<name>/<version>/`: model.json, meta.json, metrics.json, report.html.
+    pub dir: PathBuf,
+    pub promoted: bool,
+}
+
+/// Trains a two-model uplift model ([`engage_models::uplift`]) on a
+/// feature table whose `treatment` column names each row's arm (`engage
+/// dataset --task response` writes one: `control` or the campaign's
+/// offer), and registers it. Splits like [`train_on_table`].
+pub async fn train_uplift_on_table(opts: &TrainUpliftOptions) -> Result<TrainUpliftRun> {
+    let t = &opts.table;
+    t.config.check()?;
+    let batches = read_table(&t.path).await?;
+    let shown = t.path.display().to_string();
+    let mut arms = Vec::new();
+    for (row, v) in table_text(&batches, &opts.treatment, &shown)?.into_iter().enumerate() {
+        arms.push(v.ok_or_else(|| PipelineError::InvalidArgument {
+            name: "--treatment",
+            value: shown.clone(),
+            reason: format!("column `{}`: row {row} is empty; every row needs its arm", opts.treatment),
+        })?);
+    }
+    let mut ignore = t.ignore.clone();
+    if !ignore.contains(&opts.treatment) {
+        ignore.push(opts.treatment.clone());
+    }
+    let columns = TableColumns { ignore: &ignore, ..t.columns() };
+    let (set, cutoffs) = table_training_set(&batches, &columns, &shown)?;
+    let data = UpliftSet::new(set, &arms, &opts.control)?;
+    let train_opts = t.train_options("uplift");
+    let (artifact, curves) = train_uplift(&data, cutoffs.as_deref(), &t.config, &train_opts)?;
+    let (dir, promoted) = Registry::new(&t.models).register(&artifact.meta(), |dir| {
+        artifact.save(&dir.join(MODEL_FILE))?;
+        report::write_uplift(dir, &artifact, &curves)?;
+        Ok(())
+    })?;
+    Ok(TrainUpliftRun { artifact, dir, promoted })
 }
 
 /// How to fit the CLV models.
@@ -280,6 +359,9 @@ pub struct TrainClvOptions {
 #[derive(Debug, Clone)]
 pub struct TrainClvRun {
     pub artifact: ClvArtifact,
+    /// Tracking, holdout and probability-alive checks (also in
+    /// `metrics.json` and `report.html`).
+    pub diagnostics: ClvDiagnostics,
     /// `<models>/<name>/<version>/`.
     pub dir: PathBuf,
     pub promoted: bool,
@@ -297,13 +379,52 @@ pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
     clock.lap("ingest");
     let purchases = engine.purchase_days(opts.as_of).await?;
     let end_day = (opts.as_of - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() - 1;
-    let customers = summarize(purchases, end_day, opts.time_unit.days());
+    let customers = summarize(purchases.iter().map(|(c, d, v)| (c, *d, *v)), end_day, opts.time_unit.days());
     clock.lap("summaries");
     let name = opts.name.as_deref().unwrap_or("clv");
-    let artifact = ClvArtifact::train(name, &customers, &opts.as_of.to_string(), opts.time_unit)?;
+    let mut artifact = ClvArtifact::train(name, &customers, &opts.as_of.to_string(), opts.time_unit)?;
     clock.lap("train");
-    let registry = Registry::new(&opts.models);
     let identity = engine.identity().expect("resolved for the purchases").clone();
+    let features = engine.features(opts.as_of).await?;
+    clock.lap("features");
+    // The holdout: every later purchase (identities resolved with all the
+    // data; the fit above saw only what was known at the cutoff).
+    let later = engine.purchase_days(NaiveDate::from_ymd_opt(9999, 12, 31).expect("valid date")).await?;
+    let mut diagnostics = diagnose(
+        &artifact.bg_nbd.params,
+        purchases.iter().map(|(c, d, _)| (c, *d)),
+        later.iter().map(|(c, d, _)| (c, *d)),
+        end_day,
+        opts.time_unit.days(),
+    );
+    drop(purchases);
+    if let Some(holdout) = &diagnostics.holdout {
+        // The supervised second opinion: features at the cutoff -> spend in the holdout.
+        let mut spend: HashMap<&str, f64> = HashMap::new();
+        for (c, _, v) in later.iter().filter(|(_, d, _)| *d > end_day) {
+            *spend.entry(c.as_str()).or_default() += v;
+        }
+        let summaries: HashMap<&str, Rfm> = customers.iter().map(|(c, r)| (c.as_str(), *r)).collect();
+        let (ids, names, x) = feature_matrix(&features)?;
+        let rows: Vec<usize> = (0..ids.len()).filter(|&i| summaries.contains_key(ids[i].as_str())).collect();
+        let rfm: Vec<Rfm> = rows.iter().map(|&i| summaries[ids[i].as_str()]).collect();
+        let y: Vec<f64> = rows.iter().map(|&i| spend.get(ids[i].as_str()).copied().unwrap_or(0.0)).collect();
+        let (model, comparison) = compare_spend(
+            &artifact.bg_nbd.params,
+            &artifact.gamma_gamma.params,
+            &rfm,
+            &names,
+            &x.select(ndarray::Axis(0), &rows),
+            &y,
+            holdout.length,
+            &SpendParams::default(),
+        )?;
+        artifact.spend_model = Some(model);
+        diagnostics.spend = Some(comparison);
+    }
+    drop((customers, later, features));
+    clock.lap("diagnostics");
+    let registry = Registry::new(&opts.models);
     let report = RunReport::new(
         "train clv",
         Some(opts.as_of),
@@ -315,12 +436,13 @@ pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
     );
     let (dir, promoted) = registry.register(&artifact.meta(), |dir| {
         artifact.save(&dir.join(MODEL_FILE))?;
+        report::write_clv(dir, &artifact, &diagnostics)?;
         snapshot::write_atomic(
             &dir.join(RUN_REPORT_FILE),
             &serde_json::to_vec_pretty(&report).expect("report serialises"),
         )
     })?;
-    Ok(TrainClvRun { artifact, dir, promoted, report })
+    Ok(TrainClvRun { artifact, diagnostics, dir, promoted, report })
 }
 
 /// Reasons per scored customer: the features raising the score most

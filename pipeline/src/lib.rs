@@ -28,4 +28,4 @@ pub use engine::{
     default_response_funnel,
 };
 pub use error::{PipelineError, Result};
-pub use frame::feature_matrix;
+pub use frame::{LABEL_COLUMNS, TableColumns, feature_matrix, table_training_set};

@@ -3,18 +3,34 @@
 --   [as_of, as_of + $horizon_days days).
 -- responded = the customer has a response to that campaign within
 --   $response_days days of the contact ([contact ts, contact ts + N days)).
---   A control record carries its group: control customers were not
---   contacted, so their responses measure what happens anyway (uplift).
+-- funnel_depth = the deepest response_funnel stage among those responses
+--   (1-based; 0 = none or only unlisted stages); converted = that depth is
+--   the funnel's last stage. A control customer received nothing, so only
+--   the last stage (e.g. a purchase) can happen to them: converted, not
+--   responded, is the outcome that treatment and control share (uplift).
+-- treatment = the arm of the record: `control`, else the campaign's offer
+--   (campaigns.offer; `contact` when the campaign has none or is unknown).
 WITH c AS (
   SELECT campaign_id, customer_id, ts, "group"
   FROM contacts
   WHERE ts >= $as_of AND (date_part('epoch', ts) - date_part('epoch', $as_of)) / 86400.0 < $horizon_days
+),
+r AS (
+  SELECT c.customer_id, c.campaign_id, c."group", c.ts,
+         count(r.ts) AS responses,
+         coalesce(max(f.depth), 0) AS funnel_depth
+  FROM c
+  LEFT JOIN responses r
+    ON r.campaign_id = c.campaign_id AND r.customer_id = c.customer_id
+   AND r.ts >= c.ts AND (date_part('epoch', r.ts) - date_part('epoch', c.ts)) / 86400.0 < $response_days
+  LEFT JOIN response_funnel f ON f.stage = r.stage
+  GROUP BY c.customer_id, c.campaign_id, c."group", c.ts
 )
-SELECT c.customer_id, c.campaign_id, c."group" AS contact_group, c.ts AS contact_ts,
-       count(r.ts) > 0 AS responded
-FROM c
-LEFT JOIN responses r
-  ON r.campaign_id = c.campaign_id AND r.customer_id = c.customer_id
- AND r.ts >= c.ts AND (date_part('epoch', r.ts) - date_part('epoch', c.ts)) / 86400.0 < $response_days
-GROUP BY c.customer_id, c.campaign_id, c."group", c.ts
-ORDER BY c.customer_id, c.ts, c.campaign_id
+SELECT r.customer_id, r.campaign_id, r."group" AS contact_group, r.ts AS contact_ts,
+       CASE WHEN r."group" = 'control' THEN 'control' ELSE coalesce(k.offer, 'contact') END AS treatment,
+       r.responses > 0 AS responded,
+       r.funnel_depth,
+       r.funnel_depth = (SELECT max(depth) FROM response_funnel) AS converted
+FROM r
+LEFT JOIN campaigns k ON k.campaign_id = r.campaign_id
+ORDER BY r.customer_id, r.ts, r.campaign_id

@@ -14,9 +14,9 @@ use engage_pipeline::erasure::ErasureList;
 use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::identity::IdentityOptions;
 use engage_pipeline::jobs::{
-    DatasetOptions, LifecycleRun, TrainChurnOptions, TrainClvOptions, TrainTableOptions, build_dataset,
-    build_features, build_identity, build_lifecycle, forget, score, train_churn_model, train_clv_model,
-    train_on_table,
+    DatasetOptions, LifecycleRun, TrainChurnOptions, TrainClvOptions, TrainTableOptions, TrainUpliftOptions,
+    build_dataset, build_features, build_identity, build_lifecycle, forget, score, train_churn_model,
+    train_clv_model, train_on_table, train_uplift_on_table,
 };
 use engage_pipeline::report::RunReport;
 use engage_pipeline::store::DataRoot;
@@ -205,6 +205,9 @@ enum TrainTask {
     /// Campaign response, from a feature table with a response label
     /// (`engage dataset --task response`): needs --features and --label.
     Response(TrainChurnArgs),
+    /// Uplift: the effect of contacting (with each offer) on the response,
+    /// from treatment/control contact history (one model per arm).
+    Uplift(TrainUpliftArgs),
     /// Customer lifetime value: BG/NBD (purchases, probability alive) and
     /// Gamma-Gamma (spend per purchase) fitted on purchases before the cutoff.
     Clv(TrainClvArgs),
@@ -328,9 +331,15 @@ struct TrainChurnArgs {
     /// The target column of --features (true/false or 1/0).
     #[arg(long, requires = "table")]
     label: Option<String>,
-    /// The row id column of --features.
-    #[arg(long, default_value = "customer_id", requires = "table")]
-    id: String,
+    /// The row id column of --features (default `customer_id` when the
+    /// file has one, else row numbers).
+    #[arg(long, requires = "table")]
+    id: Option<String>,
+    /// Columns of --features that are not features (comma-separated),
+    /// besides the label, id, `as_of` and the label columns `engage
+    /// dataset` writes.
+    #[arg(long, value_delimiter = ',', requires = "table")]
+    ignore: Vec<String>,
     /// Label horizon: `90d`, `12w` or a number of days.
     #[arg(long, default_value = "90d", value_parser = parse_horizon)]
     horizon: u32,
@@ -340,6 +349,46 @@ struct TrainChurnArgs {
     /// Registry name (default: the task).
     #[arg(long)]
     name: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainUpliftArgs {
+    /// The feature table: a Parquet or CSV file, one row per contact
+    /// record (`engage dataset --task response` writes one).
+    #[arg(long = "features", value_name = "FILE")]
+    table: PathBuf,
+    /// The response column: an outcome control rows can have too.
+    #[arg(long, default_value = "converted")]
+    label: String,
+    /// The column naming each row's arm: the control value or a treatment
+    /// (offer); every distinct treatment gets its own model.
+    #[arg(long, default_value = "treatment")]
+    treatment: String,
+    /// The --treatment value of control rows.
+    #[arg(long, default_value = "control")]
+    control: String,
+    /// The row id column (default `customer_id` when the file has one).
+    #[arg(long)]
+    id: Option<String>,
+    /// Columns that are not features (comma-separated), besides the label,
+    /// treatment, id, `as_of` and the label columns `engage dataset` writes.
+    #[arg(long, value_delimiter = ',')]
+    ignore: Vec<String>,
+    /// The model registry the model is added to.
+    #[arg(long)]
+    models: PathBuf,
+    /// Registry name (default `uplift`).
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+/// The model family and validation: a TOML config and flags over it.
+#[derive(Debug, clap::Args)]
+struct ModelArgs {
     /// Training config (TOML): `[model]` kind and hyperparameters,
     /// `[split]` validation settings; see docs/models.md.
     #[arg(long)]
@@ -354,7 +403,7 @@ struct TrainChurnArgs {
     folds: Option<usize>,
 }
 
-impl TrainChurnArgs {
+impl ModelArgs {
     /// The config file, if any, with the flags applied over it.
     fn train_config(&self) -> Result<TrainConfig> {
         let mut config = match &self.config {
@@ -619,14 +668,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             let (name, a) = match task {
                 TrainTask::Churn(a) => ("churn", a),
                 TrainTask::Response(a) => ("response", a),
-                TrainTask::Clv(_) => unreachable!("matched above"),
+                TrainTask::Clv(_) | TrainTask::Uplift(_) => unreachable!("matched above"),
             };
-            let config = a.train_config()?;
+            let config = a.model.train_config()?;
             let run = if let Some(table) = a.table {
                 let opts = TrainTableOptions {
                     label: a.label.clone().context("--label is required with --features")?,
                     path: table,
                     id: a.id,
+                    ignore: a.ignore,
                     task: name.into(),
                     models: a.models,
                     name: a.name,
@@ -665,6 +715,27 @@ pub async fn run(cli: Cli) -> Result<()> {
             );
             println!("registered {}{}", run.dir.display(), promoted_note(run.promoted, &art.name));
         }
+        Command::Train { task: TrainTask::Uplift(a) } => {
+            let opts = TrainUpliftOptions {
+                table: TrainTableOptions {
+                    path: a.table,
+                    label: a.label,
+                    id: a.id,
+                    ignore: a.ignore,
+                    task: "uplift".into(),
+                    models: a.models,
+                    name: a.name,
+                    config: a.model.train_config()?,
+                },
+                treatment: a.treatment,
+                control: a.control,
+            };
+            let run = train_uplift_on_table(&opts)
+                .await
+                .with_context(|| format!("training an uplift model on {}", opts.table.path.display()))?;
+            print!("{}", uplift_summary(&run.artifact));
+            println!("registered {}{}", run.dir.display(), promoted_note(run.promoted, &run.artifact.name));
+        }
         Command::Train { task: TrainTask::Clv(a) } => {
             let opts = TrainClvOptions {
                 source: a.data.source()?,
@@ -699,6 +770,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                 gg.log_likelihood,
                 status(gg.converged)
             );
+            if let Some(h) = &run.diagnostics.holdout {
+                println!(
+                    "holdout ({:.1} {}): {:.0} repeat purchases, BG/NBD expected {:.0} ({:+.1} %)",
+                    h.length,
+                    run.artifact.time_unit,
+                    h.actual,
+                    h.expected,
+                    (h.expected / h.actual.max(1e-12) - 1.0) * 100.0
+                );
+            }
             println!("registered {}{}", run.dir.display(), promoted_note(run.promoted, &run.artifact.name));
         }
         Command::Models { action } => models_command(action)?,
@@ -736,6 +817,48 @@ pub async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// What `engage train uplift` prints: the split and each treatment's
+/// validation figures.
+fn uplift_summary(art: &engage_models::uplift::UpliftArtifact) -> String {
+    let m = &art.metrics;
+    let mut out = format!(
+        "uplift model {} ({} per arm)\n{}\nvalidation: {} rows, Qini {:.3}, control response ROC AUC {:.3}\n",
+        art.model_version,
+        art.params.kind(),
+        art.split,
+        m.rows,
+        m.qini,
+        m.control_response_auc
+    );
+    out += &format!(
+        "  {:<16} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>12}\n",
+        "treatment", "treated", "control", "rate", "ctl rate", "obs. pts", "pred. pts", "Qini", "top 10 %"
+    );
+    for a in &m.arms {
+        let top = a
+            .uplift_at
+            .first()
+            .and_then(|(_, u)| *u)
+            .map_or("n/a".into(), |u| format!("{:+.2} pts", u * 100.0));
+        out += &format!(
+            "  {:<16} {:>8} {:>8} {:>8.2}% {:>8.2}% {:>+9.2} {:>+9.2} {:>7.3} {:>12}\n",
+            a.treatment,
+            a.treated_rows,
+            a.control_rows,
+            a.treated_rate * 100.0,
+            a.control_rate * 100.0,
+            a.observed_uplift * 100.0,
+            a.predicted_uplift * 100.0,
+            a.qini,
+            top
+        );
+    }
+    if !m.unvalidated.is_empty() {
+        out += &format!("  not validated (a model, but no validation row): {}\n", m.unvalidated.join(", "));
+    }
+    out
+}
+
 /// How a training run ends its output: whether scoring will use it.
 fn promoted_note(promoted: bool, name: &str) -> String {
     if promoted {
@@ -761,9 +884,11 @@ fn models_command(action: ModelsAction) -> Result<()> {
             );
             for e in entries {
                 let m = &e.meta;
-                let headline = match m.metrics.get("roc_auc").and_then(|v| v.as_f64()) {
-                    Some(auc) => format!("ROC AUC {auc:.3}"),
-                    None => match m.metrics.pointer("/bg_nbd/converged").and_then(|v| v.as_bool()) {
+                let metric = |name: &str| m.metrics.get(name).and_then(|v| v.as_f64());
+                let headline = match (metric("roc_auc"), metric("qini")) {
+                    (Some(auc), _) => format!("ROC AUC {auc:.3}"),
+                    (None, Some(qini)) => format!("Qini {qini:.3}"),
+                    (None, None) => match m.metrics.pointer("/bg_nbd/converged").and_then(|v| v.as_bool()) {
                         Some(true) => "converged".into(),
                         Some(false) => "NOT converged".into(),
                         None => String::new(),

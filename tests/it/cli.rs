@@ -435,8 +435,17 @@ async fn dataset_command_writes_response_and_spend_sets() {
         response.to_str().unwrap(),
     ]);
     assert!(said.contains("engage dataset response"), "{said}");
-    // A's W3 contact (clicked the next day) and D's W2 contact (no response).
-    assert_eq!(count(&response, "SELECT count(*) FROM ds").await, 2);
+    // A's W3 contact (clicked the next day), D's W2 contact (no response),
+    // E's T1 contact (bought: converted) and B's T1 control record (bought anyway).
+    assert_eq!(count(&response, "SELECT count(*) FROM ds").await, 4);
+    assert_eq!(
+        count(
+            &response,
+            "SELECT count(*) FROM ds WHERE converted AND treatment IN ('free_shipping', 'control')"
+        )
+        .await,
+        2
+    );
     assert_eq!(
         count(
             &response,

@@ -217,6 +217,44 @@ fn engage_train_clv_fits_cdnow_through_the_input_contract() {
     assert!(artifact.model_version.starts_with("clv-1997-10-01-"), "{}", artifact.model_version);
     check_bg_nbd_fit(&artifact.bg_nbd);
     check_gamma_gamma_fit(&artifact.gamma_gamma);
+
+    // Diagnostics: the tracking curve ends at the paper's 78-week check
+    // (the same sum as `bg_nbd_and_gamma_gamma_match_the_published_cdnow_fits`),
+    // counted from the raw purchases; the holdout is the 39 weeks after the cutoff.
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(dir).join("metrics.json")).unwrap()).unwrap();
+    let d: engage_models::clv_diagnostics::ClvDiagnostics =
+        serde_json::from_value(metrics["diagnostics"].clone()).unwrap();
+    let bg = artifact.bg_nbd.params;
+    let summary: Vec<Rfm> = published_summary().into_iter().map(|(_, c)| c).collect();
+    let expected_78: f64 = summary.iter().map(|c| bg.expected_purchases_new(c.age + 39.0)).sum();
+    let actual_78: f64 = raw_purchases("19980630").iter().map(|(_, c)| c.frequency).sum();
+    let actual_39: f64 = raw_purchases("19970930").iter().map(|(_, c)| c.frequency).sum();
+    let last = d.tracking.last().unwrap();
+    assert_eq!(last.actual, actual_78);
+    assert_close("tracking: expected at week 78", last.expected, expected_78, 0.002);
+    let at_cutoff = d.tracking.iter().find(|p| p.t == d.calibration_end).unwrap();
+    assert_eq!(at_cutoff.actual, actual_39);
+    let h = d.holdout.as_ref().expect("the data runs to 1998-06-30");
+    assert_close("holdout length (weeks)", h.length, 39.0, 0.001);
+    assert_eq!(h.actual, actual_78 - actual_39);
+    // BG/NBD under-forecasts CDNOW's holdout by 12 %: the Python `lifetimes`
+    // 0.11.3 package gives the same conditional expectation on the same data
+    // (calibration_and_holdout_data with freq='D', freq_multiplier=7, then
+    // conditional_expected_number_of_purchases_up_to_time: 1653.409 of 1882).
+    assert_eq!(h.actual, 1882.0);
+    assert_close("holdout: expected (lifetimes: 1653.409)", h.expected, 1653.409, 0.0005);
+    // Those who bought more in calibration buy more in the holdout, and the model says so.
+    let b = &h.by_frequency;
+    assert!(b[0].actual < b[3].actual && b[0].expected < b[3].expected, "{b:?}");
+    assert_eq!(b.iter().map(|b| b.customers).sum::<usize>(), 2357);
+    let html = std::fs::read_to_string(Path::new(dir).join("report.html")).unwrap();
+    for needle in
+        ["Tracking: cumulative repeat purchases", "by calibration frequency", "P(alive) at age", "r 0.24"]
+    {
+        assert!(html.contains(needle), "report lacks {needle}");
+    }
+    assert!(stdout(&o).contains("holdout (39.0 weeks)"), "{}", stdout(&o));
 }
 
 /// Pareto/NBD on the same CDNOW summary: the figures the BG/NBD paper

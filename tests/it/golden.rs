@@ -46,6 +46,16 @@ async fn every_sql_view_matches_its_golden_file() {
     }
     for file in LABELS {
         check(file.name, &dump(&engine, file.name, "1, 2").await);
+        // Training on a dataset never takes a label column as a feature.
+        let batches = engine.query(&format!("SELECT * FROM {}", file.name)).await.unwrap();
+        for f in batches[0].schema().fields().iter().filter(|f| f.name() != "customer_id") {
+            assert!(
+                engage_pipeline::LABEL_COLUMNS.contains(&f.name().as_str()),
+                "{}.{}",
+                file.name,
+                f.name()
+            );
+        }
     }
     // Every registered SQL file has a golden file.
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");

@@ -10,3 +10,4 @@ mod http;
 mod leakage;
 mod model;
 mod quality;
+mod uplift;

@@ -200,6 +200,20 @@ fn train_on_a_feature_table_file() {
     assert_eq!(missing.status.code(), Some(1));
     let err = stderr(&missing);
     assert!(err.contains("column `churned`: no such column") && err.contains("mine.csv"), "{err}");
+    let no_id = engage(&[
+        "train",
+        "churn",
+        "--features",
+        csv,
+        "--label",
+        "left",
+        "--id",
+        "user",
+        "--models",
+        &models,
+    ]);
+    assert_eq!(no_id.status.code(), Some(1));
+    assert!(stderr(&no_id).contains("column `user`: no such column (--id)"), "{}", stderr(&no_id));
     let both = engage(&[
         "train",
         "churn",

@@ -26,7 +26,7 @@ async fn tiny_dataset_counts_and_attribution() {
     let ev = counts("interactions");
     assert_eq!((ev.rows, ev.accepted, ev.rejected), (16, 15, 1));
     assert_eq!(ev.rejected_by_rule, rules(&[("unknown_value:event_type", 1)]), "e15 is `email_bounce`");
-    assert_eq!(counts("responses").rows, 6);
+    assert_eq!(counts("responses").rows, 9);
     // An absent optional table reads as empty.
     let tmp = tempfile::tempdir().unwrap();
     crate::common::copy_dir(&tiny(), tmp.path());
