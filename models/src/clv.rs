@@ -2,7 +2,8 @@
 //! of repeat purchases and dropout (Fader, Hardie & Lee 2005, "Counting
 //! Your Customers the Easy Way") and the Gamma-Gamma model of spend per
 //! purchase (Fader, Hardie & Lee 2005, "RFM and CLV"), fitted by maximum
-//! likelihood with [`nelder_mead`] on log parameters.
+//! likelihood on log parameters ([`bfgs`] with analytic gradients for
+//! BG/NBD, [`nelder_mead`] for the others).
 //!
 //! Time is in whatever unit the summaries use (weeks in the literature,
 //! days or weeks in engage); parameters are only meaningful in that unit.
@@ -285,14 +286,102 @@ impl BgNbd {
         total
     }
 
-    /// Maximum-likelihood parameters for `customers`.
+    /// Maximum-likelihood parameters for `customers`: BFGS on the log
+    /// parameters with the analytic gradient ([`BgNbd::weighted_gradient`])
+    /// over the distinct summaries (customers with the same frequency,
+    /// recency and age count once, weighted), from all parameters 1;
+    /// Nelder-Mead from BFGS's best point if BFGS does not converge.
     pub fn fit(customers: &[Rfm]) -> Result<Fit<BgNbd>, ModelError> {
         check_summaries(customers)?;
         if !customers.iter().any(|c| c.frequency > 0.0) {
             return Err(ModelError::Data("BG/NBD: no customer made a repeat purchase".into()));
         }
         let from = |p: &[f64]| BgNbd { r: p[0].exp(), alpha: p[1].exp(), a: p[2].exp(), b: p[3].exp() };
-        Ok(fit_positive(customers, 4, from, BgNbd::log_likelihood))
+        let distinct = weighted(customers);
+        let objective = |p: &[f64]| {
+            let m = from(p);
+            let (ll, g) = m.weighted_gradient(&distinct);
+            // d/d ln θ = θ · d/dθ
+            let g = vec![-g[0] * m.r, -g[1] * m.alpha, -g[2] * m.a, -g[3] * m.b];
+            (-ll, g)
+        };
+        let (mut best, mut iterations, mut converged) = bfgs(objective, &[0.0; 4], 1_000);
+        if !converged {
+            let nll = |p: &[f64]| -from(p).weighted_log_likelihood(&distinct);
+            let (point, its, ok) = nelder_mead(nll, &best);
+            (best, iterations, converged) = (point, iterations + its, ok);
+        }
+        let params = from(&best);
+        Ok(Fit {
+            params,
+            log_likelihood: params.log_likelihood(customers),
+            customers: customers.len(),
+            iterations,
+            converged,
+        })
+    }
+
+    /// Log-likelihood of distinct summaries, each counted `weight` times.
+    pub fn weighted_log_likelihood(&self, distinct: &[(Rfm, f64)]) -> f64 {
+        self.weighted_gradient(distinct).0
+    }
+
+    /// Log-likelihood of distinct summaries (each counted `weight` times) and
+    /// its gradient with respect to (r, alpha, a, b). The terms that depend
+    /// only on the purchase count are computed once per distinct count.
+    pub fn weighted_gradient(&self, distinct: &[(Rfm, f64)]) -> (f64, [f64; 4]) {
+        let BgNbd { r, alpha, a, b } = *self;
+        let (ln_alpha, dg_r, dg_ab) = (alpha.ln(), digamma(r), digamma(a + b));
+        let (lg_r, lg_b, lg_ab) = (ln_gamma(r), ln_gamma(b), ln_gamma(a + b));
+        let dg_b = digamma(b);
+        // Per count: (A1 + A2, dA/dr, dA/da, dA/db); dA/dalpha = r / alpha for all.
+        let head = |x: f64| {
+            let (dg_rx, dg_abx) = (digamma(r + x), digamma(a + b + x));
+            (
+                ln_gamma(r + x) - lg_r + r * ln_alpha + lg_ab + ln_gamma(b + x) - lg_b - ln_gamma(a + b + x),
+                dg_rx - dg_r + ln_alpha,
+                dg_ab - dg_abx,
+                dg_ab + digamma(b + x) - dg_b - dg_abx,
+            )
+        };
+        let mut by_count: Vec<Option<(f64, f64, f64, f64)>> = Vec::new();
+        let (mut ll, mut g) = (0.0, [0.0; 4]);
+        for (c, w) in distinct {
+            let x = c.frequency;
+            let h = if x.fract() == 0.0 && x < 100_000.0 {
+                let i = x as usize;
+                if i >= by_count.len() {
+                    by_count.resize(i + 1, None);
+                }
+                *by_count[i].get_or_insert_with(|| head(x))
+            } else {
+                head(x)
+            };
+            let ln_t = (alpha + c.age).ln();
+            let a3 = -(r + x) * ln_t;
+            let (d3_r, d3_alpha) = (-ln_t, -(r + x) / (alpha + c.age));
+            let (tail, dr, dalpha, da, db) = if x > 0.0 {
+                let ln_tx = (alpha + c.recency).ln();
+                let a4 = a.ln() - (b + x - 1.0).ln() - (r + x) * ln_tx;
+                let l = log_add_exp(a3, a4);
+                let (w3, w4) = ((a3 - l).exp(), (a4 - l).exp());
+                (
+                    l,
+                    w3 * d3_r - w4 * ln_tx,
+                    w3 * d3_alpha - w4 * (r + x) / (alpha + c.recency),
+                    w4 / a,
+                    -w4 / (b + x - 1.0),
+                )
+            } else {
+                (a3, d3_r, d3_alpha, 0.0, 0.0)
+            };
+            ll += w * (h.0 + tail);
+            g[0] += w * (h.1 + dr);
+            g[1] += w * (r / alpha + dalpha);
+            g[2] += w * (h.2 + da);
+            g[3] += w * (h.3 + db);
+        }
+        (ll, g)
     }
 
     /// Probability that the customer has not dropped out by the end of
@@ -554,6 +643,106 @@ fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> f64 {
     sum
 }
 
+/// The distinct summaries of `customers` with how many customers have
+/// each (the likelihood only sees frequency, recency and age).
+fn weighted(customers: &[Rfm]) -> Vec<(Rfm, f64)> {
+    let mut seen: std::collections::HashMap<[u64; 3], usize> = std::collections::HashMap::new();
+    let mut out: Vec<(Rfm, f64)> = Vec::new();
+    for c in customers {
+        let key = [c.frequency.to_bits(), c.recency.to_bits(), c.age.to_bits()];
+        match seen.get(&key) {
+            Some(&i) => out[i].1 += 1.0,
+            None => {
+                seen.insert(key, out.len());
+                out.push((Rfm { monetary: 0.0, ..*c }, 1.0));
+            }
+        }
+    }
+    out
+}
+
+/// The digamma function ψ(x) = d ln Γ(x) / dx for x > 0: the recurrence
+/// ψ(x) = ψ(x + 1) − 1/x up to x >= 10, then the asymptotic series
+/// (error below 1e-13 there).
+fn digamma(mut x: f64) -> f64 {
+    let mut result = 0.0;
+    while x < 10.0 {
+        result -= 1.0 / x;
+        x += 1.0;
+    }
+    let inv2 = 1.0 / (x * x);
+    result + x.ln()
+        - 0.5 / x
+        - inv2
+            * (1.0 / 12.0 - inv2 * (1.0 / 120.0 - inv2 * (1.0 / 252.0 - inv2 * (1.0 / 240.0 - inv2 / 132.0))))
+}
+
+/// Minimises `f` (value and gradient) from `start` with BFGS and a
+/// backtracking (Armijo) line search. Stops when every gradient component
+/// is below 1e-6 or a step no longer changes the value (relative 1e-15).
+/// Returns the minimiser, the iterations and whether it stopped that way
+/// within `max_iterations`.
+pub fn bfgs(
+    f: impl Fn(&[f64]) -> (f64, Vec<f64>),
+    start: &[f64],
+    max_iterations: usize,
+) -> (Vec<f64>, usize, bool) {
+    let n = start.len();
+    let identity = |scale: f64| -> Vec<Vec<f64>> {
+        (0..n).map(|i| (0..n).map(|j| if i == j { scale } else { 0.0 }).collect()).collect()
+    };
+    let mut x = start.to_vec();
+    let (mut value, mut grad) = f(&x);
+    if !value.is_finite() {
+        return (x, 0, false);
+    }
+    let mut h = identity(1.0 / grad.iter().map(|g| g.abs()).fold(1.0, f64::max));
+    for iteration in 1..=max_iterations {
+        if grad.iter().all(|g| g.abs() < 1e-6) {
+            return (x, iteration - 1, true);
+        }
+        let mut d: Vec<f64> = (0..n).map(|i| -(0..n).map(|j| h[i][j] * grad[j]).sum::<f64>()).collect();
+        let mut slope: f64 = d.iter().zip(&grad).map(|(a, b)| a * b).sum();
+        if slope >= 0.0 {
+            h = identity(1.0 / grad.iter().map(|g| g.abs()).fold(1.0, f64::max));
+            d = grad.iter().map(|g| -g * h[0][0]).collect();
+            slope = d.iter().zip(&grad).map(|(a, b)| a * b).sum();
+        }
+        let mut t = 1.0;
+        let (next, next_value, next_grad) = loop {
+            let candidate: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + t * b).collect();
+            let (v, g) = f(&candidate);
+            if v.is_finite() && v <= value + 1e-4 * t * slope {
+                break (candidate, v, g);
+            }
+            t /= 2.0;
+            if t < 1e-20 {
+                return (x, iteration, false);
+            }
+        };
+        let s: Vec<f64> = next.iter().zip(&x).map(|(a, b)| a - b).collect();
+        let y: Vec<f64> = next_grad.iter().zip(&grad).map(|(a, b)| a - b).collect();
+        let sy: f64 = s.iter().zip(&y).map(|(a, b)| a * b).sum();
+        let stalled = (value - next_value).abs() <= 1e-15 * value.abs().max(1.0);
+        (x, value, grad) = (next, next_value, next_grad);
+        if stalled {
+            return (x, iteration, true);
+        }
+        if sy > 1e-300 {
+            // H' = (I - ρ s yᵀ) H (I - ρ y sᵀ) + ρ s sᵀ
+            let rho = 1.0 / sy;
+            let hy: Vec<f64> = (0..n).map(|i| (0..n).map(|j| h[i][j] * y[j]).sum()).collect();
+            let yhy: f64 = y.iter().zip(&hy).map(|(a, b)| a * b).sum();
+            for i in 0..n {
+                for j in 0..n {
+                    h[i][j] += -rho * (s[i] * hy[j] + hy[i] * s[j]) + (rho * rho * yhy + rho) * s[i] * s[j];
+                }
+            }
+        }
+    }
+    (x, max_iterations, false)
+}
+
 /// Maximum likelihood over `dims` positive parameters: Nelder-Mead on
 /// their logarithms from all ones; `from` maps the logarithms to the
 /// parameters.
@@ -662,6 +851,61 @@ mod tests {
         let (best, _, converged) = nelder_mead(rosenbrock, &[-1.2, 1.0]);
         assert!(converged);
         assert!((best[0] - 1.0).abs() < 1e-4 && (best[1] - 1.0).abs() < 1e-4, "{best:?}");
+    }
+
+    #[test]
+    fn digamma_matches_known_values() {
+        // ψ(1) = −γ, ψ(1/2) = −γ − 2 ln 2, ψ(x + 1) = ψ(x) + 1/x.
+        let euler = 0.577_215_664_901_532_9;
+        assert!((digamma(1.0) + euler).abs() < 1e-12);
+        assert!((digamma(0.5) + euler + 2.0 * 2f64.ln()).abs() < 1e-12);
+        assert!((digamma(7.3) - digamma(6.3) - 1.0 / 6.3).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bg_nbd_gradient_matches_finite_differences() {
+        let customers: Vec<(Rfm, f64)> = (0..40)
+            .map(|i| {
+                let x = (i % 6) as f64;
+                let c = Rfm {
+                    frequency: x,
+                    recency: if x > 0.0 { 2.0 + i as f64 / 7.0 } else { 0.0 },
+                    age: 30.0 + (i % 5) as f64,
+                    monetary: 0.0,
+                };
+                (c, 1.0 + (i % 3) as f64)
+            })
+            .collect();
+        let m = BgNbd { r: 0.3, alpha: 4.0, a: 0.8, b: 2.5 };
+        let (ll, g) = m.weighted_gradient(&customers);
+        let direct: f64 = customers.iter().map(|(c, w)| w * m.customer_log_likelihood(c)).sum();
+        assert!((ll - direct).abs() < 1e-9 * direct.abs());
+        let at = |d: [f64; 4]| BgNbd { r: m.r + d[0], alpha: m.alpha + d[1], a: m.a + d[2], b: m.b + d[3] };
+        for k in 0..4 {
+            let mut e = [0.0; 4];
+            e[k] = 1e-6;
+            let up = at(e).weighted_log_likelihood(&customers);
+            e[k] = -1e-6;
+            let down = at(e).weighted_log_likelihood(&customers);
+            let numeric = (up - down) / 2e-6;
+            assert!(
+                (g[k] - numeric).abs() < 1e-5 * numeric.abs().max(1.0),
+                "parameter {k}: {} vs {numeric}",
+                g[k]
+            );
+        }
+    }
+
+    #[test]
+    fn bfgs_finds_the_rosenbrock_minimum() {
+        let f = |p: &[f64]| {
+            let (x, y) = (p[0], p[1]);
+            let v = (1.0 - x).powi(2) + 100.0 * (y - x * x).powi(2);
+            (v, vec![-2.0 * (1.0 - x) - 400.0 * x * (y - x * x), 200.0 * (y - x * x)])
+        };
+        let (best, _, converged) = bfgs(f, &[-1.2, 1.0], 1_000);
+        assert!(converged);
+        assert!((best[0] - 1.0).abs() < 1e-5 && (best[1] - 1.0).abs() < 1e-5, "{best:?}");
     }
 
     #[test]
