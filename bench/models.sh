@@ -33,5 +33,6 @@ rm -rf "$out" && mkdir -p "$out"
 "$venv/bin/python" bench/models.py sklearn "$out"
 cdnow=tests/fixtures/cdnow/cdnow_customers_summary_with_transactions.csv
 "$rust" bgnbd "$cdnow" 5
+"$rust" clvscore "$cdnow" 1000000
 "$venv/bin/python" bench/models.py lifetimes "$cdnow" 3
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(date -u +%F)"

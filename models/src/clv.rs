@@ -43,6 +43,9 @@ pub struct ClvArtifact {
     pub bg_nbd: Fit<BgNbd>,
     /// Spend per purchase (customers with repeat purchases only).
     pub gamma_gamma: Fit<GammaGamma>,
+    /// Pareto/NBD on the same summaries, when asked for (`--pareto-nbd`).
+    #[serde(default)]
+    pub pareto_nbd: Option<Fit<ParetoNbd>>,
     /// The supervised second opinion: spend over the holdout length from
     /// the features at the cutoff (absent without a holdout).
     #[serde(default)]
@@ -78,6 +81,7 @@ impl ClvArtifact {
             data_fingerprint,
             bg_nbd,
             gamma_gamma,
+            pareto_nbd: None,
             spend_model: None,
         })
     }
@@ -423,6 +427,35 @@ impl BgNbd {
         (a + b - 1.0) / (a - 1.0) * (1.0 - (alpha / (alpha + t)).powf(r) * hyp2f1(r, b, a + b - 1.0, z))
     }
 }
+
+/// What the diagnostics and scoring need of a purchase-count model
+/// (BG/NBD, Pareto/NBD).
+pub trait PurchaseModel {
+    /// Expected repeat purchases in the next `t` of a customer with history `c`.
+    fn expected_purchases(&self, c: &Rfm, t: f64) -> f64;
+    /// Expected purchases in `(0, t]` of a new customer.
+    fn expected_purchases_new(&self, t: f64) -> f64;
+    /// Probability that a customer with history `c` is still alive.
+    fn probability_alive(&self, c: &Rfm) -> f64;
+}
+
+macro_rules! purchase_model {
+    ($t:ty) => {
+        impl PurchaseModel for $t {
+            fn expected_purchases(&self, c: &Rfm, t: f64) -> f64 {
+                <$t>::expected_purchases(self, c, t)
+            }
+            fn expected_purchases_new(&self, t: f64) -> f64 {
+                <$t>::expected_purchases_new(self, t)
+            }
+            fn probability_alive(&self, c: &Rfm) -> f64 {
+                <$t>::probability_alive(self, c)
+            }
+        }
+    };
+}
+purchase_model!(BgNbd);
+purchase_model!(ParetoNbd);
 
 /// Pareto/NBD parameters (Schmittlein, Morrison & Colombo 1987): purchase
 /// rates Gamma(r, alpha) across customers, lifetimes exponential with

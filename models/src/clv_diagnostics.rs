@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
-use crate::clv::{BgNbd, GammaGamma, Rfm};
+use crate::clv::{BgNbd, GammaGamma, PurchaseModel, Rfm};
 use crate::metrics::RegressionMetrics;
 use crate::spend::{FittedSpend, SpendParams};
 
@@ -37,6 +37,9 @@ pub struct ClvDiagnostics {
     /// model, when there is a holdout and features to learn from.
     #[serde(default)]
     pub spend: Option<SpendComparison>,
+    /// The same tracking and holdout checks for Pareto/NBD, when fitted.
+    #[serde(default)]
+    pub pareto_nbd: Option<Box<ClvDiagnostics>>,
 }
 
 /// One point of the tracking curve.
@@ -81,13 +84,13 @@ pub struct AliveMatrix {
     pub values: Vec<Vec<f64>>,
 }
 
-/// Diagnostics of `model` from purchase days `(customer, day)` (one per
+/// Diagnostics of `model` (BG/NBD or Pareto/NBD) from purchase days `(customer, day)` (one per
 /// customer and day, as `summarize` merges them): `calibration` holds the
 /// days up to `end_day`, `holdout` the later ones (which may be empty).
 /// Days are whole days (e.g. since 1970-01-01); `unit_days` is the model's
 /// time unit in days.
 pub fn diagnose<S: AsRef<str>>(
-    model: &BgNbd,
+    model: &impl PurchaseModel,
     calibration: impl IntoIterator<Item = (S, i64)>,
     holdout: impl IntoIterator<Item = (S, i64)>,
     end_day: i64,
@@ -220,6 +223,7 @@ pub fn diagnose<S: AsRef<str>>(
         holdout,
         p_alive: AliveMatrix { age, frequencies, recencies, values },
         spend: None,
+        pareto_nbd: None,
     }
 }
 

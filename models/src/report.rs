@@ -271,6 +271,7 @@ pub fn write_clv(
 /// purchases by calibration frequency, and the probability-alive matrix.
 pub fn clv_html(artifact: &ClvArtifact, d: &ClvDiagnostics) -> String {
     let (bg, gg) = (&artifact.bg_nbd, &artifact.gamma_gamma);
+    let pareto = d.pareto_nbd.as_deref();
     let unit = &artifact.time_unit;
     let status = |c: bool| if c { "converged" } else { "NOT converged" };
     let mut out = format!(
@@ -287,7 +288,7 @@ pub fn clv_html(artifact: &ClvArtifact, d: &ClvDiagnostics) -> String {
         "<h2>Fits</h2>\n<table><tr><th>model</th><th>customers</th><th>parameters</th><th>log-likelihood</th>\
          <th>iterations</th><th>status</th></tr>\n\
          <tr><th>BG/NBD</th><td>{}</td><td>r {:.4}, alpha {:.4}, a {:.4}, b {:.4}</td><td>{:.2}</td><td>{}</td><td>{}</td></tr>\n\
-         <tr><th>Gamma-Gamma</th><td>{}</td><td>p {:.4}, q {:.4}, gamma {:.4}</td><td>{:.2}</td><td>{}</td><td>{}</td></tr></table>\n",
+         <tr><th>Gamma-Gamma</th><td>{}</td><td>p {:.4}, q {:.4}, gamma {:.4}</td><td>{:.2}</td><td>{}</td><td>{}</td></tr>\n",
         bg.customers,
         bg.params.r,
         bg.params.alpha,
@@ -304,6 +305,21 @@ pub fn clv_html(artifact: &ClvArtifact, d: &ClvDiagnostics) -> String {
         gg.iterations,
         status(gg.converged),
     );
+    if let Some(p) = &artifact.pareto_nbd {
+        let _ = writeln!(
+            out,
+            "<tr><th>Pareto/NBD</th><td>{}</td><td>r {:.4}, alpha {:.4}, s {:.4}, beta {:.4}</td><td>{:.2}</td><td>{}</td><td>{}</td></tr>",
+            p.customers,
+            p.params.r,
+            p.params.alpha,
+            p.params.s,
+            p.params.beta,
+            p.log_likelihood,
+            p.iterations,
+            status(p.converged)
+        );
+    }
+    out += "</table>\n";
     match &d.holdout {
         Some(h) => {
             let _ = write!(
@@ -315,6 +331,14 @@ pub fn clv_html(artifact: &ClvArtifact, d: &ClvDiagnostics) -> String {
                 h.expected,
                 (h.expected / h.actual.max(1e-12) - 1.0) * 100.0
             );
+            if let Some(p) = pareto.and_then(|p| p.holdout.as_ref()) {
+                let _ = writeln!(
+                    out,
+                    "<p>Pareto/NBD expected {:.0} ({:+.1} %).</p>",
+                    p.expected,
+                    (p.expected / h.actual.max(1e-12) - 1.0) * 100.0
+                );
+            }
         }
         None => {
             out += "<h2>Calibration</h2>\n<p>The data ends at the cutoff: no holdout to check against.</p>\n"
@@ -345,19 +369,31 @@ pub fn clv_html(artifact: &ClvArtifact, d: &ClvDiagnostics) -> String {
     let actual: Vec<[f64; 2]> = d.tracking.iter().map(|p| [p.t, p.actual]).collect();
     let expected: Vec<[f64; 2]> = d.tracking.iter().map(|p| [p.t, p.expected]).collect();
     let t_max = d.tracking.last().map_or(1.0, |p| p.t);
-    let y_max = d.tracking.iter().map(|p| p.actual.max(p.expected)).fold(0.0, f64::max);
+    let y_max = d.tracking.iter().chain(pareto.iter().flat_map(|p| &p.tracking));
+    let y_max = y_max.map(|p| p.actual.max(p.expected)).fold(0.0, f64::max);
     let cut = [[d.calibration_end, 0.0], [d.calibration_end, y_max]];
+    let pareto_expected: Vec<[f64; 2]> =
+        pareto.map(|p| p.tracking.iter().map(|p| [p.t, p.expected]).collect()).unwrap_or_default();
+    let mut series = vec![
+        Series { label: None, color: "#999", dashed: true, points: &cut },
+        Series { label: Some("actual"), color: "#222", dashed: false, points: &actual },
+        Series { label: Some("BG/NBD"), color: "#1f6fb4", dashed: true, points: &expected },
+    ];
+    if pareto.is_some() {
+        series.push(Series {
+            label: Some("Pareto/NBD"),
+            color: "#c0504d",
+            dashed: true,
+            points: &pareto_expected,
+        });
+    }
     out += &chart(
         "Tracking: cumulative repeat purchases",
         &format!("{unit} since the first purchase (dashed: cutoff)"),
         "repeat purchases",
         (0.0, t_max),
         (0.0, y_max),
-        &[
-            Series { label: None, color: "#999", dashed: true, points: &cut },
-            Series { label: Some("actual"), color: "#222", dashed: false, points: &actual },
-            Series { label: Some("BG/NBD"), color: "#1f6fb4", dashed: true, points: &expected },
-        ],
+        &series,
     );
     if let Some(h) = &d.holdout {
         let groups: Vec<(String, f64, f64)> =

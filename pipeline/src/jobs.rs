@@ -12,8 +12,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use engage_models::clv::Rfm;
 use engage_models::clv::{self, ClvArtifact, summarize};
+use engage_models::clv::{ParetoNbd, Rfm};
 use engage_models::clv_diagnostics::{ClvDiagnostics, compare_spend, diagnose};
 use engage_models::metrics::Curves;
 use engage_models::registry::{MODEL_FILE, ModelRef, Registry};
@@ -353,6 +353,8 @@ pub struct TrainClvOptions {
     pub models: PathBuf,
     /// Registry name; default `clv`.
     pub name: Option<String>,
+    /// Also fit Pareto/NBD (slower: hypergeometric series per customer).
+    pub pareto_nbd: bool,
 }
 
 /// What CLV training registered.
@@ -383,6 +385,10 @@ pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
     clock.lap("summaries");
     let name = opts.name.as_deref().unwrap_or("clv");
     let mut artifact = ClvArtifact::train(name, &customers, &opts.as_of.to_string(), opts.time_unit)?;
+    if opts.pareto_nbd {
+        let summaries: Vec<Rfm> = customers.iter().map(|(_, c)| *c).collect();
+        artifact.pareto_nbd = Some(ParetoNbd::fit(&summaries)?);
+    }
     clock.lap("train");
     let identity = engine.identity().expect("resolved for the purchases").clone();
     let features = engine.features(opts.as_of).await?;
@@ -397,6 +403,15 @@ pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
         end_day,
         opts.time_unit.days(),
     );
+    if let Some(pareto) = &artifact.pareto_nbd {
+        diagnostics.pareto_nbd = Some(Box::new(diagnose(
+            &pareto.params,
+            purchases.iter().map(|(c, d, _)| (c, *d)),
+            later.iter().map(|(c, d, _)| (c, *d)),
+            end_day,
+            opts.time_unit.days(),
+        )));
+    }
     drop(purchases);
     if let Some(holdout) = &diagnostics.holdout {
         // The supervised second opinion: features at the cutoff -> spend in the holdout.

@@ -310,6 +310,10 @@ struct TrainClvArgs {
     /// Registry name (default `clv`).
     #[arg(long)]
     name: Option<String>,
+    /// Also fit Pareto/NBD (customers may leave at any time, not only after
+    /// a purchase) and report it beside BG/NBD.
+    #[arg(long)]
+    pareto_nbd: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -743,6 +747,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 time_unit: if a.time_unit == "days" { TimeUnit::Days } else { TimeUnit::Weeks },
                 models: a.models,
                 name: a.name,
+                pareto_nbd: a.pareto_nbd,
             };
             let run = train_clv_model(&opts)
                 .await
@@ -770,6 +775,17 @@ pub async fn run(cli: Cli) -> Result<()> {
                 gg.log_likelihood,
                 status(gg.converged)
             );
+            if let Some(p) = &run.artifact.pareto_nbd {
+                println!(
+                    "Pareto/NBD: r {:.4}, alpha {:.4}, s {:.4}, beta {:.4}; log-likelihood {:.2}, {}",
+                    p.params.r,
+                    p.params.alpha,
+                    p.params.s,
+                    p.params.beta,
+                    p.log_likelihood,
+                    status(p.converged)
+                );
+            }
             if let Some(h) = &run.diagnostics.holdout {
                 println!(
                     "holdout ({:.1} {}): {:.0} repeat purchases, BG/NBD expected {:.0} ({:+.1} %)",
@@ -779,6 +795,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                     h.expected,
                     (h.expected / h.actual.max(1e-12) - 1.0) * 100.0
                 );
+            }
+            if let Some(h) = run.diagnostics.pareto_nbd.as_ref().and_then(|d| d.holdout.as_ref()) {
+                println!("holdout: Pareto/NBD expected {:.0}", h.expected);
             }
             println!("registered {}{}", run.dir.display(), promoted_note(run.promoted, &run.artifact.name));
         }

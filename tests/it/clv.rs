@@ -197,6 +197,7 @@ fn engage_train_clv_fits_cdnow_through_the_input_contract() {
         "1997-10-01",
         "--time-unit",
         "weeks",
+        "--pareto-nbd",
         "--models",
         models.to_str().unwrap(),
     ]);
@@ -217,6 +218,17 @@ fn engage_train_clv_fits_cdnow_through_the_input_contract() {
     assert!(artifact.model_version.starts_with("clv-1997-10-01-"), "{}", artifact.model_version);
     check_bg_nbd_fit(&artifact.bg_nbd);
     check_gamma_gamma_fit(&artifact.gamma_gamma);
+    // Pareto/NBD on request, at the published fit.
+    let pareto = artifact.pareto_nbd.as_ref().expect("--pareto-nbd fits it");
+    assert!(pareto.converged && text.contains("Pareto/NBD: r 0.55"), "{text}");
+    for (name, actual, published) in [
+        ("Pareto/NBD r", pareto.params.r, 0.55),
+        ("Pareto/NBD alpha", pareto.params.alpha, 10.58),
+        ("Pareto/NBD s", pareto.params.s, 0.61),
+        ("Pareto/NBD beta", pareto.params.beta, 11.67),
+    ] {
+        assert_close(name, actual, published, 0.01);
+    }
 
     // Diagnostics: the tracking curve ends at the paper's 78-week check
     // (the same sum as `bg_nbd_and_gamma_gamma_match_the_published_cdnow_fits`),
@@ -255,6 +267,13 @@ fn engage_train_clv_fits_cdnow_through_the_input_contract() {
         assert!(html.contains(needle), "report lacks {needle}");
     }
     assert!(stdout(&o).contains("holdout (39.0 weeks)"), "{}", stdout(&o));
+    let p = d.pareto_nbd.as_ref().and_then(|p| p.holdout.as_ref()).expect("Pareto/NBD holdout");
+    println!("CDNOW holdout: Pareto/NBD expected {:.1} of {}", p.expected, p.actual);
+    assert_eq!(p.actual, h.actual);
+    assert!(
+        html.contains("<tr><th>Pareto/NBD</th>") && html.contains("Pareto/NBD expected"),
+        "report lacks Pareto/NBD"
+    );
 }
 
 /// Pareto/NBD on the same CDNOW summary: the figures the BG/NBD paper

@@ -4,10 +4,11 @@
 //!
 //!   engage-bench-models classifiers DIR
 //!   engage-bench-models bgnbd CDNOW_SUMMARY.csv REPEATS
+//!   engage-bench-models clvscore CDNOW_SUMMARY.csv CUSTOMERS
 
 use std::time::Instant;
 
-use engage_models::clv::{BgNbd, Rfm};
+use engage_models::clv::{BgNbd, GammaGamma, Rfm, customer_lifetime_value};
 use engage_models::gbm::GbmParams;
 use engage_models::metrics::roc_auc;
 use engage_models::{ChurnModel, TrainingSet};
@@ -109,16 +110,44 @@ fn classifiers(dir: &str, which: &[String]) {
     }
 }
 
-fn bgnbd(path: &str, repeats: usize) {
+fn summaries(path: &str) -> Vec<Rfm> {
     let mut r = csv::Reader::from_path(path).unwrap();
-    let customers: Vec<Rfm> = r
-        .records()
+    r.records()
         .map(|rec| {
             let rec = rec.unwrap();
             let f = |i: usize| rec[i].parse::<f64>().unwrap();
             Rfm { frequency: f(1), recency: f(2), age: f(3), monetary: f(4) }
         })
-        .collect();
+        .collect()
+}
+
+/// Scores `count` customers (the CDNOW summaries repeated) with the models
+/// fitted on CDNOW: probability alive, expected purchases in 52 weeks,
+/// expected spend per purchase, and CLV over 12 four-week periods at 1 %
+/// per period.
+fn clvscore(path: &str, count: usize) {
+    let cdnow = summaries(path);
+    let (bg, gg) = (BgNbd::fit(&cdnow).unwrap().params, GammaGamma::fit(&cdnow).unwrap().params);
+    let customers: Vec<Rfm> = cdnow.iter().cycle().take(count).copied().collect();
+    let t = Instant::now();
+    let mut total = [0.0; 4];
+    for c in &customers {
+        total[0] += bg.probability_alive(c);
+        total[1] += bg.expected_purchases(c, 52.0);
+        total[2] += gg.expected_spend(c);
+        total[3] += customer_lifetime_value(&bg, &gg, c, 12, 4.0, 0.01);
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"side": "engage", "model": "BG/NBD + Gamma-Gamma scoring", "customers": count,
+            "seconds": seconds, "mean_p_alive": total[0] / count as f64,
+            "mean_expected_purchases_52w": total[1] / count as f64, "mean_clv": total[3] / count as f64})
+    );
+}
+
+fn bgnbd(path: &str, repeats: usize) {
+    let customers = summaries(path);
     let mut best = f64::INFINITY;
     let mut fit = None;
     for _ in 0..repeats {
@@ -131,7 +160,7 @@ fn bgnbd(path: &str, repeats: usize) {
         "{}",
         serde_json::json!({"side": "engage", "model": "BG/NBD", "fit_seconds": best, "customers": customers.len(),
             "r": fit.params.r, "alpha": fit.params.alpha, "a": fit.params.a, "b": fit.params.b,
-            "log_likelihood": fit.log_likelihood})
+            "log_likelihood": fit.log_likelihood, "iterations": fit.iterations, "converged": fit.converged})
     );
 }
 
@@ -140,6 +169,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("classifiers") => classifiers(&args[2], &args[3..]),
         Some("bgnbd") => bgnbd(&args[2], args[3].parse().unwrap()),
-        _ => panic!("usage: engage-bench-models classifiers DIR [MODELS...] | bgnbd CSV REPEATS"),
+        Some("clvscore") => clvscore(&args[2], args[3].parse().unwrap()),
+        _ => panic!("usage: engage-bench-models classifiers DIR [MODELS...] | bgnbd CSV REPEATS | clvscore CSV CUSTOMERS"),
     }
 }
