@@ -20,7 +20,7 @@ impl ChurnModel {
 
 impl Default for ChurnValidParams {
     fn default() -> Self {
-        ChurnValidParams { l2: 1.0, max_iterations: 200, gradient_tolerance: 1e-6 }
+        ChurnValidParams { l2: 1.0, max_iterations: 200, gradient_tolerance: 1e-4 }
     }
 }
 
@@ -36,7 +36,9 @@ pub struct ChurnValidParams {
     pub l2: f64,
     /// L-BFGS iteration cap; > 0, default 200.
     pub max_iterations: u64,
-    /// Stop when the gradient norm falls below this; > 0, default 1e-6.
+    /// Stop when the norm of the gradient of the summed log loss falls
+    /// below this; > 0, default 1e-4 (scikit-learn's `tol` for lbfgs on the
+    /// same objective).
     pub gradient_tolerance: f64,
 }
 
