@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::clv::{BgNbd, ClvArtifact, Fit, GammaGamma};
+use crate::clv::{BgNbd, ClvArtifact, Fit, GammaGamma, ParetoNbd};
 use crate::clv_diagnostics::ClvDiagnostics;
 use crate::metrics::{Curves, Metrics};
 use crate::uplift::{ArmCurves, UpliftArtifact, UpliftMetrics};
@@ -29,13 +29,17 @@ pub fn write(dir: &Path, artifact: &ModelArtifact, curves: &Curves) -> Result<Ve
         metrics: &'a Metrics,
         curves: &'a Curves,
     }
-    let metrics = dir.join(METRICS_FILE);
     let file =
         MetricsFile { model_version: &artifact.model_version, split, metrics: &artifact.metrics, curves };
-    crate::artifact::save_json(&file, &metrics)?;
-    let report = dir.join(REPORT_FILE);
-    crate::snapshot::write_atomic(&report, html(artifact, curves).as_bytes())?;
-    Ok(vec![metrics, report])
+    write_files(dir, &file, &html(artifact, curves))
+}
+
+/// `<dir>/metrics.json` and `<dir>/report.html`, each written atomically.
+fn write_files(dir: &Path, metrics: &impl Serialize, report: &str) -> Result<Vec<PathBuf>, ModelError> {
+    let (metrics_path, report_path) = (dir.join(METRICS_FILE), dir.join(REPORT_FILE));
+    crate::artifact::save_json(metrics, &metrics_path)?;
+    crate::snapshot::write_atomic(&report_path, report.as_bytes())?;
+    Ok(vec![metrics_path, report_path])
 }
 
 /// The stylesheet of every report.
@@ -135,17 +139,13 @@ pub fn write_uplift(
         metrics: &'a UpliftMetrics,
         curves: &'a [ArmCurves],
     }
-    let metrics = dir.join(METRICS_FILE);
     let file = MetricsFile {
         model_version: &artifact.model_version,
         split: &artifact.split,
         metrics: &artifact.metrics,
         curves,
     };
-    crate::artifact::save_json(&file, &metrics)?;
-    let report = dir.join(REPORT_FILE);
-    crate::snapshot::write_atomic(&report, uplift_html(artifact, curves).as_bytes())?;
-    Ok(vec![metrics, report])
+    write_files(dir, &file, &uplift_html(artifact, curves))
 }
 
 /// The report of an uplift model: per treatment the response rates, the
@@ -251,19 +251,17 @@ pub fn write_clv(
         model_version: &'a str,
         bg_nbd: &'a Fit<BgNbd>,
         gamma_gamma: &'a Fit<GammaGamma>,
+        pareto_nbd: &'a Option<Fit<ParetoNbd>>,
         diagnostics: &'a ClvDiagnostics,
     }
-    let metrics = dir.join(METRICS_FILE);
     let file = MetricsFile {
         model_version: &artifact.model_version,
         bg_nbd: &artifact.bg_nbd,
         gamma_gamma: &artifact.gamma_gamma,
+        pareto_nbd: &artifact.pareto_nbd,
         diagnostics,
     };
-    crate::artifact::save_json(&file, &metrics)?;
-    let report = dir.join(REPORT_FILE);
-    crate::snapshot::write_atomic(&report, clv_html(artifact, diagnostics).as_bytes())?;
-    Ok(vec![metrics, report])
+    write_files(dir, &file, &clv_html(artifact, diagnostics))
 }
 
 /// The report of a CLV model: the fitted parameters, the tracking plot of
