@@ -170,14 +170,19 @@ fn register_classifier(
     Ok(Registry::new(models).register(&artifact.meta(), |dir| {
         artifact.save(&dir.join(MODEL_FILE))?;
         report::write(dir, artifact, curves)?;
-        if let Some(r) = report {
-            snapshot::write_atomic(
-                &dir.join(RUN_REPORT_FILE),
-                &serde_json::to_vec_pretty(r).expect("report serialises"),
-            )?;
+        match report {
+            Some(r) => save_run_report(dir, r),
+            None => Ok(()),
         }
-        Ok(())
     })?)
+}
+
+/// `dir/run_report.json` inside a registry version being written.
+fn save_run_report(dir: &Path, report: &RunReport) -> std::result::Result<(), engage_models::ModelError> {
+    snapshot::write_atomic(
+        &dir.join(RUN_REPORT_FILE),
+        &serde_json::to_vec_pretty(report).expect("report serialises"),
+    )
 }
 
 /// Builds the training set, trains and validates per `opts.config`, and
@@ -277,14 +282,27 @@ async fn read_table(path: &Path) -> Result<Vec<RecordBatch>> {
 /// writes), the default split is a time-based backtest on the last cutoff
 /// (see [`engage_models::SplitConfig`]).
 pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainRun> {
+    let mut clock = Stopwatch::start();
     opts.config.check()?;
     let batches = read_table(&opts.path).await?;
     let shown = opts.path.display().to_string();
     let (set, cutoffs) = table_training_set(&batches, &opts.columns(), &shown)?;
+    drop(batches);
+    clock.lap("read");
     let train_opts = opts.train_options(&opts.task);
     let (artifact, curves) = engage_models::train(&set, cutoffs.as_deref(), &opts.config, &train_opts)?;
-    let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, None)?;
-    Ok(TrainRun { artifact, dir, promoted, report: None })
+    clock.lap("train");
+    let dir = Registry::new(&opts.models).version_dir(&artifact.name, &artifact.model_version);
+    let command = format!("train {} --features", opts.task);
+    let mut report = RunReport::for_file(&command, &opts.path, &clock, vec![dir.display().to_string()]);
+    report.model = Some(ModelSummary {
+        model_version: artifact.model_version.clone(),
+        train_rows: artifact.train_rows as u64,
+        valid_rows: artifact.valid_rows as u64,
+        metrics: artifact.metrics.clone(),
+    });
+    let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, Some(&report))?;
+    Ok(TrainRun { artifact, dir, promoted, report: Some(report) })
 }
 
 /// How to train an uplift model on a feature table file.
@@ -303,6 +321,8 @@ pub struct TrainUpliftOptions {
 #[derive(Debug, Clone)]
 pub struct TrainUpliftRun {
     pub artifact: UpliftArtifact,
+    /// Also `run_report.json` in `dir`.
+    pub report: RunReport,
     /// `<models>/<name>/<version>/`: model.json, meta.json, metrics.json, report.html.
     pub dir: PathBuf,
     pub promoted: bool,
@@ -313,6 +333,7 @@ pub struct TrainUpliftRun {
 /// dataset --task response` writes one: `control` or the campaign's
 /// offer), and registers it. Splits like [`train_on_table`].
 pub async fn train_uplift_on_table(opts: &TrainUpliftOptions) -> Result<TrainUpliftRun> {
+    let mut clock = Stopwatch::start();
     let t = &opts.table;
     t.config.check()?;
     let batches = read_table(&t.path).await?;
@@ -332,14 +353,20 @@ pub async fn train_uplift_on_table(opts: &TrainUpliftOptions) -> Result<TrainUpl
     let columns = TableColumns { ignore: &ignore, ..t.columns() };
     let (set, cutoffs) = table_training_set(&batches, &columns, &shown)?;
     let data = UpliftSet::new(set, &arms, &opts.control)?;
+    drop(batches);
+    clock.lap("read");
     let train_opts = t.train_options("uplift");
     let (artifact, curves) = train_uplift(&data, cutoffs.as_deref(), &t.config, &train_opts)?;
-    let (dir, promoted) = Registry::new(&t.models).register(&artifact.meta(), |dir| {
+    clock.lap("train");
+    let registry = Registry::new(&t.models);
+    let outputs = vec![registry.version_dir(&artifact.name, &artifact.model_version).display().to_string()];
+    let run_report = RunReport::for_file("train uplift", &t.path, &clock, outputs);
+    let (dir, promoted) = registry.register(&artifact.meta(), |dir| {
         artifact.save(&dir.join(MODEL_FILE))?;
         report::write_uplift(dir, &artifact, &curves)?;
-        Ok(())
+        save_run_report(dir, &run_report)
     })?;
-    Ok(TrainUpliftRun { artifact, dir, promoted })
+    Ok(TrainUpliftRun { artifact, dir, promoted, report: run_report })
 }
 
 /// How to fit the CLV models.
@@ -452,10 +479,7 @@ pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
     let (dir, promoted) = registry.register(&artifact.meta(), |dir| {
         artifact.save(&dir.join(MODEL_FILE))?;
         report::write_clv(dir, &artifact, &diagnostics)?;
-        snapshot::write_atomic(
-            &dir.join(RUN_REPORT_FILE),
-            &serde_json::to_vec_pretty(&report).expect("report serialises"),
-        )
+        save_run_report(dir, &report)
     })?;
     Ok(TrainClvRun { artifact, diagnostics, dir, promoted, report })
 }

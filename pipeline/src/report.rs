@@ -184,6 +184,27 @@ impl RunReport {
         }
     }
 
+    /// The report of a run that read one file instead of the contract
+    /// tables (training on a feature table): no input counts or identity.
+    pub fn for_file(command: &str, file: &Path, clock: &Stopwatch, outputs: Vec<String>) -> RunReport {
+        RunReport {
+            command: command.into(),
+            engage_version: env!("CARGO_PKG_VERSION").into(),
+            finished_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            as_of: None,
+            data: file.display().to_string(),
+            inputs: Vec::new(),
+            identity: None,
+            resolved: None,
+            identity_quality: None,
+            stages: clock.stages(),
+            outputs,
+            erasure: None,
+            model: None,
+            snapshot: None,
+        }
+    }
+
     /// Writes `dir/run_report.json` atomically.
     pub fn write(&self, dir: &Path) -> Result<()> {
         self.write_as(&dir.join(RUN_REPORT_FILE))

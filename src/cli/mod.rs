@@ -737,6 +737,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             let run = train_uplift_on_table(&opts)
                 .await
                 .with_context(|| format!("training an uplift model on {}", opts.table.path.display()))?;
+            print!("{}", run.report.render());
             print!("{}", uplift_summary(&run.artifact));
             println!("registered {}{}", run.dir.display(), promoted_note(run.promoted, &run.artifact.name));
         }

@@ -133,7 +133,7 @@ fn train_on_a_feature_table_file() {
         "{said}"
     );
     let auc: f64 =
-        said.split("validation: ROC AUC ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+        said.rsplit("validation: ROC AUC ").next().unwrap().split(',').next().unwrap().parse().unwrap();
     assert!(auc > 0.75, "backtest AUC {auc}");
     let first = registered(&said);
     assert!(first.contains("/churn/churn-2026-03-31-") && said.contains("(promoted"), "{said}");
@@ -180,7 +180,13 @@ fn train_on_a_feature_table_file() {
     ]);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(stderr(&wrong).contains("expects features [\"plan=basic\""), "{}", stderr(&wrong));
-    // The metrics file and the report sit next to the artifact.
+    // The metrics file, the report and the run report sit next to the artifact.
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(version_dir.join("run_report.json")).unwrap()).unwrap();
+    assert_eq!(
+        (run["command"].as_str(), run["model"]["train_rows"].as_u64()),
+        (Some("train churn --features"), Some(320))
+    );
     let html = std::fs::read_to_string(version_dir.join("report.html")).unwrap();
     assert_eq!(html.matches("<svg").count(), 5, "ROC, gains, calibration, decile lift, weights");
     for needle in ["ROC curve (AUC", "Cumulative gains", "Calibration", "plan=basic", "stratified hold-out"] {
@@ -275,7 +281,7 @@ fn gbm_from_a_config_with_k_fold_and_the_registry_lifecycle() {
     let gbm = registered(&said);
     let gbm_version = gbm.rsplit('/').next().unwrap().to_string();
     let auc: f64 =
-        said.split("validation: ROC AUC ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+        said.rsplit("validation: ROC AUC ").next().unwrap().split(',').next().unwrap().parse().unwrap();
     assert!(auc > 0.75, "out-of-fold AUC {auc}");
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(format!("{gbm}/meta.json")).unwrap()).unwrap();

@@ -133,6 +133,10 @@ async fn uplift_model_finds_the_customers_a_contact_changes() {
     assert!(top_uplift > top_response, "ranking by uplift {top_uplift:.4} vs by response {top_response:.4}");
 
     // Report and metrics sit beside the artifact; the registry lists it.
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run_report.json")).unwrap()).unwrap();
+    assert_eq!(run["command"], "train uplift");
+    assert_eq!(run["data"], file.as_str());
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     let validated = art.metrics.arms.len();
     assert!(validated >= 2 && validated + art.metrics.unvalidated.len() == 4, "{:?}", art.metrics);
