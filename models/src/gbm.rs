@@ -46,6 +46,11 @@ pub struct GbmParams {
     pub early_stopping_share: f64,
     /// Seed of the early-stopping split and of subsampling; default 42.
     pub seed: u64,
+    /// Class weight of the positive rows (negatives weigh 1): > 1 makes
+    /// the rare class count more, e.g. `negatives / positives` for
+    /// balanced classes. Predictions then estimate the weighted odds, not
+    /// the observed rate. Default 1.0.
+    pub positive_weight: f64,
 }
 
 impl Default for GbmParams {
@@ -61,6 +66,7 @@ impl Default for GbmParams {
             early_stopping_rounds: 20,
             early_stopping_share: 0.1,
             seed: 42,
+            positive_weight: 1.0,
         }
     }
 }
@@ -93,6 +99,9 @@ impl GbmParams {
         if !(self.subsample > 0.0 && self.subsample <= 1.0) {
             return Err(invalid("subsample", self.subsample, "must be in (0, 1]"));
         }
+        if !(self.positive_weight.is_finite() && self.positive_weight > 0.0) {
+            return Err(invalid("positive_weight", self.positive_weight, "must be a finite number > 0"));
+        }
         if !(self.early_stopping_share > 0.0 && self.early_stopping_share < 0.5) {
             return Err(invalid("early_stopping_share", self.early_stopping_share, "must be in (0, 0.5)"));
         }
@@ -117,8 +126,10 @@ impl GbmParams {
         };
         let bins = Binned::new(&train.x, &fit_rows, self.max_bins);
         let y: Vec<f64> = fit_rows.iter().map(|&i| train.y[i] as u8 as f64).collect();
+        let weight = |positive: bool| if positive { self.positive_weight } else { 1.0 };
+        let w: Vec<f64> = y.iter().map(|&v| weight(v > 0.5)).collect();
         let rate = y.iter().sum::<f64>() / y.len() as f64;
-        let base_score = (rate / (1.0 - rate)).ln();
+        let base_score = (self.positive_weight * rate / (1.0 - rate)).ln();
         let n = fit_rows.len();
         let mut score = vec![base_score; n];
         let stop_x = train.x.select(ndarray::Axis(0), &stop_rows);
@@ -131,8 +142,8 @@ impl GbmParams {
         for _ in 0..self.n_trees {
             for i in 0..n {
                 let p = sigmoid(score[i]);
-                grad[i] = p - y[i];
-                hess[i] = (p * (1.0 - p)).max(1e-16);
+                grad[i] = w[i] * (p - y[i]);
+                hess[i] = w[i] * (p * (1.0 - p)).max(1e-16);
             }
             let mut rows: Vec<u32> = if self.subsample < 1.0 {
                 (0..n as u32).filter(|_| rng.gen_bool(self.subsample)).collect()
@@ -148,8 +159,14 @@ impl GbmParams {
             }
             trees.push(tree);
             if self.early_stopping_rounds > 0 {
-                let p: Vec<f64> = stop_score.iter().map(|&s| sigmoid(s)).collect();
-                let loss = crate::metrics::log_loss(&stop_y, &p);
+                // Weighted log loss: the objective the trees minimise.
+                let (mut total, mut weights) = (0.0, 0.0);
+                for (&s, &yi) in stop_score.iter().zip(&stop_y) {
+                    let p = sigmoid(s).clamp(1e-15, 1.0 - 1e-15);
+                    total += weight(yi) * -(if yi { p } else { 1.0 - p }).ln();
+                    weights += weight(yi);
+                }
+                let loss = total / weights;
                 if loss < best_loss - 1e-9 {
                     (best_loss, best_trees, since_best) = (loss, trees.len(), 0);
                 } else {
@@ -645,6 +662,23 @@ mod tests {
                 assert_eq!(raw, tree.predict_binned(&bins, i), "row {i}");
             }
         }
+    }
+
+    #[test]
+    fn positive_weight_shifts_probabilities_to_the_weighted_odds_and_keeps_the_ranking() {
+        let (train, valid) = (interaction(20_000, 1), interaction(5_000, 2));
+        let plain = GbmParams::default().fit(&train).unwrap();
+        let weighted = GbmParams { positive_weight: 3.0, ..GbmParams::default() }.fit(&train).unwrap();
+        let (p, q) = (plain.predict_proba(&valid.x), weighted.predict_proba(&valid.x));
+        // Weighting the positives by 3 multiplies the odds by about 3.
+        let odds = |p: f64| p / (1.0 - p);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let ratio: Vec<f64> = p.iter().zip(&q).map(|(&a, &b)| (odds(b) / odds(a)).ln()).collect();
+        assert!((mean(&ratio) - 3f64.ln()).abs() < 0.15, "mean log odds ratio {}", mean(&ratio));
+        let (auc_plain, auc_weighted) = (roc_auc(&valid.y, &p), roc_auc(&valid.y, &q));
+        assert!((auc_plain - auc_weighted).abs() < 0.01, "{auc_plain} {auc_weighted}");
+        let err = GbmParams { positive_weight: 0.0, ..GbmParams::default() }.fit(&train).unwrap_err();
+        assert!(matches!(err, ModelError::InvalidParam { name: "positive_weight", .. }), "{err}");
     }
 
     #[test]
