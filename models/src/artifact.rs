@@ -118,3 +118,9 @@ pub(crate) fn load_json<T: DeserializeOwned>(path: &Path) -> Result<T, ModelErro
     }
     serde_json::from_slice(&bytes).map_err(|source| ModelError::Parse { path: shown, source })
 }
+
+/// Reads a number that JSON may hold as `null`: serde_json writes NaN
+/// (an undefined metric, e.g. the AUC of one class) as `null`.
+pub(crate) fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}

@@ -12,7 +12,7 @@
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::{load_json, save_json};
+use crate::artifact::{load_json, null_as_nan, save_json};
 use crate::metrics::by_score_descending;
 use crate::registry::{ModelMeta, REGISTRY_FORMAT_VERSION};
 use crate::train::{TrainConfig, TrainOptions, model_version, split_rows, with_last_cutoff};
@@ -201,13 +201,16 @@ pub struct ArmMetrics {
     pub predicted_uplift: f64,
     /// Qini coefficient: the area between the Qini curve and random
     /// targeting over that of the best possible ranking (1 = perfect, 0 =
-    /// no better than random, < 0 = worse).
+    /// no better than random, < 0 = worse). NaN (`null`) when undefined.
+    #[serde(deserialize_with = "null_as_nan")]
     pub qini: f64,
     /// Observed uplift (treated − control response rate) among the top
     /// share of rows by predicted uplift, for each of [`TOP_SHARES`];
     /// `None` where the top holds no treated or no control row.
     pub uplift_at: Vec<(f64, Option<f64>)>,
-    /// ROC AUC of this treatment's response model on its own rows.
+    /// ROC AUC of this treatment's response model on its own rows (NaN
+    /// when they hold one outcome).
+    #[serde(deserialize_with = "null_as_nan")]
     pub response_auc: f64,
 }
 
@@ -216,10 +219,12 @@ pub struct ArmMetrics {
 pub struct UpliftMetrics {
     /// Validation rows (every arm).
     pub rows: usize,
-    /// Qini coefficient, averaged over the treatments weighted by their
-    /// treated rows.
+    /// Qini coefficient, averaged over the treatments (those where it is
+    /// defined) weighted by their treated rows.
+    #[serde(deserialize_with = "null_as_nan")]
     pub qini: f64,
     /// ROC AUC of the control model on the control rows.
+    #[serde(deserialize_with = "null_as_nan")]
     pub control_response_auc: f64,
     /// Per validated treatment (those with validation rows).
     pub arms: Vec<ArmMetrics>,
@@ -384,8 +389,10 @@ pub fn evaluate(model: &FittedUplift, valid: &UpliftSet) -> (UpliftMetrics, Vec<
             deciles,
         });
     }
-    let weight: usize = arms.iter().map(|a| a.treated_rows).sum();
-    let qini = arms.iter().map(|a| a.qini * a.treated_rows as f64).sum::<f64>() / weight.max(1) as f64;
+    let defined = arms.iter().filter(|a| a.qini.is_finite());
+    let (sum, weight) =
+        defined.fold((0.0, 0.0), |(s, w), a| (s + a.qini * a.treated_rows as f64, w + a.treated_rows as f64));
+    let qini = if weight > 0.0 { sum / weight } else { f64::NAN };
     let cy: Vec<bool> = control_rows.iter().map(|&i| y[i]).collect();
     let cp: Vec<f64> = control_rows.iter().map(|&i| scores.control[i]).collect();
     let metrics = UpliftMetrics {
@@ -622,6 +629,21 @@ mod tests {
         art.save(&path).unwrap();
         assert_eq!(UpliftArtifact::load(&path).unwrap(), art);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn undefined_metrics_read_back_as_nan() {
+        let m = UpliftMetrics {
+            rows: 3,
+            qini: f64::NAN,
+            control_response_auc: f64::NAN,
+            arms: Vec::new(),
+            unvalidated: Vec::new(),
+        };
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.contains("\"qini\":null"), "{json}");
+        let back: UpliftMetrics = serde_json::from_str(&json).unwrap();
+        assert!(back.qini.is_nan() && back.control_response_auc.is_nan());
     }
 
     fn tempfile_dir() -> std::path::PathBuf {
