@@ -646,6 +646,20 @@ impl Engine {
         Ok(written)
     }
 
+    /// Whether any accepted transaction is at or after `day` (so data
+    /// after a cutoff exists, e.g. a holdout).
+    pub async fn has_transactions_from(&self, day: NaiveDate) -> Result<bool> {
+        let df = self.ctx.table(TRANSACTIONS).await.map_err(query(TRANSACTIONS))?;
+        let later = df.filter(col("ts").gt_eq(lit(as_of_param(day)))).map_err(query(TRANSACTIONS))?;
+        let n = later
+            .limit(0, Some(1))
+            .map_err(query(TRANSACTIONS))?
+            .count()
+            .await
+            .map_err(query(TRANSACTIONS))?;
+        Ok(n > 0)
+    }
+
     /// Runs any SQL over the registered views (for tests and ad-hoc checks).
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         self.ctx.sql(sql).await.map_err(query("ad-hoc"))?.collect().await.map_err(query("ad-hoc"))

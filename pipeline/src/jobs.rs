@@ -418,7 +418,13 @@ pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
     }
     clock.lap("train");
     let identity = engine.identity().expect("resolved for the purchases").clone();
-    let features = engine.features(opts.as_of).await?;
+    // Features for the supervised spend model, only when there is a
+    // holdout to learn it from (before identities are resolved again below).
+    let features = if engine.has_transactions_from(opts.as_of).await? {
+        engine.features(opts.as_of).await?
+    } else {
+        Vec::new()
+    };
     clock.lap("features");
     // The holdout: every later purchase (identities resolved with all the
     // data; the fit above saw only what was known at the cutoff).
@@ -440,7 +446,7 @@ pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
         )));
     }
     drop(purchases);
-    if let Some(holdout) = &diagnostics.holdout {
+    if let (Some(holdout), false) = (&diagnostics.holdout, features.is_empty()) {
         // The supervised second opinion: features at the cutoff -> spend in the holdout.
         let mut spend: HashMap<&str, f64> = HashMap::new();
         for (c, _, v) in later.iter().filter(|(_, d, _)| *d > end_day) {

@@ -274,6 +274,33 @@ fn engage_train_clv_fits_cdnow_through_the_input_contract() {
         html.contains("<tr><th>Pareto/NBD</th>") && html.contains("Pareto/NBD expected"),
         "report lacks Pareto/NBD"
     );
+
+    // Trained at the end of the data: no holdout, so no holdout check and
+    // no supervised spend model, and the report says so.
+    let o = engage(&[
+        "train",
+        "clv",
+        "--data",
+        data.to_str().unwrap(),
+        "--as-of",
+        "1998-07-01",
+        "--models",
+        models.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("holdout ("), "{}", stdout(&o));
+    let dir = stdout(&o)
+        .lines()
+        .find_map(|l| l.strip_prefix("registered "))
+        .unwrap()
+        .split(" (")
+        .next()
+        .unwrap()
+        .to_string();
+    let artifact = ClvArtifact::load(&Path::new(&dir).join("model.json")).unwrap();
+    assert!(artifact.spend_model.is_none() && artifact.bg_nbd.converged);
+    let html = std::fs::read_to_string(Path::new(&dir).join("report.html")).unwrap();
+    assert!(html.contains("no holdout to check against") && html.contains("Tracking"), "{html}");
 }
 
 /// Pareto/NBD on the same CDNOW summary: the figures the BG/NBD paper
