@@ -244,10 +244,12 @@ impl RunReport {
         ));
         line(format!("data: {}", self.data));
         line(String::new());
-        line(format!(
-            "{:<13} {:>5} {:>10} {:>12} {:>12} {:>9} {:>10}",
-            "input", "files", "MiB", "rows", "accepted", "rejected", "duplicates"
-        ));
+        if !self.inputs.is_empty() {
+            line(format!(
+                "{:<13} {:>5} {:>10} {:>12} {:>12} {:>9} {:>10}",
+                "input", "files", "MiB", "rows", "accepted", "rejected", "duplicates"
+            ));
+        }
         for t in &self.inputs {
             line(format!(
                 "{:<13} {:>5} {:>10.1} {:>12} {:>12} {:>9} {:>10}",
