@@ -34,6 +34,12 @@ pub struct UpliftSet {
     pub arm: Vec<usize>,
     /// The treatment arms, sorted.
     pub treatments: Vec<String>,
+    /// Per row: for a control row held out from one treatment (a
+    /// campaign's control group for its offer), that arm; `None` for a
+    /// control shared by every arm (an A/B/n test) and for treated rows.
+    /// Evaluation compares each arm's treated rows only with its own
+    /// controls and the shared ones.
+    pub control_arm: Vec<Option<usize>>,
 }
 
 impl UpliftSet {
@@ -75,7 +81,28 @@ impl UpliftSet {
                 treatments.join(", ")
             )));
         }
-        Ok(UpliftSet { set, arm, treatments })
+        let control_arm = vec![None; arm.len()];
+        Ok(UpliftSet { set, arm, treatments, control_arm })
+    }
+
+    /// Pairs each control row with the treatment it was held out from:
+    /// `held_out_from[i]` names it (e.g. the campaign's offer). Names that
+    /// are no treatment arm leave the row shared. Errors on a length mismatch.
+    pub fn with_control_arms(mut self, held_out_from: &[Option<String>]) -> Result<UpliftSet, ModelError> {
+        if held_out_from.len() != self.arm.len() {
+            return Err(ModelError::Data(format!(
+                "internal: {} control arms for {} rows",
+                held_out_from.len(),
+                self.arm.len()
+            )));
+        }
+        for (i, name) in held_out_from.iter().enumerate() {
+            if self.arm[i] == 0 {
+                self.control_arm[i] =
+                    name.as_ref().and_then(|n| self.treatments.binary_search(n).ok()).map(|k| k + 1);
+            }
+        }
+        Ok(self)
     }
 
     /// The rows at `idx`, in that order.
@@ -84,6 +111,7 @@ impl UpliftSet {
             set: self.set.select(idx),
             arm: idx.iter().map(|&i| self.arm[i]).collect(),
             treatments: self.treatments.clone(),
+            control_arm: idx.iter().map(|&i| self.control_arm[i]).collect(),
         }
     }
 
@@ -97,8 +125,12 @@ impl UpliftSet {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(self.set.fingerprint().as_bytes());
-        for &a in &self.arm {
+        for (&a, c) in self.arm.iter().zip(&self.control_arm) {
             h.update(self.arm_name(a).as_bytes());
+            h.update([0u8]);
+            if let Some(k) = c {
+                h.update(self.arm_name(*k).as_bytes());
+            }
             h.update([0u8]);
         }
         format!("{:x}", h.finalize())
@@ -228,8 +260,9 @@ pub struct UpliftMetrics {
     pub control_response_auc: f64,
     /// Per validated treatment (those with validation rows).
     pub arms: Vec<ArmMetrics>,
-    /// Treatments with a model but no validation row (e.g. an offer no
-    /// campaign used in the last cutoff's horizon).
+    /// Treatments with a model but no validation row of their own or no
+    /// control row to compare with (e.g. an offer no campaign used in the
+    /// last cutoff's horizon).
     pub unvalidated: Vec<String>,
 }
 
@@ -341,12 +374,18 @@ fn sampled(q: &[f64]) -> Vec<[f64; 2]> {
 pub fn evaluate(model: &FittedUplift, valid: &UpliftSet) -> (UpliftMetrics, Vec<ArmCurves>) {
     let scores = model.predict(&valid.set.x);
     let y = &valid.set.y;
-    let control_rows: Vec<usize> = (0..y.len()).filter(|&i| valid.arm[i] == 0).collect();
+    let all_control: Vec<usize> = (0..y.len()).filter(|&i| valid.arm[i] == 0).collect();
     let (mut arms, mut curves) = (Vec::new(), Vec::new());
     let mut unvalidated = Vec::new();
     for (k, name) in model.treatments.iter().enumerate() {
         let treated_rows: Vec<usize> = (0..y.len()).filter(|&i| valid.arm[i] == k + 1).collect();
-        if treated_rows.is_empty() {
+        // This arm's own controls and the shared ones.
+        let control_rows: Vec<usize> = all_control
+            .iter()
+            .copied()
+            .filter(|&i| valid.control_arm[i].is_none_or(|c| c == k + 1))
+            .collect();
+        if treated_rows.is_empty() || control_rows.is_empty() {
             unvalidated.push(name.clone());
             continue;
         }
@@ -393,8 +432,8 @@ pub fn evaluate(model: &FittedUplift, valid: &UpliftSet) -> (UpliftMetrics, Vec<
     let (sum, weight) =
         defined.fold((0.0, 0.0), |(s, w), a| (s + a.qini * a.treated_rows as f64, w + a.treated_rows as f64));
     let qini = if weight > 0.0 { sum / weight } else { f64::NAN };
-    let cy: Vec<bool> = control_rows.iter().map(|&i| y[i]).collect();
-    let cp: Vec<f64> = control_rows.iter().map(|&i| scores.control[i]).collect();
+    let cy: Vec<bool> = all_control.iter().map(|&i| y[i]).collect();
+    let cp: Vec<f64> = all_control.iter().map(|&i| scores.control[i]).collect();
     let metrics = UpliftMetrics {
         rows: y.len(),
         qini,
@@ -629,6 +668,43 @@ mod tests {
         art.save(&path).unwrap();
         assert_eq!(UpliftArtifact::load(&path).unwrap(), art);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn each_offer_is_judged_against_its_own_control_group() {
+        // Offer A went to a population that buys at 50 % anyway (A's
+        // control group), offer B to one that buys at 10 %. A adds 10
+        // points, B 5. Pooling the two control groups would credit A with
+        // 30 points and B with -15.
+        let (mut rows, mut arms, mut held_out) = (Vec::new(), Vec::new(), Vec::new());
+        let mut add = |population: f64, arm: &str, from: &str, rate: f64, n: usize| {
+            for i in 0..n {
+                rows.push((population, (i as f64) < rate * n as f64));
+                arms.push(arm.to_string());
+                held_out.push(Some(from.to_string()));
+            }
+        };
+        add(0.0, "control", "A", 0.5, 1000);
+        add(0.0, "A", "A", 0.6, 1000);
+        add(1.0, "control", "B", 0.1, 1000);
+        add(1.0, "B", "B", 0.15, 1000);
+        let set = TrainingSet {
+            ids: (0..rows.len()).map(|i| i.to_string()).collect(),
+            feature_names: vec!["population".into()],
+            x: Array2::from_shape_fn((rows.len(), 1), |(i, _)| rows[i].0),
+            y: rows.iter().map(|r| r.1).collect(),
+        };
+        let data = UpliftSet::new(set, &arms, CONTROL).unwrap().with_control_arms(&held_out).unwrap();
+        let model = FittedUplift::fit(&data, &ClassifierConfig::default()).unwrap();
+        let (m, _) = evaluate(&model, &data);
+        let (a, b) = (&m.arms[0], &m.arms[1]);
+        assert_eq!((a.control_rows, b.control_rows), (1000, 1000));
+        assert!((a.observed_uplift - 0.10).abs() < 1e-9 && (b.observed_uplift - 0.05).abs() < 1e-9, "{m:?}");
+        // Without the pairing, both share the 2,000 control rows.
+        let shared = UpliftSet::new(data.set.clone(), &arms, CONTROL).unwrap();
+        let (m, _) = evaluate(&model, &shared);
+        assert_eq!(m.arms[0].control_rows, 2000);
+        assert!((m.arms[0].observed_uplift - 0.30).abs() < 1e-9);
     }
 
     #[test]

@@ -113,6 +113,7 @@ pub const LABEL_COLUMNS: &[&str] = &[
     "campaign_id",
     "contact_group",
     "contact_ts",
+    "offer",
     "treatment",
     "responded",
     "funnel_depth",

@@ -315,6 +315,11 @@ pub struct TrainUpliftOptions {
     pub treatment: String,
     /// The arm value of control rows.
     pub control: String,
+    /// The column naming, for each control row, the treatment it was held
+    /// out from (a campaign's control group is the control of that
+    /// campaign's offer only); `None` = `offer` when the file has it (as
+    /// `engage dataset` writes), else one control shared by every arm.
+    pub control_arm: Option<String>,
 }
 
 /// What uplift training registered.
@@ -346,13 +351,24 @@ pub async fn train_uplift_on_table(opts: &TrainUpliftOptions) -> Result<TrainUpl
             reason: format!("column `{}`: row {row} is empty; every row needs its arm", opts.treatment),
         })?);
     }
+    let has = |c: &str| batches.first().is_some_and(|b| b.schema().column_with_name(c).is_some());
+    let control_arm = opts.control_arm.clone().or_else(|| has("offer").then(|| "offer".to_string()));
+    let held_out_from = match &control_arm {
+        Some(column) => Some(table_text(&batches, column, &shown)?),
+        None => None,
+    };
     let mut ignore = t.ignore.clone();
-    if !ignore.contains(&opts.treatment) {
-        ignore.push(opts.treatment.clone());
+    for column in std::iter::once(&opts.treatment).chain(&control_arm) {
+        if !ignore.contains(column) {
+            ignore.push(column.clone());
+        }
     }
     let columns = TableColumns { ignore: &ignore, ..t.columns() };
     let (set, cutoffs) = table_training_set(&batches, &columns, &shown)?;
-    let data = UpliftSet::new(set, &arms, &opts.control)?;
+    let mut data = UpliftSet::new(set, &arms, &opts.control)?;
+    if let Some(held_out_from) = held_out_from {
+        data = data.with_control_arms(&held_out_from)?;
+    }
     drop(batches);
     clock.lap("read");
     let train_opts = t.train_options("uplift");

@@ -8,8 +8,10 @@
 --   the funnel's last stage. A control customer received nothing, so only
 --   the last stage (e.g. a purchase) can happen to them: converted, not
 --   responded, is the outcome that treatment and control share (uplift).
--- treatment = the arm of the record: `control`, else the campaign's offer
---   (campaigns.offer; `contact` when the campaign has none or is unknown).
+-- offer = the campaign's offer (campaigns.offer; `contact` when the
+--   campaign has none or is unknown), for treatment and control records:
+--   a control record was held out from that offer.
+-- treatment = the arm of the record: `control`, else the offer.
 WITH c AS (
   SELECT campaign_id, customer_id, ts, "group"
   FROM contacts
@@ -27,6 +29,7 @@ r AS (
   GROUP BY c.customer_id, c.campaign_id, c."group", c.ts
 )
 SELECT r.customer_id, r.campaign_id, r."group" AS contact_group, r.ts AS contact_ts,
+       coalesce(k.offer, 'contact') AS offer,
        CASE WHEN r."group" = 'control' THEN 'control' ELSE coalesce(k.offer, 'contact') END AS treatment,
        r.responses > 0 AS responded,
        r.funnel_depth,

@@ -373,6 +373,13 @@ struct TrainUpliftArgs {
     /// The --treatment value of control rows.
     #[arg(long, default_value = "control")]
     control: String,
+    /// For control rows, the column naming the treatment they were held
+    /// out from (a campaign's control group belongs to its offer): each
+    /// offer is then judged against its own controls. Default `offer` when
+    /// the file has it (`engage dataset` writes it), else the control group
+    /// is shared by every offer.
+    #[arg(long, value_name = "COLUMN")]
+    control_arm: Option<String>,
     /// The row id column (default `customer_id` when the file has one).
     #[arg(long)]
     id: Option<String>,
@@ -733,6 +740,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 },
                 treatment: a.treatment,
                 control: a.control,
+                control_arm: a.control_arm,
             };
             let run = train_uplift_on_table(&opts)
                 .await

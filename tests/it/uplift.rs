@@ -85,6 +85,9 @@ async fn uplift_model_finds_the_customers_a_contact_changes() {
         );
     }
     assert!(art.metrics.qini > 0.0, "Qini {} is no better than random", art.metrics.qini);
+    // Each offer is judged against the control groups of its own campaigns.
+    let controls: Vec<usize> = art.metrics.arms.iter().map(|a| a.control_rows).collect();
+    assert!(controls.windows(2).any(|w| w[0] != w[1]), "shared controls {controls:?}");
 
     // The validation rows (last cutoff), scored by the model and compared
     // with the generator's truth for wave contacts (one per customer and wave).
@@ -150,9 +153,9 @@ async fn uplift_model_finds_the_customers_a_contact_changes() {
     assert!(listed.contains("uplift:logistic") && listed.contains("Qini "), "{listed}");
 
     // A column that is not there, and no control group, are clear errors.
-    let wrong = engage(&["train", "uplift", "--features", &file, "--treatment", "offer", "--models", models]);
+    let wrong = engage(&["train", "uplift", "--features", &file, "--treatment", "arm", "--models", models]);
     assert_eq!(wrong.status.code(), Some(1));
-    assert!(stderr(&wrong).contains("column `offer`: no such column"), "{}", stderr(&wrong));
+    assert!(stderr(&wrong).contains("column `arm`: no such column"), "{}", stderr(&wrong));
     let none = engage(&["train", "uplift", "--features", &file, "--control", "nobody", "--models", models]);
     assert_eq!(none.status.code(), Some(1));
     assert!(stderr(&none).contains("no row is in the control group `nobody`"), "{}", stderr(&none));
