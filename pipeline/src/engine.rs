@@ -27,7 +27,8 @@ use crate::output::write_parquet;
 use crate::report::Stopwatch;
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
 use crate::sql::{
-    CHURN_LABEL, FEATURES, IDENTITY_QUALITY, LIFECYCLE, PURCHASE_DAYS, RESPONSE_LABEL, SPEND_LABEL, SqlFile,
+    CHURN_LABEL, FEATURES, IDENTITY_QUALITY, LABELS, LIFECYCLE, PURCHASE_DAYS, RESPONSE_LABEL, SPEND_LABEL,
+    SqlFile,
 };
 use crate::store::DataRoot;
 
@@ -294,6 +295,15 @@ impl Engine {
     pub async fn resolve_identities(&mut self, cutoff: Option<NaiveDate>) -> Result<&ResolvedIdentity> {
         if self.identity.as_ref().is_some_and(|i| i.cutoff == cutoff) {
             return Ok(self.identity.as_ref().expect("checked"));
+        }
+        // Free the events attributed for another cutoff first, and the views
+        // whose plans hold them: keeping them while attributing anew doubles
+        // the peak memory. Every view is registered again by its user.
+        self.identity = None;
+        let views = ATTRIBUTED.iter().map(|a| a.view);
+        let views = views.chain(FEATURES.iter().chain(LABELS).chain([&PURCHASE_DAYS]).map(|f| f.name));
+        for view in views {
+            self.ctx.deregister_table(view).map_err(query(view))?;
         }
         let mut graph = GraphBuilder::new(&self.source.identity);
         let crm_columns = ["customer_id", "email", "phone", "loyalty_id"];
