@@ -96,6 +96,9 @@ impl SpendParams {
         let z = scaling.transform(x);
         let (coefficients, intercept, iterations, converged) =
             newton(&z, y, self.power, self.l2, self.max_iterations);
+        let eta = z.dot(&Array1::from(coefficients.clone())) + intercept;
+        let eta_range =
+            eta.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         Ok(FittedSpend {
             feature_names: feature_names.to_vec(),
             scaling,
@@ -104,6 +107,7 @@ impl SpendParams {
             params: self.clone(),
             iterations,
             converged,
+            eta_range,
         })
     }
 }
@@ -123,13 +127,19 @@ pub struct FittedSpend {
     /// |gradient| < 1e-8) before the cap.
     pub iterations: usize,
     pub converged: bool,
+    /// The linear predictor's range on the training rows: predictions are
+    /// clamped to it, so a customer far outside the training data (the log
+    /// link turns a large value into an enormous amount) gets the largest
+    /// spend seen in training, not an extrapolation.
+    pub eta_range: (f64, f64),
 }
 
 impl FittedSpend {
     /// Expected spend of each row of `x` (columns in `feature_names` order).
     pub fn predict(&self, x: &Array2<f64>) -> Vec<f64> {
         let z = self.scaling.transform(x).dot(&Array1::from(self.coefficients.clone()));
-        z.iter().map(|v| (v + self.intercept).exp()).collect()
+        let (lo, hi) = self.eta_range;
+        z.iter().map(|v| (v + self.intercept).clamp(lo, hi).exp()).collect()
     }
 }
 
@@ -289,6 +299,11 @@ mod tests {
         let p = m.predict(&ndarray::array![[0.0, 0.0], [1.0, f64::NAN]]);
         assert!((p[0] - 0.2f64.exp() * 40.0).abs() < 0.1 * p[0], "{p:?}");
         assert!((p[1] / p[0] - 0.5f64.exp()).abs() < 0.1, "one unit of x0 multiplies spend by e^0.5: {p:?}");
+        // A row far outside the training data gets the largest training
+        // prediction, not exp(0.5 * 1000).
+        let far = m.predict(&ndarray::array![[1000.0, 0.0]])[0];
+        let largest = m.predict(&x).into_iter().fold(0.0, f64::max);
+        assert!((far - largest).abs() < 1e-9 * largest, "{far} vs {largest}");
         let metrics = crate::metrics::RegressionMetrics::compute(&y, &m.predict(&x));
         assert!(metrics.gini > 0.3 && metrics.r2 > 0.0, "{metrics:?}");
     }
