@@ -93,7 +93,7 @@ impl SpendParams {
             return Err(ModelError::Data(format!("{} rows and none spent anything", y.len())));
         }
         let scaling = Scaling::fit(x);
-        let z = scaling.transform(x);
+        let z = standardise(&scaling, x);
         let (coefficients, intercept, iterations, converged) =
             newton(&z, y, self.power, self.l2, self.max_iterations);
         let eta = z.dot(&Array1::from(coefficients.clone())) + intercept;
@@ -137,10 +137,19 @@ pub struct FittedSpend {
 impl FittedSpend {
     /// Expected spend of each row of `x` (columns in `feature_names` order).
     pub fn predict(&self, x: &Array2<f64>) -> Vec<f64> {
-        let z = self.scaling.transform(x).dot(&Array1::from(self.coefficients.clone()));
+        let z = standardise(&self.scaling, x).dot(&Array1::from(self.coefficients.clone()));
         let (lo, hi) = self.eta_range;
         z.iter().map(|v| (v + self.intercept).clamp(lo, hi).exp()).collect()
     }
+}
+
+/// Standard deviations beyond which a feature value is capped.
+const CAP_SD: f64 = 5.0;
+
+/// Standardised features capped at ±[`CAP_SD`]: with a log link one
+/// extreme value (a spend trend of 400x) would otherwise dominate.
+fn standardise(scaling: &Scaling, x: &Array2<f64>) -> Array2<f64> {
+    scaling.transform(x).mapv(|v| v.clamp(-CAP_SD, CAP_SD))
 }
 
 /// Minimises (1/n) Σ [μ^(2−ρ)/(2−ρ) − y μ^(1−ρ)/(1−ρ)] + l2/2 |w|², μ =
