@@ -212,12 +212,7 @@ pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
         &clock,
         vec![dir.display().to_string()],
     );
-    report.model = Some(ModelSummary {
-        model_version: artifact.model_version.clone(),
-        train_rows: artifact.train_rows as u64,
-        valid_rows: artifact.valid_rows as u64,
-        metrics: artifact.metrics.clone(),
-    });
+    report.model = Some(ModelSummary::of(&artifact));
     let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, Some(&report))?;
     Ok(TrainRun { artifact, dir, promoted, report: Some(report) })
 }
@@ -295,12 +290,7 @@ pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainRun> {
     let dir = Registry::new(&opts.models).version_dir(&artifact.name, &artifact.model_version);
     let command = format!("train {} --features", opts.task);
     let mut report = RunReport::for_file(&command, &opts.path, &clock, vec![dir.display().to_string()]);
-    report.model = Some(ModelSummary {
-        model_version: artifact.model_version.clone(),
-        train_rows: artifact.train_rows as u64,
-        valid_rows: artifact.valid_rows as u64,
-        metrics: artifact.metrics.clone(),
-    });
+    report.model = Some(ModelSummary::of(&artifact));
     let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, Some(&report))?;
     Ok(TrainRun { artifact, dir, promoted, report: Some(report) })
 }

@@ -112,6 +112,18 @@ pub struct ModelSummary {
     pub metrics: engage_models::Metrics,
 }
 
+impl ModelSummary {
+    /// The summary of a trained classifier.
+    pub fn of(artifact: &engage_models::ModelArtifact) -> ModelSummary {
+        ModelSummary {
+            model_version: artifact.model_version.clone(),
+            train_rows: artifact.train_rows as u64,
+            valid_rows: artifact.valid_rows as u64,
+            metrics: artifact.metrics.clone(),
+        }
+    }
+}
+
 /// A published score snapshot and the distribution of its scores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoreSummary {
