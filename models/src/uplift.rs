@@ -331,15 +331,24 @@ fn perfect_order(y: &[bool], treated: &[bool]) -> Vec<usize> {
 pub fn qini_coefficient(y: &[bool], treated: &[bool], score: &[f64]) -> f64 {
     let model = qini_points(&by_score_descending(score), y, treated);
     let perfect = qini_points(&perfect_order(y, treated), y, treated);
+    coefficient(&model, &perfect)
+}
+
+/// The Qini coefficient from the curve of a ranking and of the perfect one.
+fn coefficient(model: &[f64], perfect: &[f64]) -> f64 {
     let random = model[model.len() - 1] / 2.0;
-    let best = area(&perfect) - random;
-    if best <= 0.0 { f64::NAN } else { (area(&model) - random) / best }
+    let best = area(perfect) - random;
+    if best <= 0.0 { f64::NAN } else { (area(model) - random) / best }
 }
 
 /// Treated minus control response rate among the top `share` of rows by
 /// `score`; `None` when that top holds no treated or no control row.
 pub fn uplift_at(y: &[bool], treated: &[bool], score: &[f64], share: f64) -> Option<f64> {
-    let order = by_score_descending(score);
+    uplift_in_top(&by_score_descending(score), y, treated, share)
+}
+
+/// [`uplift_at`] for rows already ranked (`order`, best first).
+fn uplift_in_top(order: &[usize], y: &[bool], treated: &[bool], share: f64) -> Option<f64> {
     let top = ((share * order.len() as f64).ceil() as usize).min(order.len());
     group_uplift(&order[..top], y, treated)
 }
@@ -396,6 +405,8 @@ pub fn evaluate(model: &FittedUplift, valid: &UpliftSet) -> (UpliftMetrics, Vec<
         let rate = |rows: &[usize]| rows.iter().filter(|&&i| y[i]).count() as f64 / rows.len().max(1) as f64;
         let (treated_rate, control_rate) = (rate(&treated_rows), rate(&control_rows));
         let order = by_score_descending(&score);
+        let model_curve = qini_points(&order, &ys, &treated);
+        let perfect_curve = qini_points(&perfect_order(&ys, &treated), &ys, &treated);
         let deciles = (0..10)
             .map(|d| {
                 let bin = &order[d * rows.len() / 10..(d + 1) * rows.len() / 10];
@@ -417,14 +428,14 @@ pub fn evaluate(model: &FittedUplift, valid: &UpliftSet) -> (UpliftMetrics, Vec<
             control_rate,
             observed_uplift: treated_rate - control_rate,
             predicted_uplift: score.iter().sum::<f64>() / score.len().max(1) as f64,
-            qini: qini_coefficient(&ys, &treated, &score),
-            uplift_at: TOP_SHARES.iter().map(|&s| (s, uplift_at(&ys, &treated, &score, s))).collect(),
+            qini: coefficient(&model_curve, &perfect_curve),
+            uplift_at: TOP_SHARES.iter().map(|&s| (s, uplift_in_top(&order, &ys, &treated, s))).collect(),
             response_auc: crate::metrics::roc_auc(&ty, &tp),
         });
         curves.push(ArmCurves {
             treatment: name.clone(),
-            qini: sampled(&qini_points(&order, &ys, &treated)),
-            perfect: sampled(&qini_points(&perfect_order(&ys, &treated), &ys, &treated)),
+            qini: sampled(&model_curve),
+            perfect: sampled(&perfect_curve),
             deciles,
         });
     }

@@ -10,7 +10,7 @@ use engage_models::clv::{
 };
 use engage_models::retention::{ShiftedBetaGeometric, Tenure, cohort_tenures};
 
-use crate::common::{engage, stderr, stdout};
+use crate::common::{engage, registered, stderr, stdout};
 
 fn cdnow(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cdnow").join(file)
@@ -204,7 +204,8 @@ fn engage_train_clv_fits_cdnow_through_the_input_contract() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("BG/NBD (2357 customers, time in weeks)") && text.contains("converged"), "{text}");
-    let dir = text.lines().find_map(|l| l.strip_prefix("registered ")).unwrap().split(" (").next().unwrap();
+    let dir = registered(&text);
+    let dir = dir.as_str();
     let artifact = ClvArtifact::load(&Path::new(dir).join("model.json")).unwrap();
     // The registry lists it as the promoted clv model, converged.
     let listed = stdout(&engage(&["models", "list", "--models", models.to_str().unwrap()]));
@@ -289,14 +290,7 @@ fn engage_train_clv_fits_cdnow_through_the_input_contract() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stdout(&o).contains("holdout ("), "{}", stdout(&o));
-    let dir = stdout(&o)
-        .lines()
-        .find_map(|l| l.strip_prefix("registered "))
-        .unwrap()
-        .split(" (")
-        .next()
-        .unwrap()
-        .to_string();
+    let dir = registered(&stdout(&o));
     let artifact = ClvArtifact::load(&Path::new(&dir).join("model.json")).unwrap();
     assert!(artifact.spend_model.is_none() && artifact.bg_nbd.converged);
     let html = std::fs::read_to_string(Path::new(&dir).join("report.html")).unwrap();

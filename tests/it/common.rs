@@ -35,6 +35,12 @@ pub fn sample() -> &'static Path {
     .1
 }
 
+/// The version directory a `train` run printed (`registered DIR (...)`).
+pub fn registered(said: &str) -> String {
+    let line = said.lines().find_map(|l| l.strip_prefix("registered ")).expect("a registered line");
+    line.split(" (").next().unwrap().to_string()
+}
+
 /// Runs the real `engage` binary. The erasure list defaults to one that does not
 /// exist (no erasures), so a developer's own ~/.engage never leaks in; tests
 /// of erasure pass `--erasure-list`.

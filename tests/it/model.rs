@@ -11,7 +11,7 @@ use engage_pipeline::datafusion::arrow::datatypes::{DataType, Date32Type, Float6
 use engage_pipeline::datafusion::prelude::*;
 use engage_pipeline::jobs::churn_training_set;
 
-use crate::common::{date, sample, trained};
+use crate::common::{date, registered, sample, trained};
 
 /// P(no purchase in [as_of, as_of + horizon)) from the generator's latent
 /// truth: the purchase rate thinned by the activity decay before churn.
@@ -233,12 +233,6 @@ fn train_on_a_feature_table_file() {
         &models,
     ]);
     assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
-}
-
-/// The version directory a `train` run printed (`registered DIR (...)`).
-fn registered(said: &str) -> String {
-    let line = said.lines().find_map(|l| l.strip_prefix("registered ")).expect("a registered line");
-    line.split(" (").next().unwrap().to_string()
 }
 
 /// A boosted model from a TOML config with k-fold validation, and the

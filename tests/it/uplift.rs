@@ -10,7 +10,7 @@ use engage_pipeline::datafusion::arrow::datatypes::Float64Type;
 use engage_pipeline::datafusion::prelude::*;
 use engage_pipeline::{TableColumns, table_training_set};
 
-use crate::common::{engage, sample, stderr, stdout};
+use crate::common::{engage, registered, sample, stderr, stdout};
 
 async fn read(path: &str) -> Vec<engage_pipeline::datafusion::arrow::record_batch::RecordBatch> {
     let ctx = SessionContext::new();
@@ -69,8 +69,8 @@ async fn uplift_model_finds_the_customers_a_contact_changes() {
     for offer in ["10pct_off", "free_shipping", "double_points", "bundle_deal"] {
         assert!(said.contains(offer), "no line for {offer}: {said}");
     }
-    let dir = said.lines().find_map(|l| l.strip_prefix("registered ")).unwrap().split(" (").next().unwrap();
-    let dir = std::path::Path::new(dir);
+    let dir = registered(&said);
+    let dir = std::path::Path::new(&dir);
     assert!(dir.starts_with(models) && said.contains("(promoted"), "{said}");
     let art = UpliftArtifact::load(&dir.join("model.json")).unwrap();
     assert_eq!(art.task, "uplift");
