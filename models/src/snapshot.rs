@@ -6,14 +6,18 @@
 //! <root>/snapshots/<id>/scores.parquet
 //! <root>/snapshots/<id>/manifest.json written last inside the snapshot
 //! <root>/.staging/<id>-<pid>/         work in progress, never read
+//! <root>/.lock                        held by the run writing a snapshot
 //! ```
 //!
 //! A snapshot is built in `.staging`, moved into `snapshots/` with one
 //! rename, and made current by atomically replacing `CURRENT` (write a
 //! temporary file, then rename). A reader that follows `CURRENT` therefore
 //! only ever sees complete snapshots; a run that dies at any point leaves
-//! the previous snapshot current.
+//! the previous snapshot current. Ids are never reused, so a published
+//! directory is never replaced, only removed by [`prune`] once it is
+//! neither current nor among the newest.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -31,13 +35,14 @@ pub const SCORES_FILE: &str = "scores.parquet";
 /// The manifest inside a snapshot.
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Bumped when the snapshot layout or scores schema changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 
 /// What a snapshot holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotManifest {
     pub format_version: u32,
-    /// `<as_of>_<scored_at as YYYYMMDDTHHMMSS>`.
+    /// `<as_of>_<scored_at as YYYYMMDDTHHMMSS>`, with `_<n>` appended if a
+    /// snapshot of that id exists (two runs in one second).
     pub snapshot_id: String,
     /// Feature cutoff date (ISO).
     pub as_of: String,
@@ -47,8 +52,21 @@ pub struct SnapshotManifest {
     pub rows: u64,
     /// Versions of the models whose scores the snapshot holds.
     pub model_versions: Vec<String>,
+    /// The same by task: `churn`, `response`, `uplift`, `clv`.
+    #[serde(default)]
+    pub models: BTreeMap<String, String>,
     /// engage version that wrote it.
     pub engage_version: String,
+}
+
+/// A snapshot id for `as_of` scored at `scored_at` not yet used under `root`.
+pub fn new_id(root: &Path, as_of: &str, scored_at: &chrono::DateTime<chrono::Utc>) -> String {
+    let base = format!("{as_of}_{}", scored_at.format("%Y%m%dT%H%M%S"));
+    let taken = |id: &str| root.join(SNAPSHOTS_DIR).join(id).exists();
+    if !taken(&base) {
+        return base;
+    }
+    (2..).map(|n| format!("{base}_{n}")).find(|id| !taken(id)).expect("an unused id")
 }
 
 /// A fresh staging directory for snapshot `id` under `root`.
@@ -70,12 +88,44 @@ pub fn publish(root: &Path, staging: &Path, manifest: &SnapshotManifest) -> Resu
     std::fs::create_dir_all(&snapshots).map_err(io(&snapshots))?;
     let target = snapshots.join(&manifest.snapshot_id);
     if target.exists() {
-        // Same id means same as-of and same second: replace, it is a re-run.
-        std::fs::remove_dir_all(&target).map_err(io(&target))?;
+        return Err(ModelError::Snapshot {
+            path: target.display().to_string(),
+            reason: "a published snapshot of this id exists; ids are never reused".into(),
+        });
     }
     std::fs::rename(staging, &target).map_err(io(&target))?;
     write_atomic(&root.join(POINTER_FILE), format!("{}\n", manifest.snapshot_id).as_bytes())?;
     Ok(target)
+}
+
+/// Retention: removes every snapshot superseded by a newer one of the same
+/// as-of date (a re-run), then all but the `keep` newest (by id: as-of
+/// date, then scoring time). The current snapshot is never removed.
+/// Returns the removed ids, oldest first.
+pub fn prune(root: &Path, keep: usize) -> Result<Vec<String>, ModelError> {
+    let dir = root.join(SNAPSHOTS_DIR);
+    let mut ids: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(io(&dir))?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|id| !id.starts_with('.'))
+        .collect();
+    ids.sort();
+    let current = std::fs::read_to_string(root.join(POINTER_FILE)).unwrap_or_default().trim().to_string();
+    // The newest id of each as-of date (ids sort by as-of, then time).
+    let mut newest: BTreeMap<&str, &str> = BTreeMap::new();
+    for id in &ids {
+        newest.insert(id.split('_').next().unwrap_or(id), id);
+    }
+    let kept: BTreeSet<&str> = newest.values().rev().take(keep).copied().chain([current.as_str()]).collect();
+    let mut removed = Vec::new();
+    for id in ids.iter().filter(|id| !kept.contains(id.as_str())) {
+        let path = dir.join(id);
+        std::fs::remove_dir_all(&path).map_err(io(&path))?;
+        removed.push(id.clone());
+    }
+    Ok(removed)
 }
 
 /// The current snapshot under `root`: its directory and manifest.

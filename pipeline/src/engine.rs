@@ -168,6 +168,7 @@ impl Task {
 
 /// The day limits of the lifecycle stages (`sql/features/lifecycle.sql`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LifecycleRules {
     /// First purchase at most this many days ago: `new`.
     pub new_days: u32,

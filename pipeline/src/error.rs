@@ -37,6 +37,9 @@ pub enum PipelineError {
     },
     #[error("invalid argument {name} = `{value}`: {reason}")]
     InvalidArgument { name: &'static str, value: String, reason: String },
+    /// A configuration file's field (`segments.rules[2].stage`) is wrong.
+    #[error("config {field}: {reason}")]
+    Config { field: String, reason: String },
     #[error("no training rows: {0}")]
     NoTrainingRows(String),
     #[error("{path}")]

@@ -54,6 +54,19 @@ pub fn normalize_email(raw: &str) -> Option<String> {
     (!local.is_empty() && !domain.is_empty() && !domain.contains('@')).then_some(e)
 }
 
+/// Checks a country calling code: 1 to 3 digits, not starting with 0.
+pub fn check_country_code(code: &str) -> std::result::Result<(), String> {
+    let ok = !code.is_empty()
+        && code.len() <= 3
+        && code.chars().all(|c| c.is_ascii_digit())
+        && !code.starts_with('0');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{code}` is not a country calling code (1 to 3 digits, e.g. 1 or 44)"))
+    }
+}
+
 /// A phone number in E.164 (`+<country><number>`). Formatting is dropped; a
 /// leading `+` or `00` means the number has its country code; otherwise,
 /// after dropping one leading trunk `0`, a number of 10 digits or fewer is

@@ -1,24 +1,22 @@
 //! The pipeline's jobs: build features, resolve identities, train a churn
-//! model, score a snapshot, forget a person. Each takes a plain options struct, validates its inputs before
+//! model, forget a person (scoring is in [`crate::scoring`]). Each takes a plain options struct, validates its inputs before
 //! writing anything, and writes its outputs atomically.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chrono::{NaiveDate, Utc};
-use datafusion::arrow::array::{
-    ArrayRef, AsArray, Date32Array, Float64Array, StringArray, TimestampMicrosecondArray,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use chrono::NaiveDate;
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::record_batch::RecordBatch;
 use engage_models::clv::{self, ClvArtifact, summarize};
 use engage_models::clv::{ParetoNbd, Rfm};
 use engage_models::clv_diagnostics::{ClvDiagnostics, compare_spend, diagnose};
 use engage_models::metrics::Curves;
-use engage_models::registry::{MODEL_FILE, ModelRef, Registry};
+use engage_models::registry::{MODEL_FILE, Registry};
 use engage_models::report;
-use engage_models::snapshot::{self, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest};
+use engage_models::snapshot;
 use engage_models::spend::SpendParams;
 use engage_models::uplift::{UpliftArtifact, UpliftSet, train_uplift};
 use engage_models::{ModelArtifact, TrainConfig, TrainOptions, TrainingSet, TrainingWindow};
@@ -30,8 +28,8 @@ use crate::error::{PipelineError, Result, io};
 use crate::frame::{TableColumns, feature_matrix, labels, table_text, table_training_set};
 use crate::identity::{ID_TYPES, normalize};
 use crate::output::write_parquet;
-use crate::report::{ModelSummary, RUN_REPORT_FILE, RunReport, ScoreSummary, Stopwatch};
-use crate::schema::{AS_OF, CHURN_PROBABILITY, CHURNED, CUSTOMER_ID, MODEL_VERSION, SCORED_AT};
+use crate::report::{ModelSummary, RUN_REPORT_FILE, RunReport, Stopwatch};
+use crate::schema::{AS_OF, CHURNED, CUSTOMER_ID};
 use datafusion::common::JoinType;
 use datafusion::prelude::{col, lit};
 
@@ -494,126 +492,6 @@ pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
         save_run_report(dir, &report)
     })?;
     Ok(TrainClvRun { artifact, diagnostics, dir, promoted, report })
-}
-
-/// Reasons per scored customer: the features raising the score most
-/// (`reason_<k>`, `reason_<k>_impact` in log-odds), see
-/// [`engage_models::FittedChurn::top_reasons`].
-pub const REASONS: usize = 3;
-
-/// What a scoring run published.
-#[derive(Debug, Clone)]
-pub struct ScoreRun {
-    pub manifest: SnapshotManifest,
-    pub snapshot_dir: PathBuf,
-    /// Also in the snapshot as `run_report.json`.
-    pub report: RunReport,
-}
-
-/// Scores every customer of `source` as of `as_of` with `model` from the
-/// registry at `models` (its promoted version unless the reference names
-/// one) and publishes a snapshot under `out` (see
-/// [`engage_models::snapshot`]); the snapshot holds its run report.
-pub async fn score(
-    source: &DataSource,
-    as_of: NaiveDate,
-    models: &Path,
-    model: &ModelRef,
-    out: &Path,
-) -> Result<ScoreRun> {
-    let mut clock = Stopwatch::start();
-    let (meta, path) = Registry::new(models).resolve(model)?;
-    if meta.task != "churn" {
-        return Err(PipelineError::InvalidArgument {
-            name: "--model",
-            value: format!("{model} ({})", meta.version),
-            reason: format!("engage score publishes churn probabilities; this model predicts {}", meta.task),
-        });
-    }
-    let artifact = ModelArtifact::load(&path)?;
-    let mut engine = Engine::open_source(source).await?;
-    clock.lap("ingest");
-    let features = engine.features(as_of).await?;
-    clock.lap("features");
-    let (ids, names, x) = feature_matrix(&features)?;
-    artifact.model.check_features(&artifact.model_version, &names)?;
-    let p = artifact.model.predict_proba(&x);
-    let reasons = artifact.model.top_reasons(&x, REASONS);
-    clock.lap("score");
-
-    let scored_at = Utc::now();
-    let id = format!("{as_of}_{}", scored_at.format("%Y%m%dT%H%M%S"));
-    let n = ids.len();
-    let schema = Arc::new(Schema::new(
-        vec![
-            Field::new(CUSTOMER_ID, DataType::Utf8, false),
-            Field::new(CHURN_PROBABILITY, DataType::Float64, false),
-            Field::new(MODEL_VERSION, DataType::Utf8, false),
-            Field::new(AS_OF, DataType::Date32, false),
-            Field::new(SCORED_AT, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
-        ]
-        .into_iter()
-        .chain((1..=REASONS).flat_map(|k| {
-            [
-                Field::new(format!("reason_{k}"), DataType::Utf8, true),
-                Field::new(format!("reason_{k}_impact"), DataType::Float64, true),
-            ]
-        }))
-        .collect::<Vec<_>>(),
-    ));
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(ids)),
-        Arc::new(Float64Array::from(p.clone())),
-        Arc::new(StringArray::from(vec![artifact.model_version.as_str(); n])),
-        Arc::new(Date32Array::from(vec![(as_of - epoch).num_days() as i32; n])),
-        Arc::new(TimestampMicrosecondArray::from(vec![scored_at.timestamp_micros(); n]).with_timezone("UTC")),
-    ];
-    for k in 0..REASONS {
-        let feature: StringArray =
-            reasons.iter().map(|r| r.get(k).map(|(j, _)| names[*j].as_str())).collect();
-        let impact: Float64Array = reasons.iter().map(|r| r.get(k).map(|(_, v)| *v)).collect();
-        columns.push(Arc::new(feature));
-        columns.push(Arc::new(impact));
-    }
-    let batch = RecordBatch::try_new(schema.clone(), columns)
-        .map_err(|e| PipelineError::Query { name: "internal: score batch".into(), source: e.into() })?;
-
-    let staging = snapshot::create_staging(out, &id)?;
-    let identity = engine.identity().expect("resolved for the features").clone();
-    let mut report = RunReport::new(
-        "score",
-        Some(as_of),
-        &engine,
-        &identity,
-        None,
-        &clock,
-        vec![out.join(snapshot::SNAPSHOTS_DIR).join(&id).join(SCORES_FILE).display().to_string()],
-    );
-    report.snapshot = Some(ScoreSummary::of(&id, &artifact.model_version, &p));
-    let result = write_parquet(&staging.join(SCORES_FILE), schema, &[batch]).and_then(|_| {
-        clock.lap("write");
-        report.stages = clock.stages();
-        report.write(&staging)?;
-        let manifest = SnapshotManifest {
-            format_version: SNAPSHOT_FORMAT_VERSION,
-            snapshot_id: id.clone(),
-            as_of: as_of.to_string(),
-            scored_at: scored_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            rows: n as u64,
-            model_versions: vec![artifact.model_version.clone()],
-            engage_version: env!("CARGO_PKG_VERSION").into(),
-        };
-        let dir = snapshot::publish(out, &staging, &manifest)?;
-        Ok((manifest, dir))
-    });
-    match result {
-        Ok((manifest, snapshot_dir)) => Ok(ScoreRun { manifest, snapshot_dir, report }),
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            Err(e)
-        }
-    }
 }
 
 /// What `engage forget` did, by count only (never by value).

@@ -3,7 +3,9 @@
 //! Flow: [`ingest`] checks the inputs against the data contract and
 //! registers canonical views; [`engine::Engine`] resolves identities and
 //! runs the SQL in `sql/` ([`sql`] is its registry); [`jobs`] builds
-//! features, trains and scores, writing outputs atomically ([`output`]);
+//! features and trains, [`scoring`] publishes score snapshots with
+//! [`segments`], [`nightly`] runs the scheduled job from its config,
+//! all writing outputs atomically ([`output`]);
 //! [`generate`] writes realistic sample data.
 
 mod engine;
@@ -14,10 +16,13 @@ pub mod generate;
 pub mod identity;
 pub mod ingest;
 pub mod jobs;
+pub mod nightly;
 pub mod output;
 pub mod registry;
 pub mod report;
 pub mod schema;
+pub mod scoring;
+pub mod segments;
 pub mod sql;
 pub mod store;
 

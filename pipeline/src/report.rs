@@ -2,6 +2,7 @@
 //! (inputs, per-rule rejects, identity, per-stage time and memory), and
 //! `engage report show DIR` prints one.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -124,24 +125,38 @@ impl ModelSummary {
     }
 }
 
-/// A published score snapshot and the distribution of its scores.
+/// A published score snapshot: its models, the distribution of each
+/// score and the count of each segment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoreSummary {
     pub snapshot_id: String,
-    pub model_version: String,
+    pub customers: u64,
+    /// Task -> model version.
+    pub models: BTreeMap<String, String>,
+    pub scores: Vec<ScoreStats>,
+    /// The CLV at or above which a customer is in the high and the medium
+    /// value tier (absent without a CLV model).
+    pub value_tier_limits: Option<[f64; 2]>,
+    /// Segment column -> value (`none` when missing) -> customers.
+    pub segments: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// The distribution of one score column over the customers that have it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreStats {
+    pub score: String,
+    /// Customers with a value.
     pub customers: u64,
     pub mean: f64,
-    /// 10th, 50th and 90th percentiles of the churn probability.
+    /// 10th, 50th and 90th percentiles.
     pub p10: f64,
     pub p50: f64,
     pub p90: f64,
-    /// Customers with a churn probability of 0.5 or more.
-    pub above_half: u64,
 }
 
-impl ScoreSummary {
-    pub fn of(snapshot_id: &str, model_version: &str, p: &[f64]) -> ScoreSummary {
-        let mut sorted = p.to_vec();
+impl ScoreStats {
+    pub fn of(score: &str, values: &[f64]) -> ScoreStats {
+        let mut sorted = values.to_vec();
         sorted.sort_by(f64::total_cmp);
         let q = |f: f64| {
             if sorted.is_empty() {
@@ -150,15 +165,13 @@ impl ScoreSummary {
                 sorted[((sorted.len() - 1) as f64 * f).round() as usize]
             }
         };
-        ScoreSummary {
-            snapshot_id: snapshot_id.into(),
-            model_version: model_version.into(),
-            customers: p.len() as u64,
-            mean: p.iter().sum::<f64>() / p.len().max(1) as f64,
+        ScoreStats {
+            score: score.into(),
+            customers: values.len() as u64,
+            mean: values.iter().sum::<f64>() / values.len().max(1) as f64,
             p10: q(0.1),
             p50: q(0.5),
             p90: q(0.9),
-            above_half: p.iter().filter(|&&v| v >= 0.5).count() as u64,
         }
     }
 }
@@ -336,11 +349,31 @@ impl RunReport {
         }
         if let Some(s) = &self.snapshot {
             line(String::new());
-            line(format!("snapshot {} scored with {}", s.snapshot_id, s.model_version));
+            let models: Vec<String> = s.models.iter().map(|(t, v)| format!("{t} {v}")).collect();
             line(format!(
-                "{} customers: churn probability mean {:.3}, p10 {:.3}, median {:.3}, p90 {:.3}; {} at 0.5 or more",
-                s.customers, s.mean, s.p10, s.p50, s.p90, s.above_half
+                "snapshot {} of {} customers scored with {}",
+                s.snapshot_id,
+                s.customers,
+                models.join(", ")
             ));
+            for st in &s.scores {
+                line(format!(
+                    "{} mean {:.3}, p10 {:.3}, median {:.3}, p90 {:.3} ({} customers)",
+                    st.score.replace('_', " "),
+                    st.mean,
+                    st.p10,
+                    st.p50,
+                    st.p90,
+                    st.customers
+                ));
+            }
+            if let Some([high, medium]) = s.value_tier_limits {
+                line(format!("value tiers: high from CLV {high:.2}, medium from {medium:.2}"));
+            }
+            for (column, counts) in &s.segments {
+                let counts: Vec<String> = counts.iter().map(|(v, n)| format!("{v} {n}")).collect();
+                line(format!("{}: {}", column.replace('_', " "), counts.join(", ")));
+            }
         }
         line(String::new());
         let w = self.stages.iter().map(|s| s.name.len()).max().unwrap_or(0).max(14);

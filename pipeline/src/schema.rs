@@ -79,7 +79,6 @@ pub const RESPONSES: &str = "responses";
 
 pub const CUSTOMER_ID: &str = "customer_id";
 pub const CHURN_PROBABILITY: &str = "churn_probability";
-pub const MODEL_VERSION: &str = "model_version";
 pub const AS_OF: &str = "as_of";
 pub const SCORED_AT: &str = "scored_at";
 pub const CHURNED: &str = "churned";

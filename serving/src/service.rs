@@ -1,7 +1,7 @@
 //! The score service: loads the current snapshot into memory and answers
 //! lookups by customer id.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use arrow::array::{Array, AsArray};
@@ -12,20 +12,40 @@ use serde::Serialize;
 
 use crate::{ApiError, ServeError};
 
-/// Every score the API returns for one customer.
+/// Every score the API returns for one customer. A score is `null` when
+/// the snapshot was made without its model (or, for the CLV scores, when
+/// the customer had not bought before the cutoff).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CustomerScores {
     pub customer_id: String,
-    /// Probability of no purchase in the model's horizon, in [0, 1].
-    pub churn_probability: f64,
-    pub model_version: String,
+    /// Probability of no purchase in the churn model's horizon, in [0, 1].
+    pub churn_probability: Option<f64>,
+    /// Version of the churn model (the other models' are in `model_versions`).
+    pub model_version: Option<String>,
+    /// Probability of responding to a contact.
+    pub response_probability: Option<f64>,
+    /// The best offer's uplift: response probability treated minus control.
+    pub uplift: Option<f64>,
+    pub best_offer: Option<String>,
+    /// BG/NBD probability of being alive.
+    pub p_alive: Option<f64>,
+    /// Expected purchases and discounted value over the CLV horizon.
+    pub expected_purchases: Option<f64>,
+    pub clv: Option<f64>,
+    pub lifecycle_stage: Option<String>,
+    pub value_tier: Option<String>,
+    pub risk_band: Option<String>,
+    pub contact_strategy: String,
+    pub recommended_treatment: String,
+    /// Task -> model version of every model in the snapshot.
+    pub model_versions: BTreeMap<String, String>,
     /// Feature cutoff of the snapshot (ISO date).
     pub as_of: String,
     /// When the snapshot was scored (RFC 3339, UTC).
     pub scored_at: String,
     pub snapshot_id: String,
     /// The features raising this customer's churn score most, largest
-    /// first (empty for snapshots written before reasons existed).
+    /// first (empty without a churn model).
     pub reasons: Vec<Reason>,
 }
 
@@ -37,16 +57,26 @@ pub struct Reason {
     pub impact: f64,
 }
 
-/// Reason columns a snapshot may carry (`reason_<k>`, `reason_<k>_impact`).
+/// Reason columns of a snapshot (`reason_<k>`, `reason_<k>_impact`).
 const REASONS: usize = 3;
 
-/// One customer's row in memory.
+/// The float scores, in [`Row::scores`] order.
+const SCORES: [&str; 6] =
+    ["churn_probability", "response_probability", "uplift", "p_alive", "expected_purchases", "clv"];
+
+/// The text columns kept per row, in [`Row::labels`] order (interned).
+const LABELS: [&str; 6] =
+    ["lifecycle_stage", "value_tier", "risk_band", "contact_strategy", "recommended_treatment", "best_offer"];
+
+/// One customer's row in memory: floats as they are, text as indices into
+/// [`ScoreService::strings`] (a few distinct values each).
 #[derive(Debug)]
 struct Row {
-    churn_probability: f64,
-    /// Index into `models`.
-    model: usize,
-    /// (index into `features`, impact), largest first.
+    /// [`SCORES`]; NaN for null.
+    scores: [f64; SCORES.len()],
+    /// [`LABELS`]; `u32::MAX` for null.
+    labels: [u32; LABELS.len()],
+    /// (index into `strings`, impact), largest first.
     reasons: [Option<(u32, f64)>; REASONS],
 }
 
@@ -55,9 +85,18 @@ struct Row {
 pub struct ScoreService {
     manifest: SnapshotManifest,
     rows: HashMap<String, Row>,
-    models: Vec<String>,
-    /// Feature names the reasons refer to.
-    features: Vec<String>,
+    /// Interned labels and reason feature names.
+    strings: Vec<String>,
+}
+
+/// Interns `value` in `strings`.
+fn intern(strings: &mut Vec<String>, index: &mut HashMap<String, u32>, value: &str) -> u32 {
+    if let Some(&i) = index.get(value) {
+        return i;
+    }
+    strings.push(value.to_string());
+    index.insert(value.to_string(), strings.len() as u32 - 1);
+    strings.len() as u32 - 1
 }
 
 impl ScoreService {
@@ -75,8 +114,7 @@ impl ScoreService {
             .build()
             .map_err(parquet_err)?;
         let mut rows = HashMap::with_capacity(manifest.rows as usize);
-        let mut models: Vec<String> = Vec::new();
-        let mut features: Vec<String> = Vec::new();
+        let (mut strings, mut index) = (Vec::new(), HashMap::new());
         for batch in reader {
             let batch = batch.map_err(|e| parquet_err(e.into()))?;
             let column = |name: &str, ty: DataType| {
@@ -93,48 +131,54 @@ impl ScoreService {
                 Ok(col.clone())
             };
             let ids = column("customer_id", DataType::Utf8)?;
-            let probs = column("churn_probability", DataType::Float64)?;
-            let versions = column("model_version", DataType::Utf8)?;
-            let (ids, probs, versions) =
-                (ids.as_string::<i32>(), probs.as_primitive::<Float64Type>(), versions.as_string::<i32>());
-            // Reason columns are optional: older snapshots have none.
+            let ids = ids.as_string::<i32>();
+            let scores =
+                SCORES.iter().map(|c| column(c, DataType::Float64)).collect::<Result<Vec<_>, _>>()?;
+            let labels = LABELS.iter().map(|c| column(c, DataType::Utf8)).collect::<Result<Vec<_>, _>>()?;
             let mut reason_columns = Vec::new();
             for k in 1..=REASONS {
-                if batch.column_by_name(&format!("reason_{k}")).is_some() {
-                    let feature = column(&format!("reason_{k}"), DataType::Utf8)?;
-                    let impact = column(&format!("reason_{k}_impact"), DataType::Float64)?;
-                    reason_columns.push((feature, impact));
-                }
+                let feature = column(&format!("reason_{k}"), DataType::Utf8)?;
+                let impact = column(&format!("reason_{k}_impact"), DataType::Float64)?;
+                reason_columns.push((feature, impact));
             }
             for i in 0..batch.num_rows() {
-                if ids.is_null(i) || probs.is_null(i) || versions.is_null(i) {
+                if ids.is_null(i) {
                     return Err(ServeError::Schema {
                         path: shown.clone(),
-                        reason: format!("null value in row {i}"),
+                        reason: format!("null customer_id in row {i}"),
                     });
                 }
-                let version = versions.value(i);
-                let m = match models.iter().position(|v| v == version) {
-                    Some(m) => m,
-                    None => {
-                        models.push(version.to_string());
-                        models.len() - 1
-                    }
+                let mut row = Row {
+                    scores: [f64::NAN; SCORES.len()],
+                    labels: [u32::MAX; LABELS.len()],
+                    reasons: [None; REASONS],
                 };
-                let mut reasons = [None; REASONS];
+                for (j, col) in scores.iter().enumerate() {
+                    let col = col.as_primitive::<Float64Type>();
+                    if col.is_valid(i) {
+                        row.scores[j] = col.value(i);
+                    }
+                }
+                for (j, col) in labels.iter().enumerate() {
+                    let col = col.as_string::<i32>();
+                    if col.is_valid(i) {
+                        row.labels[j] = intern(&mut strings, &mut index, col.value(i));
+                    }
+                }
                 for (k, (feature, impact)) in reason_columns.iter().enumerate() {
                     let (feature, impact) =
                         (feature.as_string::<i32>(), impact.as_primitive::<Float64Type>());
                     if feature.is_valid(i) && impact.is_valid(i) {
-                        let name = feature.value(i);
-                        let f = features.iter().position(|v| v == name).unwrap_or_else(|| {
-                            features.push(name.to_string());
-                            features.len() - 1
-                        });
-                        reasons[k] = Some((f as u32, impact.value(i)));
+                        row.reasons[k] =
+                            Some((intern(&mut strings, &mut index, feature.value(i)), impact.value(i)));
                     }
                 }
-                let row = Row { churn_probability: probs.value(i), model: m, reasons };
+                if row.labels[3] == u32::MAX || row.labels[4] == u32::MAX {
+                    return Err(ServeError::Schema {
+                        path: shown.clone(),
+                        reason: format!("row {i}: no contact strategy or recommended treatment"),
+                    });
+                }
                 rows.insert(ids.value(i).to_string(), row);
             }
         }
@@ -144,22 +188,37 @@ impl ScoreService {
                 reason: format!("{} distinct customers, the manifest says {}", rows.len(), manifest.rows),
             });
         }
-        Ok(ScoreService { manifest, rows, models, features })
+        Ok(ScoreService { manifest, rows, strings })
     }
 
     /// Scores of one customer, or `UnknownCustomer`.
     pub fn scores_for(&self, customer_id: &str) -> Result<CustomerScores, ApiError> {
         let row =
             self.rows.get(customer_id).ok_or_else(|| ApiError::UnknownCustomer(customer_id.to_string()))?;
+        let score = |j: usize| Some(row.scores[j]).filter(|v| !v.is_nan());
+        let label =
+            |j: usize| (row.labels[j] != u32::MAX).then(|| self.strings[row.labels[j] as usize].clone());
         Ok(CustomerScores {
             customer_id: customer_id.to_string(),
-            churn_probability: row.churn_probability,
-            model_version: self.models[row.model].clone(),
+            churn_probability: score(0),
+            model_version: self.manifest.models.get("churn").cloned(),
+            response_probability: score(1),
+            uplift: score(2),
+            best_offer: label(5),
+            p_alive: score(3),
+            expected_purchases: score(4),
+            clv: score(5),
+            lifecycle_stage: label(0),
+            value_tier: label(1),
+            risk_band: label(2),
+            contact_strategy: label(3).expect("checked at load"),
+            recommended_treatment: label(4).expect("checked at load"),
+            model_versions: self.manifest.models.clone(),
             reasons: row
                 .reasons
                 .iter()
                 .flatten()
-                .map(|&(f, impact)| Reason { feature: self.features[f as usize].clone(), impact })
+                .map(|&(f, impact)| Reason { feature: self.strings[f as usize].clone(), impact })
                 .collect(),
             as_of: self.manifest.as_of.clone(),
             scored_at: self.manifest.scored_at.clone(),

@@ -10,7 +10,8 @@ use engage_models::registry::ModelRef;
 use engage_models::{SplitConfig, TrainConfig};
 use engage_pipeline::DataSource;
 use engage_pipeline::generate::{GenerateOptions, generate};
-use engage_pipeline::jobs::{TrainChurnOptions, build_features, score, train_churn_model};
+use engage_pipeline::jobs::{TrainChurnOptions, build_features, train_churn_model};
+use engage_pipeline::scoring::{ScoreOptions, score};
 
 /// Marker file that says a directory belongs to the demo and may be replaced.
 const MARKER: &str = ".engage-demo";
@@ -62,9 +63,15 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         name: trained.artifact.name.clone(),
         version: Some(trained.artifact.model_version.clone()),
     };
-    let scored = score(&source, score_as_of, &dir.join("models"), &model, &dir.join("scores"))
-        .await
-        .context("scoring")?;
+    let scored = score(&ScoreOptions::score(
+        source.clone(),
+        score_as_of,
+        &dir.join("models"),
+        &[model],
+        &dir.join("scores"),
+    ))
+    .await
+    .context("scoring")?;
     let train_report = trained.report.as_ref().expect("trained from the contract tables");
 
     let m = &trained.artifact.metrics;

@@ -15,10 +15,12 @@ use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::identity::IdentityOptions;
 use engage_pipeline::jobs::{
     DatasetOptions, LifecycleRun, TrainChurnOptions, TrainClvOptions, TrainTableOptions, TrainUpliftOptions,
-    build_dataset, build_features, build_identity, build_lifecycle, forget, score, train_churn_model,
+    build_dataset, build_features, build_identity, build_lifecycle, forget, train_churn_model,
     train_clv_model, train_on_table, train_uplift_on_table,
 };
+use engage_pipeline::nightly::NightlyConfig;
 use engage_pipeline::report::RunReport;
+use engage_pipeline::scoring::{ScoreOptions, ScoreRun, score};
 use engage_pipeline::store::DataRoot;
 use engage_pipeline::{DataSource, LifecycleRules, Task};
 
@@ -104,7 +106,19 @@ enum Command {
         #[command(subcommand)]
         task: TrainTask,
     },
-    /// Score every customer and publish a score snapshot.
+    /// The scheduled job: ingest, identity, features, score with every
+    /// promoted model, segments, publish a snapshot, retention.
+    Nightly {
+        /// The job's TOML config (see engage.example.toml, docs/nightly.md).
+        #[arg(long)]
+        config: PathBuf,
+        /// Cutoff date (YYYY-MM-DD); overrides the config's `as_of`.
+        /// Default: the config's, else today (UTC).
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<NaiveDate>,
+    },
+    /// Score every customer with the given models and publish a score
+    /// snapshot with segments (default rules; `engage nightly` configures them).
     Score {
         #[command(flatten)]
         data: DataArgs,
@@ -116,9 +130,10 @@ enum Command {
         /// The model registry `engage train --models` writes.
         #[arg(long)]
         models: PathBuf,
-        /// Which model: NAME (its promoted version) or NAME@VERSION.
+        /// Which model: NAME (its promoted version) or NAME@VERSION;
+        /// repeat for several (one per task: churn, response, uplift, clv).
         #[arg(long, default_value = "churn")]
-        model: ModelRef,
+        model: Vec<ModelRef>,
         /// Snapshot root: snapshots/<id>/ and the CURRENT pointer go here.
         #[arg(long)]
         out: PathBuf,
@@ -542,12 +557,7 @@ fn default_erasure_list() -> Result<PathBuf> {
 }
 
 fn parse_country_code(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty() && s.len() <= 3 && s.chars().all(|c| c.is_ascii_digit()) && !s.starts_with('0');
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(format!("`{s}` is not a country calling code (1 to 3 digits, e.g. 1 or 44)"))
-    }
+    engage_pipeline::identity::check_country_code(s).map(|()| s.to_string())
 }
 
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
@@ -811,18 +821,27 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("registered {}{}", run.dir.display(), promoted_note(run.promoted, &run.artifact.name));
         }
         Command::Models { action } => models_command(action)?,
+        Command::Nightly { config, as_of } => {
+            let cfg =
+                NightlyConfig::load(&config).with_context(|| format!("reading {}", config.display()))?;
+            let list = match &cfg.data.erasure_list {
+                Some(p) => p.clone(),
+                None => default_erasure_list()?,
+            };
+            let as_of = as_of.or(cfg.as_of).unwrap_or_else(|| chrono::Utc::now().date_naive());
+            let run = engage_pipeline::nightly::run(&cfg, cfg.source(&list)?, as_of)
+                .await
+                .with_context(|| format!("nightly run of {} as of {as_of}", config.display()))?;
+            print_published(&run);
+        }
         Command::Score { data, features, as_of, models, model, out } => {
             let source = features.apply(data.source()?);
-            let run = score(&source, as_of, &models, &model, &out)
-                .await
-                .with_context(|| format!("scoring {} with {model} from {}", data, models.display()))?;
-            print!("{}", run.report.render());
-            println!(
-                "published snapshot {} ({} customers) at {}",
-                run.manifest.snapshot_id,
-                run.manifest.rows,
-                run.snapshot_dir.display()
-            );
+            let opts = ScoreOptions::score(source, as_of, &models, &model, &out);
+            let names: Vec<String> = model.iter().map(|m| m.to_string()).collect();
+            let run = score(&opts).await.with_context(|| {
+                format!("scoring {} with {} from {}", data, names.join(", "), models.display())
+            })?;
+            print_published(&run);
         }
         Command::Serve { scores, bind } => {
             if !scores.is_dir() {
@@ -843,6 +862,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(args).await?,
     }
     Ok(())
+}
+
+/// The run report and where the snapshot went.
+fn print_published(run: &ScoreRun) {
+    print!("{}", run.report.render());
+    println!(
+        "published snapshot {} ({} customers) at {}",
+        run.manifest.snapshot_id,
+        run.manifest.rows,
+        run.snapshot_dir.display()
+    );
+    if !run.pruned.is_empty() {
+        println!("removed older snapshots: {}", run.pruned.join(", "));
+    }
 }
 
 /// What `engage train uplift` prints: the split and each treatment's

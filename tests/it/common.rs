@@ -129,13 +129,13 @@ pub fn trained() -> &'static Trained {
                     .await
                     .unwrap();
                 let scores = tmp.path().join("scores");
-                engage_pipeline::jobs::score(
-                    &engage_pipeline::DataSource::new(&data),
+                engage_pipeline::scoring::score(&engage_pipeline::scoring::ScoreOptions::score(
+                    engage_pipeline::DataSource::new(&data),
                     date("2026-07-01"),
                     &tmp.path().join("models"),
-                    &"churn".parse().unwrap(),
+                    &["churn".parse().unwrap()],
                     &scores,
-                )
+                ))
                 .await
                 .unwrap();
                 Trained { artifact: run.artifact, dir: run.dir, scores, _tmp: tmp }

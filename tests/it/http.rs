@@ -34,8 +34,22 @@ fn scores_endpoint_returns_the_snapshot_row() {
     let (status, body) = get(&format!("{base}/v1/customers/C0000001/scores"));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["customer_id"], "C0000001");
-    assert_eq!(body["churn_probability"].as_f64().unwrap(), expected.churn_probability);
-    assert!((0.0..=1.0).contains(&expected.churn_probability));
+    let churn = expected.churn_probability.unwrap();
+    assert_eq!(body["churn_probability"].as_f64().unwrap(), churn);
+    assert!((0.0..=1.0).contains(&churn));
+    // Segments: a risk band from the churn probability; no CLV model, so no
+    // value tier and no CLV.
+    let band = if churn >= 0.6 {
+        "high"
+    } else if churn >= 0.3 {
+        "medium"
+    } else {
+        "low"
+    };
+    assert_eq!(body["risk_band"], band, "{body}");
+    assert!(body["value_tier"].is_null() && body["clv"].is_null(), "{body}");
+    assert!(body["contact_strategy"].is_string() && body["recommended_treatment"].is_string(), "{body}");
+    assert_eq!(body["model_versions"]["churn"], trained().artifact.model_version.as_str());
     assert_eq!(body["model_version"], trained().artifact.model_version.as_str());
     assert_eq!(body["as_of"], "2026-07-01");
     assert_eq!(body["snapshot_id"], svc.manifest().snapshot_id.as_str());

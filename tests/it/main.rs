@@ -9,5 +9,6 @@ mod golden;
 mod http;
 mod leakage;
 mod model;
+mod nightly;
 mod quality;
 mod uplift;

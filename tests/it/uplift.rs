@@ -152,6 +152,53 @@ async fn uplift_model_finds_the_customers_a_contact_changes() {
     let listed = stdout(&engage(&["models", "list", "--models", models]));
     assert!(listed.contains("uplift:logistic") && listed.contains("Qini "), "{listed}");
 
+    // Scoring with it: every customer's uplift per offer, the best offer
+    // and its uplift, as the model predicts from the feature table.
+    let scores = tmp.path().join("scores");
+    let features = tmp.path().join("features");
+    for args in [
+        vec!["score", "--data", data, "--as-of", "2026-07-01", "--models", models, "--model", "uplift"],
+        vec!["features", "--data", data, "--as-of", "2026-07-01"],
+    ] {
+        let out = if args[0] == "score" {
+            engage(&[args.as_slice(), &["--out", scores.to_str().unwrap()]].concat())
+        } else {
+            engage(&[args.as_slice(), &["--out", features.to_str().unwrap()]].concat())
+        };
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let id = std::fs::read_to_string(scores.join("CURRENT")).unwrap();
+    let scored =
+        read(scores.join("snapshots").join(id.trim()).join("scores.parquet").to_str().unwrap()).await;
+    let feature_batches = read(features.join("customer_features.parquet").to_str().unwrap()).await;
+    let (ids, _, x) = engage_pipeline::feature_matrix(&feature_batches).unwrap();
+    let expected = art.model.predict(&x);
+    let row_of: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    let mut best_offers = std::collections::BTreeSet::new();
+    let mut scored_rows = 0;
+    for b in &scored {
+        let (cust, best) = (text(b, "customer_id"), text(b, "best_offer"));
+        let uplift = b.column_by_name("uplift").unwrap().as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            let r = row_of[cust[i].as_str()];
+            let (k, u) = expected.best(r);
+            assert_eq!(
+                (best[i].as_str(), uplift.value(i)),
+                (art.model.treatments[k].as_str(), u),
+                "{}",
+                cust[i]
+            );
+            for (k, arm) in art.model.treatments.iter().enumerate() {
+                let col = b.column_by_name(&format!("uplift_{arm}")).unwrap().as_primitive::<Float64Type>();
+                assert_eq!(col.value(i), expected.uplift(r, k));
+            }
+            best_offers.insert(best[i].clone());
+            scored_rows += 1;
+        }
+    }
+    assert_eq!(scored_rows, ids.len());
+    assert!(best_offers.len() >= 2, "one best offer for everyone: {best_offers:?}");
+
     // A column that is not there, and no control group, are clear errors.
     let wrong = engage(&["train", "uplift", "--features", &file, "--treatment", "arm", "--models", models]);
     assert_eq!(wrong.status.code(), Some(1));

@@ -1,0 +1,256 @@
+//! `engage nightly`: the scheduled job, configured by one TOML file
+//! (docs/nightly.md; `engage.example.toml` in the repository): ingest and
+//! validate -> identity -> features -> score with every promoted model ->
+//! segments -> publish, then retention.
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{DataSource, LifecycleRules, default_response_funnel};
+use crate::erasure::ErasureList;
+use crate::error::{PipelineError, Result, io};
+use crate::identity::{IdentityOptions, check_country_code};
+use crate::scoring::{ClvScoring, ModelPick, ScoreOptions, ScoreRun, ScoreTask, score};
+use crate::segments::SegmentConfig;
+use crate::store::DataRoot;
+
+/// The nightly job's configuration. Relative paths are relative to the
+/// config file's directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NightlyConfig {
+    /// The cutoff to score as of; default: today (UTC). `--as-of` overrides.
+    #[serde(default)]
+    pub as_of: Option<NaiveDate>,
+    pub data: DataConfig,
+    pub models: ModelsConfig,
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub clv: ClvScoring,
+    #[serde(default)]
+    pub segments: SegmentConfig,
+}
+
+/// `[data]`: the inputs and how they are read (the flags of `engage
+/// features`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A directory or URL holding the contract tables.
+    pub root: String,
+    #[serde(default = "default_country_code")]
+    pub default_country_code: String,
+    #[serde(default = "one")]
+    pub max_customers_per_identifier: usize,
+    /// Default: as for every command ($ENGAGE_ERASURE_LIST, ...).
+    #[serde(default)]
+    pub erasure_list: Option<PathBuf>,
+    #[serde(default = "default_response_funnel")]
+    pub response_funnel: Vec<String>,
+    #[serde(default)]
+    pub lifecycle: LifecycleRules,
+}
+
+fn default_country_code() -> String {
+    IdentityOptions::default().default_country_code
+}
+
+fn one() -> usize {
+    1
+}
+
+/// `[models]`: the registry and, per task, the model name to use. A task
+/// left out uses the promoted version of the model named after it
+/// (`churn`, `response`, `uplift`, `clv`) when there is one; a named model
+/// must exist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    pub registry: PathBuf,
+    pub churn: Option<String>,
+    pub response: Option<String>,
+    pub uplift: Option<String>,
+    pub clv: Option<String>,
+}
+
+/// `[output]`: where snapshots go and how many stay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// The snapshot root (`engage serve --scores` reads it).
+    pub scores: PathBuf,
+    /// Snapshots kept (the newest per as-of date; the current one always).
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+}
+
+fn default_keep() -> usize {
+    7
+}
+
+impl NightlyConfig {
+    /// Reads and checks `path`; relative paths become relative to its
+    /// directory. Errors name the file and the field.
+    pub fn load(path: &Path) -> Result<NightlyConfig> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let mut config: NightlyConfig = toml::from_str(&text).map_err(|e| PipelineError::Config {
+            field: path.display().to_string(),
+            reason: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let relative = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        relative(&mut config.models.registry);
+        relative(&mut config.output.scores);
+        if let Some(list) = config.data.erasure_list.as_mut() {
+            relative(list);
+        }
+        if !config.data.root.contains("://") && Path::new(&config.data.root).is_relative() {
+            config.data.root = base.join(&config.data.root).display().to_string();
+        }
+        config.check().map_err(|e| match e {
+            PipelineError::Config { field, reason } => {
+                PipelineError::Config { field: format!("{} {field}", path.display()), reason }
+            }
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what TOML types cannot.
+    pub fn check(&self) -> Result<()> {
+        let bad = |field: &str, reason: String| PipelineError::Config { field: field.into(), reason };
+        check_country_code(&self.data.default_country_code)
+            .map_err(|r| bad("data.default_country_code", r))?;
+        if self.data.max_customers_per_identifier == 0 {
+            return Err(bad("data.max_customers_per_identifier", "must be at least 1".into()));
+        }
+        if self.data.response_funnel.is_empty() {
+            return Err(bad("data.response_funnel", "needs at least one stage".into()));
+        }
+        self.data.lifecycle.check().map_err(|_| {
+            bad(
+                "data.lifecycle",
+                format!("{:?}: need active_days <= at_risk_days <= dormant_days", self.data.lifecycle),
+            )
+        })?;
+        if self.output.keep == 0 {
+            return Err(bad("output.keep", "must be at least 1 (the current snapshot)".into()));
+        }
+        if self.clv.horizon_months == 0 || !(0.0..1.0).contains(&self.clv.discount_rate) {
+            return Err(bad(
+                "clv",
+                format!(
+                    "horizon_months = {}, discount_rate = {}: need at least one month and a monthly rate in [0, 1)",
+                    self.clv.horizon_months, self.clv.discount_rate
+                ),
+            ));
+        }
+        self.picks()?;
+        let stages = crate::registry::feature("lifecycle_stage").map(|f| f.categories).unwrap_or_default();
+        self.segments.check(&stages)
+    }
+
+    /// The models to score with: the named ones, else each task's promoted one.
+    pub fn picks(&self) -> Result<Vec<ModelPick>> {
+        let m = &self.models;
+        let named = [&m.churn, &m.response, &m.uplift, &m.clv];
+        ScoreTask::ALL
+            .into_iter()
+            .zip(named)
+            .map(|(task, name)| match name {
+                Some(name) => name.parse().map(ModelPick::Use).map_err(|reason| PipelineError::Config {
+                    field: format!("models.{}", task.name()),
+                    reason,
+                }),
+                None => Ok(ModelPick::IfPromoted(task)),
+            })
+            .collect()
+    }
+
+    /// The data source: `[data]` with the erasure list at `erasure_list`
+    /// (the configured one, else the caller's default).
+    pub fn source(&self, erasure_list: &Path) -> Result<DataSource> {
+        Ok(DataSource {
+            root: DataRoot::parse(&self.data.root)?,
+            identity: IdentityOptions {
+                default_country_code: self.data.default_country_code.clone(),
+                max_customers_per_identifier: self.data.max_customers_per_identifier,
+            },
+            erasure: ErasureList::load(erasure_list)?,
+            lifecycle: self.data.lifecycle,
+            response_funnel: self.data.response_funnel.clone(),
+        })
+    }
+}
+
+/// Runs the nightly job as of `as_of` (the caller resolves `--as-of`, the
+/// config's `as_of` and today).
+pub async fn run(config: &NightlyConfig, source: DataSource, as_of: NaiveDate) -> Result<ScoreRun> {
+    score(&ScoreOptions {
+        command: "nightly",
+        source,
+        as_of,
+        models: config.models.registry.clone(),
+        picks: config.picks()?,
+        clv: config.clv,
+        segments: config.segments.clone(),
+        out: config.output.scores.clone(),
+        keep: Some(config.output.keep),
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engage.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn the_example_config_loads_with_paths_beside_it() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engage.example.toml");
+        let (dir, path) = write(&std::fs::read_to_string(example).unwrap());
+        let config = NightlyConfig::load(&path).unwrap();
+        assert_eq!(config.output.scores, dir.path().join("target/engage-demo/scores"));
+        assert_eq!(config.models.registry, dir.path().join("target/engage-demo/models"));
+        assert_eq!(config.as_of, NaiveDate::from_ymd_opt(2026, 7, 1));
+        assert!(config.data.root.starts_with(&dir.path().display().to_string()));
+        assert_eq!(config.segments, SegmentConfig::default(), "the example spells out the defaults");
+        assert_eq!(config.clv, ClvScoring::default());
+        assert_eq!(config.output.keep, 7);
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_field() {
+        let base = "[data]\nroot = \"d\"\n[models]\nregistry = \"m\"\n[output]\nscores = \"s\"\n";
+        let err = |extra: &str| {
+            let (_dir, path) = write(&format!("{base}{extra}"));
+            NightlyConfig::load(&path).unwrap_err().to_string()
+        };
+        let e = err("keep = 0\n");
+        assert!(e.contains("engage.toml") && e.contains("output.keep"), "{e}");
+        let e = err("[segments.risk]\nhigh = 2.0\n");
+        assert!(e.contains("segments.risk"), "{e}");
+        let e = err("[clv]\nhorizon_months = 0\n");
+        assert!(e.contains("clv") && e.contains("horizon_months = 0"), "{e}");
+        let e = err("colour = \"blue\"\n");
+        assert!(e.contains("colour"), "{e}");
+        let (_dir, path) = write("[data]\nroot = \"d\"\n[output]\nscores = \"s\"\n");
+        let e = NightlyConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("models"), "{e}");
+        let (_dir, path) = write(&base.replace("registry = \"m\"", "registry = \"m\"\nchurn = \"churn@\""));
+        let e = NightlyConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("models.churn"), "{e}");
+    }
+}

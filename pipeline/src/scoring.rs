@@ -1,0 +1,615 @@
+//! Batch scoring: every customer as of a cutoff, with every chosen model
+//! (churn, response, uplift, CLV), segmented, published as one snapshot
+//! (layout in [`engage_models::snapshot`]). `engage score` and `engage
+//! nightly` both end here.
+//!
+//! One run at a time per snapshot root (a lock file); a run that dies
+//! leaves the previous snapshot current, and the next run clears what it
+//! left in `.staging`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{NaiveDate, Utc};
+use datafusion::arrow::array::{ArrayRef, Date32Array, Float64Array, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use engage_models::ModelArtifact;
+use engage_models::clv::{ClvArtifact, customer_lifetime_value, summarize};
+use engage_models::registry::{ModelRef, Registry};
+use engage_models::snapshot::{self, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest};
+use engage_models::uplift::UpliftArtifact;
+
+use crate::engine::{DataSource, Engine};
+use crate::error::{PipelineError, Result, io};
+use crate::frame::{feature_matrix, table_text};
+use crate::output::write_parquet;
+use crate::report::{RunReport, ScoreStats, ScoreSummary, Stopwatch};
+use crate::schema::{AS_OF, CHURN_PROBABILITY, CUSTOMER_ID, SCORED_AT};
+use crate::segments::{SegmentConfig, SegmentInput};
+
+/// Reasons per scored customer: the features raising the churn score most
+/// (`reason_<k>`, `reason_<k>_impact` in log-odds), see
+/// [`engage_models::Classifier::top_reasons`].
+pub const REASONS: usize = 3;
+
+/// What a registry model predicts, as far as scoring is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ScoreTask {
+    Churn,
+    Response,
+    Uplift,
+    Clv,
+}
+
+impl ScoreTask {
+    pub const ALL: [ScoreTask; 4] =
+        [ScoreTask::Churn, ScoreTask::Response, ScoreTask::Uplift, ScoreTask::Clv];
+
+    /// The registry's `task` (and default model name).
+    pub fn name(self) -> &'static str {
+        match self {
+            ScoreTask::Churn => "churn",
+            ScoreTask::Response => "response",
+            ScoreTask::Uplift => "uplift",
+            ScoreTask::Clv => "clv",
+        }
+    }
+
+    fn of(task: &str) -> Option<ScoreTask> {
+        ScoreTask::ALL.into_iter().find(|t| t.name() == task)
+    }
+}
+
+/// Which model to score with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelPick {
+    /// This model; an error if it cannot be used.
+    Use(ModelRef),
+    /// The promoted version of the model named after `task`, if there is one.
+    IfPromoted(ScoreTask),
+}
+
+/// How CLV is turned into scores.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClvScoring {
+    /// Months of future value in `clv` (and of `expected_purchases`).
+    pub horizon_months: u32,
+    /// Discount rate per month.
+    pub discount_rate: f64,
+}
+
+impl Default for ClvScoring {
+    fn default() -> Self {
+        ClvScoring { horizon_months: 12, discount_rate: 0.01 }
+    }
+}
+
+/// What to score and where to publish it.
+#[derive(Debug, Clone)]
+pub struct ScoreOptions {
+    /// `score` or `nightly`: names the run report.
+    pub command: &'static str,
+    pub source: DataSource,
+    pub as_of: NaiveDate,
+    /// The model registry.
+    pub models: PathBuf,
+    pub picks: Vec<ModelPick>,
+    pub clv: ClvScoring,
+    pub segments: SegmentConfig,
+    /// The snapshot root.
+    pub out: PathBuf,
+    /// Snapshots to keep (the current one is always kept); `None` keeps all.
+    pub keep: Option<usize>,
+}
+
+impl ScoreOptions {
+    /// `engage score`'s options: the models named, the default CLV
+    /// horizon and segment rules, every snapshot kept.
+    pub fn score(
+        source: DataSource,
+        as_of: NaiveDate,
+        models: &Path,
+        refs: &[ModelRef],
+        out: &Path,
+    ) -> ScoreOptions {
+        ScoreOptions {
+            command: "score",
+            source,
+            as_of,
+            models: models.to_path_buf(),
+            picks: refs.iter().cloned().map(ModelPick::Use).collect(),
+            clv: ClvScoring::default(),
+            segments: SegmentConfig::default(),
+            out: out.to_path_buf(),
+            keep: None,
+        }
+    }
+}
+
+/// What a scoring run published.
+#[derive(Debug, Clone)]
+pub struct ScoreRun {
+    pub manifest: SnapshotManifest,
+    pub snapshot_dir: PathBuf,
+    /// Also in the snapshot as `run_report.json`.
+    pub report: RunReport,
+    /// Snapshots removed by retention.
+    pub pruned: Vec<String>,
+}
+
+/// The models a run scores with, loaded.
+#[derive(Default)]
+struct Models {
+    churn: Option<ModelArtifact>,
+    response: Option<ModelArtifact>,
+    uplift: Option<UpliftArtifact>,
+    clv: Option<ClvArtifact>,
+}
+
+impl Models {
+    fn load(registry: &Registry, picks: &[ModelPick]) -> Result<Models> {
+        let mut models = Models::default();
+        for pick in picks {
+            let reference = match pick {
+                ModelPick::Use(r) => r.clone(),
+                ModelPick::IfPromoted(task) => {
+                    let promoted =
+                        registry.promotions(task.name()).map(|p| !p.stack.is_empty()).unwrap_or(false);
+                    if !promoted {
+                        continue;
+                    }
+                    ModelRef { name: task.name().into(), version: None }
+                }
+            };
+            let (meta, path) = registry.resolve(&reference)?;
+            let bad = |reason: String| PipelineError::InvalidArgument {
+                name: "model",
+                value: format!("{reference} ({})", meta.version),
+                reason,
+            };
+            let task =
+                ScoreTask::of(&meta.task).ok_or_else(|| bad(format!("unknown task `{}`", meta.task)))?;
+            if matches!(pick, ModelPick::IfPromoted(t) if *t != task) {
+                return Err(bad(format!(
+                    "the promoted `{}` model predicts {}; name the {} model explicitly",
+                    reference.name, meta.task, reference.name
+                )));
+            }
+            let taken = match task {
+                ScoreTask::Churn => models.churn.replace(ModelArtifact::load(&path)?).is_some(),
+                ScoreTask::Response => models.response.replace(ModelArtifact::load(&path)?).is_some(),
+                ScoreTask::Uplift => models.uplift.replace(UpliftArtifact::load(&path)?).is_some(),
+                ScoreTask::Clv => models.clv.replace(ClvArtifact::load(&path)?).is_some(),
+            };
+            if taken {
+                return Err(bad(format!("a second {} model: a snapshot holds one per task", meta.task)));
+            }
+        }
+        if models.versions().is_empty() {
+            return Err(PipelineError::InvalidArgument {
+                name: "models",
+                value: registry.root().display().to_string(),
+                reason:
+                    "no model to score with: train and promote one (engage train ..., engage models promote)"
+                        .into(),
+            });
+        }
+        Ok(models)
+    }
+
+    /// Task -> model version.
+    fn versions(&self) -> BTreeMap<String, String> {
+        [
+            ("churn", self.churn.as_ref().map(|a| &a.model_version)),
+            ("response", self.response.as_ref().map(|a| &a.model_version)),
+            ("uplift", self.uplift.as_ref().map(|a| &a.model_version)),
+            ("clv", self.clv.as_ref().map(|a| &a.model_version)),
+        ]
+        .into_iter()
+        .filter_map(|(t, v)| v.map(|v| (t.to_string(), v.clone())))
+        .collect()
+    }
+}
+
+/// Scores every customer of `opts.source` as of `opts.as_of` and publishes
+/// a snapshot under `opts.out`; see the module docs and docs/nightly.md.
+pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
+    let progress = Progress::new(opts.command);
+    let mut clock = Stopwatch::start();
+    let _lock = lock(&opts.out)?;
+    clear_staging(&opts.out)?;
+    let registry = Registry::new(&opts.models);
+    let models = Models::load(&registry, &opts.picks)?;
+    let stages = crate::registry::feature("lifecycle_stage").map(|f| f.categories).unwrap_or_default();
+    opts.segments.check(&stages)?;
+    let mut engine = Engine::open_source(&opts.source).await?;
+    progress.lap(&mut clock, "ingest");
+    let identity = engine.resolve_identities(Some(opts.as_of)).await?.clone();
+    progress.lap(&mut clock, "identity");
+    let features = engine.features(opts.as_of).await?;
+    progress.lap(&mut clock, "features");
+    let (ids, names, x) = feature_matrix(&features)?;
+    let stage = table_text(&features, "lifecycle_stage", "the feature table")?;
+    drop(features);
+    let n = ids.len();
+
+    let mut columns = ScoreColumns::new(n);
+    if let Some(a) = &models.churn {
+        a.model.check_features(&a.model_version, &names)?;
+        let p = a.model.predict_proba(&x);
+        let reasons = a.model.top_reasons(&x, REASONS);
+        for k in 0..REASONS {
+            let feature: StringArray =
+                reasons.iter().map(|r| r.get(k).map(|(j, _)| names[*j].as_str())).collect();
+            let impact: Float64Array = reasons.iter().map(|r| r.get(k).map(|(_, v)| *v)).collect();
+            columns.reasons.push((Arc::new(feature), Arc::new(impact)));
+        }
+        columns.churn = Some(p);
+    }
+    if let Some(a) = &models.response {
+        a.model.check_features(&a.model_version, &names)?;
+        columns.response = Some(a.model.predict_proba(&x));
+    }
+    if let Some(a) = &models.uplift {
+        a.model.check_features(&a.model_version, &names)?;
+        let s = a.model.predict(&x);
+        let best: Vec<(usize, f64)> = (0..n).map(|i| s.best(i)).collect();
+        columns.uplift = Some(best.iter().map(|b| b.1).collect());
+        columns.best_offer = Some(best.iter().map(|b| a.model.treatments[b.0].clone()).collect());
+        for (k, arm) in a.model.treatments.iter().enumerate() {
+            columns.arms.push((arm_column(arm)?, (0..n).map(|i| s.uplift(i, k)).collect()));
+        }
+    }
+    drop(x);
+    progress.lap(&mut clock, "score classifiers");
+    if let Some(a) = &models.clv {
+        let purchases = engine.purchase_days(opts.as_of).await?;
+        let end_day = (opts.as_of - epoch()).num_days() - 1;
+        let summaries: HashMap<String, engage_models::clv::Rfm> =
+            summarize(purchases.iter().map(|(c, d, v)| (c, *d, *v)), end_day, a.unit_days)
+                .into_iter()
+                .collect();
+        drop(purchases);
+        let month = 365.25 / 12.0 / a.unit_days;
+        let (bg, gg) = (&a.bg_nbd.params, &a.gamma_gamma.params);
+        let horizon = opts.clv.horizon_months;
+        let mut p_alive = Vec::with_capacity(n);
+        let mut expected = Vec::with_capacity(n);
+        let mut clv = Vec::with_capacity(n);
+        for id in &ids {
+            let c = summaries.get(id);
+            p_alive.push(c.map(|c| bg.probability_alive(c)));
+            expected.push(c.map(|c| bg.expected_purchases(c, horizon as f64 * month)));
+            clv.push(c.map(|c| customer_lifetime_value(bg, gg, c, horizon, month, opts.clv.discount_rate)));
+        }
+        columns.clv = Some(ClvScores { p_alive, expected_purchases: expected, clv });
+        progress.lap(&mut clock, "score clv");
+    }
+
+    // Segments.
+    let clv_values: Vec<f64> =
+        columns.clv.as_ref().map(|c| c.clv.iter().flatten().copied().collect()).unwrap_or_default();
+    let limits = opts.segments.value_limits(&clv_values);
+    let segments: Vec<_> = (0..n)
+        .map(|i| {
+            opts.segments.assign(
+                &SegmentInput {
+                    stage: stage[i].as_deref(),
+                    clv: columns.clv.as_ref().and_then(|c| c.clv[i]),
+                    churn_probability: columns.churn.as_ref().map(|p| p[i]),
+                },
+                limits,
+            )
+        })
+        .collect();
+    progress.lap(&mut clock, "segments");
+
+    let scored_at = Utc::now();
+    let id = snapshot::new_id(&opts.out, &opts.as_of.to_string(), &scored_at);
+    let staging = snapshot::create_staging(&opts.out, &id)?;
+    let versions = models.versions();
+    let mut summary = ScoreSummary {
+        snapshot_id: id.clone(),
+        customers: n as u64,
+        models: versions.clone(),
+        scores: columns.stats(),
+        value_tier_limits: limits.map(|(h, m)| [h, m]),
+        segments: BTreeMap::new(),
+    };
+    let mut count = |key: &str, value: Option<&str>| {
+        *summary.segments.entry(key.into()).or_default().entry(value.unwrap_or("none").into()).or_default() +=
+            1
+    };
+    for (i, s) in segments.iter().enumerate() {
+        count("lifecycle_stage", stage[i].as_deref());
+        count("value_tier", s.value_tier);
+        count("risk_band", s.risk_band);
+        count("contact_strategy", Some(s.strategy.name()));
+        count("recommended_treatment", Some(s.treatment.name()));
+    }
+    let batch = columns.batch(ids, opts.as_of, scored_at, stage, &segments)?;
+    let result = async {
+        write_parquet(&staging.join(SCORES_FILE), batch.schema(), &[batch])?;
+        let mut outputs = vec![opts.out.join(snapshot::SNAPSHOTS_DIR).join(&id).display().to_string()];
+        outputs.extend(engine.write_rejects(&staging).await?.iter().map(|p| {
+            let relative = p.strip_prefix(&staging).unwrap_or(p);
+            opts.out.join(snapshot::SNAPSHOTS_DIR).join(&id).join(relative).display().to_string()
+        }));
+        progress.lap(&mut clock, "write");
+        let mut report =
+            RunReport::new(opts.command, Some(opts.as_of), &engine, &identity, None, &clock, outputs);
+        report.snapshot = Some(summary);
+        report.write(&staging)?;
+        let manifest = SnapshotManifest {
+            format_version: SNAPSHOT_FORMAT_VERSION,
+            snapshot_id: id.clone(),
+            as_of: opts.as_of.to_string(),
+            scored_at: scored_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            rows: n as u64,
+            model_versions: versions.values().cloned().collect(),
+            models: versions,
+            engage_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let dir = snapshot::publish(&opts.out, &staging, &manifest)?;
+        Ok::<_, PipelineError>((manifest, dir, report))
+    }
+    .await;
+    let (manifest, snapshot_dir, report) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    let pruned = match opts.keep {
+        Some(keep) => snapshot::prune(&opts.out, keep)?,
+        None => Vec::new(),
+    };
+    progress.done(&clock);
+    Ok(ScoreRun { manifest, snapshot_dir, report, pruned })
+}
+
+fn epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")
+}
+
+/// `uplift_<arm>`: the arm's name in lower case, other characters than
+/// letters and digits as `_`.
+fn arm_column(arm: &str) -> Result<String> {
+    let clean: String =
+        arm.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    if clean.is_empty() {
+        return Err(PipelineError::InvalidArgument {
+            name: "uplift model",
+            value: arm.into(),
+            reason: "an empty treatment name".into(),
+        });
+    }
+    Ok(format!("uplift_{clean}"))
+}
+
+/// The score columns of a snapshot, filled model by model.
+struct ScoreColumns {
+    n: usize,
+    churn: Option<Vec<f64>>,
+    reasons: Vec<(ArrayRef, ArrayRef)>,
+    response: Option<Vec<f64>>,
+    uplift: Option<Vec<f64>>,
+    best_offer: Option<Vec<String>>,
+    /// (`uplift_<arm>`, uplift of that arm).
+    arms: Vec<(String, Vec<f64>)>,
+    clv: Option<ClvScores>,
+}
+
+/// Per customer; `None` for customers without a purchase before the cutoff.
+struct ClvScores {
+    p_alive: Vec<Option<f64>>,
+    expected_purchases: Vec<Option<f64>>,
+    clv: Vec<Option<f64>>,
+}
+
+impl ScoreColumns {
+    fn new(n: usize) -> ScoreColumns {
+        ScoreColumns {
+            n,
+            churn: None,
+            reasons: Vec::new(),
+            response: None,
+            uplift: None,
+            best_offer: None,
+            arms: Vec::new(),
+            clv: None,
+        }
+    }
+
+    /// The distribution of each score present.
+    fn stats(&self) -> Vec<ScoreStats> {
+        let mut out = Vec::new();
+        let mut add = |name: &str, values: Vec<f64>| out.push(ScoreStats::of(name, &values));
+        if let Some(p) = &self.churn {
+            add(CHURN_PROBABILITY, p.clone());
+        }
+        if let Some(p) = &self.response {
+            add("response_probability", p.clone());
+        }
+        if let Some(u) = &self.uplift {
+            add("uplift", u.clone());
+        }
+        if let Some(c) = &self.clv {
+            add("p_alive", c.p_alive.iter().flatten().copied().collect());
+            add("expected_purchases", c.expected_purchases.iter().flatten().copied().collect());
+            add("clv", c.clv.iter().flatten().copied().collect());
+        }
+        out
+    }
+
+    /// The snapshot's one batch: ids and dates, then every score column
+    /// (null where its model was not used), then the segments.
+    fn batch(
+        self,
+        ids: Vec<String>,
+        as_of: NaiveDate,
+        scored_at: chrono::DateTime<Utc>,
+        stage: Vec<Option<String>>,
+        segments: &[crate::segments::Segment],
+    ) -> Result<RecordBatch> {
+        let n = self.n;
+        let nulls = || -> ArrayRef { Arc::new(Float64Array::new_null(n)) };
+        let floats =
+            |v: Option<Vec<f64>>| -> ArrayRef { v.map_or_else(nulls, |v| Arc::new(Float64Array::from(v))) };
+        let maybe = |v: Option<Vec<Option<f64>>>| -> ArrayRef {
+            v.map_or_else(nulls, |v| Arc::new(Float64Array::from(v)))
+        };
+        let mut fields = vec![
+            Field::new(CUSTOMER_ID, DataType::Utf8, false),
+            Field::new(AS_OF, DataType::Date32, false),
+            Field::new(SCORED_AT, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+            Field::new("lifecycle_stage", DataType::Utf8, true),
+            Field::new(CHURN_PROBABILITY, DataType::Float64, true),
+        ];
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(Date32Array::from(vec![(as_of - epoch()).num_days() as i32; n])),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![scored_at.timestamp_micros(); n]).with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from(stage)),
+            floats(self.churn),
+        ];
+        let mut reasons = self.reasons.into_iter();
+        for k in 1..=REASONS {
+            fields.push(Field::new(format!("reason_{k}"), DataType::Utf8, true));
+            fields.push(Field::new(format!("reason_{k}_impact"), DataType::Float64, true));
+            let (feature, impact) = reasons
+                .next()
+                .unwrap_or_else(|| (Arc::new(StringArray::new_null(n)), Arc::new(Float64Array::new_null(n))));
+            columns.extend([feature, impact]);
+        }
+        let (alive, expected, clv) = match self.clv {
+            Some(c) => (Some(c.p_alive), Some(c.expected_purchases), Some(c.clv)),
+            None => (None, None, None),
+        };
+        let float_columns =
+            [("response_probability", floats(self.response)), ("uplift", floats(self.uplift))];
+        for (name, column) in float_columns {
+            fields.push(Field::new(name, DataType::Float64, true));
+            columns.push(column);
+        }
+        fields.push(Field::new("best_offer", DataType::Utf8, true));
+        columns.push(match self.best_offer {
+            Some(v) => Arc::new(StringArray::from(v)),
+            None => Arc::new(StringArray::new_null(n)),
+        });
+        for (name, column) in [("p_alive", alive), ("expected_purchases", expected), ("clv", clv)] {
+            fields.push(Field::new(name, DataType::Float64, true));
+            columns.push(maybe(column));
+        }
+        let text = |f: &dyn Fn(&crate::segments::Segment) -> Option<&'static str>| -> ArrayRef {
+            Arc::new(segments.iter().map(f).collect::<StringArray>())
+        };
+        for (name, column, nullable) in [
+            ("value_tier", text(&|s| s.value_tier), true),
+            ("risk_band", text(&|s| s.risk_band), true),
+            ("contact_strategy", text(&|s| Some(s.strategy.name())), false),
+            ("recommended_treatment", text(&|s| Some(s.treatment.name())), false),
+        ] {
+            fields.push(Field::new(name, DataType::Utf8, nullable));
+            columns.push(column);
+        }
+        for (name, values) in self.arms {
+            if fields.iter().any(|f| f.name() == &name) {
+                return Err(PipelineError::InvalidArgument {
+                    name: "uplift model",
+                    value: name,
+                    reason: "two treatments give the same column name".into(),
+                });
+            }
+            fields.push(Field::new(name, DataType::Float64, true));
+            columns.push(Arc::new(Float64Array::from(values)));
+        }
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| PipelineError::Query { name: "internal: score batch".into(), source: e.into() })
+    }
+}
+
+/// Holds `<out>/.lock` for the run: a second run on the same snapshot root
+/// fails fast instead of racing. The OS releases the lock when the process
+/// ends, however it ends.
+fn lock(out: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let path = out.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(PipelineError::InvalidArgument {
+            name: "--out",
+            value: out.display().to_string(),
+            reason: "another scoring run holds this snapshot root's lock; wait for it to finish".into(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(PipelineError::Io { path: path.display().to_string(), source: e })
+        }
+    }
+}
+
+/// Removes what killed runs left in `.staging` (only called under the lock).
+fn clear_staging(out: &Path) -> Result<()> {
+    let staging = out.join(snapshot::STAGING_DIR);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    }
+    Ok(())
+}
+
+/// Stage progress on stderr: one line rewritten in place on a terminal,
+/// a log line per stage otherwise (what a scheduler's log keeps).
+struct Progress {
+    command: &'static str,
+    started: Instant,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(command: &'static str) -> Progress {
+        Progress { command, started: Instant::now(), terminal: std::io::stderr().is_terminal() }
+    }
+
+    fn lap(&self, clock: &mut Stopwatch, stage: &str) {
+        clock.lap(stage);
+        let last = clock.stages().pop().expect("just lapped");
+        let total = self.started.elapsed().as_secs_f64();
+        let rss = last.peak_rss_mib.map(|m| format!(", peak RSS {m:.0} MiB")).unwrap_or_default();
+        if self.terminal {
+            eprint!(
+                "\r\x1b[2Kengage {}: {stage} done ({:.1} s of {total:.1} s{rss})",
+                self.command, last.seconds
+            );
+        } else {
+            eprintln!(
+                "engage {}: {stage} done in {:.2} s ({total:.1} s total{rss})",
+                self.command, last.seconds
+            );
+        }
+    }
+
+    fn done(&self, clock: &Stopwatch) {
+        if self.terminal {
+            eprintln!(
+                "\r\x1b[2Kengage {}: {} stages in {:.1} s",
+                self.command,
+                clock.stages().len(),
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! `engage nightly` end to end on the generated sample: every promoted
+//! model scored, segments as configured, retention, idempotent re-runs,
+//! and real kills of the process that must leave the current snapshot
+//! intact.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use engage_pipeline::datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use engage_pipeline::datafusion::arrow::compute::concat_batches;
+use engage_pipeline::datafusion::arrow::datatypes::Float64Type;
+use engage_pipeline::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use engage_pipeline::segments::{SegmentConfig, SegmentInput};
+use engage_serving::ScoreService;
+
+use crate::common::{copy_dir, engage, sample, stderr, stdout, trained};
+
+/// A registry with the sample's churn model (promoted) and a CLV model
+/// trained with `engage train clv`, and a config scoring with both.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    config: PathBuf,
+    scores: PathBuf,
+}
+
+fn setup(keep: usize) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    // `trained().dir` is <models>/churn/<version>.
+    copy_dir(trained().dir.parent().unwrap().parent().unwrap(), &models);
+    let o = engage(&[
+        "train",
+        "clv",
+        "--data",
+        sample().to_str().unwrap(),
+        "--as-of",
+        "2026-03-31",
+        "--models",
+        models.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("(promoted"), "{}", stdout(&o));
+    let config = tmp.path().join("nightly.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "as_of = \"2026-07-01\"\n[data]\nroot = \"{}\"\n[models]\nregistry = \"models\"\n[output]\nscores = \"scores\"\nkeep = {keep}\n",
+            sample().display()
+        ),
+    )
+    .unwrap();
+    let scores = tmp.path().join("scores");
+    Setup { _tmp: tmp, config, scores }
+}
+
+fn nightly(s: &Setup, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["nightly", "--config", s.config.to_str().unwrap()];
+    args.extend(extra);
+    engage(&args)
+}
+
+fn read_scores(dir: &Path) -> RecordBatch {
+    let file = std::fs::File::open(dir.join("scores.parquet")).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+fn floats(b: &RecordBatch, c: &str) -> Vec<Option<f64>> {
+    let col = b.column_by_name(c).unwrap_or_else(|| panic!("no column {c}"));
+    let col = col.as_primitive::<Float64Type>();
+    (0..col.len()).map(|i| col.is_valid(i).then(|| col.value(i))).collect()
+}
+
+fn texts(b: &RecordBatch, c: &str) -> Vec<Option<String>> {
+    let col = b.column_by_name(c).unwrap_or_else(|| panic!("no column {c}"));
+    let col = col.as_string::<i32>();
+    (0..col.len()).map(|i| col.is_valid(i).then(|| col.value(i).to_string())).collect()
+}
+
+fn current(scores: &Path) -> String {
+    std::fs::read_to_string(scores.join("CURRENT")).unwrap().trim().to_string()
+}
+
+fn snapshots(scores: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(scores.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn nightly_scores_every_promoted_model_segments_and_keeps_the_newest() {
+    let s = setup(2);
+    let out = nightly(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    for needle in
+        ["engage nightly", "churn probability mean", "clv mean", "p alive mean", "contact strategy:"]
+    {
+        assert!(said.contains(needle), "no `{needle}` in\n{said}");
+    }
+    // Progress lines for the scheduler's log (stderr is not a terminal here).
+    let log = stderr(&out);
+    for stage in ["ingest", "identity", "features", "score clv", "segments", "write"] {
+        assert!(log.contains(&format!("engage nightly: {stage} done")), "no {stage} progress:\n{log}");
+    }
+    let first = current(&s.scores);
+    assert!(first.starts_with("2026-07-01_"), "{first}");
+    let dir = s.scores.join("snapshots").join(&first);
+    let b = read_scores(&dir);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["format_version"], 2);
+    assert_eq!(manifest["rows"].as_u64().unwrap() as usize, b.num_rows());
+    let models = manifest["models"].as_object().unwrap();
+    assert_eq!(models.keys().collect::<Vec<_>>(), ["churn", "clv"], "{manifest}");
+    assert_eq!(models["churn"], trained().artifact.model_version.as_str());
+
+    let churn = floats(&b, "churn_probability");
+    let clv = floats(&b, "clv");
+    let alive = floats(&b, "p_alive");
+    let stage = texts(&b, "lifecycle_stage");
+    assert!(churn.iter().all(|p| p.is_some_and(|p| (0.0..=1.0).contains(&p))));
+    assert!(floats(&b, "uplift").iter().all(Option::is_none), "no uplift model, no uplift");
+    // CLV exists exactly for customers who bought before the cutoff
+    // (prospects have none), and is positive.
+    for i in 0..b.num_rows() {
+        assert_eq!(clv[i].is_some(), stage[i].as_deref() != Some("prospect"), "row {i}: {:?}", stage[i]);
+        assert_eq!(clv[i].is_some(), alive[i].is_some());
+        assert!(clv[i].is_none_or(|v| v > 0.0) && alive[i].is_none_or(|p| (0.0..=1.0).contains(&p)));
+    }
+    // Value tiers: top 20 % / next 30 % / rest of the customers with a CLV.
+    let tiers = texts(&b, "value_tier");
+    let with_clv = clv.iter().flatten().count() as f64;
+    let share = |t: &str| tiers.iter().filter(|v| v.as_deref() == Some(t)).count() as f64 / with_clv;
+    assert!((share("high") - 0.2).abs() < 0.01 && (share("medium") - 0.3).abs() < 0.01, "{}", share("high"));
+    // Every row's segments are what the documented default rules say.
+    let config = SegmentConfig::default();
+    let values: Vec<f64> = clv.iter().flatten().copied().collect();
+    let limits = config.value_limits(&values);
+    let (strategy, treatment, band) =
+        (texts(&b, "contact_strategy"), texts(&b, "recommended_treatment"), texts(&b, "risk_band"));
+    for i in 0..b.num_rows() {
+        let input = SegmentInput { stage: stage[i].as_deref(), clv: clv[i], churn_probability: churn[i] };
+        let seg = config.assign(&input, limits);
+        assert_eq!(tiers[i].as_deref(), seg.value_tier, "row {i}");
+        assert_eq!(band[i].as_deref(), seg.risk_band, "row {i}");
+        assert_eq!(strategy[i].as_deref(), Some(seg.strategy.name()), "row {i}");
+        assert_eq!(treatment[i].as_deref(), Some(seg.treatment.name()), "row {i}");
+    }
+    let distinct: std::collections::BTreeSet<_> = treatment.iter().flatten().collect();
+    assert!(distinct.len() >= 4, "the sample spans several treatments: {distinct:?}");
+    // The server reads it: scores, segments and every model's version.
+    let svc = ScoreService::load(&s.scores).unwrap();
+    let c = svc.scores_for(b.column(0).as_string::<i32>().value(0)).unwrap();
+    assert_eq!((c.churn_probability, c.clv), (churn[0], clv[0]));
+    assert_eq!(c.contact_strategy, strategy[0].clone().unwrap());
+    assert_eq!(c.model_versions.len(), 2);
+
+    // The same as-of again: the same scores, a new snapshot replacing the
+    // superseded one.
+    let out = nightly(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = current(&s.scores);
+    assert_ne!(second, first);
+    assert_eq!(snapshots(&s.scores), std::slice::from_ref(&second));
+    let again = read_scores(&s.scores.join("snapshots").join(&second));
+    for c in ["customer_id", "lifecycle_stage", "value_tier", "contact_strategy", "recommended_treatment"] {
+        assert_eq!(texts(&again, c), texts(&b, c), "{c}");
+    }
+    for c in ["churn_probability", "clv", "p_alive", "expected_purchases", "reason_1_impact"] {
+        assert_eq!(floats(&again, c), floats(&b, c), "{c}");
+    }
+    // Retention keeps the two newest as-of dates, and always the current one.
+    for as_of in ["2026-06-01", "2026-05-01"] {
+        let out = nightly(&s, &["--as-of", as_of]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let kept = snapshots(&s.scores);
+    let dates: Vec<&str> = kept.iter().map(|id| &id[..10]).collect();
+    assert_eq!(dates, ["2026-05-01", "2026-06-01", "2026-07-01"], "{kept:?}");
+    assert!(current(&s.scores).starts_with("2026-05-01"));
+}
+
+/// Kills `engage nightly` at points spread over a run: each time the
+/// snapshot that was current stays current and loads; the next full run
+/// succeeds and clears what the killed runs left.
+#[test]
+fn a_killed_nightly_run_leaves_the_current_snapshot_intact() {
+    let s = setup(3);
+    let t = Instant::now();
+    let out = nightly(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let full = t.elapsed();
+    let before = current(&s.scores);
+    let manifest = std::fs::read(s.scores.join("snapshots").join(&before).join("manifest.json")).unwrap();
+    let rows = ScoreService::load(&s.scores).unwrap().len();
+    let mut interrupted = 0;
+    for k in 1..=6 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_engage"))
+            .args(["nightly", "--config", s.config.to_str().unwrap(), "--as-of", "2026-06-15"])
+            .env("ENGAGE_ERASURE_LIST", "/nonexistent/engage-tests/erasure_list.json")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full.mul_f64(k as f64 / 7.0));
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().unwrap(); // SIGKILL: no cleanup runs
+        child.wait().unwrap();
+        let now = current(&s.scores);
+        if finished {
+            // The run won the race: its snapshot is current and whole.
+            assert!(now.starts_with("2026-06-15"), "{now}");
+        } else if now == before {
+            interrupted += 1;
+            assert_eq!(
+                std::fs::read(s.scores.join("snapshots").join(&before).join("manifest.json")).unwrap(),
+                manifest
+            );
+            assert_eq!(ScoreService::load(&s.scores).unwrap().len(), rows, "kill {k}");
+        }
+        // Whatever was current loads completely.
+        ScoreService::load(&s.scores).unwrap_or_else(|e| panic!("kill {k}: {e}"));
+    }
+    assert!(interrupted >= 3, "only {interrupted} of 6 kills landed before publishing");
+    let out = nightly(&s, &["--as-of", "2026-06-15"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(current(&s.scores).starts_with("2026-06-15"));
+    let staged = std::fs::read_dir(s.scores.join(".staging")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(staged, 0, "killed runs' staging is cleared");
+    assert_eq!(ScoreService::load(&s.scores).unwrap().len(), rows);
+}
+
+#[test]
+fn a_second_run_on_the_same_root_is_refused_and_bad_configs_name_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scores = tmp.path().join("scores");
+    std::fs::create_dir_all(&scores).unwrap();
+    let config = tmp.path().join("n.toml");
+    let text = format!(
+        "[data]\nroot = \"{}\"\n[models]\nregistry = \"{}\"\n[output]\nscores = \"scores\"\n",
+        sample().display(),
+        trained().dir.parent().unwrap().parent().unwrap().display()
+    );
+    std::fs::write(&config, &text).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(scores.join(".lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let out = engage(&["nightly", "--config", config.to_str().unwrap(), "--as-of", "2026-07-01"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("another scoring run holds"), "{}", stderr(&out));
+    assert!(!scores.join("CURRENT").exists());
+    drop(lock);
+
+    std::fs::write(&config, format!("{text}[[segments.rules]]\nstage = [\"asleep\"]\nstrategy = \"high_touch\"\ntreatment = \"retain\"\n")).unwrap();
+    let out = engage(&["nightly", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(e.contains("n.toml") && e.contains("segments.rules[0].stage") && e.contains("`asleep`"), "{e}");
+    assert!(!scores.join("CURRENT").exists());
+
+    // A registry without the named model.
+    std::fs::write(&config, text.replace("[output]", "clv = \"lifetime\"\n[output]")).unwrap();
+    let out = engage(&["nightly", "--config", config.to_str().unwrap(), "--as-of", "2026-07-01"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("lifetime"), "{}", stderr(&out));
+    assert!(!scores.join("CURRENT").exists());
+}
