@@ -146,13 +146,13 @@ impl Default for SegmentConfig {
             value: ValueTiers::default(),
             risk: RiskBands::default(),
             rules: vec![
+                rule(&["prospect"], &[], &[], TechTouch, Nurture),
                 rule(&["churned", "dormant"], &["high"], &[], HighTouch, WinBack),
                 rule(&["churned"], &["low"], &[], TechTouch, DoNotDisturb),
                 rule(&["churned", "dormant"], &[], &[], TechTouch, WinBack),
                 rule(&[], &["high"], &["high"], HighTouch, Retain),
                 rule(&[], &["medium"], &["high"], LowTouch, Retain),
                 rule(&[], &[], &["high"], TechTouch, Retain),
-                rule(&["prospect"], &[], &[], TechTouch, Nurture),
                 rule(&["new", "reactivated"], &[], &[], LowTouch, Nurture),
                 rule(&[], &["high", "medium"], &[], LowTouch, Upsell),
                 rule(&[], &[], &[], TechTouch, Nurture),
@@ -326,7 +326,8 @@ mod tests {
             (s.risk_band, s.strategy, s.treatment),
             (Some("medium"), Strategy::LowTouch, Treatment::Nurture)
         );
-        let s = seg("prospect", None, None);
+        // Prospects have never bought: nothing to retain, whatever the risk.
+        let s = seg("prospect", None, Some(0.99));
         assert_eq!((s.strategy, s.treatment), (Strategy::TechTouch, Treatment::Nurture));
         let s = seg("active", Some(1.0), Some(0.1));
         assert_eq!((s.strategy, s.treatment), (Strategy::TechTouch, Treatment::Nurture));

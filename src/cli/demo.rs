@@ -10,7 +10,9 @@ use engage_models::registry::ModelRef;
 use engage_models::{SplitConfig, TrainConfig};
 use engage_pipeline::DataSource;
 use engage_pipeline::generate::{GenerateOptions, generate};
-use engage_pipeline::jobs::{TrainChurnOptions, build_features, train_churn_model};
+use engage_pipeline::jobs::{
+    TrainChurnOptions, TrainClvOptions, build_features, train_churn_model, train_clv_model,
+};
 use engage_pipeline::scoring::{ScoreOptions, score};
 
 /// Marker file that says a directory belongs to the demo and may be replaced.
@@ -59,15 +61,28 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     })
     .await
     .context("training the churn model")?;
-    let model = ModelRef {
-        name: trained.artifact.name.clone(),
-        version: Some(trained.artifact.model_version.clone()),
-    };
+    let t = Instant::now();
+    let clv = train_clv_model(&TrainClvOptions {
+        source: source.clone(),
+        as_of: train_as_of,
+        time_unit: engage_models::clv::TimeUnit::Weeks,
+        models: dir.join("models"),
+        name: None,
+        pareto_nbd: false,
+    })
+    .await
+    .context("training the CLV models")?;
+    let clv_secs = t.elapsed().as_secs_f64();
+    let models = [
+        (&trained.artifact.name, &trained.artifact.model_version),
+        (&clv.artifact.name, &clv.artifact.model_version),
+    ]
+    .map(|(name, version)| ModelRef { name: name.clone(), version: Some(version.clone()) });
     let scored = score(&ScoreOptions::score(
         source.clone(),
         score_as_of,
         &dir.join("models"),
-        &[model],
+        &models,
         &dir.join("scores"),
     ))
     .await
@@ -108,6 +123,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         trained.artifact.valid_rows,
         m.positive_rate
     );
+    println!("  clv       {:>7.1}s  BG/NBD + Gamma-Gamma on purchases before {train_as_of}", clv_secs);
     println!(
         "  score     {:>7.1}s  {} customers as of {}",
         scored.report.stages.iter().map(|s| s.seconds).sum::<f64>(),
@@ -120,16 +136,25 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         "churn model {}: validation ROC AUC {:.3}, top-decile lift {:.2}, log loss {:.3}, Brier {:.3}",
         trained.artifact.model_version, m.roc_auc, m.top_decile_lift, m.log_loss, m.brier
     );
+    if let Some(summary) = &scored.report.snapshot {
+        for column in ["contact_strategy", "recommended_treatment"] {
+            let counts: Vec<String> =
+                summary.segments[column].iter().map(|(value, n)| format!("{value} {n}")).collect();
+            println!("{}: {}", column.replace('_', " "), counts.join(", "));
+        }
+    }
     println!();
     println!("outputs");
     println!("  data      {}", data.display());
     println!("  features  {}", features.output.display());
-    println!("  model     {}", trained.dir.display());
+    println!("  models    {}", dir.join("models").display());
     println!("  scores    {}", scored.snapshot_dir.display());
     println!();
     println!("serve the scores:");
     println!("  cargo run --release -- serve --scores {}", dir.join("scores").display());
     println!("  curl http://127.0.0.1:8080/v1/customers/C0000001/scores");
+    println!("the nightly job on these models (config in the repository):");
+    println!("  cargo run --release -- nightly --config engage.example.toml");
     Ok(())
 }
 

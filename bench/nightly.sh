@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Benchmark: `engage nightly` end to end (ingest, identity, features, scoring
+# with churn, uplift and CLV models, segments, publish) on generated data.
+# Wall seconds and peak resident memory from GNU time, for BENCHMARKS.md.
+#
+#   bash bench/nightly.sh [CUSTOMERS]
+#
+# The models are trained first on the same data (not timed): churn as of
+# 2026-03-31 with a 90-day horizon, CLV as of 2026-03-31, uplift on the
+# contacts after 2026-03-01. The nightly run then scores as of 2026-07-01,
+# twice (the second run also prunes the first, superseded, snapshot).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+customers=${1:-1000000}
+bin=target/release/engage
+data=bench/out/data-$customers
+out=bench/out/nightly-$customers
+[ -x "$bin" ] || cargo build --release
+if [ ! -d "$data" ]; then
+  /usr/bin/time -f "generate: %e s wall, %M KiB peak RSS" "$bin" generate --customers "$customers" --seed 42 --out "$data" > /dev/null
+fi
+export ENGAGE_ERASURE_LIST=/nonexistent/erasure_list.json
+if [ ! -d "$out/models" ]; then
+  mkdir -p "$out"
+  /usr/bin/time -f "train churn (not part of nightly): %e s wall, %M KiB peak RSS" \
+    "$bin" train churn --data "$data" --as-of 2026-03-31 --horizon 90d --models "$out/models" | tail -1
+  /usr/bin/time -f "train clv (not part of nightly): %e s wall, %M KiB peak RSS" \
+    "$bin" train clv --data "$data" --as-of 2026-03-31 --models "$out/models" | tail -1
+  "$bin" dataset --data "$data" --task response --as-of 2026-03-01 --horizon 60d --out "$out/response" | tail -1
+  /usr/bin/time -f "train uplift (not part of nightly): %e s wall, %M KiB peak RSS" \
+    "$bin" train uplift --features "$out/response/dataset.parquet" --models "$out/models" | tail -1
+fi
+cat > "$out/nightly.toml" <<TOML
+as_of = "2026-07-01"
+[data]
+root = "../data-$customers"
+[models]
+registry = "models"
+[output]
+scores = "scores"
+keep = 3
+TOML
+rm -rf "$out/scores"
+for run in first rerun; do
+  /usr/bin/time -f "nightly ($run): %e s wall, %M KiB peak RSS" "$bin" nightly --config "$out/nightly.toml" \
+    > "$out/nightly-$run.txt"
+done
+cat "$out/nightly-rerun.txt"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(date -u +%F)"
