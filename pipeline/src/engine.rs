@@ -27,8 +27,8 @@ use crate::output::write_parquet;
 use crate::report::Stopwatch;
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
 use crate::sql::{
-    CHURN_LABEL, FEATURES, IDENTITY_QUALITY, LABELS, LIFECYCLE, PURCHASE_DAYS, RESPONSE_LABEL, SPEND_LABEL,
-    SqlFile,
+    AUDIENCE_ELIGIBILITY, CHURN_LABEL, FEATURES, IDENTITY_QUALITY, LABELS, LIFECYCLE, PURCHASE_DAYS,
+    RESPONSE_LABEL, SPEND_LABEL, SqlFile,
 };
 use crate::store::DataRoot;
 
@@ -614,6 +614,41 @@ impl Engine {
         let file = task.label_file();
         let df = self.register_view(file, &params).await?;
         df.collect().await.map_err(query(file.path))
+    }
+
+    /// The facts an audience's suppressions need per CRM customer (see
+    /// `sql/audiences/eligibility.sql`), from the input tables as ingested.
+    pub async fn audience_eligibility(
+        &self,
+        as_of: NaiveDate,
+        campaign_id: &str,
+        cap_days: u32,
+        responded_days: u32,
+        cooldown_days: u32,
+    ) -> Result<Vec<RecordBatch>> {
+        let days = |d: u32| ScalarValue::Float64(Some(d as f64));
+        let params = vec![
+            ("as_of", as_of_param(as_of)),
+            ("campaign_id", ScalarValue::Utf8(Some(campaign_id.to_string()))),
+            ("cap_days", days(cap_days)),
+            ("responded_days", days(responded_days)),
+            ("cooldown_days", days(cooldown_days)),
+        ];
+        let df = self.register_view(&AUDIENCE_ELIGIBILITY, &params).await?;
+        df.collect().await.map_err(query(AUDIENCE_ELIGIBILITY.path))
+    }
+
+    /// Registers `batches` as the in-memory table `name` (replacing one of
+    /// that name), for queries over outputs such as a score snapshot.
+    pub fn register_batches(&self, name: &str, schema: Arc<Schema>, batches: Vec<RecordBatch>) -> Result<()> {
+        let table = MemTable::try_new(schema, vec![batches]).map_err(query(name))?;
+        self.replace_table(name, Arc::new(table))
+    }
+
+    /// (Re)registers the view `name` as `sql`.
+    pub async fn create_view(&self, name: &str, sql: &str) -> Result<()> {
+        let df = self.ctx.sql(sql).await.map_err(query(name))?;
+        self.replace_table(name, df.into_view())
     }
 
     /// Plans `file` with `params` bound and (re)registers it as a view.

@@ -138,14 +138,15 @@ fn staging_path(out: &Path) -> PathBuf {
 fn generate_into(opts: &GenerateOptions, dir: &Path) -> Result<GenerateSummary> {
     let world = World::new(opts);
     let mut summary = GenerateSummary::default();
-    for sub in ["customers", "transactions", "interactions", "contacts", "responses", "truth"] {
+    for sub in ["customers", "transactions", "interactions", "campaigns", "contacts", "responses", "truth"] {
         let p = dir.join(sub);
         std::fs::create_dir_all(&p).map_err(io(&p))?;
     }
-    // Campaigns are one small file: the single-file form of the contract.
+    // Campaigns are one small file, in a directory as every table engage
+    // appends to (`engage nightly` records its own campaigns there).
     let campaigns = world.campaigns_batch()?;
     summary.campaigns = campaigns.num_rows() as u64;
-    write_one(&dir.join("campaigns.parquet"), &[campaigns])?;
+    write_one(&dir.join("campaigns").join("part-00000.parquet"), &[campaigns])?;
 
     let mut part = 0;
     let mut first = 0;

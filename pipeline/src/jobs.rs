@@ -250,8 +250,8 @@ impl TrainTableOptions {
     }
 }
 
-/// Every row of a Parquet or CSV file (`--features`).
-async fn read_table(path: &Path) -> Result<Vec<RecordBatch>> {
+/// Every row of a Parquet or CSV file given as `flag` (named in errors).
+pub(crate) async fn read_table(path: &Path, flag: &'static str) -> Result<Vec<RecordBatch>> {
     use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
     let shown = path.display().to_string();
     let ctx = SessionContext::new();
@@ -260,7 +260,7 @@ async fn read_table(path: &Path) -> Result<Vec<RecordBatch>> {
         Some("csv") => ctx.read_csv(shown.as_str(), CsvReadOptions::new()).await,
         _ => {
             return Err(PipelineError::InvalidArgument {
-                name: "--features",
+                name: flag,
                 value: shown,
                 reason: "expected a .parquet or .csv file".into(),
             });
@@ -277,7 +277,7 @@ async fn read_table(path: &Path) -> Result<Vec<RecordBatch>> {
 pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainRun> {
     let mut clock = Stopwatch::start();
     opts.config.check()?;
-    let batches = read_table(&opts.path).await?;
+    let batches = read_table(&opts.path, "--features").await?;
     let shown = opts.path.display().to_string();
     let (set, cutoffs) = table_training_set(&batches, &opts.columns(), &shown)?;
     drop(batches);
@@ -329,7 +329,7 @@ pub async fn train_uplift_on_table(opts: &TrainUpliftOptions) -> Result<TrainUpl
     let mut clock = Stopwatch::start();
     let t = &opts.table;
     t.config.check()?;
-    let batches = read_table(&t.path).await?;
+    let batches = read_table(&t.path, "--features").await?;
     let shown = t.path.display().to_string();
     let mut arms = Vec::new();
     for (row, v) in table_text(&batches, &opts.treatment, &shown)?.into_iter().enumerate() {

@@ -8,6 +8,7 @@
 //! all writing outputs atomically ([`output`]);
 //! [`generate`] writes realistic sample data.
 
+pub mod audience;
 mod engine;
 pub mod erasure;
 mod error;

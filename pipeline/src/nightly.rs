@@ -8,13 +8,17 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use crate::audience::{self, AudienceSettings, AudienceSummary, CampaignConfig};
+use crate::engine::Engine;
 use crate::engine::{DataSource, LifecycleRules, default_response_funnel};
 use crate::erasure::ErasureList;
 use crate::error::{PipelineError, Result, io};
 use crate::identity::{IdentityOptions, check_country_code};
-use crate::scoring::{ClvScoring, ModelPick, ScoreOptions, ScoreRun, ScoreTask, score};
+use crate::jobs::read_table;
+use crate::scoring::{ClvScoring, FEATURES_FILE, ModelPick, ScoreOptions, ScoreRun, ScoreTask, score};
 use crate::segments::SegmentConfig;
 use crate::store::DataRoot;
+use engage_models::snapshot;
 
 /// The nightly job's configuration. Relative paths are relative to the
 /// config file's directory.
@@ -31,6 +35,11 @@ pub struct NightlyConfig {
     pub clv: ClvScoring,
     #[serde(default)]
     pub segments: SegmentConfig,
+    #[serde(default)]
+    pub audiences: AudienceSettings,
+    /// `[[campaigns]]`: audiences selected on the runs they are due.
+    #[serde(default)]
+    pub campaigns: Vec<CampaignConfig>,
 }
 
 /// `[data]`: the inputs and how they are read (the flags of `engage
@@ -110,6 +119,9 @@ impl NightlyConfig {
         if let Some(list) = config.data.erasure_list.as_mut() {
             relative(list);
         }
+        if let Some(list) = config.audiences.do_not_contact.as_mut() {
+            relative(list);
+        }
         if !config.data.root.contains("://") && Path::new(&config.data.root).is_relative() {
             config.data.root = base.join(&config.data.root).display().to_string();
         }
@@ -153,7 +165,23 @@ impl NightlyConfig {
         }
         self.picks()?;
         let stages = crate::registry::feature("lifecycle_stage").map(|f| f.categories).unwrap_or_default();
-        self.segments.check(&stages)
+        self.segments.check(&stages)?;
+        if !(0.0..1.0).contains(&self.audiences.universal_holdout) {
+            return Err(bad(
+                "audiences.universal_holdout",
+                format!("{}: need a share in [0, 1)", self.audiences.universal_holdout),
+            ));
+        }
+        for (i, c) in self.campaigns.iter().enumerate() {
+            c.check(&format!("campaigns[{i}]"), &stages)?;
+            if self.campaigns[..i].iter().any(|other| other.id == c.id) {
+                return Err(bad(
+                    &format!("campaigns[{i}].id"),
+                    format!("`{}` is used by an earlier campaign", c.id),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The models to score with: the named ones, else each task's promoted one.
@@ -202,8 +230,77 @@ pub async fn run(config: &NightlyConfig, source: DataSource, as_of: NaiveDate) -
         segments: config.segments.clone(),
         out: config.output.scores.clone(),
         keep: Some(config.output.keep),
+        campaigns: config.campaigns.clone(),
+        audiences: config.audiences.clone(),
     })
     .await
+}
+
+/// What `engage audience` selected and wrote.
+#[derive(Debug, Clone)]
+pub struct AudienceRun {
+    pub summary: AudienceSummary,
+    /// The snapshot selected from.
+    pub snapshot_id: String,
+    /// The contact list (`.parquet`, `.csv`) and, unless a dry run, the
+    /// contact history files written.
+    pub written: Vec<PathBuf>,
+}
+
+/// Selects the audience of `campaign_id` from the current snapshot (as of
+/// its cutoff, due or not) into `out`, and records the contacts in the
+/// data's contact history unless `dry_run`.
+pub async fn audience(
+    config: &NightlyConfig,
+    source: DataSource,
+    campaign_id: &str,
+    out: &Path,
+    dry_run: bool,
+) -> Result<AudienceRun> {
+    let Some((i, campaign)) = config.campaigns.iter().enumerate().find(|(_, c)| c.id == campaign_id) else {
+        let known: Vec<&str> = config.campaigns.iter().map(|c| c.id.as_str()).collect();
+        return Err(PipelineError::InvalidArgument {
+            name: "--campaign",
+            value: campaign_id.into(),
+            reason: format!("not in the config; its campaigns: {}", known.join(", ")),
+        });
+    };
+    let history = if dry_run { None } else { Some(audience::history_dirs(&config.data.root)?) };
+    let do_not_contact = match &config.audiences.do_not_contact {
+        Some(path) => audience::read_do_not_contact(path).await?,
+        None => Default::default(),
+    };
+    let (dir, manifest) = snapshot::current(&config.output.scores)?;
+    let as_of = NaiveDate::parse_from_str(&manifest.as_of, "%Y-%m-%d").map_err(|e| {
+        PipelineError::InvalidArgument {
+            name: "snapshot",
+            value: manifest.snapshot_id.clone(),
+            reason: format!("as_of `{}`: {e}", manifest.as_of),
+        }
+    })?;
+    let features_file = dir.join(FEATURES_FILE);
+    if !features_file.exists() {
+        return Err(PipelineError::InvalidArgument {
+            name: "snapshot",
+            value: dir.display().to_string(),
+            reason: format!("no {FEATURES_FILE}: written by an older engage; run `engage nightly` again"),
+        });
+    }
+    let scores = read_table(&dir.join(snapshot::SCORES_FILE), "snapshot").await?;
+    let features = read_table(&features_file, "snapshot").await?;
+    let engine = Engine::open_source(&source).await?;
+    audience::register_snapshot(&engine, scores, features).await?;
+    let field = format!("campaigns[{i}]");
+    let (rows, summary) =
+        audience::select(&engine, campaign, &field, &config.audiences, &do_not_contact, as_of).await?;
+    audience::write_contact_list(out, campaign, as_of, &rows)?;
+    let mut written =
+        vec![out.join(format!("{}.parquet", campaign.id)), out.join(format!("{}.csv", campaign.id))];
+    if let Some(history) = &history {
+        let defined = audience::defined_in_input(&engine, campaign).await?;
+        written.extend(audience::record_contacts(history, campaign, as_of, &rows, defined)?);
+    }
+    Ok(AudienceRun { summary, snapshot_id: manifest.snapshot_id, written })
 }
 
 #[cfg(test)]

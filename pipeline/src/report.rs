@@ -94,6 +94,9 @@ pub struct RunReport {
     /// What a scoring run published.
     #[serde(default)]
     pub snapshot: Option<ScoreSummary>,
+    /// The audiences a scoring run selected.
+    #[serde(default)]
+    pub audiences: Vec<crate::audience::AudienceSummary>,
 }
 
 /// The erasure list a run applied.
@@ -206,6 +209,7 @@ impl RunReport {
             }),
             model: None,
             snapshot: None,
+            audiences: Vec::new(),
         }
     }
 
@@ -227,6 +231,7 @@ impl RunReport {
             erasure: None,
             model: None,
             snapshot: None,
+            audiences: Vec::new(),
         }
     }
 
@@ -374,6 +379,10 @@ impl RunReport {
                 let counts: Vec<String> = counts.iter().map(|(v, n)| format!("{v} {n}")).collect();
                 line(format!("{}: {}", column.replace('_', " "), counts.join(", ")));
             }
+        }
+        for a in &self.audiences {
+            line(String::new());
+            a.lines().into_iter().for_each(&mut line);
         }
         line(String::new());
         let w = self.stages.iter().map(|s| s.name.len()).max().unwrap_or(0).max(14);

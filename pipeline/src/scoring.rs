@@ -23,6 +23,7 @@ use engage_models::registry::{ModelRef, Registry};
 use engage_models::snapshot::{self, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest};
 use engage_models::uplift::UpliftArtifact;
 
+use crate::audience::{self, AudienceSettings, CampaignConfig};
 use crate::engine::{DataSource, Engine};
 use crate::error::{PipelineError, Result, io};
 use crate::frame::{feature_matrix, table_text};
@@ -30,6 +31,13 @@ use crate::output::write_parquet;
 use crate::report::{RunReport, ScoreStats, ScoreSummary, Stopwatch};
 use crate::schema::{AS_OF, CHURN_PROBABILITY, CUSTOMER_ID, SCORED_AT};
 use crate::segments::{SegmentConfig, SegmentInput};
+
+/// The feature table inside a snapshot (what audiences select on).
+pub const FEATURES_FILE: &str = "features.parquet";
+/// Contact lists inside a snapshot: `audiences/<campaign>.parquet|csv`.
+pub const AUDIENCES_DIR: &str = "audiences";
+/// Every audience's summary inside [`AUDIENCES_DIR`].
+pub const AUDIENCE_SUMMARY_FILE: &str = "summary.json";
 
 /// Reasons per scored customer: the features raising the churn score most
 /// (`reason_<k>`, `reason_<k>_impact` in log-odds), see
@@ -105,6 +113,9 @@ pub struct ScoreOptions {
     pub out: PathBuf,
     /// Snapshots to keep (the current one is always kept); `None` keeps all.
     pub keep: Option<usize>,
+    /// Campaigns; those due at `as_of` select their audiences into the snapshot.
+    pub campaigns: Vec<CampaignConfig>,
+    pub audiences: AudienceSettings,
 }
 
 impl ScoreOptions {
@@ -127,6 +138,8 @@ impl ScoreOptions {
             segments: SegmentConfig::default(),
             out: out.to_path_buf(),
             keep: None,
+            campaigns: Vec::new(),
+            audiences: AudienceSettings::default(),
         }
     }
 }
@@ -227,6 +240,16 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
     let models = Models::load(&registry, &opts.picks)?;
     let stages = crate::registry::feature("lifecycle_stage").map(|f| f.categories).unwrap_or_default();
     opts.segments.check(&stages)?;
+    // Campaigns due today: check where they record contacts, and read the
+    // do-not-contact list, before any work.
+    let due: Vec<(usize, &CampaignConfig)> =
+        opts.campaigns.iter().enumerate().filter(|(_, c)| c.due(opts.as_of)).collect();
+    let history =
+        if due.is_empty() { None } else { Some(audience::history_dirs(&opts.source.root.to_string())?) };
+    let do_not_contact = match (&opts.audiences.do_not_contact, due.is_empty()) {
+        (Some(path), false) => audience::read_do_not_contact(path).await?,
+        _ => Default::default(),
+    };
     let mut engine = Engine::open_source(&opts.source).await?;
     progress.lap(&mut clock, "ingest");
     let identity = engine.resolve_identities(Some(opts.as_of)).await?.clone();
@@ -235,7 +258,6 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
     progress.lap(&mut clock, "features");
     let (ids, names, x) = feature_matrix(&features)?;
     let stage = table_text(&features, "lifecycle_stage", "the feature table")?;
-    drop(features);
     let n = ids.len();
 
     let mut columns = ScoreColumns::new(n);
@@ -334,8 +356,31 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
     }
     let batch = columns.batch(ids, opts.as_of, scored_at, stage, &segments)?;
     let result = async {
-        write_parquet(&staging.join(SCORES_FILE), batch.schema(), &[batch])?;
+        write_parquet(&staging.join(SCORES_FILE), batch.schema(), std::slice::from_ref(&batch))?;
+        let feature_schema = features.first().map(|b| b.schema()).expect("features of every customer");
+        write_parquet(&staging.join(FEATURES_FILE), feature_schema, &features)?;
+        progress.lap(&mut clock, "write scores");
+        let mut audiences = Vec::new();
+        let mut recorded = Vec::new();
+        if let Some(history) = &history {
+            audience::register_snapshot(&engine, vec![batch], features).await?;
+            let dir = staging.join(AUDIENCES_DIR);
+            for (i, campaign) in &due {
+                let field = format!("campaigns[{i}]");
+                let (rows, summary) =
+                    audience::select(&engine, campaign, &field, &opts.audiences, &do_not_contact, opts.as_of)
+                        .await?;
+                audience::write_contact_list(&dir, campaign, opts.as_of, &rows)?;
+                let defined = audience::defined_in_input(&engine, campaign).await?;
+                recorded.extend(audience::record_contacts(history, campaign, opts.as_of, &rows, defined)?);
+                audiences.push(summary);
+            }
+            let summary = serde_json::to_vec_pretty(&audiences).expect("summaries serialise");
+            snapshot::write_atomic(&dir.join(AUDIENCE_SUMMARY_FILE), &summary)?;
+            progress.lap(&mut clock, "audiences");
+        }
         let mut outputs = vec![opts.out.join(snapshot::SNAPSHOTS_DIR).join(&id).display().to_string()];
+        outputs.extend(recorded.iter().map(|p| p.display().to_string()));
         outputs.extend(engine.write_rejects(&staging).await?.iter().map(|p| {
             let relative = p.strip_prefix(&staging).unwrap_or(p);
             opts.out.join(snapshot::SNAPSHOTS_DIR).join(&id).join(relative).display().to_string()
@@ -344,6 +389,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
         let mut report =
             RunReport::new(opts.command, Some(opts.as_of), &engine, &identity, None, &clock, outputs);
         report.snapshot = Some(summary);
+        report.audiences = audiences;
         report.write(&staging)?;
         let manifest = SnapshotManifest {
             format_version: SNAPSHOT_FORMAT_VERSION,

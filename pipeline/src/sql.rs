@@ -58,5 +58,9 @@ pub const LIFECYCLE: &[SqlFile] = &[
 /// CLV models; reads `population`.
 pub const PURCHASE_DAYS: SqlFile = sql_file!("purchase_days", "models/purchase_days.sql");
 
+/// What an audience's suppressions need per customer, parameters `$as_of`,
+/// `$campaign_id`, `$cap_days`, `$responded_days`, `$cooldown_days`.
+pub const AUDIENCE_ELIGIBILITY: SqlFile = sql_file!("audience_eligibility", "audiences/eligibility.sql");
+
 /// Every label file.
 pub const LABELS: &[SqlFile] = &[CHURN_LABEL, SPEND_LABEL, RESPONSE_LABEL];

@@ -41,9 +41,21 @@ impl std::fmt::Display for DataRoot {
 }
 
 impl DataRoot {
-    /// A local directory.
+    /// A local directory; `..` and `.` are resolved (object-store paths
+    /// have no such segments).
     pub fn local(path: &Path) -> DataRoot {
         let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut clean = PathBuf::new();
+        for part in abs.components() {
+            match part {
+                std::path::Component::ParentDir => {
+                    clean.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => clean.push(other),
+            }
+        }
+        let abs = clean;
         let url = Url::from_directory_path(&abs).expect("an absolute path is a file URL");
         let prefix = StorePath::from_url_path(url.path()).expect("a file URL path is a store path");
         DataRoot {
@@ -137,5 +149,17 @@ impl DataRoot {
 
     fn error(&self, rel: &str, source: object_store::Error) -> PipelineError {
         PipelineError::Store { path: self.display(rel), source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_segments_resolve_instead_of_panicking() {
+        let root = DataRoot::local(Path::new("/data/models/../sample/./x/.."));
+        assert_eq!(root.url.as_str(), "file:///data/sample/");
+        assert_eq!(root.to_string(), "/data/models/../sample/./x/..", "messages show the path as given");
     }
 }

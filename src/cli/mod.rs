@@ -117,6 +117,22 @@ enum Command {
         #[arg(long, value_parser = parse_date)]
         as_of: Option<NaiveDate>,
     },
+    /// Select one campaign's audience from the current snapshot now (the
+    /// nightly job selects due campaigns itself).
+    Audience {
+        /// The nightly config defining the campaign.
+        #[arg(long)]
+        config: PathBuf,
+        /// The campaign id (`[[campaigns]] id`).
+        #[arg(long)]
+        campaign: String,
+        /// Directory for the contact list (<campaign>.parquet and .csv).
+        #[arg(long)]
+        out: PathBuf,
+        /// Select and write the list, but record no contacts in the data.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Score every customer with the given models and publish a score
     /// snapshot with segments (default rules; `engage nightly` configures them).
     Score {
@@ -833,6 +849,24 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await
                 .with_context(|| format!("nightly run of {} as of {as_of}", config.display()))?;
             print_published(&run);
+        }
+        Command::Audience { config, campaign, out, dry_run } => {
+            let cfg =
+                NightlyConfig::load(&config).with_context(|| format!("reading {}", config.display()))?;
+            let list = match &cfg.data.erasure_list {
+                Some(p) => p.clone(),
+                None => default_erasure_list()?,
+            };
+            let run = engage_pipeline::nightly::audience(&cfg, cfg.source(&list)?, &campaign, &out, dry_run)
+                .await
+                .with_context(|| format!("selecting the audience of {campaign}"))?;
+            for line in run.summary.lines() {
+                println!("{line}");
+            }
+            println!("from snapshot {}", run.snapshot_id);
+            for p in &run.written {
+                println!("wrote {}", p.display());
+            }
         }
         Command::Score { data, features, as_of, models, model, out } => {
             let source = features.apply(data.source()?);

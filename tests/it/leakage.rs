@@ -37,7 +37,7 @@ async fn truncate(from: &Path, to: &Path, cutoff: ScalarValue) {
         assert!(after < before, "{table}: the sample must have events after the cutoff to remove");
     }
     copy_dir(&from.join("customers"), &to.join("customers"));
-    std::fs::copy(from.join("campaigns.parquet"), to.join("campaigns.parquet")).unwrap();
+    copy_dir(&from.join("campaigns"), &to.join("campaigns"));
 }
 
 /// The property, for cutoffs drawn at random over the sample's history

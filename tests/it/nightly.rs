@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use engage_pipeline::datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use engage_pipeline::datafusion::arrow::compute::concat_batches;
-use engage_pipeline::datafusion::arrow::datatypes::Float64Type;
+use engage_pipeline::datafusion::arrow::datatypes::{DataType, Float64Type};
 use engage_pipeline::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use engage_pipeline::segments::{SegmentConfig, SegmentInput};
 use engage_serving::ScoreService;
@@ -75,6 +75,8 @@ fn floats(b: &RecordBatch, c: &str) -> Vec<Option<f64>> {
 
 fn texts(b: &RecordBatch, c: &str) -> Vec<Option<String>> {
     let col = b.column_by_name(c).unwrap_or_else(|| panic!("no column {c}"));
+    // DataFusion reads text as Utf8View, the parquet reader as Utf8.
+    let col = engage_pipeline::datafusion::arrow::compute::cast(col, &DataType::Utf8).unwrap();
     let col = col.as_string::<i32>();
     (0..col.len()).map(|i| col.is_valid(i).then(|| col.value(i).to_string())).collect()
 }
@@ -274,4 +276,246 @@ fn a_second_run_on_the_same_root_is_refused_and_bad_configs_name_the_field() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("lifetime"), "{}", stderr(&out));
     assert!(!scores.join("CURRENT").exists());
+}
+
+/// Rows of a Parquet file or directory, through DataFusion.
+async fn table(path: &Path) -> Vec<RecordBatch> {
+    use engage_pipeline::datafusion::prelude::{ParquetReadOptions, SessionContext};
+    let ctx = SessionContext::new();
+    ctx.read_parquet(path.to_str().unwrap(), ParquetReadOptions::default())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
+}
+
+fn all_texts(batches: &[RecordBatch], c: &str) -> Vec<Option<String>> {
+    batches.iter().flat_map(|b| texts(b, c)).collect()
+}
+
+/// Campaigns in the nightly config: a wave and a trigger with every kind
+/// of suppression, a universal holdout and a do-not-contact list, run on
+/// two nights; each selection checked against the raw input tables.
+#[tokio::test]
+async fn audiences_select_suppress_hold_out_and_record_contacts() {
+    use engage_pipeline::audience::unit_hash;
+    use engage_pipeline::datafusion::arrow::datatypes::UInt64Type;
+    use engage_pipeline::datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+    let s = setup(3);
+    let data = s.config.parent().unwrap().join("data");
+    copy_dir(sample(), &data);
+    // The do-not-contact list: every 7th customer.
+    let customers = table(&data.join("customers")).await;
+    let ids: Vec<String> = all_texts(&customers, "customer_id").into_iter().flatten().collect();
+    let dnc: Vec<&String> = ids.iter().step_by(7).collect();
+    let mut csv = String::from("customer_id\n");
+    dnc.iter().for_each(|c| csv += &format!("{c}\n"));
+    std::fs::write(s.config.parent().unwrap().join("dnc.csv"), csv).unwrap();
+    let config = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(&format!("\"{}\"", sample().display()), "\"data\"");
+    let wave_where = "risk_band IN ('high', 'medium') AND lifecycle_stage <> 'prospect'";
+    std::fs::write(
+        &s.config,
+        format!(
+            "{config}[audiences]\nuniversal_holdout = 0.05\ndo_not_contact = \"dnc.csv\"\n\
+             [[campaigns]]\nid = \"W-RETAIN\"\nkind = \"wave\"\ndates = [\"2026-07-01\"]\nchannel = \"email\"\n\
+             offer = \"10pct_off\"\nwhere = \"{wave_where}\"\nrank_by = \"churn_probability * coalesce(clv, 0)\"\n\
+             limit = 400\ncontrol_share = 0.2\n\
+             [[campaigns]]\nid = \"T-COMPLAINT\"\nkind = \"trigger\"\nchannel = \"call\"\n\
+             where = \"days_since_last_complaint <= 60\"\nrank_by = \"clv\"\nbudget = 60.0\ncost_per_contact = 2.0\n\
+             exclude_stages = []\n"
+        ),
+    )
+    .unwrap();
+
+    let out = nightly(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains(
+            "audience W-RETAIN (wave by churn_probability * coalesce(clv, 0), email, offer 10pct_off)"
+        ),
+        "{said}"
+    );
+    let snap = s.scores.join("snapshots").join(current(&s.scores));
+    let summaries: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(snap.join("audiences/summary.json")).unwrap()).unwrap();
+    let wave = &summaries[0];
+    assert_eq!(wave["campaign_id"], "W-RETAIN");
+    let list = table(&snap.join("audiences/W-RETAIN.parquet")).await;
+    let selected: Vec<String> = all_texts(&list, "customer_id").into_iter().flatten().collect();
+    let groups: Vec<String> = all_texts(&list, "group").into_iter().flatten().collect();
+    assert_eq!(selected.len(), 400, "{wave}");
+    let csv_rows = std::fs::read_to_string(snap.join("audiences/W-RETAIN.csv")).unwrap().lines().count();
+    assert_eq!(csv_rows, 401, "CSV: header and the same rows");
+    let control = groups.iter().filter(|g| *g == "control").count();
+    assert!((50..=110).contains(&control), "{control} of 400 in control (20 %)");
+    for (c, g) in selected.iter().zip(&groups) {
+        assert_eq!(g == "control", unit_hash("W-RETAIN", c) < 0.2, "{c}: control by the stable hash");
+    }
+
+    // Every count, recomputed from the raw inputs and the snapshot.
+    let scores = read_scores(&snap);
+    let ctx = SessionContext::new();
+    ctx.register_batch("scores", scores.clone()).unwrap();
+    for t in ["customers", "contacts", "responses", "campaigns"] {
+        ctx.register_parquet(t, sample().join(t).to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap();
+    }
+    let column = |sql: String| {
+        let ctx = ctx.clone();
+        async move {
+            let b = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+            all_texts(&b, "customer_id").into_iter().flatten().collect::<std::collections::HashSet<String>>()
+        }
+    };
+    let candidates = column(format!("SELECT customer_id FROM scores WHERE {wave_where}")).await;
+    let no_consent = column("SELECT customer_id FROM customers WHERE consent_email IS NOT TRUE".into()).await;
+    let churned = column("SELECT customer_id FROM scores WHERE lifecycle_stage = 'churned'".into()).await;
+    let capped = column(
+        "SELECT customer_id FROM contacts WHERE \"group\" = 'treatment' AND ts < TIMESTAMP '2026-07-01T00:00:00Z' \
+         AND ts >= TIMESTAMP '2026-06-01T00:00:00Z' GROUP BY customer_id HAVING count(*) >= 3"
+            .into(),
+    )
+    .await;
+    let responded = column(
+        "SELECT customer_id FROM responses WHERE ts < TIMESTAMP '2026-07-01T00:00:00Z' AND ts >= TIMESTAMP '2026-06-01T00:00:00Z'".into(),
+    )
+    .await;
+    let running = column(
+        "SELECT k.customer_id FROM contacts k JOIN campaigns c USING (campaign_id) WHERE k.\"group\" = 'treatment' \
+         AND k.ts < TIMESTAMP '2026-07-01T00:00:00Z' AND (c.end_date IS NULL OR c.end_date >= DATE '2026-07-01') \
+         AND (c.start_date IS NULL OR c.start_date <= DATE '2026-07-01')"
+            .into(),
+    )
+    .await;
+    let dnc: std::collections::HashSet<String> = dnc.into_iter().cloned().collect();
+    let mut expected = std::collections::BTreeMap::new();
+    let mut eligible = Vec::new();
+    for c in &candidates {
+        let reason = if unit_hash("engage universal holdout", c) < 0.05 {
+            "universal_holdout"
+        } else if dnc.contains(c) {
+            "do_not_contact"
+        } else if no_consent.contains(c) {
+            "no_consent"
+        } else if churned.contains(c) {
+            "excluded_stage"
+        } else if responded.contains(c) {
+            "responded_recently"
+        } else if capped.contains(c) {
+            "frequency_cap"
+        } else if running.contains(c) {
+            "running_campaign"
+        } else {
+            eligible.push(c.clone());
+            continue;
+        };
+        *expected.entry(reason).or_insert(0u64) += 1;
+    }
+    assert_eq!(wave["candidates"].as_u64().unwrap() as usize, candidates.len(), "{wave}");
+    for (reason, n) in &expected {
+        assert_eq!(wave["suppressed"][reason].as_u64().unwrap(), *n, "{reason}: {wave}");
+    }
+    assert!(expected.len() >= 5, "the sample exercises most suppressions: {expected:?}");
+    assert_eq!(wave["eligible"].as_u64().unwrap() as usize, eligible.len());
+    // The 400 selected are the top of the eligible by the rank expression.
+    let (churn, clv) = (floats(&scores, "churn_probability"), floats(&scores, "clv"));
+    let by_id: std::collections::HashMap<&str, f64> = (0..scores.num_rows())
+        .map(|i| (scores.column(0).as_string::<i32>().value(i), churn[i].unwrap() * clv[i].unwrap_or(0.0)))
+        .collect();
+    let rank = |c: &str| by_id[c];
+    let chosen: std::collections::HashSet<&String> = selected.iter().collect();
+    let lowest_chosen = selected.iter().map(|c| rank(c)).fold(f64::INFINITY, f64::min);
+    for c in eligible.iter().filter(|c| !chosen.contains(c)) {
+        assert!(rank(c) <= lowest_chosen, "{c} ranks above the selection but was left out");
+    }
+    let ranks = list[0].column_by_name("rank").unwrap().as_primitive::<UInt64Type>();
+    assert_eq!(ranks.value(0), 1);
+
+    // The trigger: a budget of 60 at 2.0 pays 30 treatment contacts.
+    let trigger = &summaries[1];
+    assert_eq!(trigger["campaign_id"], "T-COMPLAINT");
+    assert!(
+        trigger["treatment"].as_u64().unwrap() <= 30 && trigger["selected"].as_u64().unwrap() > 0,
+        "{trigger}"
+    );
+    assert_eq!(trigger["cost"].as_f64().unwrap(), 2.0 * trigger["treatment"].as_f64().unwrap());
+
+    // The contacts are recorded in the data, and the next run reads them.
+    let recorded = table(&data.join("contacts/engage-W-RETAIN-2026-07-01.parquet")).await;
+    assert_eq!(all_texts(&recorded, "customer_id").into_iter().flatten().collect::<Vec<_>>(), selected);
+    assert!(data.join("campaigns/engage-W-RETAIN.parquet").exists());
+
+    // Re-running the night selects the same people and replaces the record.
+    let out = nightly(&s, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let snap2 = s.scores.join("snapshots").join(current(&s.scores));
+    let again = table(&snap2.join("audiences/W-RETAIN.parquet")).await;
+    assert_eq!(all_texts(&again, "customer_id"), all_texts(&list, "customer_id"));
+    assert_eq!(all_texts(&again, "group"), all_texts(&list, "group"));
+    let files = std::fs::read_dir(data.join("contacts")).unwrap().count();
+
+    // The next night: the wave is not due; the trigger skips whom it selected.
+    let first_trigger: Vec<String> =
+        all_texts(&table(&snap2.join("audiences/T-COMPLAINT.parquet")).await, "customer_id")
+            .into_iter()
+            .flatten()
+            .collect();
+    let out = nightly(&s, &["--as-of", "2026-07-02"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(s.scores.join("snapshots").join(current(&s.scores)).join("run_report.json")).unwrap(),
+    )
+    .unwrap();
+    let inputs = report["inputs"].as_array().unwrap();
+    let contacts = inputs.iter().find(|t| t["table"] == "contacts").unwrap();
+    assert_eq!(contacts["rejected"], 0, "engage's own contact records meet the contract: {contacts}");
+    let audiences = report["audiences"].as_array().unwrap();
+    assert_eq!(audiences.len(), 1, "only the trigger is due");
+    assert!(
+        audiences[0]["suppressed"]["cooldown"].as_u64().unwrap() >= first_trigger.len() as u64 / 2,
+        "{}",
+        audiences[0]
+    );
+    let next = s.scores.join("snapshots").join(current(&s.scores)).join("audiences/T-COMPLAINT.parquet");
+    let second: Vec<String> = all_texts(&table(&next).await, "customer_id").into_iter().flatten().collect();
+    assert!(
+        second.iter().all(|c| !first_trigger.contains(c)),
+        "a trigger contacts a customer once per cooldown"
+    );
+    assert_eq!(std::fs::read_dir(data.join("contacts")).unwrap().count(), files + 1);
+
+    // Ad hoc: `engage audience` on the current snapshot, without recording.
+    let adhoc = s.config.parent().unwrap().join("adhoc");
+    let out = engage(&[
+        "audience",
+        "--config",
+        s.config.to_str().unwrap(),
+        "--campaign",
+        "W-RETAIN",
+        "--out",
+        adhoc.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("audience W-RETAIN") && stdout(&out).contains("as of 2026-07-02"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(adhoc.join("W-RETAIN.csv").exists());
+    assert_eq!(
+        std::fs::read_dir(data.join("contacts")).unwrap().count(),
+        files + 1,
+        "a dry run records nothing"
+    );
+    let unknown =
+        engage(&["audience", "--config", s.config.to_str().unwrap(), "--campaign", "NOPE", "--out", "x"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("W-RETAIN, T-COMPLAINT"), "{}", stderr(&unknown));
 }
