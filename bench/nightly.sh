@@ -7,8 +7,11 @@
 #
 # The models are trained first on the same data (not timed): churn as of
 # 2026-03-31 with a 90-day horizon, CLV as of 2026-03-31, uplift on the
-# contacts after 2026-03-01. The nightly run then scores as of 2026-07-01,
-# twice (the second run also prunes the first, superseded, snapshot).
+# contacts after 2026-03-01. The nightly run then scores as of 2026-07-01
+# and selects two campaigns' audiences, twice (the second run re-selects the
+# same audiences and prunes the first, superseded, snapshot). It reads a data
+# root of links to the generated tables, with its own copies of contacts and
+# campaigns, which the audiences append to.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 customers=${1:-1000000}
@@ -30,15 +33,47 @@ if [ ! -d "$out/models" ]; then
   /usr/bin/time -f "train uplift (not part of nightly): %e s wall, %M KiB peak RSS" \
     "$bin" train uplift --features "$out/response/dataset.parquet" --models "$out/models" | tail -1
 fi
+rm -rf "$out/data" && mkdir -p "$out/data"
+for t in customers transactions interactions responses; do ln -s "$(realpath "$data/$t")" "$out/data/$t"; done
+cp -r "$data/contacts" "$out/data/contacts"
+mkdir -p "$out/data/campaigns"
+if [ -f "$data/campaigns.parquet" ]; then cp "$data/campaigns.parquet" "$out/data/campaigns/"; else cp "$data"/campaigns/* "$out/data/campaigns/"; fi
 cat > "$out/nightly.toml" <<TOML
 as_of = "2026-07-01"
 [data]
-root = "../data-$customers"
+root = "data"
 [models]
 registry = "models"
 [output]
 scores = "scores"
 keep = 3
+[audiences]
+universal_holdout = 0.05
+[[campaigns]]
+id = "RETAIN"
+kind = "wave"
+dates = ["2026-07-01"]
+channel = "email"
+offer = "10pct_off"
+where = "risk_band = 'high' AND value_tier IN ('high', 'medium')"
+rank_by = "churn_probability * clv"
+limit = 50000
+[[campaigns]]
+id = "UPLIFT"
+kind = "wave"
+dates = ["2026-07-01"]
+channel = "sms"
+where = "lifecycle_stage IN ('active', 'at_risk')"
+rank_by = "uplift"
+limit = 100000
+[[campaigns]]
+id = "COMPLAINT"
+kind = "trigger"
+channel = "call"
+where = "days_since_last_complaint <= 7"
+rank_by = "clv"
+budget = 5000.0
+cost_per_contact = 5.0
 TOML
 rm -rf "$out/scores"
 for run in first rerun; do

@@ -203,6 +203,16 @@ pub fn uplift_html(artifact: &UpliftArtifact, curves: &[ArmCurves]) -> String {
             esc(&m.unvalidated.join(", "))
         );
     }
+    if !m.dropped.is_empty() {
+        let dropped: Vec<String> =
+            m.dropped.iter().map(|d| format!("{} ({} rows)", d.treatment, d.treated_rows)).collect();
+        let _ = writeln!(
+            out,
+            "<p>Left out, too few treated rows for a model of their own (fewer than {}): {}.</p>",
+            crate::uplift::MIN_ARM_ROWS,
+            esc(&dropped.join(", "))
+        );
+    }
     for c in curves {
         let _ = write!(out, "<h3>{}</h3>\n<div class=\"charts\">\n", esc(&c.treatment));
         let end = c.qini.last().map_or(0.0, |p| p[1]);

@@ -22,6 +22,10 @@ use crate::{ARTIFACT_FORMAT_VERSION, Classifier, ClassifierConfig, ModelError, T
 pub const CONTROL: &str = "control";
 /// Most treatment arms one uplift model takes.
 pub const MAX_TREATMENTS: usize = 20;
+/// Fewest treated rows a treatment needs for a model of its own: a
+/// response model fitted on a few dozen rows extrapolates wildly, and its
+/// spurious uplift would make it every customer's best offer.
+pub const MIN_ARM_ROWS: usize = 200;
 /// The shares of top-ranked rows at which uplift is reported.
 pub const TOP_SHARES: [f64; 4] = [0.1, 0.2, 0.3, 0.5];
 
@@ -103,6 +107,38 @@ impl UpliftSet {
             }
         }
         Ok(self)
+    }
+
+    /// Leaves out the treatments with fewer than `min_rows` treated rows,
+    /// with their rows and the control rows held out from them. Returns the
+    /// smaller set, the kept rows' indices and what was left out.
+    pub fn without_small_arms(&self, min_rows: usize) -> (UpliftSet, Vec<usize>, Vec<DroppedArm>) {
+        let mut treated = vec![0usize; self.treatments.len() + 1];
+        self.arm.iter().for_each(|&a| treated[a] += 1);
+        let small: Vec<bool> = (0..=self.treatments.len()).map(|k| k > 0 && treated[k] < min_rows).collect();
+        let dropped = (1..=self.treatments.len())
+            .filter(|&k| small[k])
+            .map(|k| DroppedArm { treatment: self.arm_name(k).to_string(), treated_rows: treated[k] })
+            .collect();
+        let kept: Vec<usize> = (0..self.arm.len())
+            .filter(|&i| !small[self.arm[i]] && !self.control_arm[i].is_some_and(|k| small[k]))
+            .collect();
+        // Old arm index -> new one (control stays 0).
+        let mut remap = vec![0usize; self.treatments.len() + 1];
+        let mut treatments = Vec::new();
+        for k in 1..=self.treatments.len() {
+            if !small[k] {
+                treatments.push(self.treatments[k - 1].clone());
+                remap[k] = treatments.len();
+            }
+        }
+        let set = UpliftSet {
+            set: self.set.select(&kept),
+            arm: kept.iter().map(|&i| remap[self.arm[i]]).collect(),
+            treatments,
+            control_arm: kept.iter().map(|&i| self.control_arm[i].map(|k| remap[k])).collect(),
+        };
+        (set, kept, dropped)
     }
 
     /// The rows at `idx`, in that order.
@@ -264,6 +300,17 @@ pub struct UpliftMetrics {
     /// control row to compare with (e.g. an offer no campaign used in the
     /// last cutoff's horizon).
     pub unvalidated: Vec<String>,
+    /// Treatments left out for too few treated rows ([`MIN_ARM_ROWS`]).
+    #[serde(default)]
+    pub dropped: Vec<DroppedArm>,
+}
+
+/// A treatment left out of an uplift model, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DroppedArm {
+    pub treatment: String,
+    /// Its treated rows, fewer than [`MIN_ARM_ROWS`].
+    pub treated_rows: usize,
 }
 
 /// The charts of one treatment's validation.
@@ -451,6 +498,7 @@ pub fn evaluate(model: &FittedUplift, valid: &UpliftSet) -> (UpliftMetrics, Vec<
         control_response_auc: crate::metrics::roc_auc(&cy, &cp),
         arms,
         unvalidated,
+        dropped: Vec::new(),
     };
     (metrics, curves)
 }
@@ -534,6 +582,19 @@ pub fn train_uplift(
             reason: "uplift models validate on a backtest or hold-out, not k-fold",
         });
     }
+    let (kept_set, kept, dropped) = data.without_small_arms(MIN_ARM_ROWS);
+    if kept_set.treatments.is_empty() {
+        return Err(ModelError::Data(format!(
+            "no treatment has {MIN_ARM_ROWS} treated rows (the fewest a model of its own needs): {}",
+            dropped
+                .iter()
+                .map(|d| format!("{} {}", d.treatment, d.treated_rows))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let kept_cutoffs: Option<Vec<String>> = cutoffs.map(|c| kept.iter().map(|&i| c[i].clone()).collect());
+    let (data, cutoffs) = (&kept_set, kept_cutoffs.as_deref());
     let opts = with_last_cutoff(opts, cutoffs);
     let classes: Vec<u32> =
         (0..data.arm.len()).map(|i| (data.arm[i] * 2 + data.set.y[i] as usize) as u32).collect();
@@ -547,7 +608,8 @@ pub fn train_uplift(
         )));
     }
     let model = FittedUplift::fit(&train, &config.model)?;
-    let (metrics, curves) = evaluate(&model, &valid);
+    let (mut metrics, curves) = evaluate(&model, &valid);
+    metrics.dropped = dropped;
     let fingerprint = data.fingerprint();
     let artifact = UpliftArtifact {
         format_version: ARTIFACT_FORMAT_VERSION,
@@ -719,6 +781,48 @@ mod tests {
     }
 
     #[test]
+    fn treatments_with_too_few_rows_get_no_model() {
+        let data = simulated(3000, 5);
+        // Offer C: 150 of B's rows, and 40 control rows held out from it.
+        let mut arms: Vec<String> = data.arm.iter().map(|&a| data.arm_name(a).to_string()).collect();
+        let b_rows: Vec<usize> = (0..arms.len()).filter(|&i| arms[i] == "B").take(150).collect();
+        b_rows.iter().for_each(|&i| arms[i] = "C".into());
+        let held: Vec<Option<String>> =
+            (0..arms.len()).map(|i| (arms[i] == CONTROL && i % 25 == 0).then(|| "C".to_string())).collect();
+        let held_from_c = held.iter().flatten().count();
+        let set = UpliftSet::new(data.set.clone(), &arms, CONTROL).unwrap().with_control_arms(&held).unwrap();
+        let (kept, idx, dropped) = set.without_small_arms(MIN_ARM_ROWS);
+        assert_eq!(dropped, vec![DroppedArm { treatment: "C".into(), treated_rows: 150 }]);
+        assert_eq!(kept.treatments, ["A", "B"]);
+        assert_eq!(idx.len(), 3000 - 150 - held_from_c);
+        assert!(idx.iter().all(|&i| arms[i] != "C" && held[i].is_none()));
+        // The arms are renumbered: B is now 2 (it was 2 of A, B, C too; A stays 1).
+        assert!(idx.iter().zip(&kept.arm).all(|(&i, &a)| kept.arm_name(a) == arms[i]));
+        let config =
+            TrainConfig { split: SplitConfig { seed: 3, ..Default::default() }, ..Default::default() };
+        let opts = TrainOptions {
+            name: "uplift".into(),
+            task: "uplift".into(),
+            window: TrainingWindow { as_of: "table".into(), horizon_days: 0 },
+        };
+        let (art, _) = train_uplift(&set, None, &config, &opts).unwrap();
+        assert_eq!(art.model.treatments, ["A", "B"]);
+        assert_eq!(art.metrics.dropped.len(), 1);
+        // Every treatment too small is an error that names them.
+        let e = set.without_small_arms(10_000).0.treatments.len();
+        assert_eq!(e, 0);
+        let err = train_uplift(
+            &UpliftSet::new(data.set.select(&(0..300).collect::<Vec<_>>()), &arms[..300], CONTROL).unwrap(),
+            None,
+            &config,
+            &opts,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no treatment has 200 treated rows") && err.contains("A "), "{err}");
+    }
+
+    #[test]
     fn undefined_metrics_read_back_as_nan() {
         let m = UpliftMetrics {
             rows: 3,
@@ -726,6 +830,7 @@ mod tests {
             control_response_auc: f64::NAN,
             arms: Vec::new(),
             unvalidated: Vec::new(),
+            dropped: Vec::new(),
         };
         let json = serde_json::to_string(&m).unwrap();
         assert!(json.contains("\"qini\":null"), "{json}");

@@ -951,6 +951,14 @@ fn uplift_summary(art: &engage_models::uplift::UpliftArtifact) -> String {
     if !m.unvalidated.is_empty() {
         out += &format!("  not validated (a model, but no validation row): {}\n", m.unvalidated.join(", "));
     }
+    for d in &m.dropped {
+        out += &format!(
+            "  left out: {} ({} treated rows; a model of its own needs {})\n",
+            d.treatment,
+            d.treated_rows,
+            engage_models::uplift::MIN_ARM_ROWS
+        );
+    }
     out
 }
 
