@@ -28,7 +28,7 @@ use crate::report::Stopwatch;
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
 use crate::sql::{
     AUDIENCE_ELIGIBILITY, CHURN_LABEL, FEATURES, IDENTITY_QUALITY, LABELS, LIFECYCLE, PURCHASE_DAYS,
-    RESPONSE_LABEL, SPEND_LABEL, SqlFile,
+    PURCHASE_SUMMARY, RESPONSE_LABEL, SPEND_LABEL, SqlFile,
 };
 use crate::store::DataRoot;
 
@@ -285,6 +285,21 @@ impl Engine {
         self.identity.as_ref()
     }
 
+    /// Frees the attributed events and every view over them (feature,
+    /// label and CLV views, materialised or not); the next use resolves
+    /// identities again. The input tables stay. A batch job calls it once
+    /// it has what it needs from the events, before its own allocations.
+    pub fn release_events(&mut self) -> Result<()> {
+        self.identity = None;
+        let views = ATTRIBUTED.iter().map(|a| a.view);
+        let views = views
+            .chain(FEATURES.iter().chain(LABELS).chain([&PURCHASE_DAYS, &PURCHASE_SUMMARY]).map(|f| f.name));
+        for view in views {
+            self.ctx.deregister_table(view).map_err(query(view))?;
+        }
+        Ok(())
+    }
+
     /// Builds the identity graph from the rows before `cutoff` (all rows for
     /// `None`) and attributes those rows through it, in one pass over each
     /// event table (see [`GraphBuilder`]). The attributed events
@@ -300,12 +315,7 @@ impl Engine {
         // Free the events attributed for another cutoff first, and the views
         // whose plans hold them: keeping them while attributing anew doubles
         // the peak memory. Every view is registered again by its user.
-        self.identity = None;
-        let views = ATTRIBUTED.iter().map(|a| a.view);
-        let views = views.chain(FEATURES.iter().chain(LABELS).chain([&PURCHASE_DAYS]).map(|f| f.name));
-        for view in views {
-            self.ctx.deregister_table(view).map_err(query(view))?;
-        }
+        self.release_events()?;
         let mut graph = GraphBuilder::new(&self.source.identity);
         let crm_columns = ["customer_id", "email", "phone", "loyalty_id"];
         let df = self.keyed_by_customer[0].1.clone().select_columns(&crm_columns);
@@ -537,6 +547,47 @@ impl Engine {
             let values = b.column(2).as_primitive::<datafusion::arrow::datatypes::Float64Type>();
             for i in 0..b.num_rows() {
                 out.push((ids.value(i).to_string(), days.value(i), values.value(i)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Each customer's purchase summary as of `as_of` in `unit_days`-day
+    /// units (see `sql/models/purchase_summary.sql`; the same summary as
+    /// [`engage_models::clv::summarize`] of [`Engine::purchase_days`]),
+    /// with identities resolved as of `as_of`, streamed: one row per
+    /// customer is all it holds.
+    pub async fn purchase_summaries(
+        &mut self,
+        as_of: NaiveDate,
+        unit_days: f64,
+    ) -> Result<std::collections::HashMap<String, engage_models::clv::Rfm>> {
+        self.resolve_identities(Some(as_of)).await?;
+        let mut params = vec![("as_of", as_of_param(as_of))];
+        params.extend(self.source.lifecycle.params());
+        self.register_view(&FEATURES[0], &params).await?;
+        let df = self.register_view(&PURCHASE_SUMMARY, &[("as_of", as_of_param(as_of))]).await?;
+        let end_day = (as_of - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() - 1;
+        let mut out = std::collections::HashMap::new();
+        let mut stream = df.execute_stream().await.map_err(query(PURCHASE_SUMMARY.path))?;
+        while let Some(b) = stream.next().await {
+            let b = b.map_err(query(PURCHASE_SUMMARY.path))?;
+            let ids =
+                cast(b.column(0), &DataType::Utf8).map_err(|e| query(PURCHASE_SUMMARY.path)(e.into()))?;
+            let ids = ids.as_string::<i32>();
+            let int =
+                |j: usize| b.column(j).as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone();
+            let (first, last, days) = (int(1), int(2), int(3));
+            let repeat = b.column(4).as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+            for i in 0..b.num_rows() {
+                let repeats = (days.value(i) - 1) as f64;
+                let rfm = engage_models::clv::Rfm {
+                    frequency: repeats,
+                    recency: (last.value(i) - first.value(i)) as f64 / unit_days,
+                    age: (end_day - first.value(i)) as f64 / unit_days,
+                    monetary: if repeats > 0.0 { repeat.value(i) / repeats } else { 0.0 },
+                };
+                out.insert(ids.value(i).to_string(), rfm);
             }
         }
         Ok(out)

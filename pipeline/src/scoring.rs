@@ -7,7 +7,7 @@
 //! leaves the previous snapshot current, and the next run clears what it
 //! left in `.staging`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use datafusion::arrow::array::{ArrayRef, Date32Array, Float64Array, StringArray,
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use engage_models::ModelArtifact;
-use engage_models::clv::{ClvArtifact, customer_lifetime_value, summarize};
+use engage_models::clv::{ClvArtifact, customer_lifetime_value};
 use engage_models::registry::{ModelRef, Registry};
 use engage_models::snapshot::{self, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest};
 use engage_models::uplift::UpliftArtifact;
@@ -255,6 +255,12 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
     let identity = engine.resolve_identities(Some(opts.as_of)).await?.clone();
     progress.lap(&mut clock, "identity");
     let features = engine.features(opts.as_of).await?;
+    // CLV needs each customer's purchase summary; then the events can go.
+    let summaries = match &models.clv {
+        Some(a) => Some(engine.purchase_summaries(opts.as_of, a.unit_days).await?),
+        None => None,
+    };
+    engine.release_events()?;
     progress.lap(&mut clock, "features");
     let (ids, names, x) = feature_matrix(&features)?;
     let stage = table_text(&features, "lifecycle_stage", "the feature table")?;
@@ -289,14 +295,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
     }
     drop(x);
     progress.lap(&mut clock, "score classifiers");
-    if let Some(a) = &models.clv {
-        let purchases = engine.purchase_days(opts.as_of).await?;
-        let end_day = (opts.as_of - epoch()).num_days() - 1;
-        let summaries: HashMap<String, engage_models::clv::Rfm> =
-            summarize(purchases.iter().map(|(c, d, v)| (c, *d, *v)), end_day, a.unit_days)
-                .into_iter()
-                .collect();
-        drop(purchases);
+    if let (Some(a), Some(summaries)) = (&models.clv, summaries) {
         let month = 365.25 / 12.0 / a.unit_days;
         let (bg, gg) = (&a.bg_nbd.params, &a.gamma_gamma.params);
         let horizon = opts.clv.horizon_months;
@@ -309,6 +308,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
             expected.push(c.map(|c| bg.expected_purchases(c, horizon as f64 * month)));
             clv.push(c.map(|c| customer_lifetime_value(bg, gg, c, horizon, month, opts.clv.discount_rate)));
         }
+        drop(summaries);
         columns.clv = Some(ClvScores { p_alive, expected_purchases: expected, clv });
         progress.lap(&mut clock, "score clv");
     }

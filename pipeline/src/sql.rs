@@ -62,5 +62,10 @@ pub const PURCHASE_DAYS: SqlFile = sql_file!("purchase_days", "models/purchase_d
 /// `$campaign_id`, `$cap_days`, `$responded_days`, `$cooldown_days`.
 pub const AUDIENCE_ELIGIBILITY: SqlFile = sql_file!("audience_eligibility", "audiences/eligibility.sql");
 
+/// One purchase summary per customer before `$as_of` (first and last
+/// purchase day, purchase days, repeat value), what CLV scoring reads;
+/// reads `population`.
+pub const PURCHASE_SUMMARY: SqlFile = sql_file!("purchase_summary", "models/purchase_summary.sql");
+
 /// Every label file.
 pub const LABELS: &[SqlFile] = &[CHURN_LABEL, SPEND_LABEL, RESPONSE_LABEL];

@@ -838,6 +838,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Models { action } => models_command(action)?,
         Command::Nightly { config, as_of } => {
+            crate::purge_freed_memory_promptly();
             let cfg =
                 NightlyConfig::load(&config).with_context(|| format!("reading {}", config.display()))?;
             let list = match &cfg.data.erasure_list {

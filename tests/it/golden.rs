@@ -8,7 +8,7 @@ use std::path::Path;
 use engage_pipeline::Engine;
 use engage_pipeline::Task;
 use engage_pipeline::datafusion::arrow::util::pretty::pretty_format_batches;
-use engage_pipeline::sql::{FEATURES, LABELS, LIFECYCLE, PURCHASE_DAYS};
+use engage_pipeline::sql::{FEATURES, LABELS, LIFECYCLE, PURCHASE_DAYS, PURCHASE_SUMMARY};
 
 use crate::common::{date, tiny, tiny_as_of};
 
@@ -32,8 +32,20 @@ async fn dump(engine: &Engine, view: &str, order: &str) -> String {
 async fn every_sql_view_matches_its_golden_file() {
     let mut engine = Engine::open(&tiny()).await.unwrap();
     engine.features(tiny_as_of()).await.unwrap();
-    engine.purchase_days(tiny_as_of()).await.unwrap();
+    let days = engine.purchase_days(tiny_as_of()).await.unwrap();
     check(PURCHASE_DAYS.name, &dump(&engine, PURCHASE_DAYS.name, "customer_id, day").await);
+    // Scoring's one-pass summaries equal the summaries training computes
+    // from the purchase days.
+    let summaries = engine.purchase_summaries(tiny_as_of(), 7.0).await.unwrap();
+    check(PURCHASE_SUMMARY.name, &dump(&engine, PURCHASE_SUMMARY.name, "customer_id").await);
+    let end_day = (tiny_as_of() - date("1970-01-01")).num_days() - 1;
+    let expected = engage_models::clv::summarize(days.iter().map(|(c, d, v)| (c, *d, *v)), end_day, 7.0);
+    assert_eq!(summaries.len(), expected.len());
+    for (c, rfm) in &expected {
+        let got = summaries[c];
+        assert_eq!((got.frequency, got.recency, got.age), (rfm.frequency, rfm.recency, rfm.age), "{c}");
+        assert!((got.monetary - rfm.monetary).abs() < 1e-9, "{c}: {} vs {}", got.monetary, rfm.monetary);
+    }
     // The feature views hold the identity as of the cutoff; the labels
     // below resolve identities again from all rows, which replaces them.
     for file in FEATURES {
@@ -61,7 +73,7 @@ async fn every_sql_view_matches_its_golden_file() {
     }
     // Every registered SQL file has a golden file.
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    for file in FEATURES.iter().chain(LABELS).chain(LIFECYCLE).chain([&PURCHASE_DAYS]) {
+    for file in FEATURES.iter().chain(LABELS).chain(LIFECYCLE).chain([&PURCHASE_DAYS, &PURCHASE_SUMMARY]) {
         assert!(golden.join(format!("{}.txt", file.name)).exists(), "no golden file for {}", file.path);
     }
 }
