@@ -42,6 +42,97 @@ fn write_files(dir: &Path, metrics: &impl Serialize, report: &str) -> Result<Vec
     Ok(vec![metrics_path, report_path])
 }
 
+/// The campaigns report's files inside its output directory.
+pub const CAMPAIGNS_JSON: &str = "campaigns.json";
+pub const CAMPAIGNS_HTML: &str = "campaigns.html";
+
+/// Writes `<dir>/campaigns.json` and `<dir>/campaigns.html` (results as of
+/// `as_of`), atomically. Returns both paths.
+pub fn write_campaigns(
+    dir: &Path,
+    results: &[crate::lift::CampaignResult],
+    as_of: &str,
+) -> Result<Vec<PathBuf>, ModelError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|source| ModelError::Io { path: dir.display().to_string(), source })?;
+    let (json, html) = (dir.join(CAMPAIGNS_JSON), dir.join(CAMPAIGNS_HTML));
+    #[derive(Serialize)]
+    struct File<'a> {
+        as_of: &'a str,
+        campaigns: &'a [crate::lift::CampaignResult],
+    }
+    crate::artifact::save_json(&File { as_of, campaigns: results }, &json)?;
+    crate::snapshot::write_atomic(&html, campaigns_html(results, as_of).as_bytes())?;
+    Ok(vec![json, html])
+}
+
+/// The campaigns report: per campaign and stage, rates, lift with its 95 %
+/// interval, increments and cost; charts of treatment against control.
+pub fn campaigns_html(results: &[crate::lift::CampaignResult], as_of: &str) -> String {
+    let pct = |v: f64| if v.is_finite() { format!("{:.2}%", v * 100.0) } else { "n/a".into() };
+    let pts = |v: f64| if v.is_finite() { format!("{:+.2}", v * 100.0) } else { "n/a".into() };
+    let num = |v: f64| if v.is_finite() { format!("{v:.1}") } else { "n/a".into() };
+    let mut out = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Campaign results</title>\n\
+         <style>{STYLE}</style></head><body>\n<h1>Campaign results as of {}</h1>\n\
+         <p>Lift is the treatment group's rate minus the control group's, in points, with its 95 % interval; \
+         a control customer received nothing, so only the stages both groups can reach (a purchase) compare like \
+         with like. Incremental responders = lift × treated customers.</p>\n<table>\n\
+         <tr><th>campaign</th><th>stage</th><th>treated</th><th>rate</th><th>control</th><th>rate</th>\
+         <th>lift (pts)</th><th>95 % interval</th><th>relative</th><th>incremental</th></tr>\n",
+        esc(as_of)
+    );
+    for r in results {
+        for s in &r.stages {
+            let l = &s.lift;
+            let _ = writeln!(
+                out,
+                "<tr><th>{}</th><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{} to {}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.campaign_id),
+                esc(&s.stage),
+                s.treatment.customers,
+                pct(s.treatment.rate()),
+                s.control.customers,
+                pct(s.control.rate()),
+                pts(l.absolute),
+                pts(l.absolute_low),
+                pts(l.absolute_high),
+                pct(l.relative),
+                num(l.incremental_responders)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "<tr><td colspan=\"10\" style=\"text-align:left\">incremental revenue {}; cost {}; cost per \
+             incremental response {}</td></tr>",
+            num(r.incremental_revenue),
+            r.cost.map_or("n/a".into(), |c| format!("{c:.2}")),
+            r.cost_per_incremental_response.map_or("n/a".into(), |c| format!("{c:.2}"))
+        );
+    }
+    out += "</table>\n<div class=\"charts\">\n";
+    let mut stages: Vec<&str> = Vec::new();
+    for s in results.iter().flat_map(|r| &r.stages) {
+        if !stages.contains(&s.stage.as_str()) {
+            stages.push(&s.stage);
+        }
+    }
+    for stage in stages {
+        let groups: Vec<(String, f64, f64)> = results
+            .iter()
+            .filter_map(|r| r.stages.iter().find(|s| s.stage == *stage).map(|s| (r, s)))
+            .filter(|(_, s)| s.control.customers > 0)
+            .map(|(r, s)| (r.campaign_id.clone(), s.treatment.rate(), s.control.rate()))
+            .collect();
+        if !groups.is_empty() {
+            out += &paired_bars(&format!("Rate: {stage}"), "campaign", ("treatment", "control"), &groups);
+        }
+    }
+    out += "</div>\n</body></html>\n";
+    out
+}
+
 /// The stylesheet of every report.
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
      table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right}\

@@ -27,8 +27,8 @@ use crate::output::write_parquet;
 use crate::report::Stopwatch;
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
 use crate::sql::{
-    AUDIENCE_ELIGIBILITY, CHURN_LABEL, FEATURES, IDENTITY_QUALITY, LABELS, LIFECYCLE, PURCHASE_DAYS,
-    PURCHASE_SUMMARY, RESPONSE_LABEL, SPEND_LABEL, SqlFile,
+    AUDIENCE_ELIGIBILITY, CAMPAIGN_RESULTS, CHURN_LABEL, FEATURES, IDENTITY_QUALITY, LABELS, LIFECYCLE,
+    PURCHASE_DAYS, PURCHASE_SUMMARY, RESPONSE_LABEL, SPEND_LABEL, SqlFile,
 };
 use crate::store::DataRoot;
 
@@ -687,6 +687,17 @@ impl Engine {
         ];
         let df = self.register_view(&AUDIENCE_ELIGIBILITY, &params).await?;
         df.collect().await.map_err(query(AUDIENCE_ELIGIBILITY.path))
+    }
+
+    /// What happened after each campaign's contacts (see
+    /// `sql/campaigns/results.sql`).
+    pub async fn campaign_results(&self, as_of: NaiveDate, response_days: u32) -> Result<Vec<RecordBatch>> {
+        let params = vec![
+            ("as_of", as_of_param(as_of)),
+            ("response_days", ScalarValue::Float64(Some(response_days as f64))),
+        ];
+        let df = self.register_view(&CAMPAIGN_RESULTS, &params).await?;
+        df.collect().await.map_err(query(CAMPAIGN_RESULTS.path))
     }
 
     /// Registers `batches` as the in-memory table `name` (replacing one of

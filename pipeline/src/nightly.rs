@@ -18,6 +18,7 @@ use crate::jobs::read_table;
 use crate::scoring::{ClvScoring, FEATURES_FILE, ModelPick, ScoreOptions, ScoreRun, ScoreTask, score};
 use crate::segments::SegmentConfig;
 use crate::store::DataRoot;
+use engage_models::lift::{CampaignResult, GroupOutcome};
 use engage_models::snapshot;
 
 /// The nightly job's configuration. Relative paths are relative to the
@@ -301,6 +302,79 @@ pub async fn audience(
         written.extend(audience::record_contacts(history, campaign, as_of, &rows, defined)?);
     }
     Ok(AudienceRun { summary, snapshot_id: manifest.snapshot_id, written })
+}
+
+/// Measures every campaign in the contacts table as of `as_of` (responses
+/// within `response_days` of each contact), per funnel stage, with costs
+/// from the config's campaigns; writes `campaigns.json` and
+/// `campaigns.html` into `out`.
+pub async fn campaigns_report(
+    config: &NightlyConfig,
+    source: DataSource,
+    as_of: NaiveDate,
+    response_days: u32,
+    out: &Path,
+) -> Result<(Vec<CampaignResult>, Vec<PathBuf>)> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+    let funnel = source.response_funnel.clone();
+    let engine = Engine::open_source(&source).await?;
+    let batches = engine.campaign_results(as_of, response_days).await?;
+    // campaign -> (kind, offer, per group: [(responded, depth, customers, revenue)])
+    type Rows = Vec<(bool, i64, u64, f64)>;
+    let mut by_campaign: std::collections::BTreeMap<String, (Option<String>, Option<String>, Rows, Rows)> =
+        Default::default();
+    let text = |b: &datafusion::arrow::record_batch::RecordBatch, j: usize| -> Result<Vec<Option<String>>> {
+        let c = cast(b.column(j), &DataType::Utf8)
+            .map_err(|e| crate::error::query("campaign results")(e.into()))?;
+        let c = c.as_string::<i32>();
+        Ok((0..c.len()).map(|i| c.is_valid(i).then(|| c.value(i).to_string())).collect())
+    };
+    for b in &batches {
+        let (ids, kinds, offers, groups) = (text(b, 0)?, text(b, 1)?, text(b, 2)?, text(b, 3)?);
+        let responded = b.column(4).as_boolean();
+        let depth = cast(b.column(5), &DataType::Int64)
+            .map_err(|e| crate::error::query("campaign results")(e.into()))?;
+        let depth = depth.as_primitive::<Int64Type>();
+        let customers = cast(b.column(6), &DataType::Int64)
+            .map_err(|e| crate::error::query("campaign results")(e.into()))?;
+        let customers = customers.as_primitive::<Int64Type>();
+        let revenue = b.column(7).as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            let entry = by_campaign
+                .entry(ids[i].clone().unwrap_or_default())
+                .or_insert_with(|| (kinds[i].clone(), offers[i].clone(), Vec::new(), Vec::new()));
+            let row = (responded.value(i), depth.value(i), customers.value(i) as u64, revenue.value(i));
+            match groups[i].as_deref() {
+                Some("control") => entry.3.push(row),
+                _ => entry.2.push(row),
+            }
+        }
+    }
+    let outcome = |rows: &Rows, reached: &dyn Fn(bool, i64) -> bool| GroupOutcome {
+        customers: rows.iter().map(|r| r.2).sum(),
+        responders: rows.iter().filter(|r| reached(r.0, r.1)).map(|r| r.2).sum(),
+        revenue: rows.iter().map(|r| r.3).sum(),
+    };
+    let results: Vec<CampaignResult> = by_campaign
+        .into_iter()
+        .map(|(id, (kind, offer, treated, control))| {
+            let mut stages = vec![(
+                "any response".to_string(),
+                outcome(&treated, &|r, _| r),
+                outcome(&control, &|r, _| r),
+            )];
+            for (k, stage) in funnel.iter().enumerate() {
+                let reached = move |_: bool, d: i64| d > k as i64;
+                stages.push((stage.clone(), outcome(&treated, &reached), outcome(&control, &reached)));
+            }
+            let cost = config.campaigns.iter().find(|c| c.id == id).and_then(|c| c.cost_per_contact);
+            CampaignResult::new(&id, kind, offer, stages, cost)
+        })
+        .collect();
+    let written = engage_models::report::write_campaigns(out, &results, &as_of.to_string())?;
+    Ok((results, written))
 }
 
 #[cfg(test)]

@@ -67,5 +67,9 @@ pub const AUDIENCE_ELIGIBILITY: SqlFile = sql_file!("audience_eligibility", "aud
 /// reads `population`.
 pub const PURCHASE_SUMMARY: SqlFile = sql_file!("purchase_summary", "models/purchase_summary.sql");
 
+/// Per campaign, group, response and funnel depth: customers and revenue,
+/// parameters `$as_of` and `$response_days`.
+pub const CAMPAIGN_RESULTS: SqlFile = sql_file!("campaign_results", "campaigns/results.sql");
+
 /// Every label file.
 pub const LABELS: &[SqlFile] = &[CHURN_LABEL, SPEND_LABEL, RESPONSE_LABEL];

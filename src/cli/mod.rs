@@ -117,6 +117,11 @@ enum Command {
         #[arg(long, value_parser = parse_date)]
         as_of: Option<NaiveDate>,
     },
+    /// Measure campaigns: response, lift and cost per funnel stage.
+    Campaigns {
+        #[command(subcommand)]
+        action: CampaignsAction,
+    },
     /// Select one campaign's audience from the current snapshot now (the
     /// nightly job selects due campaigns itself).
     Audience {
@@ -175,6 +180,28 @@ enum Command {
     },
     /// Generate a sample, build features, train, score, and print a summary.
     Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum CampaignsAction {
+    /// Per campaign and funnel stage: contacted, responded, rates in
+    /// treatment and control, lift with 95 % interval, incremental
+    /// responders and revenue, cost per incremental response.
+    Report {
+        /// The nightly config (data root, response funnel, campaign costs).
+        #[arg(long)]
+        config: PathBuf,
+        /// Count responses before this date (YYYY-MM-DD); default: the
+        /// config's `as_of`, else today (UTC).
+        #[arg(long, value_parser = parse_date)]
+        as_of: Option<NaiveDate>,
+        /// A response counts within this many days of the contact.
+        #[arg(long, default_value_t = 30)]
+        response_days: u32,
+        /// Directory for campaigns.json and campaigns.html.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -851,6 +878,28 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("nightly run of {} as of {as_of}", config.display()))?;
             print_published(&run);
         }
+        Command::Campaigns { action: CampaignsAction::Report { config, as_of, response_days, out } } => {
+            let cfg =
+                NightlyConfig::load(&config).with_context(|| format!("reading {}", config.display()))?;
+            let list = match &cfg.data.erasure_list {
+                Some(p) => p.clone(),
+                None => default_erasure_list()?,
+            };
+            let as_of = as_of.or(cfg.as_of).unwrap_or_else(|| chrono::Utc::now().date_naive());
+            let (results, written) = engage_pipeline::nightly::campaigns_report(
+                &cfg,
+                cfg.source(&list)?,
+                as_of,
+                response_days,
+                &out,
+            )
+            .await
+            .with_context(|| format!("measuring the campaigns of {}", cfg.data.root))?;
+            print!("{}", campaigns_table(&results, as_of, response_days));
+            for p in written {
+                println!("wrote {}", p.display());
+            }
+        }
         Command::Audience { config, campaign, out, dry_run } => {
             let cfg =
                 NightlyConfig::load(&config).with_context(|| format!("reading {}", config.display()))?;
@@ -897,6 +946,51 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(args).await?,
     }
     Ok(())
+}
+
+/// `engage campaigns report` as text: one line per campaign and stage.
+fn campaigns_table(results: &[engage_models::lift::CampaignResult], as_of: NaiveDate, days: u32) -> String {
+    let pct = |v: f64| if v.is_finite() { format!("{:.2}%", v * 100.0) } else { "n/a".into() };
+    let pts = |v: f64| if v.is_finite() { format!("{:+.2}", v * 100.0) } else { "n/a".into() };
+    let mut out = format!("campaign results as of {as_of} (responses within {days} days of the contact)\n");
+    out += &format!(
+        "{:<20} {:<14} {:>9} {:>8} {:>8} {:>8} {:>9} {:>17} {:>12}\n",
+        "campaign", "stage", "treated", "rate", "control", "rate", "lift pts", "95 % interval", "incremental"
+    );
+    for r in results {
+        for s in &r.stages {
+            let l = &s.lift;
+            out += &format!(
+                "{:<20} {:<14} {:>9} {:>8} {:>8} {:>8} {:>9} {:>17} {:>12}\n",
+                r.campaign_id,
+                s.stage,
+                s.treatment.customers,
+                pct(s.treatment.rate()),
+                s.control.customers,
+                pct(s.control.rate()),
+                pts(l.absolute),
+                format!("{} to {}", pts(l.absolute_low), pts(l.absolute_high)),
+                if l.incremental_responders.is_finite() {
+                    format!("{:.1}", l.incremental_responders)
+                } else {
+                    "n/a".into()
+                }
+            );
+        }
+        let money = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.2}"));
+        out += &format!(
+            "{:<20} incremental revenue {}, cost {}, cost per incremental response {}\n",
+            "",
+            if r.incremental_revenue.is_finite() {
+                format!("{:.2}", r.incremental_revenue)
+            } else {
+                "n/a".into()
+            },
+            money(r.cost),
+            money(r.cost_per_incremental_response)
+        );
+    }
+    out
 }
 
 /// The run report and where the snapshot went.

@@ -8,7 +8,9 @@ use std::path::Path;
 use engage_pipeline::Engine;
 use engage_pipeline::Task;
 use engage_pipeline::datafusion::arrow::util::pretty::pretty_format_batches;
-use engage_pipeline::sql::{FEATURES, LABELS, LIFECYCLE, PURCHASE_DAYS, PURCHASE_SUMMARY};
+use engage_pipeline::sql::{
+    AUDIENCE_ELIGIBILITY, CAMPAIGN_RESULTS, FEATURES, LABELS, LIFECYCLE, PURCHASE_DAYS, PURCHASE_SUMMARY,
+};
 
 use crate::common::{date, tiny, tiny_as_of};
 
@@ -71,9 +73,23 @@ async fn every_sql_view_matches_its_golden_file() {
             );
         }
     }
+    // Campaign SQL reads the input tables only. W1's eligibility a year
+    // back from the cutoff; results of every contact before 2025-08-01.
+    engine.audience_eligibility(tiny_as_of(), "W1", 365, 365, 365).await.unwrap();
+    check(AUDIENCE_ELIGIBILITY.name, &dump(&engine, AUDIENCE_ELIGIBILITY.name, "customer_id").await);
+    engine.campaign_results(date("2025-08-01"), 30).await.unwrap();
+    check(
+        CAMPAIGN_RESULTS.name,
+        &dump(&engine, CAMPAIGN_RESULTS.name, "campaign_id, \"group\", responded, depth").await,
+    );
     // Every registered SQL file has a golden file.
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    for file in FEATURES.iter().chain(LABELS).chain(LIFECYCLE).chain([&PURCHASE_DAYS, &PURCHASE_SUMMARY]) {
+    for file in FEATURES.iter().chain(LABELS).chain(LIFECYCLE).chain([
+        &PURCHASE_DAYS,
+        &PURCHASE_SUMMARY,
+        &AUDIENCE_ELIGIBILITY,
+        &CAMPAIGN_RESULTS,
+    ]) {
         assert!(golden.join(format!("{}.txt", file.name)).exists(), "no golden file for {}", file.path);
     }
 }

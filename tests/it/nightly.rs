@@ -519,3 +519,83 @@ async fn audiences_select_suppress_hold_out_and_record_contacts() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(stderr(&unknown).contains("W-RETAIN, T-COMPLAINT"), "{}", stderr(&unknown));
 }
+
+/// `engage campaigns report` on the sample: every campaign's groups and
+/// responders per stage, checked against the raw tables for one campaign.
+#[tokio::test]
+async fn campaigns_report_measures_response_and_lift() {
+    use engage_pipeline::datafusion::prelude::{ParquetReadOptions, SessionContext};
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("n.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\nroot = \"{}\"\n[models]\nregistry = \"models\"\n[output]\nscores = \"scores\"\n\
+             [[campaigns]]\nid = \"W001\"\nkind = \"wave\"\ndates = [\"2024-02-01\"]\nchannel = \"email\"\n\
+             rank_by = \"clv\"\nlimit = 10\nbudget = 100.0\ncost_per_contact = 0.25\n",
+            sample().display()
+        ),
+    )
+    .unwrap();
+    let out_dir = tmp.path().join("report");
+    let out = engage(&[
+        "campaigns",
+        "report",
+        "--config",
+        config.to_str().unwrap(),
+        "--as-of",
+        "2026-07-01",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(said.contains("campaign results as of 2026-07-01") && said.contains("purchase"), "{said}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("campaigns.json")).unwrap()).unwrap();
+    let html = std::fs::read_to_string(out_dir.join("campaigns.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("Rate: purchase"));
+    let campaigns = report["campaigns"].as_array().unwrap();
+
+    let ctx = SessionContext::new();
+    for t in ["contacts", "responses", "campaigns"] {
+        ctx.register_parquet(t, sample().join(t).to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap();
+    }
+    let count = |sql: String| {
+        let ctx = ctx.clone();
+        async move { crate::common::scalar_i64(&ctx, &sql).await as u64 }
+    };
+    let ids: Vec<&str> = campaigns.iter().map(|c| c["campaign_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len() as u64, count("SELECT count(DISTINCT campaign_id) FROM contacts".into()).await);
+    // A campaign with a control group, checked by hand-written SQL.
+    let c = campaigns.iter().find(|c| c["stages"][0]["control"]["customers"].as_u64().unwrap() > 50).unwrap();
+    let id = c["campaign_id"].as_str().unwrap();
+    for (group, key) in [("treatment", "treatment"), ("control", "control")] {
+        let contacted = count(format!(
+            "SELECT count(DISTINCT customer_id) FROM contacts WHERE campaign_id = '{id}' AND \"group\" = '{group}'"
+        ))
+        .await;
+        let bought = count(format!(
+            "WITH k AS (SELECT customer_id, min(ts) AS ts FROM contacts WHERE campaign_id = '{id}' AND \"group\" = '{group}' GROUP BY customer_id) \
+             SELECT count(DISTINCT k.customer_id) FROM k JOIN responses r ON r.customer_id = k.customer_id AND r.campaign_id = '{id}' \
+             AND r.stage = 'purchase' AND r.ts >= k.ts AND r.ts < k.ts + INTERVAL '30 days'"
+        ))
+        .await;
+        let purchase = c["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "purchase").unwrap();
+        assert_eq!(purchase[key]["customers"].as_u64().unwrap(), contacted, "{id} {group}");
+        assert_eq!(purchase[key]["responders"].as_u64().unwrap(), bought, "{id} {group}");
+    }
+    // The lift is the difference of the rates, its interval around it.
+    let any = &c["stages"][0];
+    let (t, k) = (&any["treatment"], &any["control"]);
+    let rate = |g: &serde_json::Value| g["responders"].as_f64().unwrap() / g["customers"].as_f64().unwrap();
+    let lift = &any["lift"];
+    assert!((lift["absolute"].as_f64().unwrap() - (rate(t) - rate(k))).abs() < 1e-12);
+    assert!(lift["absolute_low"].as_f64().unwrap() < lift["absolute"].as_f64().unwrap());
+    // Costs come from the config's campaigns.
+    let w001 = campaigns.iter().find(|c| c["campaign_id"] == "W001").expect("the sample has W001");
+    let treated = w001["stages"][0]["treatment"]["customers"].as_f64().unwrap();
+    assert_eq!(w001["cost"].as_f64().unwrap(), 0.25 * treated);
+}
