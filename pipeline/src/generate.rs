@@ -63,6 +63,41 @@ impl GenerateOptions {
     }
 }
 
+/// The generator's truth for contacts, including ones it did not make
+/// (e.g. those `engage nightly` selects after the history ends): each of
+/// `customer_ids` (as generated with `opts`, e.g. `C0000042`) contacted
+/// at `at` by a campaign of `strength` (generated waves have 0.04 to
+/// 0.16) buys within the response window with probability `p_control`
+/// without the contact and `p_treatment` with it. `None` for an id the
+/// generator did not make. The same figures as `truth/contacts` for the
+/// contacts it made.
+pub fn contact_truth<S: AsRef<str>>(
+    opts: &GenerateOptions,
+    customer_ids: &[S],
+    at: chrono::DateTime<chrono::Utc>,
+    strength: f64,
+) -> Vec<Option<(f64, f64)>> {
+    let world = World::new(opts);
+    let day = (at.timestamp_micros() - world.start_us) as f64 / DAY_US;
+    customer_ids
+        .iter()
+        .map(|id| {
+            let index = id.as_ref().strip_prefix('C')?.parse::<usize>().ok()?.checked_sub(1)?;
+            if index >= opts.customers {
+                return None;
+            }
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(world.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64);
+            let person = Person::draw(index, &world, &mut rng);
+            let (p_organic, uplift) = person.contact_effect(day, strength);
+            Some((p_organic, 1.0 - (1.0 - p_organic) * (1.0 - uplift)))
+        })
+        .collect()
+}
+
+/// Days a generated contact's response may take.
+pub const GENERATED_RESPONSE_DAYS: f64 = RESPONSE_DAYS;
+
 /// Rows written per table.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GenerateSummary {
@@ -345,18 +380,10 @@ impl World {
                 let control = rng.r#gen::<f64>() < 0.1;
                 let group = if control { "control" } else { "treatment" };
                 t.contacts.append(&camp.id, &c.id, self.ts(day), camp.channel, group);
-                let alive = day < c.churn;
                 // Organic response: the customer's own next purchase in the window.
                 let organic = purchases.iter().find(|(d, _)| *d >= day && *d < day + RESPONSE_DAYS).copied();
-                let activity = if alive { c.activity(day) } else { 0.0 };
-                let p_organic = 1.0 - (-(c.rate * activity) * RESPONSE_DAYS / 365.0).exp();
-                // Incremental effect: largest for customers who are slipping away.
-                let uplift = if alive {
-                    camp.strength * (0.3 + 1.7 * (1.0 - activity)) * (0.5 + c.engagement)
-                } else {
-                    camp.strength * 0.1
-                };
-                let uplift = uplift.min(0.9);
+                let activity = if day < c.churn { c.activity(day) } else { 0.0 };
+                let (p_organic, uplift) = c.contact_effect(day, camp.strength);
                 t.truth_contacts.append(&camp.id, &c.id, p_organic, 1.0 - (1.0 - p_organic) * (1.0 - uplift));
                 if control {
                     if let Some((d, amount)) = organic {
@@ -766,6 +793,21 @@ impl Person {
             app_user,
             cookies,
         }
+    }
+
+    /// A contact at `day` by a campaign of `strength`: the probability of
+    /// the organic purchase in the response window, and of the contact
+    /// winning a purchase otherwise (largest for customers slipping away).
+    fn contact_effect(&self, day: f64, strength: f64) -> (f64, f64) {
+        let alive = day < self.churn;
+        let activity = if alive { self.activity(day) } else { 0.0 };
+        let p_organic = 1.0 - (-(self.rate * activity) * RESPONSE_DAYS / 365.0).exp();
+        let uplift = if alive {
+            strength * (0.3 + 1.7 * (1.0 - activity)) * (0.5 + self.engagement)
+        } else {
+            strength * 0.1
+        };
+        (p_organic, uplift.min(0.9))
     }
 
     /// Activity multiplier at `day`: 1 when healthy, decaying linearly over

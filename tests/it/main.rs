@@ -2,6 +2,7 @@
 //! server on 127.0.0.1:0, and the real `engage` binary.
 
 mod cli;
+mod closed_loop;
 mod clv;
 mod common;
 mod erasure;
