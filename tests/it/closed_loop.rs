@@ -191,7 +191,9 @@ async fn two_campaign_cycles_close_the_loop() {
     // Measured, not asserted: the two-model uplift ranks only weakly on
     // this generator (see the note in docs/nightly.md, "The closed loop").
     println!(
-        "true uplift: cycle 1 {first:.4} targeted vs {random_first:.4} random; cycle 2 {second:.4} vs {random_second:.4}"
+        "true uplift: cycle 1 {first:.4} targeted vs {random_first:.4} random; cycle 2 {second:.4} vs {random_second:.4} \
+         ({} candidates)",
+        candidates.len()
     );
     assert_eq!(selected.len(), 500);
     assert!(selected.iter().all(|c| candidates.contains(c)));
