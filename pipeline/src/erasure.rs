@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Utc;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringArray};
 use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
@@ -199,10 +199,11 @@ pub struct Scrubbed {
     pub rows_removed: u64,
 }
 
-/// Removes the rows of everyone on `list` from every Parquet file under
-/// `dir` (recursively: identity maps, feature tables, rejects, score
-/// snapshots, training sets), rewriting each affected file atomically; a
-/// score snapshot's `manifest.json` row count follows its `scores.parquet`.
+/// Removes the rows of everyone on `list` from every Parquet and CSV file
+/// under `dir` (recursively: identity maps, feature tables, rejects, score
+/// snapshots with their features and contact lists, training sets),
+/// rewriting each affected file atomically; a score snapshot's
+/// `manifest.json` row count follows its `scores.parquet`.
 pub fn scrub_dir(list: &ErasureList, opts: &IdentityOptions, dir: &Path) -> Result<Scrubbed> {
     let mut done = Scrubbed::default();
     let mut stack = vec![dir.to_path_buf()];
@@ -216,9 +217,13 @@ pub fn scrub_dir(list: &ErasureList, opts: &IdentityOptions, dir: &Path) -> Resu
         for path in entries {
             if path.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
+            } else if path.extension().is_some_and(|e| e == "parquet" || e == "csv") {
                 done.files_checked += 1;
-                let removed = scrub_file(list, opts, &path)?;
+                let removed = if path.extension().is_some_and(|e| e == "csv") {
+                    scrub_csv(list, opts, &path)?
+                } else {
+                    scrub_file(list, opts, &path)?
+                };
                 if removed > 0 {
                     done.files_rewritten += 1;
                     done.rows_removed += removed;
@@ -258,6 +263,46 @@ fn scrub_file(list: &ErasureList, opts: &IdentityOptions, path: &Path) -> Result
             )?;
         }
     }
+    Ok(removed)
+}
+
+/// A CSV file's rows without those of erased people (identifier columns
+/// by name, as in Parquet files); rewritten only when a row goes.
+fn scrub_csv(list: &ErasureList, opts: &IdentityOptions, path: &Path) -> Result<u64> {
+    let bad = |e: csv::Error| PipelineError::UnreadableCsv {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_path(path).map_err(bad)?;
+    let headers = reader.headers().map_err(bad)?.clone();
+    let rows: Vec<csv::StringRecord> =
+        reader.records().collect::<std::result::Result<_, _>>().map_err(bad)?;
+    let fields: Vec<Field> = headers.iter().map(|h| Field::new(h, DataType::Utf8, true)).collect();
+    let columns: Vec<ArrayRef> = (0..headers.len())
+        .map(|j| Arc::new(StringArray::from_iter(rows.iter().map(|r| r.get(j)))) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| PipelineError::Query { name: path.display().to_string(), source: e.into() })?;
+    let (kept, removed) = list.scrub(&batch, opts)?;
+    if removed == 0 {
+        return Ok(0);
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let write = || -> std::result::Result<(), csv::Error> {
+        let mut w = csv::Writer::from_path(&tmp)?;
+        w.write_record(&headers)?;
+        for i in 0..kept.num_rows() {
+            w.write_record(kept.columns().iter().map(|c| {
+                let c = c.as_string::<i32>();
+                if c.is_valid(i) { c.value(i) } else { "" }
+            }))?;
+        }
+        w.flush()?;
+        Ok(())
+    };
+    write().map_err(bad)?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
     Ok(removed)
 }
 

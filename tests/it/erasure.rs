@@ -79,6 +79,14 @@ async fn forgotten_person_leaves_every_output_and_every_later_run() {
     assert_eq!(count(&snapshot.join("scores.parquet"), &format!("customer_id = '{customer}'")).await, 1);
     let rows_before: serde_json::Value =
         serde_json::from_slice(&std::fs::read(snapshot.join("manifest.json")).unwrap()).unwrap();
+    // A contact list handed to a campaign tool, as CSV.
+    let list_csv = scores.join("lists/W1.csv");
+    std::fs::create_dir_all(list_csv.parent().unwrap()).unwrap();
+    std::fs::write(
+        &list_csv,
+        format!("campaign_id,customer_id,group\nW1,{customer},treatment\nW1,C0000002,control\n"),
+    )
+    .unwrap();
 
     // Forget them by email, written the way a person types it.
     let typed = format!("  {} ", email.to_uppercase());
@@ -116,6 +124,12 @@ async fn forgotten_person_leaves_every_output_and_every_later_run() {
     assert_eq!(count(&features, &format!("customer_id = '{customer}'")).await, 0);
     assert!(count(&features, "true").await > 1000, "everyone else is still there");
     assert_eq!(count(&snapshot.join("scores.parquet"), &format!("customer_id = '{customer}'")).await, 0);
+    assert_eq!(count(&snapshot.join("features.parquet"), &format!("customer_id = '{customer}'")).await, 0);
+    assert_eq!(
+        std::fs::read_to_string(&list_csv).unwrap(),
+        "campaign_id,customer_id,group\nW1,C0000002,control\n",
+        "contact lists in CSV are scrubbed too"
+    );
     let rows_after: serde_json::Value =
         serde_json::from_slice(&std::fs::read(snapshot.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(rows_after["rows"].as_u64().unwrap(), rows_before["rows"].as_u64().unwrap() - 1);
