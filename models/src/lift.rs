@@ -157,6 +157,40 @@ impl CampaignResult {
     }
 }
 
+/// The universal holdout against everyone else: the total effect of the
+/// campaigns on buying.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldoutResult {
+    /// The configured share of customers in the holdout.
+    pub share: f64,
+    /// The window measured: purchases from `since` to before `as_of`.
+    pub since: String,
+    /// Everyone the campaigns may contact; `responders` bought.
+    pub marketed: GroupOutcome,
+    pub holdout: GroupOutcome,
+    /// Buying rate of the marketed over the holdout.
+    pub lift: Lift,
+    /// Revenue per marketed customer minus per holdout customer, times the
+    /// marketed customers.
+    #[serde(deserialize_with = "crate::artifact::null_as_nan")]
+    pub incremental_revenue: f64,
+}
+
+impl HoldoutResult {
+    pub fn new(share: f64, since: &str, marketed: GroupOutcome, holdout: GroupOutcome) -> HoldoutResult {
+        let per = |g: &GroupOutcome| g.revenue / g.customers as f64;
+        let incremental = (per(&marketed) - per(&holdout)) * marketed.customers as f64;
+        HoldoutResult {
+            share,
+            since: since.into(),
+            lift: Lift::of(&marketed, &holdout),
+            marketed,
+            holdout,
+            incremental_revenue: if incremental.is_finite() { incremental } else { f64::NAN },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +251,22 @@ mod tests {
         assert!((r.cost_per_incremental_response.unwrap() - 450.0 / 27.0).abs() < 1e-9);
         let none = CampaignResult::new("W2", None, None, vec![("x".into(), g(10, 1), g(10, 2))], Some(1.0));
         assert_eq!(none.cost_per_incremental_response, None, "no increment, no cost per increment");
+    }
+
+    #[test]
+    fn holdout_against_the_marketed() {
+        let marketed = GroupOutcome { customers: 9500, responders: 3800, revenue: 380_000.0 };
+        let holdout = GroupOutcome { customers: 500, responders: 180, revenue: 15_000.0 };
+        let h = HoldoutResult::new(0.05, "2026-04-01", marketed, holdout);
+        // 0.40 against 0.36; (40 − 30) × 9500 = 95,000.
+        assert!((h.lift.absolute - 0.04).abs() < 1e-12);
+        assert!((h.incremental_revenue - 95_000.0).abs() < 1e-6);
+        let empty = HoldoutResult::new(
+            0.05,
+            "x",
+            marketed,
+            GroupOutcome { customers: 0, responders: 0, revenue: 0.0 },
+        );
+        assert!(empty.incremental_revenue.is_nan() && empty.lift.absolute.is_nan());
     }
 }

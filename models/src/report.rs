@@ -51,6 +51,7 @@ pub const CAMPAIGNS_HTML: &str = "campaigns.html";
 pub fn write_campaigns(
     dir: &Path,
     results: &[crate::lift::CampaignResult],
+    holdout: Option<&crate::lift::HoldoutResult>,
     as_of: &str,
 ) -> Result<Vec<PathBuf>, ModelError> {
     std::fs::create_dir_all(dir)
@@ -60,15 +61,20 @@ pub fn write_campaigns(
     struct File<'a> {
         as_of: &'a str,
         campaigns: &'a [crate::lift::CampaignResult],
+        universal_holdout: Option<&'a crate::lift::HoldoutResult>,
     }
-    crate::artifact::save_json(&File { as_of, campaigns: results }, &json)?;
-    crate::snapshot::write_atomic(&html, campaigns_html(results, as_of).as_bytes())?;
+    crate::artifact::save_json(&File { as_of, campaigns: results, universal_holdout: holdout }, &json)?;
+    crate::snapshot::write_atomic(&html, campaigns_html(results, holdout, as_of).as_bytes())?;
     Ok(vec![json, html])
 }
 
 /// The campaigns report: per campaign and stage, rates, lift with its 95 %
 /// interval, increments and cost; charts of treatment against control.
-pub fn campaigns_html(results: &[crate::lift::CampaignResult], as_of: &str) -> String {
+pub fn campaigns_html(
+    results: &[crate::lift::CampaignResult],
+    holdout: Option<&crate::lift::HoldoutResult>,
+    as_of: &str,
+) -> String {
     let pct = |v: f64| if v.is_finite() { format!("{:.2}%", v * 100.0) } else { "n/a".into() };
     let pts = |v: f64| if v.is_finite() { format!("{:+.2}", v * 100.0) } else { "n/a".into() };
     let num = |v: f64| if v.is_finite() { format!("{v:.1}") } else { "n/a".into() };
@@ -111,7 +117,27 @@ pub fn campaigns_html(results: &[crate::lift::CampaignResult], as_of: &str) -> S
             r.cost_per_incremental_response.map_or("n/a".into(), |c| format!("{c:.2}"))
         );
     }
-    out += "</table>\n<div class=\"charts\">\n";
+    out += "</table>\n";
+    if let Some(h) = holdout {
+        let _ = writeln!(
+            out,
+            "<h2>Universal holdout</h2>\n<p>{} customers held out of every campaign ({} of all) against {} \
+             marketed, purchases from {} to before {}: buying rate {} held out, {} marketed, lift {} points \
+             (95 % interval {} to {}); incremental revenue {}.</p>",
+            h.holdout.customers,
+            pct(h.share),
+            h.marketed.customers,
+            esc(&h.since),
+            esc(as_of),
+            pct(h.holdout.rate()),
+            pct(h.marketed.rate()),
+            pts(h.lift.absolute),
+            pts(h.lift.absolute_low),
+            pts(h.lift.absolute_high),
+            num(h.incremental_revenue)
+        );
+    }
+    out += "<div class=\"charts\">\n";
     let mut stages: Vec<&str> = Vec::new();
     for s in results.iter().flat_map(|r| &r.stages) {
         if !stages.contains(&s.stage.as_str()) {

@@ -27,8 +27,8 @@ use crate::output::write_parquet;
 use crate::report::Stopwatch;
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
 use crate::sql::{
-    AUDIENCE_ELIGIBILITY, CAMPAIGN_RESULTS, CHURN_LABEL, FEATURES, IDENTITY_QUALITY, LABELS, LIFECYCLE,
-    PURCHASE_DAYS, PURCHASE_SUMMARY, RESPONSE_LABEL, SPEND_LABEL, SqlFile,
+    AUDIENCE_ELIGIBILITY, CAMPAIGN_RESULTS, CHURN_LABEL, FEATURES, HOLDOUT, IDENTITY_QUALITY, LABELS,
+    LIFECYCLE, PURCHASE_DAYS, PURCHASE_SUMMARY, RESPONSE_LABEL, SPEND_LABEL, SqlFile,
 };
 use crate::store::DataRoot;
 
@@ -698,6 +698,20 @@ impl Engine {
         ];
         let df = self.register_view(&CAMPAIGN_RESULTS, &params).await?;
         df.collect().await.map_err(query(CAMPAIGN_RESULTS.path))
+    }
+
+    /// Per CRM customer, whether and for how much they bought in
+    /// [`since`, `as_of`) (see `sql/campaigns/holdout.sql`), identities
+    /// resolved as of `as_of`.
+    pub async fn purchases_between(
+        &mut self,
+        since: NaiveDate,
+        as_of: NaiveDate,
+    ) -> Result<Vec<RecordBatch>> {
+        self.resolve_identities(Some(as_of)).await?;
+        let params = vec![("as_of", as_of_param(as_of)), ("since", as_of_param(since))];
+        let df = self.register_view(&HOLDOUT, &params).await?;
+        df.collect().await.map_err(query(HOLDOUT.path))
     }
 
     /// Registers `batches` as the in-memory table `name` (replacing one of

@@ -18,7 +18,7 @@ use crate::jobs::read_table;
 use crate::scoring::{ClvScoring, FEATURES_FILE, ModelPick, ScoreOptions, ScoreRun, ScoreTask, score};
 use crate::segments::SegmentConfig;
 use crate::store::DataRoot;
-use engage_models::lift::{CampaignResult, GroupOutcome};
+use engage_models::lift::{CampaignResult, GroupOutcome, HoldoutResult};
 use engage_models::snapshot;
 
 /// The nightly job's configuration. Relative paths are relative to the
@@ -313,13 +313,14 @@ pub async fn campaigns_report(
     source: DataSource,
     as_of: NaiveDate,
     response_days: u32,
+    holdout_days: u32,
     out: &Path,
-) -> Result<(Vec<CampaignResult>, Vec<PathBuf>)> {
+) -> Result<CampaignsReport> {
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
     let funnel = source.response_funnel.clone();
-    let engine = Engine::open_source(&source).await?;
+    let mut engine = Engine::open_source(&source).await?;
     let batches = engine.campaign_results(as_of, response_days).await?;
     // campaign -> (kind, offer, per group: [(responded, depth, customers, revenue)])
     type Rows = Vec<(bool, i64, u64, f64)>;
@@ -373,8 +374,38 @@ pub async fn campaigns_report(
             CampaignResult::new(&id, kind, offer, stages, cost)
         })
         .collect();
-    let written = engage_models::report::write_campaigns(out, &results, &as_of.to_string())?;
-    Ok((results, written))
+    let share = config.audiences.universal_holdout;
+    let holdout = if share > 0.0 {
+        let since = as_of - chrono::Days::new(holdout_days as u64);
+        let mut groups = [GroupOutcome { customers: 0, responders: 0, revenue: 0.0 }; 2];
+        for b in &engine.purchases_between(since, as_of).await? {
+            let ids =
+                cast(b.column(0), &DataType::Utf8).map_err(|e| crate::error::query("holdout")(e.into()))?;
+            let ids = ids.as_string::<i32>();
+            let (bought, revenue) = (b.column(1).as_boolean(), b.column(2).as_primitive::<Float64Type>());
+            for i in 0..b.num_rows() {
+                let g = &mut groups[config.audiences.in_holdout(ids.value(i)) as usize];
+                g.customers += 1;
+                g.responders += bought.value(i) as u64;
+                g.revenue += revenue.value(i);
+            }
+        }
+        Some(HoldoutResult::new(share, &since.to_string(), groups[0], groups[1]))
+    } else {
+        None
+    };
+    let written =
+        engage_models::report::write_campaigns(out, &results, holdout.as_ref(), &as_of.to_string())?;
+    Ok(CampaignsReport { campaigns: results, universal_holdout: holdout, written })
+}
+
+/// What `engage campaigns report` measured and wrote.
+#[derive(Debug, Clone)]
+pub struct CampaignsReport {
+    pub campaigns: Vec<CampaignResult>,
+    /// With `audiences.universal_holdout` configured.
+    pub universal_holdout: Option<HoldoutResult>,
+    pub written: Vec<PathBuf>,
 }
 
 #[cfg(test)]

@@ -71,5 +71,9 @@ pub const PURCHASE_SUMMARY: SqlFile = sql_file!("purchase_summary", "models/purc
 /// parameters `$as_of` and `$response_days`.
 pub const CAMPAIGN_RESULTS: SqlFile = sql_file!("campaign_results", "campaigns/results.sql");
 
+/// Per CRM customer: a purchase in [`$since`, `$as_of`) and its revenue,
+/// for the universal holdout's measure.
+pub const HOLDOUT: SqlFile = sql_file!("holdout_outcome", "campaigns/holdout.sql");
+
 /// Every label file.
 pub const LABELS: &[SqlFile] = &[CHURN_LABEL, SPEND_LABEL, RESPONSE_LABEL];

@@ -198,6 +198,10 @@ enum CampaignsAction {
         /// A response counts within this many days of the contact.
         #[arg(long, default_value_t = 30)]
         response_days: u32,
+        /// With a universal holdout configured: compare purchases of the
+        /// holdout and everyone else over this many days before the cutoff.
+        #[arg(long, default_value_t = 90)]
+        holdout_days: u32,
         /// Directory for campaigns.json and campaigns.html.
         #[arg(long)]
         out: PathBuf,
@@ -878,7 +882,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("nightly run of {} as of {as_of}", config.display()))?;
             print_published(&run);
         }
-        Command::Campaigns { action: CampaignsAction::Report { config, as_of, response_days, out } } => {
+        Command::Campaigns {
+            action: CampaignsAction::Report { config, as_of, response_days, holdout_days, out },
+        } => {
             let cfg =
                 NightlyConfig::load(&config).with_context(|| format!("reading {}", config.display()))?;
             let list = match &cfg.data.erasure_list {
@@ -886,17 +892,33 @@ pub async fn run(cli: Cli) -> Result<()> {
                 None => default_erasure_list()?,
             };
             let as_of = as_of.or(cfg.as_of).unwrap_or_else(|| chrono::Utc::now().date_naive());
-            let (results, written) = engage_pipeline::nightly::campaigns_report(
+            let report = engage_pipeline::nightly::campaigns_report(
                 &cfg,
                 cfg.source(&list)?,
                 as_of,
                 response_days,
+                holdout_days,
                 &out,
             )
             .await
             .with_context(|| format!("measuring the campaigns of {}", cfg.data.root))?;
-            print!("{}", campaigns_table(&results, as_of, response_days));
-            for p in written {
+            print!("{}", campaigns_table(&report.campaigns, as_of, response_days));
+            if let Some(h) = &report.universal_holdout {
+                println!(
+                    "universal holdout since {}: {} held out bought at {:.2}%, {} marketed at {:.2}%: \
+                     lift {:+.2} pts (95 % interval {:+.2} to {:+.2}), incremental revenue {:.2}",
+                    h.since,
+                    h.holdout.customers,
+                    h.holdout.rate() * 100.0,
+                    h.marketed.customers,
+                    h.marketed.rate() * 100.0,
+                    h.lift.absolute * 100.0,
+                    h.lift.absolute_low * 100.0,
+                    h.lift.absolute_high * 100.0,
+                    h.incremental_revenue
+                );
+            }
+            for p in &report.written {
                 println!("wrote {}", p.display());
             }
         }

@@ -531,6 +531,7 @@ async fn campaigns_report_measures_response_and_lift() {
         &config,
         format!(
             "[data]\nroot = \"{}\"\n[models]\nregistry = \"models\"\n[output]\nscores = \"scores\"\n\
+             [audiences]\nuniversal_holdout = 0.05\n\
              [[campaigns]]\nid = \"W001\"\nkind = \"wave\"\ndates = [\"2024-02-01\"]\nchannel = \"email\"\n\
              rank_by = \"clv\"\nlimit = 10\nbudget = 100.0\ncost_per_contact = 0.25\n",
             sample().display()
@@ -598,4 +599,17 @@ async fn campaigns_report_measures_response_and_lift() {
     let w001 = campaigns.iter().find(|c| c["campaign_id"] == "W001").expect("the sample has W001");
     let treated = w001["stages"][0]["treatment"]["customers"].as_f64().unwrap();
     assert_eq!(w001["cost"].as_f64().unwrap(), 0.25 * treated);
+    // The universal holdout against everyone else, over the 90 days before.
+    let h = &report["universal_holdout"];
+    assert_eq!(h["since"], "2026-04-02");
+    let held = (1..=crate::common::SAMPLE_CUSTOMERS)
+        .filter(|i| {
+            engage_pipeline::audience::unit_hash("engage universal holdout", &format!("C{i:07}")) < 0.05
+        })
+        .count() as u64;
+    assert_eq!(h["holdout"]["customers"].as_u64().unwrap(), held);
+    assert_eq!(h["marketed"]["customers"].as_u64().unwrap(), crate::common::SAMPLE_CUSTOMERS as u64 - held);
+    assert!(h["marketed"]["responders"].as_u64().unwrap() > 1000, "{h}");
+    assert!(said.contains("universal holdout since 2026-04-02"), "{said}");
+    assert!(html.contains("Universal holdout"));
 }
