@@ -589,6 +589,18 @@ impl DataArgs {
     }
 }
 
+/// A nightly config and its data source (the erasure list as configured,
+/// else the default every command uses).
+fn nightly_config(path: &std::path::Path) -> Result<(NightlyConfig, engage_pipeline::DataSource)> {
+    let cfg = NightlyConfig::load(path).with_context(|| format!("reading {}", path.display()))?;
+    let list = match &cfg.data.erasure_list {
+        Some(p) => p.clone(),
+        None => default_erasure_list()?,
+    };
+    let source = cfg.source(&list)?;
+    Ok((cfg, source))
+}
+
 fn default_erasure_list() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("ENGAGE_ERASURE_LIST") {
         return Ok(PathBuf::from(p));
@@ -870,14 +882,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Models { action } => models_command(action)?,
         Command::Nightly { config, as_of } => {
             crate::purge_freed_memory_promptly();
-            let cfg =
-                NightlyConfig::load(&config).with_context(|| format!("reading {}", config.display()))?;
-            let list = match &cfg.data.erasure_list {
-                Some(p) => p.clone(),
-                None => default_erasure_list()?,
-            };
+            let (cfg, source) = nightly_config(&config)?;
             let as_of = as_of.or(cfg.as_of).unwrap_or_else(|| chrono::Utc::now().date_naive());
-            let run = engage_pipeline::nightly::run(&cfg, cfg.source(&list)?, as_of)
+            let run = engage_pipeline::nightly::run(&cfg, source, as_of)
                 .await
                 .with_context(|| format!("nightly run of {} as of {as_of}", config.display()))?;
             print_published(&run);
@@ -885,16 +892,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Campaigns {
             action: CampaignsAction::Report { config, as_of, response_days, holdout_days, out },
         } => {
-            let cfg =
-                NightlyConfig::load(&config).with_context(|| format!("reading {}", config.display()))?;
-            let list = match &cfg.data.erasure_list {
-                Some(p) => p.clone(),
-                None => default_erasure_list()?,
-            };
+            let (cfg, source) = nightly_config(&config)?;
             let as_of = as_of.or(cfg.as_of).unwrap_or_else(|| chrono::Utc::now().date_naive());
             let report = engage_pipeline::nightly::campaigns_report(
                 &cfg,
-                cfg.source(&list)?,
+                source,
                 as_of,
                 response_days,
                 holdout_days,
@@ -923,13 +925,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Audience { config, campaign, out, dry_run } => {
-            let cfg =
-                NightlyConfig::load(&config).with_context(|| format!("reading {}", config.display()))?;
-            let list = match &cfg.data.erasure_list {
-                Some(p) => p.clone(),
-                None => default_erasure_list()?,
-            };
-            let run = engage_pipeline::nightly::audience(&cfg, cfg.source(&list)?, &campaign, &out, dry_run)
+            let (cfg, source) = nightly_config(&config)?;
+            let run = engage_pipeline::nightly::audience(&cfg, source, &campaign, &out, dry_run)
                 .await
                 .with_context(|| format!("selecting the audience of {campaign}"))?;
             for line in run.summary.lines() {
