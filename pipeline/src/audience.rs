@@ -22,6 +22,7 @@ use crate::engine::Engine;
 use crate::error::{PipelineError, Result, io};
 use crate::output::write_parquet;
 use crate::schema::{CAMPAIGNS, CONTACTS, CUSTOMER_ID};
+use crate::store::DataRoot;
 
 /// Contact channels an audience can use, each with its consent column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -564,14 +565,38 @@ fn epoch() -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")
 }
 
+/// Selects `campaign`'s audience (see [`select`]), writes its contact list
+/// into `dir` and, given the `history` directories of [`history_dirs`],
+/// records the contacts there. Returns the summary and the files written.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    engine: &Engine,
+    campaign: &CampaignConfig,
+    field: &str,
+    settings: &AudienceSettings,
+    do_not_contact: &HashSet<String>,
+    as_of: NaiveDate,
+    dir: &Path,
+    history: Option<&(PathBuf, PathBuf)>,
+) -> Result<(AudienceSummary, Vec<PathBuf>)> {
+    let (rows, summary) = select(engine, campaign, field, settings, do_not_contact, as_of).await?;
+    let mut written = write_contact_list(dir, campaign, as_of, &rows)?;
+    if let Some(history) = history {
+        let defined = defined_in_input(engine, campaign).await?;
+        written.extend(record_contacts(history, campaign, as_of, &rows, defined)?);
+    }
+    Ok((summary, written))
+}
+
 /// Writes the contact list as `<dir>/<campaign>.parquet` and `.csv`:
 /// campaign_id, customer_id, group, channel, offer, rank, rank_value, as_of.
-pub fn write_contact_list(
+/// Returns both paths.
+fn write_contact_list(
     dir: &Path,
     campaign: &CampaignConfig,
     as_of: NaiveDate,
     rows: &[AudienceRow],
-) -> Result<()> {
+) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let n = rows.len();
     let schema = Arc::new(Schema::new(vec![
@@ -598,7 +623,8 @@ pub fn write_contact_list(
         ],
     )
     .map_err(|e| internal(&e.to_string()))?;
-    write_parquet(&dir.join(format!("{}.parquet", campaign.id)), schema, &[batch])?;
+    let parquet = dir.join(format!("{}.parquet", campaign.id));
+    write_parquet(&parquet, schema, &[batch])?;
     let path = dir.join(format!("{}.csv", campaign.id));
     let tmp = dir.join(format!(".{}.csv.tmp-{}", campaign.id, std::process::id()));
     let write = || -> std::result::Result<(), csv::Error> {
@@ -629,25 +655,18 @@ pub fn write_contact_list(
         Ok(())
     };
     write().map_err(|e| PipelineError::Io { path: tmp.display().to_string(), source: e.into() })?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    Ok(vec![parquet, path])
 }
 
 /// Where engage records its contacts and campaigns: the data root's
 /// `contacts/` and `campaigns/` directories. Errors unless the root is a
 /// local directory holding those tables (if at all) as directories.
-pub fn history_dirs(root: &str) -> Result<(PathBuf, PathBuf)> {
-    let local = match root.strip_prefix("file://") {
-        Some(p) => PathBuf::from(p),
-        None if root.contains("://") => {
-            return Err(PipelineError::Config {
-                field: "data.root".into(),
-                reason: format!(
-                    "{root}: campaigns record their contacts in the data root, which must be local"
-                ),
-            });
-        }
-        None => PathBuf::from(root),
-    };
+pub fn history_dirs(root: &DataRoot) -> Result<(PathBuf, PathBuf)> {
+    let local = root.local_path().ok_or_else(|| PipelineError::Config {
+        field: "data.root".into(),
+        reason: format!("{root}: campaigns record their contacts in the data root, which must be local"),
+    })?;
     for table in [CONTACTS, CAMPAIGNS] {
         for ext in ["parquet", "csv"] {
             let single = local.join(format!("{table}.{ext}"));
@@ -668,7 +687,7 @@ pub fn history_dirs(root: &str) -> Result<(PathBuf, PathBuf)> {
 
 /// Whether the input campaigns table defines `campaign` (engage then
 /// records no campaign row of its own for it).
-pub async fn defined_in_input(engine: &Engine, campaign: &CampaignConfig) -> Result<bool> {
+async fn defined_in_input(engine: &Engine, campaign: &CampaignConfig) -> Result<bool> {
     // Ids are checked to letters, digits, '-', '_' and '.': safe to quote.
     let sql = format!("SELECT campaign_id FROM campaigns WHERE campaign_id = '{}'", campaign.id);
     Ok(engine.query(&sql).await?.iter().any(|b| b.num_rows() > 0))
@@ -680,7 +699,7 @@ pub async fn defined_in_input(engine: &Engine, campaign: &CampaignConfig) -> Res
 /// the campaign in `campaigns/engage-<campaign>.parquet` unless the
 /// campaigns table already defines it (`defined`), so responses can be
 /// matched to it and its offer.
-pub fn record_contacts(
+fn record_contacts(
     dirs: &(PathBuf, PathBuf),
     campaign: &CampaignConfig,
     as_of: NaiveDate,

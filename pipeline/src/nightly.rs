@@ -17,6 +17,7 @@ use crate::identity::{IdentityOptions, check_country_code};
 use crate::jobs::read_table;
 use crate::scoring::{ClvScoring, FEATURES_FILE, ModelPick, ScoreOptions, ScoreRun, ScoreTask, score};
 use crate::segments::SegmentConfig;
+use crate::sql::CAMPAIGN_RESULTS;
 use crate::store::DataRoot;
 use engage_models::lift::{CampaignResult, GroupOutcome, HoldoutResult};
 use engage_models::snapshot;
@@ -266,7 +267,7 @@ pub async fn audience(
             reason: format!("not in the config; its campaigns: {}", known.join(", ")),
         });
     };
-    let history = if dry_run { None } else { Some(audience::history_dirs(&config.data.root)?) };
+    let history = if dry_run { None } else { Some(audience::history_dirs(&source.root)?) };
     let do_not_contact = match &config.audiences.do_not_contact {
         Some(path) => audience::read_do_not_contact(path).await?,
         None => Default::default(),
@@ -292,15 +293,17 @@ pub async fn audience(
     let engine = Engine::open_source(&source).await?;
     audience::register_snapshot(&engine, scores, features).await?;
     let field = format!("campaigns[{i}]");
-    let (rows, summary) =
-        audience::select(&engine, campaign, &field, &config.audiences, &do_not_contact, as_of).await?;
-    audience::write_contact_list(out, campaign, as_of, &rows)?;
-    let mut written =
-        vec![out.join(format!("{}.parquet", campaign.id)), out.join(format!("{}.csv", campaign.id))];
-    if let Some(history) = &history {
-        let defined = audience::defined_in_input(&engine, campaign).await?;
-        written.extend(audience::record_contacts(history, campaign, as_of, &rows, defined)?);
-    }
+    let (summary, written) = audience::run(
+        &engine,
+        campaign,
+        &field,
+        &config.audiences,
+        &do_not_contact,
+        as_of,
+        out,
+        history.as_ref(),
+    )
+    .await?;
     Ok(AudienceRun { summary, snapshot_id: manifest.snapshot_id, written })
 }
 
@@ -316,7 +319,7 @@ pub async fn campaigns_report(
     holdout_days: u32,
     out: &Path,
 ) -> Result<CampaignsReport> {
-    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::array::AsArray;
     use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
     let funnel = source.response_funnel.clone();
@@ -326,21 +329,18 @@ pub async fn campaigns_report(
     type Rows = Vec<(bool, i64, u64, f64)>;
     let mut by_campaign: std::collections::BTreeMap<String, (Option<String>, Option<String>, Rows, Rows)> =
         Default::default();
-    let text = |b: &datafusion::arrow::record_batch::RecordBatch, j: usize| -> Result<Vec<Option<String>>> {
-        let c = cast(b.column(j), &DataType::Utf8)
-            .map_err(|e| crate::error::query("campaign results")(e.into()))?;
-        let c = c.as_string::<i32>();
-        Ok((0..c.len()).map(|i| c.is_valid(i).then(|| c.value(i).to_string())).collect())
+    let text = |b: &datafusion::arrow::record_batch::RecordBatch, column: &str| {
+        crate::frame::table_text(std::slice::from_ref(b), column, CAMPAIGN_RESULTS.path)
+    };
+    let int = |b: &datafusion::arrow::record_batch::RecordBatch, j: usize| {
+        cast(b.column(j), &DataType::Int64).map_err(|e| crate::error::query(CAMPAIGN_RESULTS.path)(e.into()))
     };
     for b in &batches {
-        let (ids, kinds, offers, groups) = (text(b, 0)?, text(b, 1)?, text(b, 2)?, text(b, 3)?);
+        let (ids, kinds, offers, groups) =
+            (text(b, "campaign_id")?, text(b, "kind")?, text(b, "offer")?, text(b, "group")?);
         let responded = b.column(4).as_boolean();
-        let depth = cast(b.column(5), &DataType::Int64)
-            .map_err(|e| crate::error::query("campaign results")(e.into()))?;
-        let depth = depth.as_primitive::<Int64Type>();
-        let customers = cast(b.column(6), &DataType::Int64)
-            .map_err(|e| crate::error::query("campaign results")(e.into()))?;
-        let customers = customers.as_primitive::<Int64Type>();
+        let (depth, customers) = (int(b, 5)?, int(b, 6)?);
+        let (depth, customers) = (depth.as_primitive::<Int64Type>(), customers.as_primitive::<Int64Type>());
         let revenue = b.column(7).as_primitive::<Float64Type>();
         for i in 0..b.num_rows() {
             let entry = by_campaign

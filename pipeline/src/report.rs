@@ -48,6 +48,11 @@ impl Stopwatch {
         self.last = now;
     }
 
+    /// The stage lapped last.
+    pub fn last(&self) -> Option<&Stage> {
+        self.stages.last()
+    }
+
     /// The stages so far.
     pub fn stages(&self) -> Vec<Stage> {
         self.stages.clone()

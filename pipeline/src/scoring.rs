@@ -244,8 +244,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
     // do-not-contact list, before any work.
     let due: Vec<(usize, &CampaignConfig)> =
         opts.campaigns.iter().enumerate().filter(|(_, c)| c.due(opts.as_of)).collect();
-    let history =
-        if due.is_empty() { None } else { Some(audience::history_dirs(&opts.source.root.to_string())?) };
+    let history = if due.is_empty() { None } else { Some(audience::history_dirs(&opts.source.root)?) };
     let do_not_contact = match (&opts.audiences.do_not_contact, due.is_empty()) {
         (Some(path), false) => audience::read_do_not_contact(path).await?,
         _ => Default::default(),
@@ -367,12 +366,19 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
             let dir = staging.join(AUDIENCES_DIR);
             for (i, campaign) in &due {
                 let field = format!("campaigns[{i}]");
-                let (rows, summary) =
-                    audience::select(&engine, campaign, &field, &opts.audiences, &do_not_contact, opts.as_of)
-                        .await?;
-                audience::write_contact_list(&dir, campaign, opts.as_of, &rows)?;
-                let defined = audience::defined_in_input(&engine, campaign).await?;
-                recorded.extend(audience::record_contacts(history, campaign, opts.as_of, &rows, defined)?);
+                let (summary, written) = audience::run(
+                    &engine,
+                    campaign,
+                    &field,
+                    &opts.audiences,
+                    &do_not_contact,
+                    opts.as_of,
+                    &dir,
+                    Some(history),
+                )
+                .await?;
+                // The lists are inside the snapshot; the records are not.
+                recorded.extend(written.into_iter().filter(|p| !p.starts_with(&dir)));
                 audiences.push(summary);
             }
             let summary = serde_json::to_vec_pretty(&audiences).expect("summaries serialise");
@@ -632,7 +638,7 @@ impl Progress {
 
     fn lap(&self, clock: &mut Stopwatch, stage: &str) {
         clock.lap(stage);
-        let last = clock.stages().pop().expect("just lapped");
+        let last = clock.last().expect("just lapped");
         let total = self.started.elapsed().as_secs_f64();
         let rss = last.peak_rss_mib.map(|m| format!(", peak RSS {m:.0} MiB")).unwrap_or_default();
         if self.terminal {
