@@ -11,6 +11,7 @@ pub mod clv;
 pub mod clv_diagnostics;
 mod error;
 pub mod gbm;
+pub mod identifier;
 pub mod lift;
 pub mod metrics;
 pub mod registry;

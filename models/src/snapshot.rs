@@ -34,8 +34,15 @@ pub const STAGING_DIR: &str = ".staging";
 pub const SCORES_FILE: &str = "scores.parquet";
 /// The manifest inside a snapshot.
 pub const MANIFEST_FILE: &str = "manifest.json";
-/// Bumped when the snapshot layout or scores schema changes incompatibly.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// The identity lookup inside a snapshot: (identifier_type,
+/// identifier_value, customer_id) for the emails, phones and loyalty ids of
+/// the scored customers, values normalised by [`crate::identifier`].
+pub const IDENTITIES_FILE: &str = "identities.parquet";
+/// Identifier types a snapshot's identity lookup holds.
+pub const LOOKUP_ID_TYPES: [&str; 3] = ["email", "phone", "loyalty_id"];
+/// Bumped when the snapshot layout or scores schema changes incompatibly
+/// (3: identities.parquet and the phone country code in the manifest).
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 
 /// What a snapshot holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +62,10 @@ pub struct SnapshotManifest {
     /// The same by task: `churn`, `response`, `uplift`, `clv`.
     #[serde(default)]
     pub models: BTreeMap<String, String>,
+    /// The country calling code phones without one were normalised with
+    /// (look-ups normalise a phone the same way).
+    #[serde(default)]
+    pub default_country_code: String,
     /// engage version that wrote it.
     pub engage_version: String,
 }
@@ -130,6 +141,11 @@ pub fn prune(root: &Path, keep: usize) -> Result<Vec<String>, ModelError> {
 
 /// The current snapshot under `root`: its directory and manifest.
 pub fn current(root: &Path) -> Result<(PathBuf, SnapshotManifest), ModelError> {
+    open(root, &current_id(root)?)
+}
+
+/// The id `<root>/CURRENT` names.
+pub fn current_id(root: &Path) -> Result<String, ModelError> {
     let pointer = root.join(POINTER_FILE);
     let id = std::fs::read_to_string(&pointer).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
@@ -145,6 +161,12 @@ pub fn current(root: &Path) -> Result<(PathBuf, SnapshotManifest), ModelError> {
             reason: format!("`{id}` is not a snapshot id"),
         });
     }
+    Ok(id.to_string())
+}
+
+/// Snapshot `id` under `root`: its directory and manifest, whose format
+/// version must be this engage's.
+pub fn open(root: &Path, id: &str) -> Result<(PathBuf, SnapshotManifest), ModelError> {
     let dir = root.join(SNAPSHOTS_DIR).join(id);
     let manifest_path = dir.join(MANIFEST_FILE);
     let bytes = std::fs::read(&manifest_path).map_err(io(&manifest_path))?;

@@ -20,12 +20,14 @@ use datafusion::arrow::record_batch::RecordBatch;
 use engage_models::ModelArtifact;
 use engage_models::clv::{ClvArtifact, customer_lifetime_value};
 use engage_models::registry::{ModelRef, Registry};
-use engage_models::snapshot::{self, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest};
+use engage_models::snapshot::{
+    self, IDENTITIES_FILE, LOOKUP_ID_TYPES, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest,
+};
 use engage_models::uplift::UpliftArtifact;
 
 use crate::audience::{self, AudienceSettings, CampaignConfig};
 use crate::engine::{DataSource, Engine};
-use crate::error::{PipelineError, Result, io};
+use crate::error::{PipelineError, Result, io, query};
 use crate::frame::{feature_matrix, table_text};
 use crate::output::write_parquet;
 use crate::report::{RunReport, ScoreStats, ScoreSummary, Stopwatch};
@@ -43,6 +45,35 @@ pub const AUDIENCE_SUMMARY_FILE: &str = "summary.json";
 /// (`reason_<k>`, `reason_<k>_impact` in log-odds), see
 /// [`engage_models::Classifier::top_reasons`].
 pub const REASONS: usize = 3;
+
+/// The snapshot's identity lookup ([`IDENTITIES_FILE`]): the emails, phones
+/// and loyalty ids of the identity map that resolve to a scored customer.
+/// Shared identifiers (a shop's phone) link nobody and are left out.
+fn identity_lookup(map: &RecordBatch, scored: &[String]) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{AsArray, BooleanArray};
+    let scored: std::collections::HashSet<&str> = scored.iter().map(String::as_str).collect();
+    let (ty, value, key) =
+        (map.column(0).as_string::<i32>(), map.column(1), map.column(2).as_string::<i32>());
+    let shared = map.column(3).as_boolean();
+    let keep: BooleanArray = (0..map.num_rows())
+        .map(|i| {
+            Some(!shared.value(i) && LOOKUP_ID_TYPES.contains(&ty.value(i)) && scored.contains(key.value(i)))
+        })
+        .collect();
+    let filter = |c: &ArrayRef| datafusion::arrow::compute::filter(c, &keep);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("identifier_type", DataType::Utf8, false),
+        Field::new("identifier_value", DataType::Utf8, false),
+        Field::new(CUSTOMER_ID, DataType::Utf8, false),
+    ]));
+    let arrow = |e: datafusion::arrow::error::ArrowError| query(IDENTITIES_FILE)(e.into());
+    let columns = [map.column(0), value, map.column(2)]
+        .into_iter()
+        .map(filter)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(arrow)?;
+    RecordBatch::try_new(schema, columns).map_err(arrow)
+}
 
 /// What a registry model predicts, as far as scoring is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -353,9 +384,11 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
         count("contact_strategy", Some(s.strategy.name()));
         count("recommended_treatment", Some(s.treatment.name()));
     }
+    let lookup = identity_lookup(&identity.map, &ids)?;
     let batch = columns.batch(ids, opts.as_of, scored_at, stage, &segments)?;
     let result = async {
         write_parquet(&staging.join(SCORES_FILE), batch.schema(), std::slice::from_ref(&batch))?;
+        write_parquet(&staging.join(IDENTITIES_FILE), lookup.schema(), &[lookup])?;
         let feature_schema = features.first().map(|b| b.schema()).expect("features of every customer");
         write_parquet(&staging.join(FEATURES_FILE), feature_schema, &features)?;
         progress.lap(&mut clock, "write scores");
@@ -405,6 +438,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
             rows: n as u64,
             model_versions: versions.values().cloned().collect(),
             models: versions,
+            default_country_code: opts.source.identity.default_country_code.clone(),
             engage_version: env!("CARGO_PKG_VERSION").into(),
         };
         let dir = snapshot::publish(&opts.out, &staging, &manifest)?;

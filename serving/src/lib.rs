@@ -1,35 +1,72 @@
 //! engage-serving: the HTTP API over published score snapshots.
 //!
-//! [`ScoreService`] owns loading and lookups and is usable without HTTP;
-//! [`build_app`] wires it to routes, shared by `engage serve` and the tests.
-//! No DataFusion here: snapshots are read with the parquet crate.
+//! [`ScoreService`] is one loaded snapshot and answers lookups without
+//! HTTP; [`Served`] holds the one being served and swaps in new ones
+//! ([`Served::reload`], the pointer watcher); [`build_app`] wires routes,
+//! API keys, limits, metrics and request ids, shared by `engage serve` and
+//! the tests. No DataFusion here: snapshots are read with the parquet crate.
 
+mod api;
+pub mod auth;
+mod config;
 mod error;
-mod service;
+mod metrics;
+mod snapshot;
+mod state;
 
-pub use error::{ApiError, ServeError};
-pub use service::{CustomerScores, Reason, ScoreService};
+pub use api::ApiDoc;
+pub use config::{ApiKeyConfig, ServeConfig};
+pub use error::{ApiError, ErrorBody, ServeError};
+pub use snapshot::{AudienceEntry, CustomerScores, IdType, Reason, ScoreService};
+pub use state::{Limits, ReloadOutcome, Served};
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{App, HttpResponse, web};
-use serde_json::json;
+use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::error::{JsonPayloadError, QueryPayloadError};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Condition;
+use actix_web::{App, web};
 
-/// How to run the server.
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    /// Root of published snapshots (the scorer's `--out`).
-    pub scores: PathBuf,
-    /// Address to bind, e.g. `127.0.0.1:8080` (loopback by default).
-    pub bind: String,
+use crate::auth::{Keys, Scope};
+
+/// The scope a path needs (`None`: open, e.g. `/healthz`).
+fn scope_for(path: &str) -> Option<Scope> {
+    if path.starts_with("/v1/admin/") {
+        Some(Scope::Admin)
+    } else if path == "/v1/audiences" || path.starts_with("/v1/audiences/") {
+        Some(Scope::AudiencesRead)
+    } else if path.starts_with("/v1/") || path == "/v1" {
+        Some(Scope::ScoresRead)
+    } else {
+        None
+    }
 }
 
-/// The application: routes over a loaded [`ScoreService`].
+/// The caller's `X-Request-Id` when it is a sane token, else a new one.
+fn request_id(req: &ServiceRequest) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| {
+        !v.is_empty()
+            && v.len() <= 64
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    match given {
+        Some(id) => id.to_string(),
+        None => format!("{:x}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)),
+    }
+}
+
+/// The application over `state`: routes, body and query limits with JSON
+/// errors, API keys by path, metrics, request ids and access logs (debug
+/// level; never the path, which may hold an email), CORS for `cors_origins`.
 pub fn build_app(
-    state: web::Data<ScoreService>,
+    state: web::Data<Served>,
+    cors_origins: Vec<String>,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -39,33 +76,125 @@ pub fn build_app(
         InitError = (),
     >,
 > {
+    let limit = state.limits.max_body_bytes;
+    let json = web::JsonConfig::default().limit(limit).error_handler(move |err, _| {
+        let api = match &err {
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                ApiError::PayloadTooLarge { limit }
+            }
+            JsonPayloadError::ContentType => {
+                ApiError::InvalidBody("expected Content-Type: application/json".into())
+            }
+            e => ApiError::InvalidBody(e.to_string()),
+        };
+        api.into()
+    });
+    let query = web::QueryConfig::default()
+        .error_handler(|err: QueryPayloadError, _| ApiError::invalid("query", err.to_string()).into());
+    let path =
+        web::PathConfig::default().error_handler(|err, _| ApiError::invalid("path", err.to_string()).into());
+    let cors = cors_origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |c, o| c.allowed_origin(o))
+        .allowed_methods(["GET", "POST"])
+        .allowed_headers([actix_web::http::header::AUTHORIZATION, actix_web::http::header::CONTENT_TYPE])
+        .expose_headers(["x-request-id"])
+        .max_age(3600);
+    let resource =
+        |path: &str| web::resource(path.to_string()).default_service(web::to(api::method_not_allowed));
     App::new()
         .app_data(state)
-        .route("/healthz", web::get().to(healthz))
-        .route("/v1/customers/{customer_id}/scores", web::get().to(scores))
-        .default_service(web::to(not_found))
+        .app_data(json)
+        .app_data(query)
+        .app_data(path)
+        .service(resource("/v1/customers/{id}/scores").route(web::get().to(api::customer_scores)))
+        .service(resource("/v1/scores:batch").route(web::post().to(api::batch_scores)))
+        .service(resource("/v1/audiences").route(web::get().to(api::list_audiences)))
+        .service(resource("/v1/audiences/{campaign}").route(web::get().to(api::audience)))
+        .service(resource("/v1/models").route(web::get().to(api::models)))
+        .service(resource("/v1/snapshot").route(web::get().to(api::snapshot)))
+        .service(resource("/v1/admin/reload").route(web::post().to(api::reload)))
+        .service(resource("/healthz").route(web::get().to(api::healthz)))
+        .service(resource("/readyz").route(web::get().to(api::readyz)))
+        .service(resource("/metrics").route(web::get().to(api::metrics)))
+        .service(resource("/openapi.json").route(web::get().to(api::openapi)))
+        .default_service(web::to(api::not_found))
+        .wrap_fn(|req, srv| {
+            let start = Instant::now();
+            let state = req.app_data::<web::Data<Served>>().expect("state registered").clone();
+            let id = request_id(&req);
+            let method = req.method().to_string();
+            let auth = match scope_for(req.path()) {
+                Some(scope) => state.keys.authorize(req.request(), scope).map(Some),
+                None => Ok(None),
+            };
+            let (call, denied, caller) = match auth {
+                Ok(caller) => (Some(srv.call(req)), None, caller),
+                Err(e) => (None, Some(req.error_response(e)), None),
+            };
+            async move {
+                let mut res = match (call, denied) {
+                    (Some(call), _) => call.await?.map_into_boxed_body(),
+                    (None, Some(denied)) => denied,
+                    (None, None) => unreachable!("called or denied"),
+                };
+                let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+                let status = res.status().as_u16();
+                let elapsed = start.elapsed();
+                state.metrics.observe(&route, status, elapsed);
+                if let Ok(v) = HeaderValue::from_str(&id) {
+                    res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+                }
+                let caller = caller.as_deref().unwrap_or("-");
+                let micros = elapsed.as_micros() as u64;
+                if status >= 500 {
+                    tracing::warn!(request_id = %id, %method, %route, status, micros, caller = %caller, "request failed");
+                } else {
+                    tracing::debug!(request_id = %id, %method, %route, status, micros, caller = %caller, "request");
+                }
+                Ok(res)
+            }
+        })
+        .wrap(Condition::new(!cors_origins.is_empty(), cors))
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// A running server.
+pub struct Running {
+    /// Runs until interrupted; Ctrl-C/SIGTERM finish in-flight requests
+    /// first (up to `shutdown_timeout_s`).
+    pub server: actix_web::dev::Server,
+    /// Where it listens (useful with port 0).
+    pub addrs: Vec<SocketAddr>,
+    pub served: Arc<Served>,
 }
 
-async fn scores(svc: web::Data<ScoreService>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(svc.scores_for(&id)?))
-}
-
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NoRoute)
-}
-
-/// Loads the current snapshot and binds the server. Returns the server (a
-/// future that runs until interrupted; Ctrl-C/SIGTERM finish in-flight
-/// requests first) and the addresses it listens on (useful with port 0).
-pub fn bind(opts: &ServeOptions) -> Result<(actix_web::dev::Server, Vec<SocketAddr>), ServeError> {
-    let svc = web::Data::new(ScoreService::load(&opts.scores)?);
-    let server = actix_web::HttpServer::new(move || build_app(svc.clone()))
-        .bind(&opts.bind)
-        .map_err(|source| ServeError::Bind { addr: opts.bind.clone(), source })?;
+/// Loads the current snapshot (a failure is logged and reported by
+/// `/readyz`; the watcher keeps trying), starts the pointer watcher and
+/// binds the server.
+pub fn start(config: &ServeConfig) -> Result<Running, ServeError> {
+    config.check("the server config")?;
+    let keys = Keys::new(config.keys("the server config")?, config.insecure_no_auth);
+    let limits = Limits {
+        max_batch: config.max_batch,
+        max_page: config.max_page,
+        max_body_bytes: config.max_body_bytes,
+    };
+    let served = Arc::new(Served::new(&config.scores, keys, limits));
+    let _ = served.reload();
+    if config.watch_interval_ms > 0 {
+        served.watch(Duration::from_millis(config.watch_interval_ms));
+    }
+    let data = web::Data::from(served.clone());
+    let origins = config.cors_origins.clone();
+    let mut server = actix_web::HttpServer::new(move || build_app(data.clone(), origins.clone()))
+        .client_request_timeout(Duration::from_millis(config.request_timeout_ms))
+        .keep_alive(Duration::from_secs(config.keep_alive_s))
+        .shutdown_timeout(config.shutdown_timeout_s);
+    if config.workers > 0 {
+        server = server.workers(config.workers);
+    }
+    let server =
+        server.bind(&config.bind).map_err(|source| ServeError::Bind { addr: config.bind.clone(), source })?;
     let addrs = server.addrs();
-    Ok((server.run(), addrs))
+    Ok(Running { server: server.run(), addrs, served })
 }

@@ -150,8 +150,8 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!("  models    {}", dir.join("models").display());
     println!("  scores    {}", scored.snapshot_dir.display());
     println!();
-    println!("serve the scores:");
-    println!("  cargo run --release -- serve --scores {}", dir.join("scores").display());
+    println!("serve the scores (on this machine only: no API keys; see docs/serving.md):");
+    println!("  cargo run --release -- serve --scores {} --insecure-no-auth", dir.join("scores").display());
     println!("  curl http://127.0.0.1:8080/v1/customers/C0000001/scores");
     println!("the nightly job on these models (config in the repository):");
     println!("  cargo run --release -- nightly --config engage.example.toml");

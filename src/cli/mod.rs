@@ -159,14 +159,27 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Serve the current score snapshot over HTTP.
+    /// Serve the current score snapshot over HTTP (docs/serving.md);
+    /// `engage serve keygen` makes an API key.
+    #[command(args_conflicts_with_subcommands = true)]
     Serve {
-        /// Snapshot root written by `engage score --out`.
+        #[command(subcommand)]
+        action: Option<ServeAction>,
+        /// Server config (TOML): scores, bind, limits, API keys, CORS.
         #[arg(long)]
-        scores: PathBuf,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        bind: String,
+        config: Option<PathBuf>,
+        /// Snapshot root written by `engage score --out` or `engage nightly`
+        /// (overrides the config's `scores`).
+        #[arg(long)]
+        scores: Option<PathBuf>,
+        /// Address to listen on (overrides the config's `bind`; default
+        /// 127.0.0.1:8080).
+        #[arg(long)]
+        bind: Option<String>,
+        /// Serve without API keys: anyone who can reach the port reads
+        /// every score. For a trial on your own machine only.
+        #[arg(long)]
+        insecure_no_auth: bool,
     },
     /// The model registry: list, show, promote, roll back.
     Models {
@@ -206,6 +219,34 @@ enum CampaignsAction {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServeAction {
+    /// Make a new API key: prints the key (once) and the config entry that
+    /// holds its hash.
+    Keygen {
+        /// Who will hold the key (logged with their requests).
+        #[arg(long)]
+        name: String,
+        /// Scopes: scores:read, audiences:read, admin (repeatable).
+        #[arg(long = "scope", required = true, value_parser = ["scores:read", "audiences:read", "admin"])]
+        scopes: Vec<String>,
+    },
+}
+
+/// Log lines to stderr at `ENGAGE_LOG` (error, warn, info, debug, trace;
+/// default info). Requests are logged at debug.
+fn init_logging() {
+    let level = std::env::var("ENGAGE_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 #[derive(Debug, Subcommand)]
@@ -946,21 +987,52 @@ pub async fn run(cli: Cli) -> Result<()> {
             })?;
             print_published(&run);
         }
-        Command::Serve { scores, bind } => {
-            if !scores.is_dir() {
+        Command::Serve { action: Some(ServeAction::Keygen { name, scopes }), .. } => {
+            let (key, hash) = engage_serving::auth::generate_key();
+            let scopes: Vec<String> = scopes.iter().map(|s| format!("\"{s}\"")).collect();
+            println!("# API key for {name} (give it to them; it is not stored anywhere):");
+            println!("#   {key}");
+            println!("# Add this to the server config:");
+            println!(
+                "[[api_keys]]\nname = \"{name}\"\nsha256 = \"{hash}\"\nscopes = [{}]",
+                scopes.join(", ")
+            );
+        }
+        Command::Serve { action: None, config, scores, bind, insecure_no_auth } => {
+            let mut cfg = match &config {
+                Some(path) => engage_serving::ServeConfig::load(path)?,
+                None => engage_serving::ServeConfig::default(),
+            };
+            if let Some(scores) = scores {
+                cfg.scores = scores;
+            } else if config.is_none() {
                 bail!(
-                    "--scores {}: not a directory (run `engage score --out {}` first)",
-                    scores.display(),
-                    scores.display()
+                    "--scores or --config is required: where are the snapshots (`engage nightly` writes them)?"
                 );
             }
-            let opts = engage_serving::ServeOptions { scores: scores.clone(), bind };
-            let (server, addrs) = engage_serving::bind(&opts)
-                .with_context(|| format!("starting the server on {}", scores.display()))?;
-            for addr in addrs {
-                eprintln!("engage: serving {} on http://{addr}", scores.display());
+            if let Some(bind) = bind {
+                cfg.bind = bind;
             }
-            server.await.context("running the server")?;
+            cfg.insecure_no_auth |= insecure_no_auth;
+            if !cfg.scores.is_dir() {
+                bail!(
+                    "scores {}: not a directory (run `engage nightly` or `engage score --out {}` first)",
+                    cfg.scores.display(),
+                    cfg.scores.display()
+                );
+            }
+            init_logging();
+            if cfg.insecure_no_auth {
+                tracing::warn!(
+                    "serving WITHOUT API keys (--insecure-no-auth): anyone reaching the port reads every score"
+                );
+            }
+            let running = engage_serving::start(&cfg)
+                .with_context(|| format!("starting the server on {}", cfg.scores.display()))?;
+            for addr in &running.addrs {
+                eprintln!("engage: serving {} on http://{addr}", cfg.scores.display());
+            }
+            running.server.await.context("running the server")?;
         }
         Command::Demo(args) => demo::run(args).await?,
     }

@@ -53,13 +53,24 @@ fn demo_runs_end_to_end_and_its_scores_can_be_served() {
     // The command the summary prints serves those scores.
     let mut child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_engage"))
-            .args(["serve", "--scores", dir.join("scores").to_str().unwrap(), "--bind", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--scores",
+                dir.join("scores").to_str().unwrap(),
+                "--bind",
+                "127.0.0.1:0",
+                "--insecure-no-auth",
+            ])
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
     let mut line = String::new();
-    BufReader::new(child.0.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap());
+    while !line.contains("http://") {
+        line.clear();
+        assert!(lines.read_line(&mut line).unwrap() > 0, "the server printed no address");
+    }
     let addr = line.trim().rsplit("http://").next().unwrap().to_string();
     let resp = ureq::get(&format!("http://{addr}/v1/customers/C0000001/scores")).call();
     drop(child);

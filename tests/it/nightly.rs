@@ -116,7 +116,7 @@ fn nightly_scores_every_promoted_model_segments_and_keeps_the_newest() {
     let b = read_scores(&dir);
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["format_version"], 2);
+    assert_eq!(manifest["format_version"], 3);
     assert_eq!(manifest["rows"].as_u64().unwrap() as usize, b.num_rows());
     let models = manifest["models"].as_object().unwrap();
     assert_eq!(models.keys().collect::<Vec<_>>(), ["churn", "clv"], "{manifest}");

@@ -1,0 +1,491 @@
+//! A score snapshot in memory: every customer's scores (column-major, text
+//! interned), the identity lookup (email, phone, loyalty id -> customer)
+//! and the campaign contact lists. Loaded and checked in full before it is
+//! served; lookups never touch the disk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
+use std::path::Path;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, UInt64Type};
+use engage_models::identifier::{normalize_email, normalize_id, normalize_phone};
+use engage_models::snapshot::{self, IDENTITIES_FILE, LOOKUP_ID_TYPES, SCORES_FILE, SnapshotManifest};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{ApiError, ServeError};
+
+/// Contact lists inside a snapshot (written by `engage nightly`).
+const AUDIENCES_DIR: &str = "audiences";
+const AUDIENCE_SUMMARY_FILE: &str = "summary.json";
+
+/// How the caller names a customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IdType {
+    CustomerId,
+    Email,
+    Phone,
+    LoyaltyId,
+}
+
+impl IdType {
+    pub const NAMES: [&'static str; 4] = ["customer_id", "email", "phone", "loyalty_id"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IdType::CustomerId => Self::NAMES[0],
+            IdType::Email => Self::NAMES[1],
+            IdType::Phone => Self::NAMES[2],
+            IdType::LoyaltyId => Self::NAMES[3],
+        }
+    }
+
+    /// Parses `field`'s value; the error names the field and the choices.
+    pub fn parse(field: &str, value: &str) -> Result<IdType, ApiError> {
+        [IdType::CustomerId, IdType::Email, IdType::Phone, IdType::LoyaltyId]
+            .into_iter()
+            .find(|t| t.name() == value)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    field,
+                    format!("`{value}` is not an id type (expected one of {})", Self::NAMES.join(", ")),
+                )
+            })
+    }
+}
+
+/// Every score the API returns for one customer. A score is `null` when
+/// the snapshot was made without its model (or, for the CLV scores, when
+/// the customer had not bought before the cutoff).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CustomerScores {
+    pub customer_id: String,
+    /// Probability of no purchase in the churn model's horizon, in [0, 1].
+    pub churn_probability: Option<f64>,
+    /// Version of the churn model (every model's is in `model_versions`).
+    pub model_version: Option<String>,
+    /// Probability of responding to a contact.
+    pub response_probability: Option<f64>,
+    /// The best offer's uplift: response probability treated minus control.
+    pub uplift: Option<f64>,
+    pub best_offer: Option<String>,
+    /// Uplift of every offer the uplift model knows (empty without one).
+    pub uplift_by_offer: BTreeMap<String, f64>,
+    /// BG/NBD probability of being alive.
+    pub p_alive: Option<f64>,
+    /// Expected purchases and discounted value over the CLV horizon.
+    pub expected_purchases: Option<f64>,
+    pub clv: Option<f64>,
+    pub lifecycle_stage: Option<String>,
+    pub value_tier: Option<String>,
+    pub risk_band: Option<String>,
+    pub contact_strategy: String,
+    pub recommended_treatment: String,
+    /// Task (churn, response, uplift, clv) -> version of every model in
+    /// the snapshot.
+    pub model_versions: BTreeMap<String, String>,
+    /// Feature cutoff of the snapshot (ISO date).
+    pub as_of: String,
+    /// When the snapshot was scored (RFC 3339, UTC).
+    pub scored_at: String,
+    pub snapshot_id: String,
+    /// The features raising this customer's churn score most, largest
+    /// first (empty without a churn model).
+    pub reasons: Vec<Reason>,
+}
+
+/// One reason for a score: a feature and its contribution to the log-odds.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Reason {
+    pub feature: String,
+    /// Contribution to the log-odds of churn (> 0 raises the probability).
+    pub impact: f64,
+}
+
+/// One customer on a campaign's contact list.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AudienceEntry {
+    pub customer_id: String,
+    /// `treatment` (contact) or `control` (hold out: do not contact).
+    pub group: String,
+    pub channel: String,
+    pub offer: Option<String>,
+    /// Position by the campaign's ranking, 1 first.
+    pub rank: u64,
+    /// The ranking expression's value.
+    pub rank_value: Option<f64>,
+}
+
+/// Reason columns of a snapshot (`reason_<k>`, `reason_<k>_impact`).
+const REASONS: usize = 3;
+/// The float scores, in [`ScoreService::scores`] order.
+const SCORES: [&str; 6] =
+    ["churn_probability", "response_probability", "uplift", "p_alive", "expected_purchases", "clv"];
+/// The text columns, in [`ScoreService::labels`] order (interned).
+const LABELS: [&str; 6] =
+    ["lifecycle_stage", "value_tier", "risk_band", "contact_strategy", "recommended_treatment", "best_offer"];
+const NONE: u32 = u32::MAX;
+
+/// A loaded score snapshot.
+#[derive(Debug)]
+pub struct ScoreService {
+    manifest: SnapshotManifest,
+    /// Customer ids by row, and the rows by customer id.
+    ids: Vec<Box<str>>,
+    by_id: HashTable<u32>,
+    hasher: RandomState,
+    /// Per identifier type of [`LOOKUP_ID_TYPES`]: normalised value -> row.
+    identities: [HashMap<String, u32>; 3],
+    /// [`SCORES`] columns; NaN for null.
+    scores: [Vec<f64>; SCORES.len()],
+    /// `uplift_<offer>` columns: (offer, values; NaN for null).
+    offers: Vec<(String, Vec<f64>)>,
+    /// [`LABELS`] columns as indices into `strings`; [`NONE`] for null.
+    labels: [Vec<u32>; LABELS.len()],
+    /// Reason k per row: (index into `strings` or [`NONE`], impact).
+    reasons: [Vec<(u32, f64)>; REASONS],
+    /// Interned labels and reason feature names.
+    strings: Vec<String>,
+    /// Campaign -> contact list in rank order, and its summary.
+    audiences: BTreeMap<String, Audience>,
+}
+
+/// One campaign's contact list in a snapshot.
+#[derive(Debug)]
+pub struct Audience {
+    pub entries: Vec<AudienceEntry>,
+    /// The selection's summary (counts, suppressions) as `engage nightly`
+    /// wrote it; `null` when the snapshot has none.
+    pub summary: serde_json::Value,
+}
+
+/// Interns `value` in `strings`.
+fn intern(strings: &mut Vec<String>, index: &mut HashMap<String, u32>, value: &str) -> u32 {
+    if let Some(&i) = index.get(value) {
+        return i;
+    }
+    strings.push(value.to_string());
+    index.insert(value.to_string(), strings.len() as u32 - 1);
+    strings.len() as u32 - 1
+}
+
+/// Reads a Parquet file into batches.
+fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ServeError> {
+    let shown = path.display().to_string();
+    let parquet_err = |source| ServeError::Parquet { path: shown.clone(), source };
+    let file = std::fs::File::open(path)
+        .map_err(|source| engage_models::ModelError::Io { path: shown.clone(), source })?;
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
+    reader.map(|b| b.map_err(|e| parquet_err(e.into()))).collect()
+}
+
+/// Column `name` of `batch`, which must have type `ty`.
+fn column(batch: &RecordBatch, path: &Path, name: &str, ty: &DataType) -> Result<ArrayRef, ServeError> {
+    let schema_err = |reason: String| ServeError::Schema { path: path.display().to_string(), reason };
+    let col = batch.column_by_name(name).ok_or_else(|| schema_err(format!("column `{name}` missing")))?;
+    if col.data_type() != ty {
+        return Err(schema_err(format!("column `{name}`: expected {ty}, found {}", col.data_type())));
+    }
+    Ok(col.clone())
+}
+
+/// Text column `name` (`Utf8`) of `batch`, with no nulls when `required`.
+fn text(batch: &RecordBatch, path: &Path, name: &str, required: bool) -> Result<ArrayRef, ServeError> {
+    let col = column(batch, path, name, &DataType::Utf8)?;
+    if required && col.null_count() > 0 {
+        return Err(ServeError::Schema {
+            path: path.display().to_string(),
+            reason: format!("column `{name}`: {} null values", col.null_count()),
+        });
+    }
+    Ok(col)
+}
+
+impl ScoreService {
+    /// Loads the snapshot that `<root>/CURRENT` points to.
+    pub fn load(root: &Path) -> Result<ScoreService, ServeError> {
+        let (dir, manifest) = snapshot::current(root)?;
+        Self::load_dir(&dir, manifest)
+    }
+
+    /// Loads and checks snapshot directory `dir` in full: the scores
+    /// (columns, types, one row per customer, as many as the manifest
+    /// says), the identity lookup (every identifier resolves to a scored
+    /// customer) and every contact list.
+    pub fn load_dir(dir: &Path, manifest: SnapshotManifest) -> Result<ScoreService, ServeError> {
+        let path = dir.join(SCORES_FILE);
+        let schema_err =
+            |path: &Path, reason: String| ServeError::Schema { path: path.display().to_string(), reason };
+        let n = manifest.rows as usize;
+        let mut svc = ScoreService {
+            ids: Vec::with_capacity(n),
+            by_id: HashTable::with_capacity(n),
+            hasher: RandomState::new(),
+            identities: Default::default(),
+            scores: Default::default(),
+            offers: Vec::new(),
+            labels: Default::default(),
+            reasons: Default::default(),
+            strings: Vec::new(),
+            audiences: BTreeMap::new(),
+            manifest,
+        };
+        let mut index = HashMap::new();
+        for batch in read_parquet(&path)? {
+            let ids = text(&batch, &path, "customer_id", true)?;
+            let ids = ids.as_string::<i32>();
+            if svc.offers.is_empty() {
+                for field in batch.schema().fields() {
+                    if let Some(offer) = field.name().strip_prefix("uplift_") {
+                        svc.offers.push((offer.to_string(), Vec::with_capacity(n)));
+                    }
+                }
+            }
+            for (j, name) in SCORES.iter().enumerate() {
+                let col = column(&batch, &path, name, &DataType::Float64)?;
+                let col = col.as_primitive::<Float64Type>();
+                svc.scores[j]
+                    .extend((0..col.len()).map(|i| if col.is_valid(i) { col.value(i) } else { f64::NAN }));
+            }
+            for (offer, values) in &mut svc.offers {
+                let col = column(&batch, &path, &format!("uplift_{offer}"), &DataType::Float64)?;
+                let col = col.as_primitive::<Float64Type>();
+                values.extend((0..col.len()).map(|i| if col.is_valid(i) { col.value(i) } else { f64::NAN }));
+            }
+            for (j, name) in LABELS.iter().enumerate() {
+                // Every row has a contact strategy and a treatment.
+                let col = text(&batch, &path, name, matches!(j, 3 | 4))?;
+                let col = col.as_string::<i32>();
+                let values = col.iter().map(|v| v.map_or(NONE, |v| intern(&mut svc.strings, &mut index, v)));
+                svc.labels[j].extend(values);
+            }
+            for k in 0..REASONS {
+                let feature = text(&batch, &path, &format!("reason_{}", k + 1), false)?;
+                let impact = column(&batch, &path, &format!("reason_{}_impact", k + 1), &DataType::Float64)?;
+                let (feature, impact) = (feature.as_string::<i32>(), impact.as_primitive::<Float64Type>());
+                for i in 0..batch.num_rows() {
+                    let reason = if feature.is_valid(i) && impact.is_valid(i) {
+                        (intern(&mut svc.strings, &mut index, feature.value(i)), impact.value(i))
+                    } else {
+                        (NONE, f64::NAN)
+                    };
+                    svc.reasons[k].push(reason);
+                }
+            }
+            for id in ids.iter().flatten() {
+                if svc.row_of(id).is_some() {
+                    return Err(schema_err(&path, format!("customer `{id}` appears twice")));
+                }
+                let row = svc.ids.len() as u32;
+                svc.ids.push(id.into());
+                let (ids, hasher) = (&svc.ids, &svc.hasher);
+                svc.by_id.insert_unique(hasher.hash_one(id), row, |&r| hasher.hash_one(&*ids[r as usize]));
+            }
+        }
+        if svc.ids.len() != n {
+            return Err(schema_err(&path, format!("{} customers, the manifest says {n}", svc.ids.len())));
+        }
+
+        let path = dir.join(IDENTITIES_FILE);
+        for batch in read_parquet(&path)? {
+            let (ty, value, id) = (
+                text(&batch, &path, "identifier_type", true)?,
+                text(&batch, &path, "identifier_value", true)?,
+                text(&batch, &path, "customer_id", true)?,
+            );
+            let (ty, value, id) = (ty.as_string::<i32>(), value.as_string::<i32>(), id.as_string::<i32>());
+            for i in 0..batch.num_rows() {
+                let t = LOOKUP_ID_TYPES.iter().position(|t| *t == ty.value(i)).ok_or_else(|| {
+                    schema_err(
+                        &path,
+                        format!(
+                            "row {i}: identifier type `{}` is not one of {LOOKUP_ID_TYPES:?}",
+                            ty.value(i)
+                        ),
+                    )
+                })?;
+                let row = svc.row_of(id.value(i)).ok_or_else(|| {
+                    schema_err(&path, format!("row {i}: customer `{}` is not in {SCORES_FILE}", id.value(i)))
+                })?;
+                svc.identities[t].insert(value.value(i).to_string(), row);
+            }
+        }
+
+        let dir = dir.join(AUDIENCES_DIR);
+        let summaries: Vec<serde_json::Value> = match std::fs::read(dir.join(AUDIENCE_SUMMARY_FILE)) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| engage_models::ModelError::Parse {
+                    path: dir.join(AUDIENCE_SUMMARY_FILE).display().to_string(),
+                    source,
+                })?
+            }
+            Err(_) => Vec::new(),
+        };
+        let mut files: Vec<_> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        for path in files {
+            let campaign = path.file_stem().expect("a file name").to_string_lossy().to_string();
+            let mut entries = Vec::new();
+            for batch in read_parquet(&path)? {
+                let (id, group, channel, offer) = (
+                    text(&batch, &path, "customer_id", true)?,
+                    text(&batch, &path, "group", true)?,
+                    text(&batch, &path, "channel", true)?,
+                    text(&batch, &path, "offer", false)?,
+                );
+                let rank = column(&batch, &path, "rank", &DataType::UInt64)?;
+                let value = column(&batch, &path, "rank_value", &DataType::Float64)?;
+                let (id, group, channel, offer) = (
+                    id.as_string::<i32>(),
+                    group.as_string::<i32>(),
+                    channel.as_string::<i32>(),
+                    offer.as_string::<i32>(),
+                );
+                let (rank, value) = (rank.as_primitive::<UInt64Type>(), value.as_primitive::<Float64Type>());
+                for i in 0..batch.num_rows() {
+                    if svc.row_of(id.value(i)).is_none() {
+                        return Err(schema_err(
+                            &path,
+                            format!("row {i}: customer `{}` is not in {SCORES_FILE}", id.value(i)),
+                        ));
+                    }
+                    entries.push(AudienceEntry {
+                        customer_id: id.value(i).to_string(),
+                        group: group.value(i).to_string(),
+                        channel: channel.value(i).to_string(),
+                        offer: offer.is_valid(i).then(|| offer.value(i).to_string()),
+                        rank: rank.value(i),
+                        rank_value: value.is_valid(i).then(|| value.value(i)),
+                    });
+                }
+            }
+            entries.sort_by_key(|e| e.rank);
+            let summary = summaries
+                .iter()
+                .find(|s| s.get("campaign_id").and_then(|c| c.as_str()) == Some(campaign.as_str()))
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            svc.audiences.insert(campaign, Audience { entries, summary });
+        }
+        Ok(svc)
+    }
+
+    /// The row of customer id `id`.
+    fn row_of(&self, id: &str) -> Option<u32> {
+        self.by_id.find(self.hasher.hash_one(id), |&r| &*self.ids[r as usize] == id).copied()
+    }
+
+    /// The row of the customer `id` names: a customer id as it is, an
+    /// email, phone or loyalty id normalised as identity resolution does
+    /// and looked up in the snapshot's identity map.
+    fn row(&self, id_type: IdType, id: &str) -> Result<u32, ApiError> {
+        let unknown = || ApiError::UnknownCustomer { id_type: id_type.name(), id: id.to_string() };
+        let malformed = |what: &str| ApiError::invalid("id", format!("`{id}` is not {what}"));
+        let (table, key) = match id_type {
+            IdType::CustomerId => {
+                let key = normalize_id(id).ok_or_else(|| malformed("a customer id"))?;
+                return self.row_of(&key).ok_or_else(unknown);
+            }
+            IdType::Email => {
+                (&self.identities[0], normalize_email(id).ok_or_else(|| malformed("an email address"))?)
+            }
+            IdType::Phone => (
+                &self.identities[1],
+                normalize_phone(id, &self.manifest.default_country_code)
+                    .ok_or_else(|| malformed("a phone number (7 to 15 digits)"))?,
+            ),
+            IdType::LoyaltyId => {
+                (&self.identities[2], normalize_id(id).ok_or_else(|| malformed("a loyalty id"))?)
+            }
+        };
+        table.get(&key).copied().ok_or_else(unknown)
+    }
+
+    /// Scores of the customer `id` names (an identifier of `id_type`).
+    pub fn lookup(&self, id_type: IdType, id: &str) -> Result<CustomerScores, ApiError> {
+        let row = self.row(id_type, id)? as usize;
+        Ok(self.scores_at(row, self.ids[row].to_string()))
+    }
+
+    /// Scores of one customer by customer id, or `UnknownCustomer`.
+    pub fn scores_for(&self, customer_id: &str) -> Result<CustomerScores, ApiError> {
+        self.lookup(IdType::CustomerId, customer_id)
+    }
+
+    fn scores_at(&self, row: usize, customer_id: String) -> CustomerScores {
+        let score = |j: usize| Some(self.scores[j][row]).filter(|v| !v.is_nan());
+        let label = |j: usize| {
+            let s = self.labels[j][row];
+            (s != NONE).then(|| self.strings[s as usize].clone())
+        };
+        CustomerScores {
+            customer_id,
+            churn_probability: score(0),
+            model_version: self.manifest.models.get("churn").cloned(),
+            response_probability: score(1),
+            uplift: score(2),
+            best_offer: label(5),
+            uplift_by_offer: self
+                .offers
+                .iter()
+                .filter(|(_, v)| !v[row].is_nan())
+                .map(|(offer, v)| (offer.clone(), v[row]))
+                .collect(),
+            p_alive: score(3),
+            expected_purchases: score(4),
+            clv: score(5),
+            lifecycle_stage: label(0),
+            value_tier: label(1),
+            risk_band: label(2),
+            contact_strategy: label(3).expect("checked at load"),
+            recommended_treatment: label(4).expect("checked at load"),
+            model_versions: self.manifest.models.clone(),
+            reasons: (0..REASONS)
+                .map(|k| self.reasons[k][row])
+                .filter(|(f, _)| *f != NONE)
+                .map(|(f, impact)| Reason { feature: self.strings[f as usize].clone(), impact })
+                .collect(),
+            as_of: self.manifest.as_of.clone(),
+            scored_at: self.manifest.scored_at.clone(),
+            snapshot_id: self.manifest.snapshot_id.clone(),
+        }
+    }
+
+    /// The manifest of the loaded snapshot.
+    pub fn manifest(&self) -> &SnapshotManifest {
+        &self.manifest
+    }
+
+    /// Identifiers in the identity lookup, per type of [`LOOKUP_ID_TYPES`].
+    pub fn identifiers(&self) -> [usize; 3] {
+        [self.identities[0].len(), self.identities[1].len(), self.identities[2].len()]
+    }
+
+    /// Campaigns with a contact list, by id.
+    pub fn audiences(&self) -> &BTreeMap<String, Audience> {
+        &self.audiences
+    }
+
+    /// Customers in the snapshot.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when the snapshot has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
