@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Benchmark: `engage serve` under wrk on loopback, over the 1M-customer
-# snapshot of bench/nightly.sh. Four runs of 20 s with 64 connections:
-#   1. single lookups of random existing customer ids;
+# snapshot of bench/nightly.sh. Runs of 20 s, wrk with 2 threads on the
+# same 2 cores as the server:
+#   1. single lookups of random existing customer ids, 16 and 64 connections;
 #   2. a mix: 10 % unknown ids, 5 % batches of 100 ids, the rest lookups;
 #   3. single lookups while a new snapshot is published and reloaded
 #      (wrk reports any non-2xx answer);
-#   4. the same lookups against a trivial actix-web handler (the ceiling).
+#   4. the same lookups against a trivial actix-web handler (the ceiling),
+#      16 and 64 connections.
 # Server RSS from /proc after each run. For BENCHMARKS.md.
 #
 #   bash bench/serve.sh [CUSTOMERS]      (needs `wrk`: apt-get install wrk)
@@ -20,7 +22,6 @@ cargo build --release --quiet
 cargo build --release --quiet -p engage-serving --example trivial
 bin=target/release/engage
 threads=${WRK_THREADS:-2}
-conns=${WRK_CONNECTIONS:-64}
 secs=${WRK_SECONDS:-20}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2> /dev/null || true; rm -rf "$work"' EXIT
@@ -59,7 +60,7 @@ local batch = '{"items":[$ids]}'
 request = function()
   local r = math.random()
   if r < 0.05 then
-    return wrk.format("POST", "/v1/scores:batch", {["Content-Type"] = "application/json"}, batch)
+    return wrk.format("POST", "/v1/scores:batch", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer $key"}, batch)
   elseif r < 0.15 then
     return wrk.format("GET", string.format("/v1/customers/X%07d/scores", math.random(1, $customers)))
   end
@@ -67,10 +68,12 @@ request = function()
 end
 LUA
 
-run() { wrk -t"$threads" -c"$conns" -d"${secs}s" --latency -s "$2" "$1"; }
-echo; echo "== 1. single lookups, random existing ids"
-run http://127.0.0.1:18080 "$work/lookup.lua"
-echo "server: $(rss $pid)"
+run() { wrk -t"$threads" -c"${3:-64}" -d"${secs}s" --latency -s "$2" "$1"; }
+for c in 16 64; do
+  echo; echo "== 1. single lookups, random existing ids, $c connections"
+  run http://127.0.0.1:18080 "$work/lookup.lua" $c
+  echo "server: $(rss $pid)"
+done
 echo; echo "== 2. mix: 10% unknown ids (404), 5% batches of 100"
 run http://127.0.0.1:18080 "$work/mix.lua"
 echo "server: $(rss $pid)"
@@ -94,10 +97,12 @@ printf '%s\n' "$current" > "$scores/CURRENT.tmp" && mv "$scores/CURRENT.tmp" "$s
 sleep 2; rm -rf "$scores/snapshots/$copy"
 kill $pid; wait $pid 2> /dev/null || true
 
-echo; echo "== 4. the ceiling: a trivial actix-web handler, same workers"
 target/release/examples/trivial 127.0.0.1:18090 2 &
 tpid=$!
 until curl -sf http://127.0.0.1:18090/v1/customers/C0000001/scores > /dev/null; do sleep 0.2; done
-run http://127.0.0.1:18090 "$work/lookup.lua"
+for c in 16 64; do
+  echo; echo "== 4. the ceiling: a trivial actix-web handler, same workers, $c connections"
+  run http://127.0.0.1:18090 "$work/lookup.lua" $c
+done
 echo "trivial server: $(rss $tpid)"
 kill $tpid

@@ -94,19 +94,19 @@ pub struct BatchItem {
 
 /// One result per item, in the request's order.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BatchResponse {
-    pub snapshot_id: String,
-    pub results: Vec<BatchResult>,
+pub struct BatchResponse<'a> {
+    pub snapshot_id: &'a str,
+    pub results: Vec<BatchResult<'a>>,
 }
 
 /// An item's scores (`status` 200) or its error (400, 404).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BatchResult {
+pub struct BatchResult<'a> {
     pub id: String,
     pub id_type: String,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scores: Option<CustomerScores>,
+    pub scores: Option<CustomerScores<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
 }
@@ -155,7 +155,7 @@ pub async fn batch_scores(
             BatchResult { id: item.id, id_type, status, scores, error }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(BatchResponse { snapshot_id: snap.manifest().snapshot_id.clone(), results }))
+    Ok(HttpResponse::Ok().json(BatchResponse { snapshot_id: &snap.manifest().snapshot_id, results }))
 }
 
 /// The campaigns with a contact list in the snapshot.

@@ -100,8 +100,11 @@ pub fn build_app(
         .allowed_headers([actix_web::http::header::AUTHORIZATION, actix_web::http::header::CONTENT_TYPE])
         .expose_headers(["x-request-id"])
         .max_age(3600);
-    let resource =
-        |path: &str| web::resource(path.to_string()).default_service(web::to(api::method_not_allowed));
+    // Each resource is named by its pattern: metrics and logs read the name
+    // (no allocation per request), never the path.
+    let resource = |path: &str| {
+        web::resource(path.to_string()).name(path).default_service(web::to(api::method_not_allowed))
+    };
     App::new()
         .app_data(state)
         .app_data(json)
@@ -138,13 +141,13 @@ pub fn build_app(
                     (None, Some(denied)) => denied,
                     (None, None) => unreachable!("called or denied"),
                 };
-                let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
-                let status = res.status().as_u16();
-                let elapsed = start.elapsed();
-                state.metrics.observe(&route, status, elapsed);
                 if let Ok(v) = HeaderValue::from_str(&id) {
                     res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
                 }
+                let route = res.request().match_name().unwrap_or("unmatched");
+                let status = res.status().as_u16();
+                let elapsed = start.elapsed();
+                state.metrics.observe(route, status, elapsed);
                 let caller = caller.as_deref().unwrap_or("-");
                 let micros = elapsed.as_micros() as u64;
                 if status >= 500 {

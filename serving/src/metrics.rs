@@ -10,9 +10,13 @@ use std::time::Duration;
 /// Upper bounds of the latency buckets, seconds.
 const BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
+/// Statuses counted without a lock; others go to [`RouteStats::other`].
+const STATUSES: [u16; 12] = [200, 400, 401, 403, 404, 405, 409, 413, 422, 500, 503, 504];
+
 #[derive(Default)]
 struct RouteStats {
-    by_status: Mutex<BTreeMap<u16, u64>>,
+    by_status: [AtomicU64; STATUSES.len()],
+    other: Mutex<BTreeMap<u16, u64>>,
     /// Per bucket (not cumulative), the last one for slower requests.
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_ns: AtomicU64,
@@ -34,7 +38,10 @@ impl Metrics {
             Some(s) => s,
             None => self.routes.write().expect("metrics lock").entry(route.to_string()).or_default().clone(),
         };
-        *stats.by_status.lock().expect("metrics lock").entry(status).or_default() += 1;
+        match STATUSES.iter().position(|&s| s == status) {
+            Some(i) => _ = stats.by_status[i].fetch_add(1, Ordering::Relaxed),
+            None => *stats.other.lock().expect("metrics lock").entry(status).or_default() += 1,
+        }
         let secs = elapsed.as_secs_f64();
         let bucket = BUCKETS.iter().position(|&b| secs <= b).unwrap_or(BUCKETS.len());
         stats.buckets[bucket].fetch_add(1, Ordering::Relaxed);
@@ -51,7 +58,15 @@ impl Metrics {
         );
         out.push_str("# TYPE engage_http_requests_total counter\n");
         for name in &names {
-            for (status, n) in routes[*name].by_status.lock().expect("metrics lock").iter() {
+            let stats = &routes[*name];
+            let mut counts: BTreeMap<u16, u64> = stats.other.lock().expect("metrics lock").clone();
+            for (i, &status) in STATUSES.iter().enumerate() {
+                let n = stats.by_status[i].load(Ordering::Relaxed);
+                if n > 0 {
+                    counts.insert(status, n);
+                }
+            }
+            for (status, n) in &counts {
                 let _ = writeln!(
                     out,
                     "engage_http_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",

@@ -59,50 +59,53 @@ impl IdType {
     }
 }
 
-/// Every score the API returns for one customer. A score is `null` when
+/// Every score the API returns for one customer, borrowed from the
+/// snapshot (nothing is copied to answer a lookup). A score is `null` when
 /// the snapshot was made without its model (or, for the CLV scores, when
 /// the customer had not bought before the cutoff).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct CustomerScores {
-    pub customer_id: String,
+pub struct CustomerScores<'a> {
+    pub customer_id: &'a str,
     /// Probability of no purchase in the churn model's horizon, in [0, 1].
     pub churn_probability: Option<f64>,
     /// Version of the churn model (every model's is in `model_versions`).
-    pub model_version: Option<String>,
+    pub model_version: Option<&'a str>,
     /// Probability of responding to a contact.
     pub response_probability: Option<f64>,
     /// The best offer's uplift: response probability treated minus control.
     pub uplift: Option<f64>,
-    pub best_offer: Option<String>,
+    pub best_offer: Option<&'a str>,
     /// Uplift of every offer the uplift model knows (empty without one).
-    pub uplift_by_offer: BTreeMap<String, f64>,
+    #[schema(value_type = BTreeMap<String, f64>)]
+    pub uplift_by_offer: BTreeMap<&'a str, f64>,
     /// BG/NBD probability of being alive.
     pub p_alive: Option<f64>,
     /// Expected purchases and discounted value over the CLV horizon.
     pub expected_purchases: Option<f64>,
     pub clv: Option<f64>,
-    pub lifecycle_stage: Option<String>,
-    pub value_tier: Option<String>,
-    pub risk_band: Option<String>,
-    pub contact_strategy: String,
-    pub recommended_treatment: String,
+    pub lifecycle_stage: Option<&'a str>,
+    pub value_tier: Option<&'a str>,
+    pub risk_band: Option<&'a str>,
+    pub contact_strategy: &'a str,
+    pub recommended_treatment: &'a str,
     /// Task (churn, response, uplift, clv) -> version of every model in
     /// the snapshot.
-    pub model_versions: BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub model_versions: &'a BTreeMap<String, String>,
     /// Feature cutoff of the snapshot (ISO date).
-    pub as_of: String,
+    pub as_of: &'a str,
     /// When the snapshot was scored (RFC 3339, UTC).
-    pub scored_at: String,
-    pub snapshot_id: String,
+    pub scored_at: &'a str,
+    pub snapshot_id: &'a str,
     /// The features raising this customer's churn score most, largest
     /// first (empty without a churn model).
-    pub reasons: Vec<Reason>,
+    pub reasons: Vec<Reason<'a>>,
 }
 
 /// One reason for a score: a feature and its contribution to the log-odds.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct Reason {
-    pub feature: String,
+pub struct Reason<'a> {
+    pub feature: &'a str,
     /// Contribution to the log-odds of churn (> 0 raises the probability).
     pub impact: f64,
 }
@@ -123,13 +126,31 @@ pub struct AudienceEntry {
 
 /// Reason columns of a snapshot (`reason_<k>`, `reason_<k>_impact`).
 const REASONS: usize = 3;
-/// The float scores, in [`ScoreService::scores`] order.
+/// The float scores, in [`Row::scores`] order.
 const SCORES: [&str; 6] =
     ["churn_probability", "response_probability", "uplift", "p_alive", "expected_purchases", "clv"];
-/// The text columns, in [`ScoreService::labels`] order (interned).
+/// The text columns, in [`Row::labels`] order (interned).
 const LABELS: [&str; 6] =
     ["lifecycle_stage", "value_tier", "risk_band", "contact_strategy", "recommended_treatment", "best_offer"];
 const NONE: u32 = u32::MAX;
+
+/// One customer's scores, in one place: a lookup of a random customer
+/// reads a few cache lines, not one per column.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    /// [`SCORES`]; NaN for null.
+    scores: [f64; SCORES.len()],
+    /// [`LABELS`] as indices into `strings`; [`NONE`] for null.
+    labels: [u32; LABELS.len()],
+    /// (index into `strings` or [`NONE`], impact), largest first.
+    reasons: [(u32, f64); REASONS],
+}
+
+const EMPTY_ROW: Row = Row {
+    scores: [f64::NAN; SCORES.len()],
+    labels: [NONE; LABELS.len()],
+    reasons: [(NONE, f64::NAN); REASONS],
+};
 
 /// A loaded score snapshot.
 #[derive(Debug)]
@@ -141,14 +162,12 @@ pub struct ScoreService {
     hasher: RandomState,
     /// Per identifier type of [`LOOKUP_ID_TYPES`]: normalised value -> row.
     identities: [HashMap<String, u32>; 3],
-    /// [`SCORES`] columns; NaN for null.
-    scores: [Vec<f64>; SCORES.len()],
-    /// `uplift_<offer>` columns: (offer, values; NaN for null).
-    offers: Vec<(String, Vec<f64>)>,
-    /// [`LABELS`] columns as indices into `strings`; [`NONE`] for null.
-    labels: [Vec<u32>; LABELS.len()],
-    /// Reason k per row: (index into `strings` or [`NONE`], impact).
-    reasons: [Vec<(u32, f64)>; REASONS],
+    /// Scores by row.
+    rows: Vec<Row>,
+    /// The uplift model's offers (`uplift_<offer>` columns) and their
+    /// values, row after row (`row * offers.len() + k`; NaN for null).
+    offers: Vec<String>,
+    offer_uplift: Vec<f64>,
     /// Interned labels and reason feature names.
     strings: Vec<String>,
     /// Campaign -> contact list in rank order, and its summary.
@@ -228,10 +247,9 @@ impl ScoreService {
             by_id: HashTable::with_capacity(n),
             hasher: RandomState::new(),
             identities: Default::default(),
-            scores: Default::default(),
+            rows: Vec::with_capacity(n),
             offers: Vec::new(),
-            labels: Default::default(),
-            reasons: Default::default(),
+            offer_uplift: Vec::new(),
             strings: Vec::new(),
             audiences: BTreeMap::new(),
             manifest,
@@ -243,39 +261,48 @@ impl ScoreService {
             if svc.offers.is_empty() {
                 for field in batch.schema().fields() {
                     if let Some(offer) = field.name().strip_prefix("uplift_") {
-                        svc.offers.push((offer.to_string(), Vec::with_capacity(n)));
+                        svc.offers.push(offer.to_string());
                     }
                 }
             }
+            let base = svc.rows.len();
+            svc.rows.resize(base + batch.num_rows(), EMPTY_ROW);
+            let rows = &mut svc.rows[base..];
             for (j, name) in SCORES.iter().enumerate() {
                 let col = column(&batch, &path, name, &DataType::Float64)?;
                 let col = col.as_primitive::<Float64Type>();
-                svc.scores[j]
-                    .extend((0..col.len()).map(|i| if col.is_valid(i) { col.value(i) } else { f64::NAN }));
+                for (i, row) in rows.iter_mut().enumerate() {
+                    if col.is_valid(i) {
+                        row.scores[j] = col.value(i);
+                    }
+                }
             }
-            for (offer, values) in &mut svc.offers {
+            let k = svc.offers.len();
+            svc.offer_uplift.resize((base + batch.num_rows()) * k, f64::NAN);
+            for (o, offer) in svc.offers.iter().enumerate() {
                 let col = column(&batch, &path, &format!("uplift_{offer}"), &DataType::Float64)?;
                 let col = col.as_primitive::<Float64Type>();
-                values.extend((0..col.len()).map(|i| if col.is_valid(i) { col.value(i) } else { f64::NAN }));
+                for i in (0..col.len()).filter(|&i| col.is_valid(i)) {
+                    svc.offer_uplift[(base + i) * k + o] = col.value(i);
+                }
             }
             for (j, name) in LABELS.iter().enumerate() {
                 // Every row has a contact strategy and a treatment.
                 let col = text(&batch, &path, name, matches!(j, 3 | 4))?;
                 let col = col.as_string::<i32>();
-                let values = col.iter().map(|v| v.map_or(NONE, |v| intern(&mut svc.strings, &mut index, v)));
-                svc.labels[j].extend(values);
+                for (row, v) in rows.iter_mut().zip(col.iter()) {
+                    row.labels[j] = v.map_or(NONE, |v| intern(&mut svc.strings, &mut index, v));
+                }
             }
             for k in 0..REASONS {
                 let feature = text(&batch, &path, &format!("reason_{}", k + 1), false)?;
                 let impact = column(&batch, &path, &format!("reason_{}_impact", k + 1), &DataType::Float64)?;
                 let (feature, impact) = (feature.as_string::<i32>(), impact.as_primitive::<Float64Type>());
-                for i in 0..batch.num_rows() {
-                    let reason = if feature.is_valid(i) && impact.is_valid(i) {
-                        (intern(&mut svc.strings, &mut index, feature.value(i)), impact.value(i))
-                    } else {
-                        (NONE, f64::NAN)
-                    };
-                    svc.reasons[k].push(reason);
+                for (i, row) in rows.iter_mut().enumerate() {
+                    if feature.is_valid(i) && impact.is_valid(i) {
+                        row.reasons[k] =
+                            (intern(&mut svc.strings, &mut index, feature.value(i)), impact.value(i));
+                    }
                 }
             }
             for id in ids.iter().flatten() {
@@ -415,34 +442,28 @@ impl ScoreService {
     }
 
     /// Scores of the customer `id` names (an identifier of `id_type`).
-    pub fn lookup(&self, id_type: IdType, id: &str) -> Result<CustomerScores, ApiError> {
+    pub fn lookup(&self, id_type: IdType, id: &str) -> Result<CustomerScores<'_>, ApiError> {
         let row = self.row(id_type, id)? as usize;
-        Ok(self.scores_at(row, self.ids[row].to_string()))
-    }
-
-    /// Scores of one customer by customer id, or `UnknownCustomer`.
-    pub fn scores_for(&self, customer_id: &str) -> Result<CustomerScores, ApiError> {
-        self.lookup(IdType::CustomerId, customer_id)
-    }
-
-    fn scores_at(&self, row: usize, customer_id: String) -> CustomerScores {
-        let score = |j: usize| Some(self.scores[j][row]).filter(|v| !v.is_nan());
+        let r = &self.rows[row];
+        let score = |j: usize| Some(r.scores[j]).filter(|v| !v.is_nan());
         let label = |j: usize| {
-            let s = self.labels[j][row];
-            (s != NONE).then(|| self.strings[s as usize].clone())
+            let s = r.labels[j];
+            (s != NONE).then(|| self.strings[s as usize].as_str())
         };
-        CustomerScores {
-            customer_id,
+        let m = &self.manifest;
+        Ok(CustomerScores {
+            customer_id: &self.ids[row],
             churn_probability: score(0),
-            model_version: self.manifest.models.get("churn").cloned(),
+            model_version: m.models.get("churn").map(String::as_str),
             response_probability: score(1),
             uplift: score(2),
             best_offer: label(5),
             uplift_by_offer: self
                 .offers
                 .iter()
-                .filter(|(_, v)| !v[row].is_nan())
-                .map(|(offer, v)| (offer.clone(), v[row]))
+                .zip(&self.offer_uplift[row * self.offers.len()..(row + 1) * self.offers.len()])
+                .filter(|(_, v)| !v.is_nan())
+                .map(|(offer, v)| (offer.as_str(), *v))
                 .collect(),
             p_alive: score(3),
             expected_purchases: score(4),
@@ -452,16 +473,23 @@ impl ScoreService {
             risk_band: label(2),
             contact_strategy: label(3).expect("checked at load"),
             recommended_treatment: label(4).expect("checked at load"),
-            model_versions: self.manifest.models.clone(),
-            reasons: (0..REASONS)
-                .map(|k| self.reasons[k][row])
+            model_versions: &m.models,
+            reasons: r
+                .reasons
+                .iter()
+                .copied()
                 .filter(|(f, _)| *f != NONE)
-                .map(|(f, impact)| Reason { feature: self.strings[f as usize].clone(), impact })
+                .map(|(f, impact)| Reason { feature: &self.strings[f as usize], impact })
                 .collect(),
-            as_of: self.manifest.as_of.clone(),
-            scored_at: self.manifest.scored_at.clone(),
-            snapshot_id: self.manifest.snapshot_id.clone(),
-        }
+            as_of: &m.as_of,
+            scored_at: &m.scored_at,
+            snapshot_id: &m.snapshot_id,
+        })
+    }
+
+    /// Scores of one customer by customer id, or `UnknownCustomer`.
+    pub fn scores_for(&self, customer_id: &str) -> Result<CustomerScores<'_>, ApiError> {
+        self.lookup(IdType::CustomerId, customer_id)
     }
 
     /// The manifest of the loaded snapshot.

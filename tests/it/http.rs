@@ -700,16 +700,37 @@ fn a_server_without_a_snapshot_is_not_ready_until_one_is_published() {
     assert_eq!(get(&format!("{}/v1/customers/C0000001/scores", server.base), Some(&keys().scores)).0, 200);
 }
 
-/// Sends raw bytes; the status of the answer, `None` if the server closed
-/// the connection without one.
-fn raw(addr: std::net::SocketAddr, request: &[u8]) -> Option<u16> {
+/// Sends raw bytes; the answer's status and text, `None` if the server
+/// closed the connection without one.
+fn raw(addr: std::net::SocketAddr, request: &[u8]) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = s.write_all(request);
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
-    text.strip_prefix("HTTP/1.1 ").and_then(|t| t.get(..3)).map(|c| c.parse().unwrap())
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.strip_prefix("HTTP/1.1 ").and_then(|t| t.get(..3)).map(|c| c.parse().unwrap())?;
+    Some((status, text))
+}
+
+#[test]
+fn cors_is_off_unless_origins_are_configured() {
+    let f = fixture();
+    let preflight = |addr, origin: &str| {
+        let request = format!(
+            "OPTIONS /v1/customers/C0000001/scores HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+             Origin: {origin}\r\nAccess-Control-Request-Method: GET\r\n\
+             Access-Control-Request-Headers: authorization\r\n\r\n"
+        );
+        raw(addr, request.as_bytes()).unwrap().1.to_lowercase()
+    };
+    let closed = start(&f.scores, |_| {});
+    assert!(!preflight(closed.addr, "https://crm.example.com").contains("access-control-allow-origin"));
+    let open = start(&f.scores, |c| c.cors_origins = vec!["https://crm.example.com".into()]);
+    let answer = preflight(open.addr, "https://crm.example.com");
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("access-control-allow-origin: https://crm.example.com"), "{answer}");
+    assert!(!preflight(open.addr, "https://evil.example.com").contains("access-control-allow-origin"));
 }
 
 #[test]
@@ -797,7 +818,7 @@ fn malformed_requests_never_get_a_server_error() {
         head += &format!("Content-Length: {}\r\n\r\n", body.len());
         let mut request = head.into_bytes();
         request.extend(body.as_bytes());
-        if let Some(status) = raw(server.addr, &request) {
+        if let Some((status, _)) = raw(server.addr, &request) {
             assert!(status < 500, "{status} for {method} {path} with body {:.200}", body);
             answered += 1;
         }
