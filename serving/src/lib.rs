@@ -34,6 +34,13 @@ use actix_web::{App, web};
 
 use crate::auth::{Keys, Scope};
 
+/// The OpenAPI document of the API, pretty-printed (what `GET
+/// /openapi.json` serves; `docs/openapi.json` is a copy).
+pub fn openapi_json() -> String {
+    use utoipa::OpenApi;
+    ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serialises")
+}
+
 /// The scope a path needs (`None`: open, e.g. `/healthz`).
 fn scope_for(path: &str) -> Option<Scope> {
     if path.starts_with("/v1/admin/") {

@@ -233,6 +233,8 @@ enum ServeAction {
         #[arg(long = "scope", required = true, value_parser = ["scores:read", "audiences:read", "admin"])]
         scopes: Vec<String>,
     },
+    /// Print the API's OpenAPI document (what `GET /openapi.json` serves).
+    Openapi,
 }
 
 /// Log lines to stderr at `ENGAGE_LOG` (error, warn, info, debug, trace;
@@ -997,6 +999,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "[[api_keys]]\nname = \"{name}\"\nsha256 = \"{hash}\"\nscopes = [{}]",
                 scopes.join(", ")
             );
+        }
+        Command::Serve { action: Some(ServeAction::Openapi), .. } => {
+            println!("{}", engage_serving::openapi_json())
         }
         Command::Serve { action: None, config, scores, bind, insecure_no_auth } => {
             let mut cfg = match &config {

@@ -311,6 +311,14 @@ fn every_documented_route_answers_with_its_documented_shapes() {
             }
         }
     }
+    // docs/openapi.json is this document.
+    let committed =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json")).unwrap();
+    assert!(
+        committed.trim_end() == engage_serving::openapi_json(),
+        "docs/openapi.json is stale: run `engage serve openapi > docs/openapi.json`"
+    );
+    assert_eq!(serde_json::from_str::<Value>(&committed).unwrap(), spec);
     // Documented errors have the documented shape too.
     let (status, value) = get(&format!("{}/v1/customers/NOPE/scores", server.base), Some(&keys.all));
     assert_eq!((status, value["error"]["code"].as_str()), (404, Some("unknown_customer")), "{value}");
