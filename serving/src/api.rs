@@ -1,13 +1,14 @@
 //! The routes: thin handlers over [`Served`] and [`ScoreService`], each
-//! documented for the OpenAPI spec (`GET /openapi.json`).
+//! documented for the OpenAPI spec (`GET /openapi.json`). API keys are
+//! checked before any handler runs, by path (`scope_for` in lib.rs).
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::auth::{Scope, mask};
+use crate::auth::mask;
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::snapshot::{AudienceEntry, CustomerScores, IdType, Reason};
 use crate::state::{Refused, ReloadOutcome, Served};
@@ -62,11 +63,9 @@ pub struct LookupQuery {
 )]
 pub async fn customer_scores(
     s: State,
-    req: HttpRequest,
     id: web::Path<String>,
     q: web::Query<LookupQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    s.keys.authorize(&req, Scope::ScoresRead)?;
     let id_type = match &q.id_type {
         Some(t) => IdType::parse("id_type", t)?,
         None => IdType::CustomerId,
@@ -124,12 +123,7 @@ pub struct BatchResult<'a> {
     ),
     security(("api_key" = []))
 )]
-pub async fn batch_scores(
-    s: State,
-    req: HttpRequest,
-    body: web::Json<BatchRequest>,
-) -> Result<HttpResponse, ApiError> {
-    s.keys.authorize(&req, Scope::ScoresRead)?;
+pub async fn batch_scores(s: State, body: web::Json<BatchRequest>) -> Result<HttpResponse, ApiError> {
     let items = body.into_inner().items;
     if items.len() > s.limits.max_batch {
         return Err(ApiError::BatchTooLarge { items: items.len(), limit: s.limits.max_batch });
@@ -189,8 +183,7 @@ pub struct AudienceInfo {
     ),
     security(("api_key" = []))
 )]
-pub async fn list_audiences(s: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    s.keys.authorize(&req, Scope::AudiencesRead)?;
+pub async fn list_audiences(s: State) -> Result<HttpResponse, ApiError> {
     let snap = s.snapshot()?;
     let campaigns = snap
         .audiences()
@@ -256,11 +249,9 @@ pub struct AudiencePage {
 )]
 pub async fn audience(
     s: State,
-    req: HttpRequest,
     campaign: web::Path<String>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    s.keys.authorize(&req, Scope::AudiencesRead)?;
     let max = s.limits.max_page;
     let limit = match &q.limit {
         None => 100.min(max),
@@ -330,8 +321,7 @@ pub struct ModelInfo {
     ),
     security(("api_key" = []))
 )]
-pub async fn models(s: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    s.keys.authorize(&req, Scope::ScoresRead)?;
+pub async fn models(s: State) -> Result<HttpResponse, ApiError> {
     let snap = s.snapshot()?;
     let m = snap.manifest();
     let models = m
@@ -387,8 +377,7 @@ fn snapshot_info(snap: &ScoreService) -> SnapshotInfo {
     ),
     security(("api_key" = []))
 )]
-pub async fn snapshot(s: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    s.keys.authorize(&req, Scope::ScoresRead)?;
+pub async fn snapshot(s: State) -> Result<HttpResponse, ApiError> {
     let snap = s.snapshot()?;
     Ok(HttpResponse::Ok().json(snapshot_info(&snap)))
 }
@@ -404,8 +393,7 @@ pub async fn snapshot(s: State, req: HttpRequest) -> Result<HttpResponse, ApiErr
     ),
     security(("api_key" = []))
 )]
-pub async fn reload(s: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    s.keys.authorize(&req, Scope::Admin)?;
+pub async fn reload(s: State) -> Result<HttpResponse, ApiError> {
     let served = s.clone();
     let outcome = web::block(move || served.reload().map_err(|e| crate::state::error_chain(&e)))
         .await
