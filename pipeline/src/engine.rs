@@ -25,6 +25,7 @@ use crate::identity::{
 use crate::ingest::{TableCounts, register_inputs, rejects_view};
 use crate::output::write_parquet;
 use crate::report::Stopwatch;
+use crate::runtime::EngineSettings;
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
 use crate::sql::{
     AUDIENCE_ELIGIBILITY, CAMPAIGN_RESULTS, CHURN_LABEL, FEATURES, HOLDOUT, IDENTITY_QUALITY, LABELS,
@@ -129,6 +130,8 @@ pub struct DataSource {
     /// The response funnel's stages in order (the `stage` values of the
     /// responses table); a response's depth is its stage's position.
     pub response_funnel: Vec<String>,
+    /// How the engine runs (memory limit, spilling).
+    pub engine: EngineSettings,
 }
 
 /// The default response funnel: the stages the generator writes.
@@ -222,6 +225,7 @@ impl DataSource {
             erasure: ErasureList::default(),
             lifecycle: LifecycleRules::default(),
             response_funnel: default_response_funnel(),
+            engine: EngineSettings::default(),
         }
     }
 }
@@ -260,7 +264,7 @@ impl Engine {
         let config = SessionConfig::new()
             .with_information_schema(false)
             .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = source.engine.session(config)?;
         let inputs = register_inputs(&ctx, &source.root).await?;
         let stages: ArrayRef = Arc::new(StringArray::from(source.response_funnel.clone()));
         let depths: ArrayRef =

@@ -54,6 +54,15 @@ pub enum PipelineError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// The engine's memory limit is too small for a query even with spilling.
+    #[error(
+        "query `{name}` needs more memory than the engine's limit allows, even spilling to disk: raise --memory-limit ([engine] memory_limit) or check the spill directory has room"
+    )]
+    MemoryLimit {
+        name: String,
+        #[source]
+        source: DataFusionError,
+    },
     #[error("query `{name}` failed")]
     Query {
         name: String,
@@ -72,5 +81,10 @@ pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Pipel
 }
 
 pub(crate) fn query(name: &str) -> impl FnOnce(DataFusionError) -> PipelineError + '_ {
-    move |source| PipelineError::Query { name: name.to_string(), source }
+    move |source| match source.find_root() {
+        DataFusionError::ResourcesExhausted(_) => {
+            PipelineError::MemoryLimit { name: name.to_string(), source }
+        }
+        _ => PipelineError::Query { name: name.to_string(), source },
+    }
 }

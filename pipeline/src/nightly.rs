@@ -15,10 +15,12 @@ use crate::erasure::ErasureList;
 use crate::error::{PipelineError, Result, io};
 use crate::identity::{IdentityOptions, check_country_code};
 use crate::jobs::read_table;
+use crate::publish::{self, Pushed};
+use crate::runtime::EngineSettings;
 use crate::scoring::{ClvScoring, FEATURES_FILE, ModelPick, ScoreOptions, ScoreRun, ScoreTask, score};
 use crate::segments::SegmentConfig;
 use crate::sql::CAMPAIGN_RESULTS;
-use crate::store::DataRoot;
+use crate::store::{DataRoot, StorageOptions};
 use engage_models::lift::{CampaignResult, GroupOutcome, HoldoutResult};
 use engage_models::snapshot;
 
@@ -42,6 +44,13 @@ pub struct NightlyConfig {
     /// `[[campaigns]]`: audiences selected on the runs they are due.
     #[serde(default)]
     pub campaigns: Vec<CampaignConfig>,
+    /// `[engine]`: memory limit and spill directory.
+    #[serde(default)]
+    pub engine: EngineSettings,
+    /// `[storage]`: options for object stores (endpoint, region,
+    /// credentials), over the environment's (docs/scale-out.md).
+    #[serde(default)]
+    pub storage: StorageOptions,
 }
 
 /// `[data]`: the inputs and how they are read (the flags of `engage
@@ -90,8 +99,14 @@ pub struct ModelsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
-    /// The snapshot root (`engage serve --scores` reads it).
+    /// The local snapshot root (`engage serve --scores` reads it); with
+    /// `publish_to`, the working copy pushed from.
     pub scores: PathBuf,
+    /// An object-store URL (`s3://bucket/scores`) each new snapshot is
+    /// pushed to and made current at (servers follow it with `engage serve
+    /// --scores URL`).
+    #[serde(default)]
+    pub publish_to: Option<String>,
     /// Snapshots kept (the newest per as-of date; the current one always).
     #[serde(default = "default_keep")]
     pub keep: usize,
@@ -123,6 +138,9 @@ impl NightlyConfig {
         }
         if let Some(list) = config.audiences.do_not_contact.as_mut() {
             relative(list);
+        }
+        if let Some(dir) = config.engine.spill_dir.as_mut() {
+            relative(dir);
         }
         if !config.data.root.contains("://") && Path::new(&config.data.root).is_relative() {
             config.data.root = base.join(&config.data.root).display().to_string();
@@ -207,7 +225,7 @@ impl NightlyConfig {
     /// (the configured one, else the caller's default).
     pub fn source(&self, erasure_list: &Path) -> Result<DataSource> {
         Ok(DataSource {
-            root: DataRoot::parse(&self.data.root)?,
+            root: DataRoot::parse_with("[data] root", &self.data.root, &self.storage)?,
             identity: IdentityOptions {
                 default_country_code: self.data.default_country_code.clone(),
                 max_customers_per_identifier: self.data.max_customers_per_identifier,
@@ -215,14 +233,28 @@ impl NightlyConfig {
             erasure: ErasureList::load(erasure_list)?,
             lifecycle: self.data.lifecycle,
             response_funnel: self.data.response_funnel.clone(),
+            engine: self.engine.clone(),
         })
     }
 }
 
+/// What a nightly run published.
+#[derive(Debug, Clone)]
+pub struct NightlyRun {
+    pub scored: ScoreRun,
+    /// The push to `[output] publish_to`, when configured.
+    pub pushed: Option<Pushed>,
+}
+
 /// Runs the nightly job as of `as_of` (the caller resolves `--as-of`, the
-/// config's `as_of` and today).
-pub async fn run(config: &NightlyConfig, source: DataSource, as_of: NaiveDate) -> Result<ScoreRun> {
-    score(&ScoreOptions {
+/// config's `as_of` and today), then pushes the snapshot to `publish_to`.
+pub async fn run(config: &NightlyConfig, source: DataSource, as_of: NaiveDate) -> Result<NightlyRun> {
+    // A bad URL or store setting fails before hours of scoring.
+    let remote = match &config.output.publish_to {
+        Some(url) => Some(DataRoot::parse_with("[output] publish_to", url, &config.storage)?),
+        None => None,
+    };
+    let scored = score(&ScoreOptions {
         command: "nightly",
         source,
         as_of,
@@ -235,7 +267,12 @@ pub async fn run(config: &NightlyConfig, source: DataSource, as_of: NaiveDate) -
         campaigns: config.campaigns.clone(),
         audiences: config.audiences.clone(),
     })
-    .await
+    .await?;
+    let pushed = match remote {
+        Some(remote) => Some(publish::push(&config.output.scores, &remote).await?),
+        None => None,
+    };
+    Ok(NightlyRun { scored, pushed })
 }
 
 /// What `engage audience` selected and wrote.

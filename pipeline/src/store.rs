@@ -1,20 +1,39 @@
-//! Where input data lives: a data root addressed by URL through
-//! object_store. Local paths and `file://` URLs are built in; another scheme
-//! (`s3://`, `gs://`, `az://`) is one more arm in [`DataRoot::parse`] that
-//! builds its store from configuration: nothing else in engage reads files
-//! directly.
+//! Where data lives: a root addressed by a path or URL through
+//! object_store: local paths, `file://`, `s3://`, `gs://` and `az://` (or
+//! `abfss://`). Input tables are read through it; outputs for an object
+//! store are written locally first and then uploaded with the object that
+//! commits them last ([`DataRoot::upload_dir`], [`crate::publish`]).
+//!
+//! A cloud store takes its credentials, region and endpoint from the usual
+//! environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`, as the vendors'
+//! own tools read them) and then from options given in a config file's
+//! `[storage]` table, which win (docs/scale-out.md).
 
+use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use url::Url;
 
-use crate::error::{PipelineError, Result};
+use crate::error::{PipelineError, Result, io};
+
+/// Options for cloud stores (`[storage]` in a config file): keys as
+/// object_store names them (`aws_endpoint`, `aws_region`,
+/// `google_service_account`, `azure_storage_account_name`, ...).
+pub type StorageOptions = BTreeMap<String, String>;
+
+/// Environment variables a cloud store reads.
+const ENV_PREFIXES: [&str; 3] = ["AWS_", "GOOGLE_", "AZURE_"];
+
+/// Files at least this large go up in parts.
+const MULTIPART_BYTES: u64 = 16 << 20;
 
 /// A data root: the directory (or prefix) holding the contract tables.
 #[derive(Clone)]
@@ -66,16 +85,25 @@ impl DataRoot {
         }
     }
 
-    /// A path, or a URL with a scheme engage has a store for (`file://`).
+    /// `--data`: a path or a URL, cloud stores configured from the
+    /// environment.
     pub fn parse(given: &str) -> Result<DataRoot> {
+        DataRoot::parse_with("--data", given, &StorageOptions::new())
+    }
+
+    /// Whether `given` is a URL of a store other than the local disk.
+    pub fn is_remote(given: &str) -> bool {
+        given.split_once("://").is_some_and(|(scheme, _)| scheme != "file")
+    }
+
+    /// A path or a URL given as `flag`, cloud stores configured from the
+    /// environment and then `options`.
+    pub fn parse_with(flag: &'static str, given: &str, options: &StorageOptions) -> Result<DataRoot> {
         let Some((scheme, _)) = given.split_once("://") else {
             return Ok(DataRoot::local(Path::new(given)));
         };
-        let bad = |reason: String| PipelineError::InvalidArgument {
-            name: "--data",
-            value: given.to_string(),
-            reason,
-        };
+        let bad =
+            |reason: String| PipelineError::InvalidArgument { name: flag, value: given.to_string(), reason };
         let url = Url::parse(given).map_err(|e| bad(format!("not a URL: {e}")))?;
         match scheme {
             "file" => {
@@ -84,12 +112,31 @@ impl DataRoot {
                 root.given = given.trim_end_matches('/').to_string();
                 Ok(root)
             }
-            "s3" | "gs" | "az" | "abfs" | "http" | "https" => Err(bad(format!(
-                "`{scheme}://` data roots need an object store configured for it, which this build \
-                 does not have yet; copy the data locally or use a file:// URL"
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
+                let url = Url::parse(&format!("{}/", given.trim_end_matches('/')))
+                    .map_err(|e| bad(format!("not a URL: {e}")))?;
+                let env = std::env::vars()
+                    .filter(|(k, _)| ENV_PREFIXES.iter().any(|p| k.starts_with(p)))
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v));
+                let settings = env.chain(options.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())));
+                let (store, prefix) = object_store::parse_url_opts(&url, settings)
+                    .map_err(|e| bad(format!("cannot configure the `{scheme}` store: {e}")))?;
+                Ok(DataRoot {
+                    given: given.trim_end_matches('/').to_string(),
+                    url,
+                    store: Arc::from(store),
+                    prefix,
+                })
+            }
+            _ => Err(bad(format!(
+                "unknown scheme `{scheme}`: use a path, or a file://, s3://, gs:// or az:// URL"
             ))),
-            _ => Err(bad(format!("unknown scheme `{scheme}`: use a path or a file:// URL"))),
         }
+    }
+
+    /// Whether the root is on the local disk.
+    pub fn is_local(&self) -> bool {
+        self.url.scheme() == "file"
     }
 
     /// The local directory, for a local root.
@@ -147,9 +194,114 @@ impl DataRoot {
         full.strip_prefix(prefix).unwrap_or(full).trim_start_matches('/').to_string()
     }
 
+    /// The bytes of `rel`, or None when there is no such object.
+    pub async fn read(&self, rel: &str) -> Result<Option<Bytes>> {
+        match self.store.get(&self.path(rel)).await {
+            Ok(got) => Ok(Some(got.bytes().await.map_err(|e| self.error(rel, e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(rel, e)),
+        }
+    }
+
+    /// Writes `rel` in one put: readers see the old object or the new one.
+    pub async fn write(&self, rel: &str, bytes: Bytes) -> Result<()> {
+        self.store.put(&self.path(rel), PutPayload::from(bytes)).await.map_err(|e| self.error(rel, e))?;
+        Ok(())
+    }
+
+    /// Uploads the local file `from` as `rel` (large files in parts; an
+    /// object appears only once complete).
+    pub async fn upload(&self, rel: &str, from: &Path) -> Result<()> {
+        let len = std::fs::metadata(from).map_err(io(from))?.len();
+        if len < MULTIPART_BYTES {
+            let bytes = std::fs::read(from).map_err(io(from))?;
+            return self.write(rel, Bytes::from(bytes)).await;
+        }
+        let upload = self.store.put_multipart(&self.path(rel)).await.map_err(|e| self.error(rel, e))?;
+        let mut writer = WriteMultipart::new(upload);
+        let mut file = std::fs::File::open(from).map_err(io(from))?;
+        let mut buf = vec![0u8; 8 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(io(from))?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(4).await.map_err(|e| self.error(rel, e))?;
+            writer.write(&buf[..n]);
+        }
+        writer.finish().await.map_err(|e| self.error(rel, e))?;
+        Ok(())
+    }
+
+    /// Uploads every file under the local directory `from` to `rel/`,
+    /// the ones named in `last` after all others (the objects that commit
+    /// the rest). Hidden files (`.name`) stay behind.
+    pub async fn upload_dir(&self, rel: &str, from: &Path, last: &[&str]) -> Result<Vec<String>> {
+        let mut files = Vec::new();
+        local_files(from, from, &mut files)?;
+        files.sort_by_key(|f| (last.iter().position(|l| *l == f.as_str()), f.clone()));
+        let mut written = Vec::new();
+        for file in files {
+            let target = join(rel, &file);
+            self.upload(&target, &from.join(&file)).await?;
+            written.push(self.display(&target));
+        }
+        Ok(written)
+    }
+
+    /// Downloads every object under `rel/` into the local directory `to`.
+    pub async fn download_dir(&self, rel: &str, to: &Path) -> Result<()> {
+        let base = self.path(rel);
+        let objects: Vec<ObjectMeta> =
+            self.store.list(Some(&base)).try_collect().await.map_err(|e| self.error(rel, e))?;
+        for object in objects {
+            let name: Vec<_> =
+                object.location.prefix_match(&base).expect("listed under the prefix").collect();
+            let local = name.iter().fold(to.to_path_buf(), |p, part| p.join(part.as_ref()));
+            if let Some(dir) = local.parent() {
+                std::fs::create_dir_all(dir).map_err(io(dir))?;
+            }
+            let bytes = self.get(&object).await?;
+            std::fs::write(&local, &bytes).map_err(io(&local))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every object under `rel/`.
+    pub async fn delete_dir(&self, rel: &str) -> Result<()> {
+        let base = self.path(rel);
+        let objects: Vec<ObjectMeta> =
+            self.store.list(Some(&base)).try_collect().await.map_err(|e| self.error(rel, e))?;
+        for object in objects {
+            self.store.delete(&object.location).await.map_err(|e| self.error(rel, e))?;
+        }
+        Ok(())
+    }
+
     fn error(&self, rel: &str, source: object_store::Error) -> PipelineError {
         PipelineError::Store { path: self.display(rel), source }
     }
+}
+
+fn join(rel: &str, name: &str) -> String {
+    if rel.is_empty() { name.to_string() } else { format!("{}/{name}", rel.trim_end_matches('/')) }
+}
+
+/// Files under `dir`, relative to `root`, `/`-separated, hidden ones left out.
+fn local_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+            continue;
+        }
+        if path.is_dir() {
+            local_files(root, &path, out)?;
+        } else {
+            let rel = path.strip_prefix(root).expect("under the root");
+            out.push(rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

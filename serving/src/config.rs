@@ -41,6 +41,11 @@ pub struct ServeConfig {
     pub api_keys: Vec<ApiKeyConfig>,
     /// Serve without API keys (a local trial only; logged loudly).
     pub insecure_no_auth: bool,
+    /// An object-store URL (`s3://bucket/scores`) of a snapshot root that
+    /// `engage serve` mirrors into `scores`, which is then a local cache:
+    /// checked every `watch_interval_ms`, a new snapshot is downloaded in
+    /// full before the cache's pointer moves to it.
+    pub follow: Option<String>,
 }
 
 /// One API key, stored as the SHA-256 of the key (never the key).
@@ -71,6 +76,7 @@ impl Default for ServeConfig {
             cors_origins: Vec::new(),
             api_keys: Vec::new(),
             insecure_no_auth: false,
+            follow: None,
         }
     }
 }

@@ -20,6 +20,7 @@ use engage_pipeline::jobs::{
 };
 use engage_pipeline::nightly::NightlyConfig;
 use engage_pipeline::report::RunReport;
+use engage_pipeline::runtime::{ByteSize, EngineSettings};
 use engage_pipeline::scoring::{ScoreOptions, ScoreRun, score};
 use engage_pipeline::store::DataRoot;
 use engage_pipeline::{DataSource, LifecycleRules, Task};
@@ -66,17 +67,19 @@ enum Command {
         /// Cutoff date (YYYY-MM-DD): features see events strictly before it.
         #[arg(long, value_parser = parse_date, required = true)]
         as_of: Option<NaiveDate>,
-        /// Output directory for customer_features.parquet and its run report.
+        /// Output directory for customer_features.parquet and its run
+        /// report: a path or an object-store URL (s3://, gs://, az://).
         #[arg(long, required = true)]
-        out: Option<PathBuf>,
+        out: Option<String>,
     },
     /// Resolve identities across tables and write the identity map.
     Identity {
         #[command(flatten)]
         data: DataArgs,
-        /// Output directory for identity_map.parquet and run_report.json.
+        /// Output directory for identity_map.parquet and run_report.json: a
+        /// path or an object-store URL.
         #[arg(long)]
-        out: PathBuf,
+        out: String,
     },
     /// Forget a person: add every identifier linked to them to the erasure
     /// list, remove their rows from engage's outputs, and leave them out of
@@ -169,9 +172,15 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         /// Snapshot root written by `engage score --out` or `engage nightly`
-        /// (overrides the config's `scores`).
+        /// (overrides the config's `scores`), or the object-store URL
+        /// `engage nightly` publishes to (s3://, gs://, az://; mirrored
+        /// into --cache-dir).
         #[arg(long)]
-        scores: Option<PathBuf>,
+        scores: Option<String>,
+        /// Local cache of a --scores URL. Default: engage-snapshots under
+        /// the system temp directory.
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
         /// Address to listen on (overrides the config's `bind`; default
         /// 127.0.0.1:8080).
         #[arg(long)]
@@ -336,9 +345,10 @@ struct DatasetArgs {
     /// Response task: how long after a contact a response counts.
     #[arg(long, default_value = "14d", value_parser = parse_horizon)]
     response_window: u32,
-    /// Output directory for dataset.parquet and its run report.
+    /// Output directory for dataset.parquet and its run report: a path or
+    /// an object-store URL.
     #[arg(long)]
-    out: PathBuf,
+    out: String,
 }
 
 /// Several cutoff dates: a list, or a regular schedule.
@@ -566,6 +576,13 @@ struct DataArgs {
     /// ENGAGE_HOME defaulting to ~/.engage.
     #[arg(long)]
     erasure_list: Option<PathBuf>,
+    /// Memory the SQL engine may hold (e.g. 4GiB); past it, sorts,
+    /// aggregations and joins spill to disk. Default: unbounded.
+    #[arg(long, value_parser = parse_memory_limit)]
+    memory_limit: Option<ByteSize>,
+    /// Directory for spill files. Default: the system temp directory.
+    #[arg(long)]
+    spill_dir: Option<PathBuf>,
 }
 
 /// How features are defined: lifecycle day limits, the response funnel
@@ -628,7 +645,86 @@ impl DataArgs {
             erasure: ErasureList::load(&list)?,
             lifecycle: LifecycleRules::default(),
             response_funnel: engage_pipeline::default_response_funnel(),
+            engine: EngineSettings {
+                memory_limit: self.memory_limit,
+                spill_dir: self.spill_dir.clone(),
+                ..EngineSettings::default()
+            },
         })
+    }
+}
+
+/// Mirrors the snapshot root at `url` into `cache`: once now (so the
+/// server starts ready when the store has a snapshot), then every
+/// `interval_ms` on a thread of its own. Failures are logged and retried;
+/// the server keeps serving what the cache has.
+async fn follow_snapshots(url: &str, cache: &std::path::Path, interval_ms: u64) -> Result<()> {
+    let remote = DataRoot::parse_with("--scores", url, &Default::default())?;
+    std::fs::create_dir_all(cache)
+        .with_context(|| format!("creating the snapshot cache {}", cache.display()))?;
+    let pull = |remote: DataRoot, cache: PathBuf| async move {
+        match engage_pipeline::publish::pull(&remote, &cache).await {
+            Ok(Some(id)) => tracing::info!(snapshot = %id, from = %remote, "downloaded snapshot"),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(from = %remote, error = %format!("{:#}", anyhow::Error::from(e)), "cannot follow snapshots")
+            }
+        }
+    };
+    pull(remote.clone(), cache.to_path_buf()).await;
+    if interval_ms == 0 {
+        return Ok(());
+    }
+    let cache = cache.to_path_buf();
+    let interval = std::time::Duration::from_millis(interval_ms);
+    std::thread::Builder::new()
+        .name("snapshot-follower".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            loop {
+                std::thread::sleep(interval);
+                rt.block_on(pull(remote.clone(), cache.clone()));
+            }
+        })
+        .context("starting the snapshot follower")?;
+    Ok(())
+}
+
+/// An `--out` directory: a path, or an object-store URL whose outputs are
+/// written to a local staging directory and uploaded once complete, the
+/// run report last.
+struct OutDir {
+    local: PathBuf,
+    remote: Option<DataRoot>,
+}
+
+impl OutDir {
+    fn parse(given: &str) -> Result<OutDir> {
+        if !DataRoot::is_remote(given) {
+            let local = match given.strip_prefix("file://") {
+                Some(path) => PathBuf::from(path),
+                None => PathBuf::from(given),
+            };
+            return Ok(OutDir { local, remote: None });
+        }
+        let remote = DataRoot::parse_with("--out", given, &Default::default())?;
+        let local = std::env::temp_dir().join(format!("engage-out-{}", std::process::id()));
+        Ok(OutDir { local, remote: Some(remote) })
+    }
+
+    fn local(&self) -> &std::path::Path {
+        &self.local
+    }
+
+    /// Uploads a URL's outputs; nothing for a path.
+    async fn finish(self) -> Result<()> {
+        let Some(remote) = self.remote else { return Ok(()) };
+        let uploaded = engage_pipeline::publish::upload_outputs(&self.local, &remote)
+            .await
+            .with_context(|| format!("uploading the outputs to {remote}"));
+        let _ = std::fs::remove_dir_all(&self.local);
+        uploaded?;
+        Ok(())
     }
 }
 
@@ -656,6 +752,10 @@ fn default_erasure_list() -> Result<PathBuf> {
         },
     };
     Ok(home.join("erasure_list.json"))
+}
+
+fn parse_memory_limit(s: &str) -> Result<ByteSize, String> {
+    s.parse()
 }
 
 fn parse_country_code(s: &str) -> Result<String, String> {
@@ -710,16 +810,20 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Features { action: None, data, features, as_of, out } => {
             let (as_of, out) = (as_of.context("--as-of is required")?, out.context("--out is required")?);
             let source = features.apply(data.source()?);
-            let run = build_features(&source, as_of, &out)
+            let out = OutDir::parse(&out)?;
+            let run = build_features(&source, as_of, out.local())
                 .await
                 .with_context(|| format!("building features from {}", data))?;
+            out.finish().await?;
             print!("{}", run.report.render());
             println!("{} customers x {} features as of {}", run.rows, run.columns.len() - 1, as_of);
         }
         Command::Identity { data, out } => {
-            let report = build_identity(&data.source()?, &out)
+            let out = OutDir::parse(&out)?;
+            let report = build_identity(&data.source()?, out.local())
                 .await
                 .with_context(|| format!("resolving identities in {}", data))?;
+            out.finish().await?;
             print!("{}", report.render());
         }
         Command::Forget { data, id_type, id, scrub } => {
@@ -747,6 +851,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Dataset(a) => {
+            let out = OutDir::parse(&a.out)?;
             let task = match a.task.as_str() {
                 "churn" => Task::Churn,
                 "response" => Task::Response,
@@ -758,11 +863,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 cutoffs: a.cutoffs.cutoffs()?,
                 horizon_days: a.horizon,
                 response_days: a.response_window,
-                out: a.out.clone(),
+                out: out.local().to_path_buf(),
             };
             let run = build_dataset(&opts)
                 .await
                 .with_context(|| format!("building the {} training set from {}", a.task, a.data))?;
+            out.finish().await?;
             print!("{}", run.report.render());
             println!(
                 "{} rows x {} columns at {} cutoffs ({} .. {})",
@@ -930,7 +1036,16 @@ pub async fn run(cli: Cli) -> Result<()> {
             let run = engage_pipeline::nightly::run(&cfg, source, as_of)
                 .await
                 .with_context(|| format!("nightly run of {} as of {as_of}", config.display()))?;
-            print_published(&run);
+            print_published(&run.scored);
+            if let Some(p) = &run.pushed {
+                println!(
+                    "pushed snapshot {} to {} ({} objects written, {} old snapshots removed)",
+                    p.id,
+                    cfg.output.publish_to.as_deref().unwrap_or_default(),
+                    p.objects.len(),
+                    p.removed.len()
+                );
+            }
         }
         Command::Campaigns {
             action: CampaignsAction::Report { config, as_of, response_days, holdout_days, out },
@@ -1003,13 +1118,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve { action: Some(ServeAction::Openapi), .. } => {
             println!("{}", engage_serving::openapi_json())
         }
-        Command::Serve { action: None, config, scores, bind, insecure_no_auth } => {
+        Command::Serve { action: None, config, scores, cache_dir, bind, insecure_no_auth } => {
             let mut cfg = match &config {
                 Some(path) => engage_serving::ServeConfig::load(path)?,
                 None => engage_serving::ServeConfig::default(),
             };
             if let Some(scores) = scores {
-                cfg.scores = scores;
+                if DataRoot::is_remote(&scores) {
+                    cfg.follow = Some(scores);
+                    cfg.scores = cache_dir.unwrap_or_else(|| std::env::temp_dir().join("engage-snapshots"));
+                } else {
+                    cfg.scores = PathBuf::from(scores);
+                }
             } else if config.is_none() {
                 bail!(
                     "--scores or --config is required: where are the snapshots (`engage nightly` writes them)?"
@@ -1019,6 +1139,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                 cfg.bind = bind;
             }
             cfg.insecure_no_auth |= insecure_no_auth;
+            init_logging();
+            if let Some(url) = cfg.follow.clone() {
+                follow_snapshots(&url, &cfg.scores, cfg.watch_interval_ms).await?;
+            }
             if !cfg.scores.is_dir() {
                 bail!(
                     "scores {}: not a directory (run `engage nightly` or `engage score --out {}` first)",
@@ -1026,7 +1150,6 @@ pub async fn run(cli: Cli) -> Result<()> {
                     cfg.scores.display()
                 );
             }
-            init_logging();
             if cfg.insecure_no_auth {
                 tracing::warn!(
                     "serving WITHOUT API keys (--insecure-no-auth): anyone reaching the port reads every score"

@@ -12,4 +12,5 @@ mod leakage;
 mod model;
 mod nightly;
 mod quality;
+mod scale;
 mod uplift;

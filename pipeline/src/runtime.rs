@@ -1,0 +1,152 @@
+//! How the engine runs: DataFusion in process, with an optional memory
+//! limit past which sorts, aggregations and joins spill to disk
+//! (docs/scale-out.md).
+
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, query};
+
+/// `[engine]` in the nightly config, `--memory-limit` / `--spill-dir` on
+/// the command line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// Memory the engine's operators may hold at once (`"4GiB"`, `"512MB"`
+    /// or bytes); past it they spill to `spill_dir`. None: unbounded.
+    pub memory_limit: Option<ByteSize>,
+    /// Where spill files go (default: the system temp directory).
+    pub spill_dir: Option<PathBuf>,
+    /// No spilling at all: a query past the limit fails (tests use it to
+    /// show a limit is binding).
+    #[serde(skip)]
+    pub spill_disabled: bool,
+}
+
+impl EngineSettings {
+    /// A session with these settings over `config`.
+    pub fn session(&self, mut config: SessionConfig) -> Result<SessionContext> {
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(ByteSize(limit)) = self.memory_limit {
+            // Hash joins hold their build side in memory and cannot spill;
+            // sort-merge joins can. Each sort keeps a reserve for merging its
+            // spill files (10 MB by default): a query runs dozens of sorts at
+            // once, so the reserve shrinks with the limit.
+            let reserve = (limit / 64).clamp(256 << 10, 10 << 20);
+            config = config
+                .set_bool("datafusion.optimizer.prefer_hash_join", false)
+                .set_usize("datafusion.execution.sort_spill_reservation_bytes", reserve as usize);
+        }
+        if let Some(ByteSize(limit)) = self.memory_limit {
+            // Fair: every spilling operator of a query gets its share rather
+            // than the first one taking everything. Tracking names the
+            // largest consumers when a query still runs out.
+            let pool = FairSpillPool::new(limit as usize);
+            let tracked = TrackConsumersPool::new(pool, NonZeroUsize::new(5).expect("5 > 0"));
+            runtime = runtime.with_memory_pool(Arc::new(tracked));
+        }
+        let mode = match &self.spill_dir {
+            _ if self.spill_disabled => Some(DiskManagerMode::Disabled),
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(crate::error::io(dir))?;
+                Some(DiskManagerMode::Directories(vec![dir.clone()]))
+            }
+            None => None,
+        };
+        if let Some(mode) = mode {
+            runtime = runtime.with_disk_manager_builder(DiskManagerBuilder::default().with_mode(mode));
+        }
+        let runtime = runtime.build_arc().map_err(query("engine runtime"))?;
+        Ok(SessionContext::new_with_config_rt(config, runtime))
+    }
+}
+
+/// A size in bytes, written `4GiB`, `512MiB`, `2GB`, `100k` or a plain
+/// number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SizeText", into = "u64")]
+pub struct ByteSize(pub u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeText {
+    Bytes(u64),
+    Text(String),
+}
+
+impl TryFrom<SizeText> for ByteSize {
+    type Error = String;
+    fn try_from(v: SizeText) -> std::result::Result<Self, String> {
+        match v {
+            SizeText::Bytes(n) => Ok(ByteSize(n)),
+            SizeText::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl From<ByteSize> for u64 {
+    fn from(b: ByteSize) -> u64 {
+        b.0
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let unit = unit.trim().to_ascii_lowercase();
+        let mult: u64 = match unit.as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gib" => 1 << 30,
+            "t" | "tb" => 1_000_000_000_000,
+            "tib" => 1 << 40,
+            _ => return Err(format!("`{s}` is not a size: use e.g. 4GiB, 512MB or a number of bytes")),
+        };
+        match num.parse::<f64>() {
+            Ok(n) if n > 0.0 && n.is_finite() => Ok(ByteSize((n * mult as f64) as u64)),
+            _ => Err(format!("`{s}` is not a size: use e.g. 4GiB, 512MB or a number of bytes")),
+        }
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1} MiB", self.0 as f64 / (1u64 << 20) as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        let p = |s: &str| s.parse::<ByteSize>().map(|b| b.0);
+        assert_eq!(p("4GiB"), Ok(4 << 30));
+        assert_eq!(p("512 MiB"), Ok(512 << 20));
+        assert_eq!(p("2GB"), Ok(2_000_000_000));
+        assert_eq!(p("1.5g"), Ok(1_500_000_000));
+        assert_eq!(p("1048576"), Ok(1 << 20));
+        assert!(p("lots").is_err());
+        assert!(p("0MiB").is_err());
+        assert!(p("4 parsecs").unwrap_err().contains("4GiB"), "the error shows an example");
+        let toml: EngineSettings = toml::from_str("memory_limit = \"64MiB\"").unwrap();
+        assert_eq!(toml.memory_limit, Some(ByteSize(64 << 20)));
+        let toml: EngineSettings = toml::from_str("memory_limit = 1000").unwrap();
+        assert_eq!(toml.memory_limit, Some(ByteSize(1000)));
+    }
+}

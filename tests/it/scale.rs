@@ -1,0 +1,255 @@
+//! Beyond one machine: the engine under a memory limit, and the pipeline
+//! and server on a real S3 endpoint.
+
+use std::path::Path;
+
+use engage_pipeline::DataSource;
+use engage_pipeline::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use engage_pipeline::generate::{GenerateOptions, generate};
+use engage_pipeline::jobs::{FEATURES_FILE, build_features};
+use engage_pipeline::runtime::{ByteSize, EngineSettings};
+use engage_pipeline::store::{DataRoot, StorageOptions};
+
+use crate::common::{date, sample, stderr, stdout, trained};
+
+/// Bytes the input tables take in memory as Arrow arrays.
+fn in_memory_size(root: &Path) -> usize {
+    let mut total = 0;
+    for entry in walk(root) {
+        if entry.extension().is_some_and(|e| e == "parquet") && !entry.starts_with(root.join("truth")) {
+            let file = std::fs::File::open(&entry).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+            total += reader.map(|b| b.unwrap().get_array_memory_size()).sum::<usize>();
+        }
+    }
+    total
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+/// The feature build under a memory limit about a third of the inputs'
+/// in-memory size gives the same table, byte for byte, by spilling: with
+/// spilling off the same limit fails, so the limit binds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn features_under_a_memory_limit_spill_and_match() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    generate(&GenerateOptions::new(40_000, 3, &data)).unwrap();
+    let size = in_memory_size(&data);
+    let limit = 96 << 20;
+    assert!(size > 3 * limit, "the inputs ({size} bytes in memory) are much larger than the limit");
+    let as_of = date("2026-01-01");
+
+    let unbounded = tmp.path().join("unbounded");
+    build_features(&DataSource::new(&data), as_of, &unbounded).await.unwrap();
+
+    let spill_dir = tmp.path().join("spill");
+    let limited = EngineSettings {
+        memory_limit: Some(ByteSize(limit as u64)),
+        spill_dir: Some(spill_dir.clone()),
+        spill_disabled: false,
+    };
+    let bounded = tmp.path().join("bounded");
+    let source = DataSource { engine: limited.clone(), ..DataSource::new(&data) };
+    build_features(&source, as_of, &bounded).await.unwrap();
+    let read = |dir: &Path| std::fs::read(dir.join(FEATURES_FILE)).unwrap();
+    assert!(read(&bounded) == read(&unbounded), "the same feature table under the limit");
+    assert_eq!(walk(&spill_dir).len(), 0, "spill files are removed");
+
+    let no_spill =
+        DataSource { engine: EngineSettings { spill_disabled: true, ..limited }, ..DataSource::new(&data) };
+    let err = build_features(&no_spill, as_of, &tmp.path().join("no-spill")).await.unwrap_err();
+    let said = err.to_string();
+    assert!(said.contains("features/") && said.contains("raise --memory-limit"), "{said}");
+    assert!(!tmp.path().join("no-spill").join(FEATURES_FILE).exists(), "nothing half-written");
+}
+
+/// A moto S3 server on loopback (`pip install 'moto[server]'`; `.ci/run`
+/// installs it), stopped on drop.
+struct S3 {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl S3 {
+    fn start() -> S3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs (moto is installed by .ci/run: pip install 'moto[server]')");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut s3 = S3 { child, endpoint };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return s3;
+            }
+            if let Some(status) = s3.child.try_wait().unwrap() {
+                panic!("moto exited ({status}): pip install 'moto[server]'");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("moto did not listen on {}", s3.endpoint);
+    }
+
+    fn create_bucket(&self, name: &str) {
+        ureq::put(&format!("{}/{name}", self.endpoint)).send_empty().unwrap();
+    }
+
+    /// The environment a client of this server needs.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
+    fn root(&self, url: &str) -> DataRoot {
+        let options: StorageOptions =
+            self.env().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        DataRoot::parse_with("--data", url, &options).unwrap()
+    }
+
+    fn engage(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_engage"))
+            .args(args)
+            .envs(self.env())
+            .env("ENGAGE_ERASURE_LIST", "/nonexistent/engage-tests/erasure_list.json")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The whole loop on a real S3 endpoint: inputs read from a bucket,
+/// features written to it, nightly snapshots published to it (store
+/// settings from the config's `[storage]`), and a server following it,
+/// picking up the next night's snapshot; retention deletes old snapshots
+/// from the bucket.
+#[test]
+fn pipeline_and_server_run_on_s3() {
+    let s3 = S3::start();
+    s3.create_bucket("engage");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    rt.block_on(s3.root("s3://engage/data").upload_dir("", sample(), &[])).unwrap();
+
+    // Features from and to the bucket equal features from and to disk.
+    let local = tmp.path().join("features");
+    let by_path = crate::common::engage(&[
+        "features",
+        "--data",
+        sample().to_str().unwrap(),
+        "--as-of",
+        "2026-01-01",
+        "--out",
+        local.to_str().unwrap(),
+    ]);
+    assert!(by_path.status.success(), "{}", stderr(&by_path));
+    let on_s3 = s3.engage(&[
+        "features",
+        "--data",
+        "s3://engage/data",
+        "--as-of",
+        "2026-01-01",
+        "--out",
+        "s3://engage/features",
+    ]);
+    assert!(on_s3.status.success(), "{}", stderr(&on_s3));
+    let features = s3.root("s3://engage/features");
+    let remote = rt.block_on(features.read(FEATURES_FILE)).unwrap().expect("features in the bucket");
+    assert!(remote == std::fs::read(local.join(FEATURES_FILE)).unwrap(), "the same feature table");
+    let report = rt.block_on(features.read("run_report.json")).unwrap().expect("the run report");
+    let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
+    assert!(report["inputs"][0]["location"].as_str().unwrap().starts_with("s3://engage/data"), "{report}");
+
+    // A missing bucket names the URL.
+    let missing =
+        s3.engage(&["features", "--data", "s3://nobucket/data", "--as-of", "2026-01-01", "--out", "x"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("s3://nobucket/data"), "{}", stderr(&missing));
+
+    // Nightly: data from the bucket, snapshots published to it.
+    let models = tmp.path().join("models");
+    crate::common::copy_dir(trained().dir.parent().unwrap().parent().unwrap(), &models);
+    let storage: String =
+        s3.env().iter().map(|(k, v)| format!("{} = \"{v}\"\n", k.to_ascii_lowercase())).collect();
+    let config = tmp.path().join("nightly.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\nroot = \"s3://engage/data\"\n[models]\nregistry = \"models\"\n\
+             [output]\nscores = \"scores\"\npublish_to = \"s3://engage/scores\"\nkeep = 1\n[storage]\n{storage}"
+        ),
+    )
+    .unwrap();
+    // Only the config carries the store settings here.
+    let nightly = |as_of: &str| {
+        let out = crate::common::engage(&["nightly", "--config", config.to_str().unwrap(), "--as-of", as_of]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains("pushed snapshot"), "{}", stdout(&out));
+        std::fs::read_to_string(tmp.path().join("scores/CURRENT")).unwrap().trim().to_string()
+    };
+    let first = nightly("2026-06-01");
+    let scores = s3.root("s3://engage/scores");
+    let pointer = rt.block_on(scores.read("CURRENT")).unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&pointer).trim(), first);
+
+    // A server following the bucket serves the first snapshot ...
+    let cache = tmp.path().join("cache");
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_engage"))
+        .args(["serve", "--scores", "s3://engage/scores", "--cache-dir", cache.to_str().unwrap()])
+        .args(["--bind", "127.0.0.1:0", "--insecure-no-auth"])
+        .envs(s3.env())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(server.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut log, &mut line).unwrap() > 0, "the server stopped");
+        if let Some((_, a)) = line.trim().rsplit_once("http://") {
+            break a.to_string();
+        }
+    };
+    let served = || -> String {
+        let body: serde_json::Value =
+            ureq::get(&format!("http://{addr}/v1/snapshot")).call().unwrap().body_mut().read_json().unwrap();
+        body["snapshot_id"].as_str().unwrap().to_string()
+    };
+    assert_eq!(served(), first);
+    let lookup = ureq::get(&format!("http://{addr}/v1/customers/C0000001/scores")).call().unwrap();
+    assert_eq!(lookup.status(), 200);
+
+    // ... and the next night's once it is published; retention (keep 1)
+    // removed the first from the bucket.
+    let second = nightly("2026-06-15");
+    assert_ne!(first, second);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while served() != second {
+        assert!(std::time::Instant::now() < deadline, "the server never picked up {second}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (_, ids) = rt.block_on(scores.list("snapshots")).unwrap();
+    assert_eq!(ids, vec![second.clone()], "retention on the bucket");
+    let _ = server.kill();
+    let _ = server.wait();
+}
