@@ -259,6 +259,7 @@ impl Engine {
     /// on demand, per cutoff (see [`Engine::resolve_identities`]).
     pub async fn open_source(source: &DataSource) -> Result<Engine> {
         source.lifecycle.check()?;
+        source.engine.cluster()?;
         // Parquet text is read as Utf8 (the canonical type) rather than as
         // Utf8View and then copied by a cast.
         let config = SessionConfig::new()
@@ -509,6 +510,12 @@ impl Engine {
         self.resolve_identities(Some(as_of)).await?;
         let mut params = vec![("as_of", as_of_param(as_of))];
         params.extend(self.source.lifecycle.params());
+        #[cfg(feature = "ballista")]
+        if let Some(cluster) = self.source.engine.cluster()? {
+            let batches = crate::cluster::features(&self.ctx, &self.source.engine, &cluster, &params).await?;
+            clock.lap("features on ballista");
+            return Ok(batches);
+        }
         let (last, groups) = FEATURES.split_last().expect("FEATURES is not empty");
         for file in groups {
             let df = self.register_view(file, &params).await?;

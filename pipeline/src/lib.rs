@@ -9,6 +9,8 @@
 //! [`generate`] writes realistic sample data.
 
 pub mod audience;
+#[cfg(feature = "ballista")]
+pub mod cluster;
 mod engine;
 pub mod erasure;
 mod error;

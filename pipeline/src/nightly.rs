@@ -142,6 +142,9 @@ impl NightlyConfig {
         if let Some(dir) = config.engine.spill_dir.as_mut() {
             relative(dir);
         }
+        if let Some(dir) = config.engine.stage_dir.as_mut() {
+            relative(dir);
+        }
         if !config.data.root.contains("://") && Path::new(&config.data.root).is_relative() {
             config.data.root = base.join(&config.data.root).display().to_string();
         }

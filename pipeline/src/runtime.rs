@@ -1,6 +1,6 @@
 //! How the engine runs: DataFusion in process, with an optional memory
-//! limit past which sorts, aggregations and joins spill to disk
-//! (docs/scale-out.md).
+//! limit past which sorts, aggregations and joins spill to disk, and
+//! optionally the feature SQL on a Ballista cluster (docs/scale-out.md).
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -12,13 +12,21 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, query};
+use crate::error::{PipelineError, Result, query};
 
 /// `[engine]` in the nightly config, `--memory-limit` / `--spill-dir` on
 /// the command line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSettings {
+    /// Where the feature SQL runs: in process (None, `local`), or on a
+    /// Ballista cluster: `ballista://host:port` (the scheduler), or
+    /// `ballista://standalone` (scheduler and executor in this process).
+    pub url: Option<String>,
+    /// With a cluster: where the tables the feature SQL reads are staged
+    /// as Parquet, a directory every executor sees at the same path
+    /// (default: `spill_dir`, else the system temp directory).
+    pub stage_dir: Option<PathBuf>,
     /// Memory the engine's operators may hold at once (`"4GiB"`, `"512MB"`
     /// or bytes); past it they spill to `spill_dir`. None: unbounded.
     pub memory_limit: Option<ByteSize>,
@@ -30,7 +38,42 @@ pub struct EngineSettings {
     pub spill_disabled: bool,
 }
 
+/// Where the feature SQL runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cluster {
+    /// Scheduler and executor started in this process.
+    Standalone,
+    /// A scheduler's `ballista://host:port`.
+    Scheduler(String),
+}
+
 impl EngineSettings {
+    /// The cluster named by `url`; None for the in-process engine. A URL
+    /// other than `local` or `ballista://...` is an error, and so is a
+    /// cluster when this build has no Ballista.
+    pub fn cluster(&self) -> Result<Option<Cluster>> {
+        let bad = |reason: &str| PipelineError::InvalidArgument {
+            name: "--engine",
+            value: self.url.clone().unwrap_or_default(),
+            reason: reason.to_string(),
+        };
+        let cluster = match self.url.as_deref() {
+            None | Some("local") => return Ok(None),
+            Some("ballista://standalone") => Cluster::Standalone,
+            Some(url) if url.starts_with("ballista://") && url.len() > "ballista://".len() => {
+                Cluster::Scheduler(url.to_string())
+            }
+            Some(_) => return Err(bad("use `local`, `ballista://host:port` or `ballista://standalone`")),
+        };
+        if cfg!(feature = "ballista") {
+            Ok(Some(cluster))
+        } else {
+            Err(bad(
+                "this engage was built without Ballista: build it with `cargo build --release --features ballista`",
+            ))
+        }
+    }
+
     /// A session with these settings over `config`.
     pub fn session(&self, mut config: SessionConfig) -> Result<SessionContext> {
         let mut runtime = RuntimeEnvBuilder::new();

@@ -583,6 +583,15 @@ struct DataArgs {
     /// Directory for spill files. Default: the system temp directory.
     #[arg(long)]
     spill_dir: Option<PathBuf>,
+    /// Where the feature SQL runs: `local` (in process), a Ballista
+    /// scheduler `ballista://host:port`, or `ballista://standalone`
+    /// (builds with `--features ballista`; docs/scale-out.md).
+    #[arg(long = "engine", default_value = "local")]
+    engine_url: String,
+    /// With a Ballista engine: where the feature SQL's input tables are
+    /// staged, a directory every executor sees at the same path.
+    #[arg(long)]
+    stage_dir: Option<PathBuf>,
 }
 
 /// How features are defined: lifecycle day limits, the response funnel
@@ -646,9 +655,11 @@ impl DataArgs {
             lifecycle: LifecycleRules::default(),
             response_funnel: engage_pipeline::default_response_funnel(),
             engine: EngineSettings {
+                url: Some(self.engine_url.clone()),
+                stage_dir: self.stage_dir.clone(),
                 memory_limit: self.memory_limit,
                 spill_dir: self.spill_dir.clone(),
-                ..EngineSettings::default()
+                spill_disabled: false,
             },
         })
     }

@@ -54,7 +54,7 @@ async fn features_under_a_memory_limit_spill_and_match() {
     let limited = EngineSettings {
         memory_limit: Some(ByteSize(limit as u64)),
         spill_dir: Some(spill_dir.clone()),
-        spill_disabled: false,
+        ..EngineSettings::default()
     };
     let bounded = tmp.path().join("bounded");
     let source = DataSource { engine: limited.clone(), ..DataSource::new(&data) };
@@ -252,4 +252,57 @@ fn pipeline_and_server_run_on_s3() {
     assert_eq!(ids, vec![second.clone()], "retention on the bucket");
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// The feature table as one batch.
+#[cfg(feature = "ballista")]
+fn read_features(dir: &Path) -> engage_pipeline::datafusion::arrow::record_batch::RecordBatch {
+    use engage_pipeline::datafusion::arrow::compute::concat_batches;
+    let file = std::fs::File::open(dir.join(FEATURES_FILE)).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+/// The feature SQL on a Ballista cluster (standalone: scheduler and
+/// executor in this process, talking gRPC on loopback) gives the feature
+/// table the in-process engine gives: same columns, types, rows, values
+/// (floats to 1e-9 relative: sums may add up in another order).
+#[cfg(feature = "ballista")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn features_on_ballista_equal_the_local_engine() {
+    use engage_pipeline::datafusion::arrow::array::{Array, AsArray};
+    use engage_pipeline::datafusion::arrow::datatypes::{DataType, Float64Type};
+    let tmp = tempfile::tempdir().unwrap();
+    let as_of = date("2026-01-01");
+    let local = tmp.path().join("local");
+    build_features(&DataSource::new(sample()), as_of, &local).await.unwrap();
+    let settings = EngineSettings {
+        url: Some("ballista://standalone".into()),
+        stage_dir: Some(tmp.path().join("stage")),
+        ..EngineSettings::default()
+    };
+    let cluster = tmp.path().join("ballista");
+    let run = build_features(&DataSource { engine: settings, ..DataSource::new(sample()) }, as_of, &cluster)
+        .await
+        .unwrap();
+    assert!(run.report.stages.iter().any(|s| s.name == "features on ballista"), "ran on the cluster");
+    let (a, b) = (read_features(&local), read_features(&cluster));
+    assert_eq!(a.schema(), b.schema());
+    assert_eq!(a.num_rows(), b.num_rows());
+    assert!(a.num_rows() > 1000);
+    for (i, field) in a.schema().fields().iter().enumerate() {
+        let (x, y) = (a.column(i), b.column(i));
+        if field.data_type() == &DataType::Float64 {
+            let (x, y) = (x.as_primitive::<Float64Type>(), y.as_primitive::<Float64Type>());
+            for r in 0..x.len() {
+                assert_eq!(x.is_valid(r), y.is_valid(r), "{} row {r}", field.name());
+                let (p, q) = (x.value(r), y.value(r));
+                assert!((p - q).abs() <= 1e-9 * p.abs().max(1.0), "{} row {r}: {p} vs {q}", field.name());
+            }
+        } else {
+            assert_eq!(x, y, "{}", field.name());
+        }
+    }
+    assert_eq!(walk(&tmp.path().join("stage")).len(), 0, "staged tables are removed");
 }
