@@ -18,6 +18,7 @@ use futures::StreamExt;
 
 use crate::erasure::ErasureList;
 use crate::error::{PipelineError, Result, io, query};
+use crate::events::{Attributed as AttributedEvents, Finished, Held, SpillDir};
 use crate::identity::{
     Attribution, GraphBuilder, ID_TYPES, IdentityOptions, IdentityQuality, IdentityStats, Resolution,
     map_schema, pairwise_quality,
@@ -117,6 +118,8 @@ pub struct Engine {
     /// The canonical views of the tables keyed by CRM customer_id, before
     /// erased customers are taken out of them.
     keyed_by_customer: Vec<(&'static str, DataFrame)>,
+    /// Under a memory limit: the files of the attributed events.
+    spilled: Option<SpillDir>,
 }
 
 /// What a run reads: the data root, how identities are resolved in it, and
@@ -277,7 +280,7 @@ impl Engine {
         for table in [CUSTOMERS, CONTACTS, RESPONSES] {
             keyed_by_customer.push((table, ctx.table(table).await.map_err(query(table))?));
         }
-        Ok(Engine { ctx, source: source.clone(), inputs, identity: None, keyed_by_customer })
+        Ok(Engine { ctx, source: source.clone(), inputs, identity: None, keyed_by_customer, spilled: None })
     }
 
     /// What this engine reads.
@@ -296,6 +299,7 @@ impl Engine {
     /// it has what it needs from the events, before its own allocations.
     pub fn release_events(&mut self) -> Result<()> {
         self.identity = None;
+        self.spilled = None;
         let views = ATTRIBUTED.iter().map(|a| a.view);
         let views = views
             .chain(FEATURES.iter().chain(LABELS).chain([&PURCHASE_DAYS, &PURCHASE_SUMMARY]).map(|f| f.name));
@@ -309,7 +313,8 @@ impl Engine {
     /// `None`) and attributes those rows through it, in one pass over each
     /// event table (see [`GraphBuilder`]). The attributed events
     /// (`transactions_resolved`, `interactions_resolved`) are held in memory,
-    /// since every feature group reads them. Point in time: features as of a
+    /// since every feature group reads them, or under a memory limit in
+    /// Parquet files in the spill directory (see [`crate::events`]). Point in time: features as of a
     /// cutoff use only links known before it, so a later login cannot
     /// re-attribute an earlier anonymous visit. A no-op when that cutoff is
     /// already in force.
@@ -321,6 +326,13 @@ impl Engine {
         // whose plans hold them: keeping them while attributing anew doubles
         // the peak memory. Every view is registered again by its user.
         self.release_events()?;
+        // Under a memory limit the events wait on disk between the passes
+        // and the SQL scans them from there.
+        let settings = &self.source.engine;
+        let spill = match settings.memory_limit {
+            Some(_) if !settings.spill_disabled => Some(SpillDir::create(settings.spill_dir.as_deref())?),
+            _ => None,
+        };
         let mut graph = GraphBuilder::new(&self.source.identity);
         let crm_columns = ["customer_id", "email", "phone", "loyalty_id"];
         let df = self.keyed_by_customer[0].1.clone().select_columns(&crm_columns);
@@ -330,7 +342,7 @@ impl Engine {
             graph.add_crm(&id_columns(&batch, &crm_columns), batch.num_rows());
         }
 
-        let mut events: Vec<Vec<(RecordBatch, Vec<u32>)>> = Vec::new();
+        let mut events: Vec<Held> = Vec::new();
         for a in &ATTRIBUTED {
             let ids = crate::schema::table(a.table).expect("a contract table").identity;
             let columns: Vec<&str> = a.keep.iter().chain(ids).copied().collect();
@@ -340,12 +352,12 @@ impl Engine {
             }
             let df = df.select_columns(&columns).map_err(query(a.table))?;
             let mut stream = df.execute_stream().await.map_err(query(a.table))?;
-            let mut kept = Vec::new();
+            let mut kept = Held::new(spill.as_ref(), a.table);
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(query(a.table))?;
                 let refs = graph.add_events(&id_columns(&batch, ids), batch.num_rows());
                 let keep: Vec<usize> = (0..a.keep.len()).collect();
-                kept.push((batch.project(&keep).map_err(|e| query(a.table)(e.into()))?, refs));
+                kept.push(batch.project(&keep).map_err(|e| query(a.table)(e.into()))?, refs)?;
             }
             events.push(kept);
         }
@@ -357,11 +369,12 @@ impl Engine {
         let mut to_crm = Vec::new();
         let mut unattributed = Vec::new();
         let mut erased = Vec::new();
-        for (a, batches) in ATTRIBUTED.iter().zip(events) {
+        for (a, held) in ATTRIBUTED.iter().zip(events) {
             let (mut crm, mut none, mut gone) = (0u64, 0u64, 0u64);
-            let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); ATTRIBUTION_PARTITIONS];
+            let mut out = AttributedEvents::new(spill.as_ref(), a.view, ATTRIBUTION_PARTITIONS);
             let mut schema = None;
-            for (i, (batch, refs)) in batches.into_iter().enumerate() {
+            for (i, item) in held.drain()?.enumerate() {
+                let (batch, refs) = item?;
                 let mut keys = StringBuilder::with_capacity(refs.len(), refs.len() * 12);
                 for &r in &refs {
                     match resolution.attribute(r) {
@@ -399,7 +412,7 @@ impl Engine {
                 } else {
                     full
                 };
-                partitions[i % ATTRIBUTION_PARTITIONS].push(attributed);
+                out.push(i, attributed)?;
             }
             let schema = match schema {
                 Some(s) => s,
@@ -414,8 +427,18 @@ impl Engine {
                     Arc::new(Schema::new(fields))
                 }
             };
-            let table = MemTable::try_new(schema, partitions).map_err(query(a.view))?;
-            self.replace_table(a.view, Arc::new(table))?;
+            match out.finish(&schema)? {
+                Finished::Memory(partitions) => {
+                    let table = MemTable::try_new(schema, partitions).map_err(query(a.view))?;
+                    self.replace_table(a.view, Arc::new(table))?;
+                }
+                Finished::File(path) => {
+                    self.ctx.deregister_table(a.view).map_err(query(a.view))?;
+                    let options = ParquetReadOptions::default().schema(&schema);
+                    let path = path.display().to_string();
+                    self.ctx.register_parquet(a.view, &path, options).await.map_err(query(a.view))?;
+                }
+            }
             to_crm.push(crm);
             unattributed.push(none);
             erased.push(gone);
@@ -429,6 +452,7 @@ impl Engine {
             erased_interactions: erased[1],
         };
         let Resolution { map, stats, .. } = resolution;
+        self.spilled = spill;
         Ok(self.identity.insert(ResolvedIdentity { cutoff, map, stats, resolved }))
     }
 

@@ -14,6 +14,7 @@ pub mod cluster;
 mod engine;
 pub mod erasure;
 mod error;
+mod events;
 mod frame;
 pub mod generate;
 pub mod identity;

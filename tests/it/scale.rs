@@ -35,8 +35,9 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// The feature build under a memory limit about a third of the inputs'
-/// in-memory size gives the same table, byte for byte, by spilling: with
-/// spilling off the same limit fails, so the limit binds.
+/// in-memory size gives the same table, byte for byte, by spilling (the
+/// SQL operators, and the attributed events kept on disk): with spilling
+/// off the same limit fails, so the limit binds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn features_under_a_memory_limit_spill_and_match() {
     let tmp = tempfile::tempdir().unwrap();
@@ -62,6 +63,17 @@ async fn features_under_a_memory_limit_spill_and_match() {
     let read = |dir: &Path| std::fs::read(dir.join(FEATURES_FILE)).unwrap();
     assert!(read(&bounded) == read(&unbounded), "the same feature table under the limit");
     assert_eq!(walk(&spill_dir).len(), 0, "spill files are removed");
+
+    // Under the limit the attributed events live on disk while the engine
+    // holds them, and go with it.
+    let mut engine = engage_pipeline::Engine::open_source(&source).await.unwrap();
+    engine.resolve_identities(Some(as_of)).await.unwrap();
+    let files = walk(&spill_dir);
+    for view in ["transactions_resolved.parquet", "interactions_resolved.parquet"] {
+        assert!(files.iter().any(|f| f.ends_with(view)), "{view} not in {files:?}");
+    }
+    drop(engine);
+    assert_eq!(walk(&spill_dir).len(), 0, "spill files are removed with the engine");
 
     let no_spill =
         DataSource { engine: EngineSettings { spill_disabled: true, ..limited }, ..DataSource::new(&data) };
