@@ -115,28 +115,35 @@ pub fn publish(root: &Path, staging: &Path, manifest: &SnapshotManifest) -> Resu
 /// Returns the removed ids, oldest first.
 pub fn prune(root: &Path, keep: usize) -> Result<Vec<String>, ModelError> {
     let dir = root.join(SNAPSHOTS_DIR);
-    let mut ids: Vec<String> = std::fs::read_dir(&dir)
+    let ids: Vec<String> = std::fs::read_dir(&dir)
         .map_err(io(&dir))?
         .flatten()
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().to_string())
         .filter(|id| !id.starts_with('.'))
         .collect();
-    ids.sort();
     let current = std::fs::read_to_string(root.join(POINTER_FILE)).unwrap_or_default().trim().to_string();
+    let removed = superseded(&ids, &[current.as_str()], keep);
+    for id in &removed {
+        let path = dir.join(id);
+        std::fs::remove_dir_all(&path).map_err(io(&path))?;
+    }
+    Ok(removed)
+}
+
+/// The retention rule of [`prune`] over a list of ids: the ones to remove,
+/// oldest first. The ids in `protected` always stay.
+pub fn superseded(ids: &[String], protected: &[&str], keep: usize) -> Vec<String> {
+    let mut ids: Vec<&String> = ids.iter().collect();
+    ids.sort();
     // The newest id of each as-of date (ids sort by as-of, then time).
     let mut newest: BTreeMap<&str, &str> = BTreeMap::new();
     for id in &ids {
         newest.insert(id.split('_').next().unwrap_or(id), id);
     }
-    let kept: BTreeSet<&str> = newest.values().rev().take(keep).copied().chain([current.as_str()]).collect();
-    let mut removed = Vec::new();
-    for id in ids.iter().filter(|id| !kept.contains(id.as_str())) {
-        let path = dir.join(id);
-        std::fs::remove_dir_all(&path).map_err(io(&path))?;
-        removed.push(id.clone());
-    }
-    Ok(removed)
+    let kept: BTreeSet<&str> =
+        newest.values().rev().take(keep).copied().chain(protected.iter().copied()).collect();
+    ids.into_iter().filter(|id| !kept.contains(id.as_str())).cloned().collect()
 }
 
 /// The current snapshot under `root`: its directory and manifest.

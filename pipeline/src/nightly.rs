@@ -272,7 +272,7 @@ pub async fn run(config: &NightlyConfig, source: DataSource, as_of: NaiveDate) -
     })
     .await?;
     let pushed = match remote {
-        Some(remote) => Some(publish::push(&config.output.scores, &remote).await?),
+        Some(remote) => Some(publish::push(&config.output.scores, &remote, config.output.keep).await?),
         None => None,
     };
     Ok(NightlyRun { scored, pushed })

@@ -31,22 +31,27 @@ pub struct Pushed {
 
 /// Makes the current snapshot of the local root `local` current on
 /// `remote`: uploads it unless there already, replaces `CURRENT`, then
-/// removes the remote snapshots `local` no longer has.
-pub async fn push(local: &Path, remote: &DataRoot) -> Result<Pushed> {
+/// applies retention on the store ([`snapshot::superseded`] with `keep`),
+/// never removing the new snapshot or the one it replaced (servers may be
+/// downloading it).
+pub async fn push(local: &Path, remote: &DataRoot, keep: usize) -> Result<Pushed> {
     let id = snapshot::current_id(local)?;
     let rel = format!("{SNAPSHOTS_DIR}/{id}");
     let mut objects = Vec::new();
     if remote.read(&format!("{rel}/{MANIFEST_FILE}")).await?.is_none() {
         objects = remote.upload_dir(&rel, &local.join(SNAPSHOTS_DIR).join(&id), &[MANIFEST_FILE]).await?;
     }
+    let previous = remote.read(POINTER_FILE).await?.map(|b| String::from_utf8_lossy(&b).trim().to_string());
     remote.write(POINTER_FILE, Bytes::from(format!("{id}\n"))).await?;
     objects.push(remote.display(POINTER_FILE));
-    let kept = local_ids(local)?;
     let (_, on_store) = remote.list(SNAPSHOTS_DIR).await?;
-    let mut removed = Vec::new();
-    for old in on_store.into_iter().filter(|s| *s != id && !kept.contains(s)) {
-        remote.delete_dir(&format!("{SNAPSHOTS_DIR}/{old}")).await?;
-        removed.push(old);
+    let protected = [id.as_str(), previous.as_deref().unwrap_or_default()];
+    let removed = snapshot::superseded(&on_store, &protected, keep);
+    for old in &removed {
+        // The manifest first: a half-deleted snapshot is never complete.
+        let dir = format!("{SNAPSHOTS_DIR}/{old}");
+        remote.delete(&format!("{dir}/{MANIFEST_FILE}")).await?;
+        remote.delete_dir(&dir).await?;
     }
     Ok(Pushed { id, objects, removed })
 }
@@ -72,7 +77,10 @@ pub async fn pull(remote: &DataRoot, cache: &Path) -> Result<Option<String>> {
     let target = cache.join(SNAPSHOTS_DIR).join(&id);
     if !target.join(MANIFEST_FILE).exists() {
         let staging = snapshot::create_staging(cache, &id)?;
-        remote.download_dir(&format!("{SNAPSHOTS_DIR}/{id}"), &staging).await?;
+        if let Err(e) = remote.download_dir(&format!("{SNAPSHOTS_DIR}/{id}"), &staging).await {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
         if !staging.join(MANIFEST_FILE).exists() {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(PipelineError::Config {
@@ -91,19 +99,18 @@ pub async fn pull(remote: &DataRoot, cache: &Path) -> Result<Option<String>> {
     Ok(Some(id))
 }
 
-/// Uploads a job's local output directory to `remote`, the run report
-/// (which lists the outputs) last.
+/// Uploads a job's local output directory to `remote`: first removes an
+/// old run report there (a reader waits for the report), then uploads the
+/// outputs and last the run report, its output list naming them at
+/// `remote`.
 pub async fn upload_outputs(local: &Path, remote: &DataRoot) -> Result<Vec<String>> {
+    remote.delete(RUN_REPORT_FILE).await?;
+    let report = local.join(RUN_REPORT_FILE);
+    if let Ok(text) = std::fs::read_to_string(&report) {
+        let shown = local.display().to_string();
+        let moved =
+            text.replace(&format!("\"{shown}/"), &format!("\"{}/", remote.display("").trim_end_matches('/')));
+        std::fs::write(&report, moved).map_err(io(&report))?;
+    }
     remote.upload_dir("", local, &[RUN_REPORT_FILE]).await
-}
-
-fn local_ids(root: &Path) -> Result<Vec<String>> {
-    let dir = root.join(SNAPSHOTS_DIR);
-    Ok(std::fs::read_dir(&dir)
-        .map_err(io(&dir))?
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|id| !id.starts_with('.'))
-        .collect())
 }

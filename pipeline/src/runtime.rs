@@ -61,6 +61,11 @@ impl EngineSettings {
             None | Some("local") => return Ok(None),
             Some("ballista://standalone") => Cluster::Standalone,
             Some(url) if url.starts_with("ballista://") && url.len() > "ballista://".len() => {
+                if self.stage_dir.is_none() {
+                    return Err(bad(
+                        "a cluster's executors read the staged tables: give --stage-dir ([engine] stage_dir), a directory every executor sees at the same path",
+                    ));
+                }
                 Cluster::Scheduler(url.to_string())
             }
             Some(_) => return Err(bad("use `local`, `ballista://host:port` or `ballista://standalone`")),
@@ -83,7 +88,10 @@ impl EngineSettings {
             // spill files (10 MB by default): a query runs dozens of sorts at
             // once, so the reserve shrinks with the limit.
             let reserve = (limit / 64).clamp(256 << 10, 10 << 20);
+            // DataFusion plans sort-merge joins only with 2+ partitions.
+            let partitions = config.target_partitions().max(2);
             config = config
+                .with_target_partitions(partitions)
                 .set_bool("datafusion.optimizer.prefer_hash_join", false)
                 .set_usize("datafusion.execution.sort_spill_reservation_bytes", reserve as usize);
         }

@@ -169,14 +169,14 @@ impl DataRoot {
 
     /// An object's bytes.
     pub async fn get(&self, object: &ObjectMeta) -> Result<Bytes> {
-        let rel = object.location.to_string();
+        let rel = self.relative(object);
         let result = self.store.get(&object.location).await.map_err(|e| self.error(&rel, e))?;
         result.bytes().await.map_err(|e| self.error(&rel, e))
     }
 
     /// A byte range of an object.
     pub async fn get_range(&self, object: &ObjectMeta, range: std::ops::Range<u64>) -> Result<Bytes> {
-        let rel = object.location.to_string();
+        let rel = self.relative(object);
         self.store.get_range(&object.location, range).await.map_err(|e| self.error(&rel, e))
     }
 
@@ -219,15 +219,23 @@ impl DataRoot {
         }
         let upload = self.store.put_multipart(&self.path(rel)).await.map_err(|e| self.error(rel, e))?;
         let mut writer = WriteMultipart::new(upload);
-        let mut file = std::fs::File::open(from).map_err(io(from))?;
-        let mut buf = vec![0u8; 8 << 20];
-        loop {
-            let n = file.read(&mut buf).map_err(io(from))?;
-            if n == 0 {
-                break;
+        let parts = async {
+            let mut file = std::fs::File::open(from).map_err(io(from))?;
+            let mut buf = vec![0u8; 8 << 20];
+            loop {
+                let n = file.read(&mut buf).map_err(io(from))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                writer.wait_for_capacity(4).await.map_err(|e| self.error(rel, e))?;
+                writer.write(&buf[..n]);
             }
-            writer.wait_for_capacity(4).await.map_err(|e| self.error(rel, e))?;
-            writer.write(&buf[..n]);
+        }
+        .await;
+        if let Err(e) = parts {
+            // Uploaded parts are stored (and billed) until aborted.
+            let _ = writer.abort().await;
+            return Err(e);
         }
         writer.finish().await.map_err(|e| self.error(rel, e))?;
         Ok(())
@@ -265,6 +273,14 @@ impl DataRoot {
             std::fs::write(&local, &bytes).map_err(io(&local))?;
         }
         Ok(())
+    }
+
+    /// Deletes the object `rel`, if there is one.
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        match self.store.delete(&self.path(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error(rel, e)),
+        }
     }
 
     /// Deletes every object under `rel/`.

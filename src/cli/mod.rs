@@ -177,8 +177,8 @@ enum Command {
         /// into --cache-dir).
         #[arg(long)]
         scores: Option<String>,
-        /// Local cache of a --scores URL. Default: engage-snapshots under
-        /// the system temp directory.
+        /// Local cache of a --scores URL. Default: engage-snapshots-<the URL>
+        /// under the system temp directory.
         #[arg(long)]
         cache_dir: Option<PathBuf>,
         /// Address to listen on (overrides the config's `bind`; default
@@ -711,16 +711,12 @@ struct OutDir {
 
 impl OutDir {
     fn parse(given: &str) -> Result<OutDir> {
-        if !DataRoot::is_remote(given) {
-            let local = match given.strip_prefix("file://") {
-                Some(path) => PathBuf::from(path),
-                None => PathBuf::from(given),
-            };
+        let root = DataRoot::parse_with("--out", given, &Default::default())?;
+        if let Some(local) = root.local_path() {
             return Ok(OutDir { local, remote: None });
         }
-        let remote = DataRoot::parse_with("--out", given, &Default::default())?;
         let local = std::env::temp_dir().join(format!("engage-out-{}", std::process::id()));
-        Ok(OutDir { local, remote: Some(remote) })
+        Ok(OutDir { local, remote: Some(root) })
     }
 
     fn local(&self) -> &std::path::Path {
@@ -729,13 +725,20 @@ impl OutDir {
 
     /// Uploads a URL's outputs; nothing for a path.
     async fn finish(self) -> Result<()> {
-        let Some(remote) = self.remote else { return Ok(()) };
-        let uploaded = engage_pipeline::publish::upload_outputs(&self.local, &remote)
+        let Some(remote) = &self.remote else { return Ok(()) };
+        engage_pipeline::publish::upload_outputs(&self.local, remote)
             .await
-            .with_context(|| format!("uploading the outputs to {remote}"));
-        let _ = std::fs::remove_dir_all(&self.local);
-        uploaded?;
+            .with_context(|| format!("uploading the outputs to {remote}"))?;
         Ok(())
+    }
+}
+
+impl Drop for OutDir {
+    /// The staging directory of a URL goes, whether the job succeeded or not.
+    fn drop(&mut self) {
+        if self.remote.is_some() {
+            let _ = std::fs::remove_dir_all(&self.local);
+        }
     }
 }
 
@@ -1136,8 +1139,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             if let Some(scores) = scores {
                 if DataRoot::is_remote(&scores) {
-                    cfg.follow = Some(scores);
-                    cfg.scores = cache_dir.unwrap_or_else(|| std::env::temp_dir().join("engage-snapshots"));
+                    cfg.follow = Some(scores.clone());
+                    // One cache per URL: servers following different roots
+                    // must not prune each other's snapshots.
+                    let name: String =
+                        scores.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+                    cfg.scores = cache_dir
+                        .unwrap_or_else(|| std::env::temp_dir().join(format!("engage-snapshots-{name}")));
                 } else {
                     cfg.scores = PathBuf::from(scores);
                 }

@@ -155,7 +155,7 @@ impl Drop for S3 {
 /// features written to it, nightly snapshots published to it (store
 /// settings from the config's `[storage]`), and a server following it,
 /// picking up the next night's snapshot; retention deletes old snapshots
-/// from the bucket.
+/// from the bucket, but not the one just replaced.
 #[test]
 fn pipeline_and_server_run_on_s3() {
     let s3 = S3::start();
@@ -192,12 +192,20 @@ fn pipeline_and_server_run_on_s3() {
     let report = rt.block_on(features.read("run_report.json")).unwrap().expect("the run report");
     let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
     assert!(report["inputs"][0]["location"].as_str().unwrap().starts_with("s3://engage/data"), "{report}");
+    let outputs: Vec<&str> =
+        report["outputs"].as_array().unwrap().iter().map(|o| o.as_str().unwrap()).collect();
+    assert!(outputs.contains(&"s3://engage/features/customer_features.parquet"), "{outputs:?}");
 
     // A missing bucket names the URL.
     let missing =
         s3.engage(&["features", "--data", "s3://nobucket/data", "--as-of", "2026-01-01", "--out", "x"]);
     assert_eq!(missing.status.code(), Some(1));
-    assert!(stderr(&missing).contains("s3://nobucket/data"), "{}", stderr(&missing));
+    let said = stderr(&missing);
+    let cause = said
+        .lines()
+        .find(|l| l.contains("caused by: s3://nobucket/data"))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(said.contains("NoSuchBucket"), "the store's own reason: {cause}\n{said}");
 
     // Nightly: data from the bucket, snapshots published to it.
     let models = tmp.path().join("models");
@@ -227,14 +235,17 @@ fn pipeline_and_server_run_on_s3() {
 
     // A server following the bucket serves the first snapshot ...
     let cache = tmp.path().join("cache");
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_engage"))
-        .args(["serve", "--scores", "s3://engage/scores", "--cache-dir", cache.to_str().unwrap()])
-        .args(["--bind", "127.0.0.1:0", "--insecure-no-auth"])
-        .envs(s3.env())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = std::io::BufReader::new(server.stderr.take().unwrap());
+    let mut server = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_engage"))
+            .args(["serve", "--scores", "s3://engage/scores", "--cache-dir", cache.to_str().unwrap()])
+            .args(["--bind", "127.0.0.1:0", "--insecure-no-auth"])
+            .envs(s3.env())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut log = std::io::BufReader::new(server.0.stderr.take().unwrap());
     let addr = loop {
         let mut line = String::new();
         assert!(std::io::BufRead::read_line(&mut log, &mut line).unwrap() > 0, "the server stopped");
@@ -260,10 +271,23 @@ fn pipeline_and_server_run_on_s3() {
         assert!(std::time::Instant::now() < deadline, "the server never picked up {second}");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let (_, ids) = rt.block_on(scores.list("snapshots")).unwrap();
-    assert_eq!(ids, vec![second.clone()], "retention on the bucket");
-    let _ = server.kill();
-    let _ = server.wait();
+    let (_, mut ids) = rt.block_on(scores.list("snapshots")).unwrap();
+    ids.sort();
+    assert_eq!(ids, vec![first.clone(), second.clone()], "the replaced snapshot stays for one run");
+    let third = nightly("2026-06-22");
+    let (_, mut ids) = rt.block_on(scores.list("snapshots")).unwrap();
+    ids.sort();
+    assert_eq!(ids, vec![second, third], "retention on the bucket: keep 1, plus the one just replaced");
+}
+
+/// A child process killed when dropped, also when a test fails.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The feature table as one batch.
