@@ -161,10 +161,16 @@ pub fn current_id(root: &Path) -> Result<String, ModelError> {
             ModelError::Io { path: pointer.display().to_string(), source }
         }
     })?;
-    let id = id.trim();
+    parse_pointer(&id, &pointer.display().to_string())
+}
+
+/// The snapshot id a pointer's text names (`shown` is the pointer, for the
+/// error).
+pub fn parse_pointer(text: &str, shown: &str) -> Result<String, ModelError> {
+    let id = text.trim();
     if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
         return Err(ModelError::Snapshot {
-            path: pointer.display().to_string(),
+            path: shown.to_string(),
             reason: format!("`{id}` is not a snapshot id"),
         });
     }

@@ -3,7 +3,7 @@
 //! SQL reads are staged as Parquet where every executor can read them, and
 //! the same SQL files run on the cluster with the same parameters.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -12,7 +12,8 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
-use crate::error::{Result, io, query};
+use crate::error::{Result, query};
+use crate::events::SpillDir;
 use crate::runtime::{Cluster, EngineSettings};
 use crate::sql::FEATURES;
 
@@ -42,16 +43,6 @@ async fn session(cluster: &Cluster) -> Result<SessionContext> {
     ctx.map_err(query("ballista session"))
 }
 
-/// A fresh staging directory for one feature build.
-fn stage_dir(settings: &EngineSettings) -> Result<PathBuf> {
-    let base =
-        settings.stage_dir.clone().or_else(|| settings.spill_dir.clone()).unwrap_or_else(std::env::temp_dir);
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.f");
-    let dir = base.join(format!("engage-stage-{}-{stamp}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    std::path::absolute(&dir).map_err(io(&dir))
-}
-
 /// Runs the feature SQL on `cluster` over the tables of `local` (the
 /// in-process session holding the resolved inputs) and returns the feature
 /// table. The staged copies are removed afterwards.
@@ -61,10 +52,10 @@ pub async fn features(
     cluster: &Cluster,
     params: &[(&str, ScalarValue)],
 ) -> Result<Vec<RecordBatch>> {
-    let stage = stage_dir(settings)?;
-    let result = run(local, cluster, params, &stage).await;
-    let _ = std::fs::remove_dir_all(&stage);
-    result
+    // Removed when dropped, success or not.
+    let base = settings.stage_dir.as_deref().or(settings.spill_dir.as_deref());
+    let stage = SpillDir::create(base, "stage")?;
+    run(local, cluster, params, stage.path()).await
 }
 
 async fn run(

@@ -330,7 +330,9 @@ impl Engine {
         // and the SQL scans them from there.
         let settings = &self.source.engine;
         let spill = match settings.memory_limit {
-            Some(_) if !settings.spill_disabled => Some(SpillDir::create(settings.spill_dir.as_deref())?),
+            Some(_) if !settings.spill_disabled => {
+                Some(SpillDir::create(settings.spill_dir.as_deref(), "events")?)
+            }
             _ => None,
         };
         let mut graph = GraphBuilder::new(&self.source.identity);

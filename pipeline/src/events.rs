@@ -31,13 +31,14 @@ const REF_COLUMN: &str = "__identity_ref";
 pub struct SpillDir(PathBuf);
 
 impl SpillDir {
-    /// A fresh directory under `base` (the system temp directory if None).
-    pub fn create(base: Option<&Path>) -> Result<SpillDir> {
+    /// A fresh directory `engage-<what>-...` under `base` (the system temp
+    /// directory if None), absolute.
+    pub fn create(base: Option<&Path>, what: &str) -> Result<SpillDir> {
         let base = base.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.f");
-        let dir = base.join(format!("engage-events-{}-{stamp}", std::process::id()));
+        let dir = base.join(format!("engage-{what}-{}-{stamp}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        Ok(SpillDir(dir))
+        Ok(SpillDir(std::path::absolute(&dir).map_err(io(&dir))?))
     }
 
     pub fn path(&self) -> &Path {

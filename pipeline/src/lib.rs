@@ -14,7 +14,7 @@ pub mod cluster;
 mod engine;
 pub mod erasure;
 mod error;
-mod events;
+pub(crate) mod events;
 mod frame;
 pub mod generate;
 pub mod identity;

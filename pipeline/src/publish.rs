@@ -64,13 +64,7 @@ pub async fn pull(remote: &DataRoot, cache: &Path) -> Result<Option<String>> {
     let Some(pointer) = remote.read(POINTER_FILE).await? else {
         return Ok(None);
     };
-    let id = String::from_utf8_lossy(&pointer).trim().to_string();
-    if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
-        return Err(PipelineError::Config {
-            field: remote.display(POINTER_FILE),
-            reason: format!("`{id}` is not a snapshot id"),
-        });
-    }
+    let id = snapshot::parse_pointer(&String::from_utf8_lossy(&pointer), &remote.display(POINTER_FILE))?;
     if snapshot::current_id(cache).ok().as_deref() == Some(id.as_str()) {
         return Ok(None);
     }
