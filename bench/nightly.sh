@@ -3,7 +3,10 @@
 # with churn, uplift and CLV models, segments, publish) on generated data.
 # Wall seconds and peak resident memory from GNU time, for BENCHMARKS.md.
 #
-#   bash bench/nightly.sh [CUSTOMERS]
+#   bash bench/nightly.sh [CUSTOMERS] [MEMORY_LIMIT]
+#
+# With MEMORY_LIMIT (say 4GiB) every step runs under that engine limit,
+# spilling to $out/spill, and the results go to bench/out/nightly-N-LIMIT.
 #
 # The models are trained first on the same data (not timed): churn as of
 # 2026-03-31 with a 90-day horizon, CLV as of 2026-03-31, uplift on the
@@ -15,9 +18,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 customers=${1:-1000000}
+limit=${2:-}
 bin=target/release/engage
 data=bench/out/data-$customers
-out=bench/out/nightly-$customers
+out=bench/out/nightly-$customers${limit:+-$limit}
+bounded=()
+engine=""
+if [ -n "$limit" ]; then
+  mkdir -p "$out/spill"
+  bounded=(--memory-limit "$limit" --spill-dir "$out/spill")
+  engine=$'[engine]\nmemory_limit = "'"$limit"$'"\nspill_dir = "spill"'
+fi
 [ -x "$bin" ] || cargo build --release
 if [ ! -d "$data" ]; then
   /usr/bin/time -f "generate: %e s wall, %M KiB peak RSS" "$bin" generate --customers "$customers" --seed 42 --out "$data" > /dev/null
@@ -26,10 +37,11 @@ export ENGAGE_ERASURE_LIST=/nonexistent/erasure_list.json
 if [ ! -d "$out/models" ]; then
   mkdir -p "$out"
   /usr/bin/time -f "train churn (not part of nightly): %e s wall, %M KiB peak RSS" \
-    "$bin" train churn --data "$data" --as-of 2026-03-31 --horizon 90d --models "$out/models" | tail -1
+    "$bin" train churn --data "$data" --as-of 2026-03-31 --horizon 90d --models "$out/models" "${bounded[@]}" | tail -1
   /usr/bin/time -f "train clv (not part of nightly): %e s wall, %M KiB peak RSS" \
-    "$bin" train clv --data "$data" --as-of 2026-03-31 --models "$out/models" | tail -1
-  "$bin" dataset --data "$data" --task response --as-of 2026-03-01 --horizon 60d --out "$out/response" | tail -1
+    "$bin" train clv --data "$data" --as-of 2026-03-31 --models "$out/models" "${bounded[@]}" | tail -1
+  "$bin" dataset --data "$data" --task response --as-of 2026-03-01 --horizon 60d --out "$out/response" \
+    "${bounded[@]}" | tail -1
   /usr/bin/time -f "train uplift (not part of nightly): %e s wall, %M KiB peak RSS" \
     "$bin" train uplift --features "$out/response/dataset.parquet" --models "$out/models" | tail -1
 fi
@@ -74,6 +86,7 @@ where = "days_since_last_complaint <= 7"
 rank_by = "clv"
 budget = 5000.0
 cost_per_contact = 5.0
+$engine
 TOML
 rm -rf "$out/scores"
 for run in first rerun; do

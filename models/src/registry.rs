@@ -123,18 +123,21 @@ impl std::fmt::Display for ModelRef {
 #[derive(Debug, Clone)]
 pub struct Registry {
     root: PathBuf,
+    /// The registry as messages name it: the directory, or the URL of the
+    /// store it was copied from.
+    shown: String,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
     move |source| ModelError::Io { path: path.display().to_string(), source }
 }
 
-fn registry_error(root: &Path, reason: String) -> ModelError {
-    ModelError::Registry { root: root.display().to_string(), reason }
+fn registry_error(shown: &str, reason: String) -> ModelError {
+    ModelError::Registry { root: shown.to_string(), reason }
 }
 
 /// Names and versions become directory names: keep them to a safe alphabet.
-fn check_component(what: &str, value: &str, root: &Path) -> Result<(), ModelError> {
+fn check_component(what: &str, value: &str, shown: &str) -> Result<(), ModelError> {
     let ok = !value.is_empty()
         && !value.starts_with('.')
         && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
@@ -142,7 +145,7 @@ fn check_component(what: &str, value: &str, root: &Path) -> Result<(), ModelErro
         Ok(())
     } else {
         Err(registry_error(
-            root,
+            shown,
             format!("{what} {value:?}: use letters, digits, '-', '_' or '.', not starting with '.'"),
         ))
     }
@@ -150,7 +153,14 @@ fn check_component(what: &str, value: &str, root: &Path) -> Result<(), ModelErro
 
 impl Registry {
     pub fn new(root: impl Into<PathBuf>) -> Registry {
-        Registry { root: root.into() }
+        let root = root.into();
+        Registry { shown: root.display().to_string(), root }
+    }
+
+    /// A registry in `root` that messages call `shown` (a local copy of a
+    /// registry on an object store).
+    pub fn copy_of(root: impl Into<PathBuf>, shown: &str) -> Registry {
+        Registry { root: root.into(), shown: shown.to_string() }
     }
 
     pub fn root(&self) -> &Path {
@@ -174,15 +184,15 @@ impl Registry {
         meta: &ModelMeta,
         write: impl FnOnce(&Path) -> Result<(), ModelError>,
     ) -> Result<(PathBuf, bool), ModelError> {
-        check_component("model name", &meta.name, &self.root)?;
-        check_component("model version", &meta.version, &self.root)?;
+        check_component("model name", &meta.name, &self.shown)?;
+        check_component("model version", &meta.version, &self.shown)?;
         let dir = self.root.join(&meta.name);
         let staging = dir.join(format!(".staging-{}-{}", meta.version, std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(io(&staging))?;
         let filled = write(&staging).and_then(|()| {
             if !staging.join(MODEL_FILE).is_file() {
-                return Err(registry_error(&self.root, format!("internal: no {MODEL_FILE} was written")));
+                return Err(registry_error(&self.shown, format!("internal: no {MODEL_FILE} was written")));
             }
             crate::artifact::save_json(meta, &staging.join(META_FILE))
         });
@@ -210,8 +220,8 @@ impl Registry {
 
     /// The metadata of `name`/`version`.
     pub fn meta(&self, name: &str, version: &str) -> Result<ModelMeta, ModelError> {
-        check_component("model name", name, &self.root)?;
-        check_component("model version", version, &self.root)?;
+        check_component("model name", name, &self.shown)?;
+        check_component("model version", version, &self.shown)?;
         let path = self.version_dir(name, version).join(META_FILE);
         if !path.is_file() {
             let known = self.versions(name)?;
@@ -219,7 +229,7 @@ impl Registry {
                 return Err(self.unknown_name(name));
             }
             return Err(registry_error(
-                &self.root,
+                &self.shown,
                 format!("{name} has no version {version:?}; it has {}", known.join(", ")),
             ));
         }
@@ -230,7 +240,7 @@ impl Registry {
 
     fn unknown_name(&self, name: &str) -> ModelError {
         registry_error(
-            &self.root,
+            &self.shown,
             format!("no model named {name:?} (train one, or see `engage models list`)"),
         )
     }
@@ -325,7 +335,7 @@ impl Registry {
         let mut p = self.promotions(name)?;
         if p.stack.len() < 2 {
             return Err(registry_error(
-                &self.root,
+                &self.shown,
                 format!(
                     "{name}: nothing to roll back to ({})",
                     match p.stack.last() {
@@ -346,7 +356,7 @@ impl Registry {
     /// promoted one. Returns its metadata and artifact path.
     pub fn resolve(&self, model: &ModelRef) -> Result<(ModelMeta, PathBuf), ModelError> {
         let name = model.name.as_str();
-        check_component("model name", name, &self.root)?;
+        check_component("model name", name, &self.shown)?;
         let version = match &model.version {
             Some(v) => v.to_string(),
             None => self.promotions(name)?.stack.last().cloned().ok_or_else(|| {
@@ -355,7 +365,7 @@ impl Registry {
                     return self.unknown_name(name);
                 }
                 registry_error(
-                    &self.root,
+                    &self.shown,
                     format!("{name} has no promoted version; promote one of {}", known.join(", ")),
                 )
             })?,

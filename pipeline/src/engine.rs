@@ -269,7 +269,7 @@ impl Engine {
             .with_information_schema(false)
             .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
         let ctx = source.engine.session(config)?;
-        let inputs = register_inputs(&ctx, &source.root).await?;
+        let inputs = register_inputs(&ctx, &source.root, source.engine.spill("ingest")?.as_ref()).await?;
         let stages: ArrayRef = Arc::new(StringArray::from(source.response_funnel.clone()));
         let depths: ArrayRef =
             Arc::new(Int64Array::from((1..=source.response_funnel.len() as i64).collect::<Vec<_>>()));
@@ -328,13 +328,7 @@ impl Engine {
         self.release_events()?;
         // Under a memory limit the events wait on disk between the passes
         // and the SQL scans them from there.
-        let settings = &self.source.engine;
-        let spill = match settings.memory_limit {
-            Some(_) if !settings.spill_disabled => {
-                Some(SpillDir::create(settings.spill_dir.as_deref(), "events")?)
-            }
-            _ => None,
-        };
+        let spill = self.source.engine.spill("events")?;
         let mut graph = GraphBuilder::new(&self.source.identity);
         let crm_columns = ["customer_id", "email", "phone", "loyalty_id"];
         let df = self.keyed_by_customer[0].1.clone().select_columns(&crm_columns);

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::ops::Not;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -34,7 +35,8 @@ use parquet::arrow::parquet_to_arrow_schema;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaDataReader;
 
-use crate::error::{PipelineError, Result, query};
+use crate::error::{PipelineError, Result, io, query};
+use crate::events::SpillDir;
 use crate::schema::{ColType, ColumnSpec, TABLES, TableSpec};
 use crate::store::DataRoot;
 
@@ -287,7 +289,13 @@ async fn parquet_schema(root: &DataRoot, file: &ObjectMeta) -> std::result::Resu
 /// canonical view named after the table. Absent optional tables are
 /// registered empty. Fails before registering anything if a required table
 /// is missing or any file breaks the contract.
-pub async fn register_inputs(ctx: &SessionContext, root: &DataRoot) -> Result<Vec<TableCounts>> {
+/// Under a memory limit the key checks' working set goes to `spill`
+/// ([`Hashes`]).
+pub async fn register_inputs(
+    ctx: &SessionContext,
+    root: &DataRoot,
+    spill: Option<&SpillDir>,
+) -> Result<Vec<TableCounts>> {
     if root.local_path().is_some_and(|p| !p.is_dir()) {
         return Err(PipelineError::InvalidArgument {
             name: "--data",
@@ -310,7 +318,7 @@ pub async fn register_inputs(ctx: &SessionContext, root: &DataRoot) -> Result<Ve
     }
     let mut counts = Vec::new();
     for (spec, source, header) in sources {
-        counts.push(register_table(ctx, root, spec, source.as_ref(), &header).await?);
+        counts.push(register_table(ctx, root, spec, source.as_ref(), &header, spill).await?);
     }
     Ok(counts)
 }
@@ -321,6 +329,7 @@ async fn register_table(
     spec: &'static TableSpec,
     source: Option<&TableSource>,
     header: &[String],
+    spill: Option<&SpillDir>,
 ) -> Result<TableCounts> {
     let Some(source) = source else {
         let empty =
@@ -383,7 +392,7 @@ async fn register_table(
     let checked = checked
         .select(spec.columns.iter().map(|c| ident(c.name)).chain([ident(REJECT_RULE)]).collect::<Vec<_>>())
         .map_err(query(spec.name))?;
-    let (tally, repeated) = tally(&checked, spec.key, spec.name).await?;
+    let (tally, repeated) = tally(&checked, spec.key, spec.name, spill).await?;
     let bytes = source.files.iter().map(|f| f.size).sum();
     let mut counts = TableCounts {
         table: spec.name.into(),
@@ -701,19 +710,21 @@ fn has_text() -> ScalarUDF {
 
 /// One pass over a checked table: rows per rule (`None`: accepted), and the
 /// keys (of `key`, if given) that accepted rows repeat. Keys are first
-/// compared by a 64-bit hash (8 bytes per row, not the key's text); only when
-/// some hash repeats does a second pass compare the keys themselves.
+/// compared by a 64-bit hash (8 bytes per row, not the key's text, kept in
+/// [`Hashes`]); only when some hash repeats does a second pass compare the
+/// keys themselves.
 async fn tally(
     checked: &DataFrame,
     key: Option<&str>,
     name: &str,
+    spill: Option<&SpillDir>,
 ) -> Result<(BTreeMap<Option<String>, u64>, Vec<String>)> {
     let hasher = foldhash::fast::FixedState::with_seed(0);
     let mut rules: BTreeMap<Option<String>, u64> = BTreeMap::new();
-    // Hashes go to buckets by their top bits, each small enough to sort in
-    // cache afterwards: a probe per row into one big table would miss the
-    // cache on every row.
-    let mut buckets: Vec<Vec<u64>> = vec![Vec::new(); 1 << 10];
+    let mut hashes = match key {
+        Some(_) => Some(Hashes::new(spill, name)?),
+        None => None,
+    };
     let columns: Vec<Expr> = [REJECT_RULE].iter().chain(key.as_slice()).map(|c| ident(*c)).collect();
     let mut stream = checked
         .clone()
@@ -739,17 +750,15 @@ async fn tally(
                 continue;
             }
             accepted += 1;
-            if let Some(keys) = keys {
-                let h = hasher.hash_one(keys.value(i));
-                buckets[(h >> 54) as usize].push(h);
+            if let (Some(keys), Some(hashes)) = (keys, hashes.as_mut()) {
+                hashes.push(hasher.hash_one(keys.value(i)))?;
             }
         }
     }
-    let mut twice: std::collections::HashSet<u64> = Default::default();
-    for mut bucket in buckets {
-        bucket.sort_unstable();
-        twice.extend(bucket.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]));
-    }
+    let twice = match hashes {
+        Some(h) => h.repeated()?,
+        None => Default::default(),
+    };
     if accepted > 0 {
         rules.insert(None, accepted);
     }
@@ -775,4 +784,69 @@ async fn tally(
     let mut repeated: Vec<String> = copies.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k).collect();
     repeated.sort();
     Ok((rules, repeated))
+}
+
+/// The key hashes of a table's accepted rows, in buckets by their top bits,
+/// each small enough to sort in cache afterwards (a probe per row into one
+/// big table would miss the cache on every row). 8 bytes a row: 4.9 GB for
+/// the 616 M interactions of 10M customers, so under a memory limit the
+/// buckets are files in the spill directory, read back one at a time.
+enum Hashes {
+    Memory(Vec<Vec<u64>>),
+    Disk { files: Vec<(PathBuf, std::io::BufWriter<std::fs::File>)> },
+}
+
+/// Buckets in memory (top 10 bits) and on disk (top 8: one open file each).
+const MEMORY_BUCKET_SHIFT: u32 = 54;
+const DISK_BUCKET_SHIFT: u32 = 56;
+
+impl Hashes {
+    fn new(spill: Option<&SpillDir>, table: &str) -> Result<Hashes> {
+        let Some(dir) = spill else {
+            return Ok(Hashes::Memory(vec![Vec::new(); 1 << (64 - MEMORY_BUCKET_SHIFT)]));
+        };
+        let files = (0..1usize << (64 - DISK_BUCKET_SHIFT))
+            .map(|i| {
+                let path = dir.path().join(format!("{table}-keys-{i:03}.u64"));
+                let file = std::fs::File::create(&path).map_err(io(&path))?;
+                Ok((path, std::io::BufWriter::with_capacity(32 << 10, file)))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Hashes::Disk { files })
+    }
+
+    fn push(&mut self, h: u64) -> Result<()> {
+        match self {
+            Hashes::Memory(buckets) => buckets[(h >> MEMORY_BUCKET_SHIFT) as usize].push(h),
+            Hashes::Disk { files } => {
+                let (path, file) = &mut files[(h >> DISK_BUCKET_SHIFT) as usize];
+                std::io::Write::write_all(file, &h.to_le_bytes()).map_err(io(path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The hashes seen more than once.
+    fn repeated(self) -> Result<std::collections::HashSet<u64>> {
+        let mut twice = std::collections::HashSet::new();
+        let mut add = |mut bucket: Vec<u64>| {
+            bucket.sort_unstable();
+            twice.extend(bucket.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]));
+        };
+        match self {
+            Hashes::Memory(buckets) => buckets.into_iter().for_each(add),
+            Hashes::Disk { files } => {
+                for (path, file) in files {
+                    file.into_inner().map_err(|e| io(&path)(e.into_error()))?;
+                    let bytes = std::fs::read(&path).map_err(io(&path))?;
+                    std::fs::remove_file(&path).map_err(io(&path))?;
+                    add(bytes
+                        .chunks_exact(8)
+                        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                        .collect());
+                }
+            }
+        }
+        Ok(twice)
+    }
 }

@@ -14,7 +14,7 @@ use engage_models::clv::{self, ClvArtifact, summarize};
 use engage_models::clv::{ParetoNbd, Rfm};
 use engage_models::clv_diagnostics::{ClvDiagnostics, compare_spend, diagnose};
 use engage_models::metrics::Curves;
-use engage_models::registry::{MODEL_FILE, Registry};
+use engage_models::registry::{MODEL_FILE, ModelMeta};
 use engage_models::report;
 use engage_models::snapshot;
 use engage_models::spend::SpendParams;
@@ -28,8 +28,10 @@ use crate::error::{PipelineError, Result, io};
 use crate::frame::{TableColumns, feature_matrix, labels, table_text, table_training_set};
 use crate::identity::{ID_TYPES, normalize};
 use crate::output::write_parquet;
+use crate::publish::ModelStore;
 use crate::report::{ModelSummary, RUN_REPORT_FILE, RunReport, Stopwatch};
 use crate::schema::{AS_OF, CHURNED, CUSTOMER_ID};
+use crate::store::DataRoot;
 use datafusion::common::JoinType;
 use datafusion::prelude::{col, lit};
 
@@ -113,8 +115,8 @@ pub struct TrainChurnOptions {
     pub source: DataSource,
     pub as_of: NaiveDate,
     pub horizon_days: u32,
-    /// The model registry (see [`engage_models::registry`]).
-    pub models: PathBuf,
+    /// The model registry, a directory or URL (see [`ModelStore`]).
+    pub models: DataRoot,
     /// Registry name; default the task (`churn`).
     pub name: Option<String>,
     pub config: TrainConfig,
@@ -125,8 +127,9 @@ pub struct TrainChurnOptions {
 pub struct TrainRun {
     pub artifact: ModelArtifact,
     /// `<models>/<name>/<version>/`: model.json, meta.json, metrics.json,
-    /// report.html and (when trained from the contract tables) run_report.json.
-    pub dir: PathBuf,
+    /// report.html and (when trained from the contract tables)
+    /// run_report.json; a URL for a registry on a store.
+    pub dir: String,
     /// Whether this version became the promoted one (the first of its name).
     pub promoted: bool,
     /// The run report (training from the contract tables only).
@@ -159,20 +162,42 @@ pub async fn churn_training_set(
 
 /// Registers a trained classifier: model.json, metrics.json, report.html
 /// and the run report, if any, in one new registry version.
-fn register_classifier(
-    models: &Path,
+async fn register_classifier(
+    models: &DataRoot,
     artifact: &ModelArtifact,
     curves: &Curves,
     report: Option<&RunReport>,
-) -> Result<(PathBuf, bool)> {
-    Ok(Registry::new(models).register(&artifact.meta(), |dir| {
+) -> Result<(String, bool)> {
+    register(models, &artifact.meta(), |dir| {
         artifact.save(&dir.join(MODEL_FILE))?;
         report::write(dir, artifact, curves)?;
         match report {
             Some(r) => save_run_report(dir, r),
             None => Ok(()),
         }
-    })?)
+    })
+    .await
+}
+
+/// Registers a model in the registry at `models` (`write` fills the
+/// version's directory, see [`engage_models::registry::Registry::register`])
+/// and pushes it to a store. Returns the version's directory or URL and
+/// whether it was promoted.
+async fn register(
+    models: &DataRoot,
+    meta: &ModelMeta,
+    write: impl FnOnce(&Path) -> std::result::Result<(), engage_models::ModelError>,
+) -> Result<(String, bool)> {
+    let store = ModelStore::open(models).await?;
+    let (dir, promoted) = store.registry().register(meta, write)?;
+    let shown = store.display(&dir);
+    store.push().await?;
+    Ok((shown, promoted))
+}
+
+/// Where a version goes in the registry at `models`, for run reports.
+fn version_dir(models: &DataRoot, name: &str, version: &str) -> String {
+    models.display(&format!("{name}/{version}"))
 }
 
 /// `dir/run_report.json` inside a registry version being written.
@@ -200,18 +225,11 @@ pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
     let (artifact, curves) = engage_models::train(&set, None, &opts.config, &train_opts)?;
     clock.lap("train");
     let identity = engine.identity().expect("resolved for the labels").clone();
-    let dir = Registry::new(&opts.models).version_dir(&artifact.name, &artifact.model_version);
-    let mut report = RunReport::new(
-        "train churn",
-        Some(opts.as_of),
-        &engine,
-        &identity,
-        None,
-        &clock,
-        vec![dir.display().to_string()],
-    );
+    let dir = version_dir(&opts.models, &artifact.name, &artifact.model_version);
+    let mut report =
+        RunReport::new("train churn", Some(opts.as_of), &engine, &identity, None, &clock, vec![dir]);
     report.model = Some(ModelSummary::of(&artifact));
-    let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, Some(&report))?;
+    let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, Some(&report)).await?;
     Ok(TrainRun { artifact, dir, promoted, report: Some(report) })
 }
 
@@ -229,8 +247,8 @@ pub struct TrainTableOptions {
     pub ignore: Vec<String>,
     /// What the model predicts: `churn` or `response`.
     pub task: String,
-    /// The model registry.
-    pub models: PathBuf,
+    /// The model registry, a directory or URL.
+    pub models: DataRoot,
     /// Registry name; default the task.
     pub name: Option<String>,
     pub config: TrainConfig,
@@ -285,11 +303,11 @@ pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainRun> {
     let train_opts = opts.train_options(&opts.task);
     let (artifact, curves) = engage_models::train(&set, cutoffs.as_deref(), &opts.config, &train_opts)?;
     clock.lap("train");
-    let dir = Registry::new(&opts.models).version_dir(&artifact.name, &artifact.model_version);
+    let dir = version_dir(&opts.models, &artifact.name, &artifact.model_version);
     let command = format!("train {} --features", opts.task);
-    let mut report = RunReport::for_file(&command, &opts.path, &clock, vec![dir.display().to_string()]);
+    let mut report = RunReport::for_file(&command, &opts.path, &clock, vec![dir]);
     report.model = Some(ModelSummary::of(&artifact));
-    let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, Some(&report))?;
+    let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, Some(&report)).await?;
     Ok(TrainRun { artifact, dir, promoted, report: Some(report) })
 }
 
@@ -317,7 +335,7 @@ pub struct TrainUpliftRun {
     /// Also `run_report.json` in `dir`.
     pub report: RunReport,
     /// `<models>/<name>/<version>/`: model.json, meta.json, metrics.json, report.html.
-    pub dir: PathBuf,
+    pub dir: String,
     pub promoted: bool,
 }
 
@@ -362,14 +380,14 @@ pub async fn train_uplift_on_table(opts: &TrainUpliftOptions) -> Result<TrainUpl
     let train_opts = t.train_options("uplift");
     let (artifact, curves) = train_uplift(&data, cutoffs.as_deref(), &t.config, &train_opts)?;
     clock.lap("train");
-    let registry = Registry::new(&t.models);
-    let outputs = vec![registry.version_dir(&artifact.name, &artifact.model_version).display().to_string()];
+    let outputs = vec![version_dir(&t.models, &artifact.name, &artifact.model_version)];
     let run_report = RunReport::for_file("train uplift", &t.path, &clock, outputs);
-    let (dir, promoted) = registry.register(&artifact.meta(), |dir| {
+    let (dir, promoted) = register(&t.models, &artifact.meta(), |dir| {
         artifact.save(&dir.join(MODEL_FILE))?;
         report::write_uplift(dir, &artifact, &curves)?;
         save_run_report(dir, &run_report)
-    })?;
+    })
+    .await?;
     Ok(TrainUpliftRun { artifact, dir, promoted, report: run_report })
 }
 
@@ -380,8 +398,8 @@ pub struct TrainClvOptions {
     /// Purchases strictly before this date; the observation ends the day before.
     pub as_of: NaiveDate,
     pub time_unit: clv::TimeUnit,
-    /// The model registry.
-    pub models: PathBuf,
+    /// The model registry, a directory or URL.
+    pub models: DataRoot,
     /// Registry name; default `clv`.
     pub name: Option<String>,
     /// Also fit Pareto/NBD (slower: hypergeometric series per customer).
@@ -396,7 +414,7 @@ pub struct TrainClvRun {
     /// `metrics.json` and `report.html`).
     pub diagnostics: ClvDiagnostics,
     /// `<models>/<name>/<version>/`.
-    pub dir: PathBuf,
+    pub dir: String,
     pub promoted: bool,
     pub report: RunReport,
 }
@@ -476,21 +494,14 @@ pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
     }
     drop((customers, later, features));
     clock.lap("diagnostics");
-    let registry = Registry::new(&opts.models);
-    let report = RunReport::new(
-        "train clv",
-        Some(opts.as_of),
-        &engine,
-        &identity,
-        None,
-        &clock,
-        vec![registry.version_dir(name, &artifact.model_version).display().to_string()],
-    );
-    let (dir, promoted) = registry.register(&artifact.meta(), |dir| {
+    let outputs = vec![version_dir(&opts.models, name, &artifact.model_version)];
+    let report = RunReport::new("train clv", Some(opts.as_of), &engine, &identity, None, &clock, outputs);
+    let (dir, promoted) = register(&opts.models, &artifact.meta(), |dir| {
         artifact.save(&dir.join(MODEL_FILE))?;
         report::write_clv(dir, &artifact, &diagnostics)?;
         save_run_report(dir, &report)
-    })?;
+    })
+    .await?;
     Ok(TrainClvRun { artifact, diagnostics, dir, promoted, report })
 }
 

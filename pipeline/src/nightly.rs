@@ -88,7 +88,8 @@ fn one() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelsConfig {
-    pub registry: PathBuf,
+    /// A directory or URL (`s3://bucket/models`).
+    pub registry: String,
     pub churn: Option<String>,
     pub response: Option<String>,
     pub uplift: Option<String>,
@@ -131,7 +132,6 @@ impl NightlyConfig {
                 *p = base.join(&*p);
             }
         };
-        relative(&mut config.models.registry);
         relative(&mut config.output.scores);
         if let Some(list) = config.data.erasure_list.as_mut() {
             relative(list);
@@ -145,8 +145,10 @@ impl NightlyConfig {
         if let Some(dir) = config.engine.stage_dir.as_mut() {
             relative(dir);
         }
-        if !config.data.root.contains("://") && Path::new(&config.data.root).is_relative() {
-            config.data.root = base.join(&config.data.root).display().to_string();
+        for root in [&mut config.data.root, &mut config.models.registry] {
+            if !root.contains("://") && Path::new(root.as_str()).is_relative() {
+                *root = base.join(&*root).display().to_string();
+            }
         }
         config.check().map_err(|e| match e {
             PipelineError::Config { field, reason } => {
@@ -261,7 +263,7 @@ pub async fn run(config: &NightlyConfig, source: DataSource, as_of: NaiveDate) -
         command: "nightly",
         source,
         as_of,
-        models: config.models.registry.clone(),
+        models: DataRoot::parse_with("[models] registry", &config.models.registry, &config.storage)?,
         picks: config.picks()?,
         clv: config.clv,
         segments: config.segments.clone(),
@@ -465,7 +467,10 @@ mod tests {
         let (dir, path) = write(&std::fs::read_to_string(example).unwrap());
         let config = NightlyConfig::load(&path).unwrap();
         assert_eq!(config.output.scores, dir.path().join("target/engage-demo/scores"));
-        assert_eq!(config.models.registry, dir.path().join("target/engage-demo/models"));
+        assert_eq!(
+            config.models.registry,
+            dir.path().join("target/engage-demo/models").display().to_string()
+        );
         assert_eq!(config.as_of, NaiveDate::from_ymd_opt(2026, 7, 1));
         assert!(config.data.root.starts_with(&dir.path().display().to_string()));
         assert_eq!(config.segments, SegmentConfig::default(), "the example spells out the defaults");

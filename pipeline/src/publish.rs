@@ -8,15 +8,23 @@
 //! old snapshot or the new one, complete. Snapshot ids are never reused, so
 //! a published prefix never changes. Retention deletes the prefixes the
 //! working copy no longer keeps, never the current one.
+//!
+//! A model registry on a store is worked on through a local copy
+//! ([`ModelStore`]); what a command changed goes up in an order that
+//! commits it last.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use engage_models::registry::{META_FILE, PROMOTIONS_FILE, Registry};
 use engage_models::snapshot::{self, MANIFEST_FILE, POINTER_FILE, SNAPSHOTS_DIR};
 
 use crate::error::{PipelineError, Result, io};
+use crate::events::SpillDir;
 use crate::report::RUN_REPORT_FILE;
-use crate::store::DataRoot;
+use crate::store::{DataRoot, local_files};
 
 /// What [`push`] did.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,4 +115,121 @@ pub async fn upload_outputs(local: &Path, remote: &DataRoot) -> Result<Vec<Strin
         std::fs::write(&report, moved).map_err(io(&report))?;
     }
     remote.upload_dir("", local, &[RUN_REPORT_FILE]).await
+}
+
+/// A model registry at a path or URL ([`engage_models::registry`] works on
+/// a local directory). For a URL, [`ModelStore::open`] copies the
+/// registry's index (every `promotions.json` and `meta.json`) to a
+/// temporary directory, which is all that listing, showing, promoting and
+/// registering read; [`ModelStore::fetch`] brings the rest of a version
+/// before it is loaded; [`ModelStore::push`] uploads what a command
+/// changed: a version's files, then its `meta.json` (the registry lists a
+/// version only once that exists), then `promotions.json`, one put each
+/// (a reader sees the old promotion stack or the new one).
+pub struct ModelStore {
+    root: DataRoot,
+    /// Where the registry is on disk: the root itself, or the copy.
+    dir: PathBuf,
+    /// For a URL: the copy (removed on drop) and a digest of each file
+    /// as it came from the store, to tell what changed.
+    copy: Option<(SpillDir, BTreeMap<String, u64>)>,
+}
+
+fn digest(bytes: &[u8]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(bytes);
+    h.finish()
+}
+
+fn file_name(rel: &str) -> &str {
+    rel.rsplit('/').next().unwrap_or(rel)
+}
+
+impl ModelStore {
+    /// The registry at `root`; for a store, its index copied locally.
+    pub async fn open(root: &DataRoot) -> Result<ModelStore> {
+        if let Some(dir) = root.local_path() {
+            return Ok(ModelStore { root: root.clone(), dir, copy: None });
+        }
+        let copy = SpillDir::create(None, "models")?;
+        let index = |name: &str| matches!(file_name(name), META_FILE | PROMOTIONS_FILE);
+        let got = root.download("", copy.path(), index).await?;
+        let mut store = ModelStore { root: root.clone(), dir: copy.path().to_path_buf(), copy: None };
+        let digests =
+            got.into_iter().map(|name| store.digest_of(&name).map(|d| (name, d))).collect::<Result<_>>()?;
+        store.copy = Some((copy, digests));
+        Ok(store)
+    }
+
+    fn digest_of(&self, rel: &str) -> Result<u64> {
+        let path = self.dir.join(rel);
+        Ok(digest(&std::fs::read(&path).map_err(io(&path))?))
+    }
+
+    /// The registry to read and change (the local copy for a store).
+    pub fn registry(&self) -> Registry {
+        Registry::copy_of(&self.dir, &self.root.to_string())
+    }
+
+    /// A path inside the registry as the user knows it: the path, or the
+    /// object's URL for a store.
+    pub fn display(&self, path: &Path) -> String {
+        match path.strip_prefix(&self.dir) {
+            Ok(rel) if self.copy.is_some() => self.root.display(
+                &rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"),
+            ),
+            _ => path.display().to_string(),
+        }
+    }
+
+    /// Makes every file of `name`/`version` local (a store's copy holds
+    /// only the index until then).
+    pub async fn fetch(&mut self, name: &str, version: &str) -> Result<()> {
+        let Some((_, pulled)) = &self.copy else { return Ok(()) };
+        let rel = format!("{name}/{version}");
+        let missing = |n: &str| !pulled.contains_key(&format!("{rel}/{n}"));
+        let got = self.root.download(&rel, &self.dir.join(name).join(version), missing).await?;
+        for name in got {
+            let full = format!("{rel}/{name}");
+            let d = self.digest_of(&full)?;
+            self.copy.as_mut().expect("a copy").1.insert(full, d);
+        }
+        Ok(())
+    }
+
+    /// Uploads what changed in a store's copy since [`ModelStore::open`]
+    /// (nothing for a local registry), in the order described above; then
+    /// removes the objects a re-registered version no longer has. Returns
+    /// the objects written.
+    pub async fn push(self) -> Result<Vec<String>> {
+        let Some((_, pulled)) = &self.copy else { return Ok(Vec::new()) };
+        let mut files = Vec::new();
+        local_files(&self.dir, &self.dir, &mut files)?;
+        let mut changed = Vec::new();
+        for rel in files {
+            if pulled.get(&rel) != Some(&self.digest_of(&rel)?) {
+                changed.push(rel);
+            }
+        }
+        let rank = |rel: &String| match file_name(rel) {
+            META_FILE => 1,
+            PROMOTIONS_FILE => 2,
+            _ => 0,
+        };
+        changed.sort_by_key(|rel| (rank(rel), rel.clone()));
+        let mut written = Vec::new();
+        for rel in &changed {
+            self.root.upload(rel, &self.dir.join(rel)).await?;
+            written.push(self.root.display(rel));
+        }
+        for meta in changed.iter().filter(|rel| file_name(rel) == META_FILE && pulled.contains_key(*rel)) {
+            let version = meta.trim_end_matches(META_FILE).trim_end_matches('/');
+            for name in self.root.list_all(version).await? {
+                if !self.dir.join(version).join(&name).exists() {
+                    self.root.delete(&format!("{version}/{name}")).await?;
+                }
+            }
+        }
+        Ok(written)
+    }
 }

@@ -13,6 +13,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PipelineError, Result, query};
+use crate::events::SpillDir;
 
 /// `[engine]` in the nightly config, `--memory-limit` / `--spill-dir` on
 /// the command line.
@@ -48,6 +49,16 @@ pub enum Cluster {
 }
 
 impl EngineSettings {
+    /// Under a memory limit (spilling allowed), a fresh directory in
+    /// `spill_dir` for the driver's own working sets (`what` names it);
+    /// None without a limit, where they stay in memory.
+    pub fn spill(&self, what: &str) -> Result<Option<SpillDir>> {
+        match self.memory_limit {
+            Some(_) if !self.spill_disabled => Ok(Some(SpillDir::create(self.spill_dir.as_deref(), what)?)),
+            _ => Ok(None),
+        }
+    }
+
     /// The cluster named by `url`; None for the in-process engine. A URL
     /// other than `local` or `ballista://...` is an error, and so is a
     /// cluster when this build has no Ballista.

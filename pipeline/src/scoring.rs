@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use engage_models::ModelArtifact;
 use engage_models::clv::{ClvArtifact, customer_lifetime_value};
-use engage_models::registry::{ModelRef, Registry};
+use engage_models::registry::ModelRef;
 use engage_models::snapshot::{
     self, IDENTITIES_FILE, LOOKUP_ID_TYPES, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest,
 };
@@ -30,9 +30,11 @@ use crate::engine::{DataSource, Engine};
 use crate::error::{PipelineError, Result, io, query};
 use crate::frame::{feature_matrix, table_text};
 use crate::output::write_parquet;
+use crate::publish::ModelStore;
 use crate::report::{RunReport, ScoreStats, ScoreSummary, Stopwatch};
 use crate::schema::{AS_OF, CHURN_PROBABILITY, CUSTOMER_ID, SCORED_AT};
 use crate::segments::{SegmentConfig, SegmentInput};
+use crate::store::DataRoot;
 
 /// The feature table inside a snapshot (what audiences select on).
 pub const FEATURES_FILE: &str = "features.parquet";
@@ -135,8 +137,8 @@ pub struct ScoreOptions {
     pub command: &'static str,
     pub source: DataSource,
     pub as_of: NaiveDate,
-    /// The model registry.
-    pub models: PathBuf,
+    /// The model registry, a directory or URL.
+    pub models: DataRoot,
     pub picks: Vec<ModelPick>,
     pub clv: ClvScoring,
     pub segments: SegmentConfig,
@@ -155,7 +157,7 @@ impl ScoreOptions {
     pub fn score(
         source: DataSource,
         as_of: NaiveDate,
-        models: &Path,
+        models: &DataRoot,
         refs: &[ModelRef],
         out: &Path,
     ) -> ScoreOptions {
@@ -163,7 +165,7 @@ impl ScoreOptions {
             command: "score",
             source,
             as_of,
-            models: models.to_path_buf(),
+            models: models.clone(),
             picks: refs.iter().cloned().map(ModelPick::Use).collect(),
             clv: ClvScoring::default(),
             segments: SegmentConfig::default(),
@@ -196,7 +198,9 @@ struct Models {
 }
 
 impl Models {
-    fn load(registry: &Registry, picks: &[ModelPick]) -> Result<Models> {
+    /// Resolves each pick in the registry at `store` and loads its artifact.
+    async fn load(store: &mut ModelStore, picks: &[ModelPick]) -> Result<Models> {
+        let registry = store.registry();
         let mut models = Models::default();
         for pick in picks {
             let reference = match pick {
@@ -211,6 +215,7 @@ impl Models {
                 }
             };
             let (meta, path) = registry.resolve(&reference)?;
+            store.fetch(&meta.name, &meta.version).await?;
             let bad = |reason: String| PipelineError::InvalidArgument {
                 name: "model",
                 value: format!("{reference} ({})", meta.version),
@@ -237,7 +242,7 @@ impl Models {
         if models.versions().is_empty() {
             return Err(PipelineError::InvalidArgument {
                 name: "models",
-                value: registry.root().display().to_string(),
+                value: store.display(registry.root()),
                 reason:
                     "no model to score with: train and promote one (engage train ..., engage models promote)"
                         .into(),
@@ -267,8 +272,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
     let mut clock = Stopwatch::start();
     let _lock = lock(&opts.out)?;
     clear_staging(&opts.out)?;
-    let registry = Registry::new(&opts.models);
-    let models = Models::load(&registry, &opts.picks)?;
+    let models = Models::load(&mut ModelStore::open(&opts.models).await?, &opts.picks).await?;
     let stages = crate::registry::feature("lifecycle_stage").map(|f| f.categories).unwrap_or_default();
     opts.segments.check(&stages)?;
     // Campaigns due today: check where they record contacts, and read the

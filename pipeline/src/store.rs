@@ -257,22 +257,43 @@ impl DataRoot {
         Ok(written)
     }
 
-    /// Downloads every object under `rel/` into the local directory `to`.
-    pub async fn download_dir(&self, rel: &str, to: &Path) -> Result<()> {
+    /// The names of every object under `rel/`, relative to `rel`.
+    pub async fn list_all(&self, rel: &str) -> Result<Vec<String>> {
         let base = self.path(rel);
         let objects: Vec<ObjectMeta> =
             self.store.list(Some(&base)).try_collect().await.map_err(|e| self.error(rel, e))?;
-        for object in objects {
-            let name: Vec<_> =
-                object.location.prefix_match(&base).expect("listed under the prefix").collect();
-            let local = name.iter().fold(to.to_path_buf(), |p, part| p.join(part.as_ref()));
+        let mut names: Vec<String> = objects
+            .iter()
+            .map(|o| {
+                let parts: Vec<_> =
+                    o.location.prefix_match(&base).expect("listed under the prefix").collect();
+                parts.iter().map(|p| p.as_ref()).collect::<Vec<_>>().join("/")
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Downloads every object under `rel/` into the local directory `to`.
+    pub async fn download_dir(&self, rel: &str, to: &Path) -> Result<Vec<String>> {
+        self.download(rel, to, |_| true).await
+    }
+
+    /// Downloads the objects under `rel/` whose relative name `keep`
+    /// accepts into the local directory `to`; returns their names. An
+    /// object deleted after the listing is left out.
+    pub async fn download(&self, rel: &str, to: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+        let mut got = Vec::new();
+        for name in self.list_all(rel).await?.into_iter().filter(|n| keep(n)) {
+            let Some(bytes) = self.read(&join(rel, &name)).await? else { continue };
+            let local = to.join(&name);
             if let Some(dir) = local.parent() {
                 std::fs::create_dir_all(dir).map_err(io(dir))?;
             }
-            let bytes = self.get(&object).await?;
             std::fs::write(&local, &bytes).map_err(io(&local))?;
+            got.push(name);
         }
-        Ok(())
+        Ok(got)
     }
 
     /// Deletes the object `rel`, if there is one.
@@ -304,7 +325,7 @@ fn join(rel: &str, name: &str) -> String {
 }
 
 /// Files under `dir`, relative to `root`, `/`-separated, hidden ones left out.
-fn local_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+pub(crate) fn local_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
         if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {

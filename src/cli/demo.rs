@@ -14,6 +14,7 @@ use engage_pipeline::jobs::{
     TrainChurnOptions, TrainClvOptions, build_features, train_churn_model, train_clv_model,
 };
 use engage_pipeline::scoring::{ScoreOptions, score};
+use engage_pipeline::store::DataRoot;
 
 /// Marker file that says a directory belongs to the demo and may be replaced.
 const MARKER: &str = ".engage-demo";
@@ -52,7 +53,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         source: source.clone(),
         as_of: train_as_of,
         horizon_days: horizon,
-        models: dir.join("models"),
+        models: DataRoot::local(&dir.join("models")),
         name: None,
         config: TrainConfig {
             split: SplitConfig { seed: args.seed, ..SplitConfig::default() },
@@ -66,7 +67,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         source: source.clone(),
         as_of: train_as_of,
         time_unit: engage_models::clv::TimeUnit::Weeks,
-        models: dir.join("models"),
+        models: DataRoot::local(&dir.join("models")),
         name: None,
         pareto_nbd: false,
     })
@@ -81,7 +82,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let scored = score(&ScoreOptions::score(
         source.clone(),
         score_as_of,
-        &dir.join("models"),
+        &DataRoot::local(&dir.join("models")),
         &models,
         &dir.join("scores"),
     ))

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use engage_models::clv::TimeUnit;
-use engage_models::registry::{ModelRef, Registry};
+use engage_models::registry::ModelRef;
 use engage_models::{ClassifierConfig, TrainConfig};
 use engage_pipeline::erasure::ErasureList;
 use engage_pipeline::generate::{GenerateOptions, generate};
@@ -19,6 +19,7 @@ use engage_pipeline::jobs::{
     train_clv_model, train_on_table, train_uplift_on_table,
 };
 use engage_pipeline::nightly::NightlyConfig;
+use engage_pipeline::publish::ModelStore;
 use engage_pipeline::report::RunReport;
 use engage_pipeline::runtime::{ByteSize, EngineSettings};
 use engage_pipeline::scoring::{ScoreOptions, ScoreRun, score};
@@ -152,8 +153,8 @@ enum Command {
         #[arg(long, value_parser = parse_date)]
         as_of: NaiveDate,
         /// The model registry `engage train --models` writes.
-        #[arg(long)]
-        models: PathBuf,
+        #[arg(long, value_parser = parse_models)]
+        models: DataRoot,
         /// Which model: NAME (its promoted version) or NAME@VERSION;
         /// repeat for several (one per task: churn, response, uplift, clv).
         #[arg(long, default_value = "churn")]
@@ -275,28 +276,28 @@ enum ModelsAction {
     /// Every registered model: name, version, kind, cutoff, headline metric;
     /// `*` marks the promoted version of each name.
     List {
-        #[arg(long)]
-        models: PathBuf,
+        #[arg(long, value_parser = parse_models)]
+        models: DataRoot,
     },
     /// One model's metadata (features, config, window, fingerprint,
     /// metrics) as JSON, and its promotion history.
     Show {
-        #[arg(long)]
-        models: PathBuf,
+        #[arg(long, value_parser = parse_models)]
+        models: DataRoot,
         /// NAME (the promoted version) or NAME@VERSION.
         model: ModelRef,
     },
     /// Make a version the one scoring and serving use.
     Promote {
-        #[arg(long)]
-        models: PathBuf,
+        #[arg(long, value_parser = parse_models)]
+        models: DataRoot,
         /// NAME@VERSION.
         model: ModelRef,
     },
     /// Go back to the version promoted before the current one.
     Rollback {
-        #[arg(long)]
-        models: PathBuf,
+        #[arg(long, value_parser = parse_models)]
+        models: DataRoot,
         /// NAME.
         name: String,
     },
@@ -420,8 +421,8 @@ struct TrainClvArgs {
     #[arg(long, default_value = "weeks", value_parser = ["days", "weeks"])]
     time_unit: String,
     /// The model registry the model is added to.
-    #[arg(long)]
-    models: PathBuf,
+    #[arg(long, value_parser = parse_models)]
+    models: DataRoot,
     /// Registry name (default `clv`).
     #[arg(long)]
     name: Option<String>,
@@ -463,8 +464,8 @@ struct TrainChurnArgs {
     #[arg(long, default_value = "90d", value_parser = parse_horizon)]
     horizon: u32,
     /// The model registry the model is added to (`<models>/<name>/<version>/`).
-    #[arg(long)]
-    models: PathBuf,
+    #[arg(long, value_parser = parse_models)]
+    models: DataRoot,
     /// Registry name (default: the task).
     #[arg(long)]
     name: Option<String>,
@@ -503,8 +504,8 @@ struct TrainUpliftArgs {
     #[arg(long, value_delimiter = ',')]
     ignore: Vec<String>,
     /// The model registry the model is added to.
-    #[arg(long)]
-    models: PathBuf,
+    #[arg(long, value_parser = parse_models)]
+    models: DataRoot,
     /// Registry name (default `uplift`).
     #[arg(long)]
     name: Option<String>,
@@ -776,6 +777,12 @@ fn parse_country_code(s: &str) -> Result<String, String> {
     engage_pipeline::identity::check_country_code(s).map(|()| s.to_string())
 }
 
+/// `--models`: a registry directory or URL (cloud stores configured from
+/// the environment).
+fn parse_models(s: &str) -> Result<DataRoot, String> {
+    DataRoot::parse_with("--models", s, &Default::default()).map_err(|e| e.to_string())
+}
+
 fn parse_date(s: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| format!("`{s}` is not a date YYYY-MM-DD ({e})"))
 }
@@ -956,7 +963,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "validation: ROC AUC {:.3}, PR AUC {:.3}, log loss {:.4}, Brier {:.4}, top-decile lift {:.2}",
                 m.roc_auc, m.pr_auc, m.log_loss, m.brier, m.top_decile_lift
             );
-            println!("registered {}{}", run.dir.display(), promoted_note(run.promoted, &art.name));
+            println!("registered {}{}", run.dir, promoted_note(run.promoted, &art.name));
         }
         Command::Train { task: TrainTask::Uplift(a) } => {
             let opts = TrainUpliftOptions {
@@ -979,7 +986,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("training an uplift model on {}", opts.table.path.display()))?;
             print!("{}", run.report.render());
             print!("{}", uplift_summary(&run.artifact));
-            println!("registered {}{}", run.dir.display(), promoted_note(run.promoted, &run.artifact.name));
+            println!("registered {}{}", run.dir, promoted_note(run.promoted, &run.artifact.name));
         }
         Command::Train { task: TrainTask::Clv(a) } => {
             let opts = TrainClvOptions {
@@ -1040,9 +1047,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             if let Some(h) = run.diagnostics.pareto_nbd.as_ref().and_then(|d| d.holdout.as_ref()) {
                 println!("holdout: Pareto/NBD expected {:.0}", h.expected);
             }
-            println!("registered {}{}", run.dir.display(), promoted_note(run.promoted, &run.artifact.name));
+            println!("registered {}{}", run.dir, promoted_note(run.promoted, &run.artifact.name));
         }
-        Command::Models { action } => models_command(action)?,
+        Command::Models { action } => models_command(action).await?,
         Command::Nightly { config, as_of } => {
             crate::purge_freed_memory_promptly();
             let (cfg, source) = nightly_config(&config)?;
@@ -1113,9 +1120,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             let source = features.apply(data.source()?);
             let opts = ScoreOptions::score(source, as_of, &models, &model, &out);
             let names: Vec<String> = model.iter().map(|m| m.to_string()).collect();
-            let run = score(&opts).await.with_context(|| {
-                format!("scoring {} with {} from {}", data, names.join(", "), models.display())
-            })?;
+            let run = score(&opts)
+                .await
+                .with_context(|| format!("scoring {} with {} from {}", data, names.join(", "), models))?;
             print_published(&run);
         }
         Command::Serve { action: Some(ServeAction::Keygen { name, scopes }), .. } => {
@@ -1305,13 +1312,16 @@ fn promoted_note(promoted: bool, name: &str) -> String {
 }
 
 /// `engage models ...`.
-fn models_command(action: ModelsAction) -> Result<()> {
+async fn models_command(action: ModelsAction) -> Result<()> {
     match action {
         ModelsAction::List { models } => {
-            let entries =
-                Registry::new(&models).list().with_context(|| format!("listing {}", models.display()))?;
+            let entries = open_registry(&models)
+                .await?
+                .registry()
+                .list()
+                .with_context(|| format!("listing {models}"))?;
             if entries.is_empty() {
-                println!("no models under {}", models.display());
+                println!("no models under {models}");
                 return Ok(());
             }
             println!(
@@ -1342,12 +1352,13 @@ fn models_command(action: ModelsAction) -> Result<()> {
             }
         }
         ModelsAction::Show { models, model } => {
-            let registry = Registry::new(&models);
+            let store = open_registry(&models).await?;
+            let registry = store.registry();
             let (meta, path) = registry.resolve(&model).with_context(|| format!("looking up {model}"))?;
             let promotions = registry.promotions(&meta.name)?;
             let shown = serde_json::json!({
                 "meta": meta,
-                "artifact": path,
+                "artifact": store.display(&path),
                 "promoted": promotions.stack.last() == Some(&meta.version),
                 "promotions": promotions.events,
             });
@@ -1355,20 +1366,26 @@ fn models_command(action: ModelsAction) -> Result<()> {
         }
         ModelsAction::Promote { models, model } => {
             let Some(version) = &model.version else {
-                bail!("promote needs NAME@VERSION (see `engage models list --models {}`)", models.display());
+                bail!("promote needs NAME@VERSION (see `engage models list --models {models}`)");
             };
-            Registry::new(&models)
-                .promote(&model.name, version)
-                .with_context(|| format!("promoting {model}"))?;
+            let store = open_registry(&models).await?;
+            store.registry().promote(&model.name, version).with_context(|| format!("promoting {model}"))?;
+            store.push().await.with_context(|| format!("saving the promotion to {models}"))?;
             println!("{} now uses {version}", model.name);
         }
         ModelsAction::Rollback { models, name } => {
-            let back =
-                Registry::new(&models).rollback(&name).with_context(|| format!("rolling back {name}"))?;
+            let store = open_registry(&models).await?;
+            let back = store.registry().rollback(&name).with_context(|| format!("rolling back {name}"))?;
+            store.push().await.with_context(|| format!("saving the rollback to {models}"))?;
             println!("{name} now uses {back}");
         }
     }
     Ok(())
+}
+
+/// The registry at `--models` (a store's index copied locally).
+async fn open_registry(models: &DataRoot) -> Result<ModelStore> {
+    ModelStore::open(models).await.with_context(|| format!("reading the model registry {models}"))
 }
 
 /// Customers per lifecycle stage at each cutoff, one row per cutoff.

@@ -119,7 +119,7 @@ pub fn trained() -> &'static Trained {
                         source: engage_pipeline::DataSource::new(&data),
                         as_of: date("2026-03-31"),
                         horizon_days: 90,
-                        models: tmp.path().join("models"),
+                        models: engage_pipeline::store::DataRoot::local(&tmp.path().join("models")),
                         name: None,
                         config: engage_models::TrainConfig {
                             split: engage_models::SplitConfig { seed: 1, ..Default::default() },
@@ -132,13 +132,13 @@ pub fn trained() -> &'static Trained {
                 engage_pipeline::scoring::score(&engage_pipeline::scoring::ScoreOptions::score(
                     engage_pipeline::DataSource::new(&data),
                     date("2026-07-01"),
-                    &tmp.path().join("models"),
+                    &engage_pipeline::store::DataRoot::local(&tmp.path().join("models")),
                     &["churn".parse().unwrap()],
                     &scores,
                 ))
                 .await
                 .unwrap();
-                Trained { artifact: run.artifact, dir: run.dir, scores, _tmp: tmp }
+                Trained { artifact: run.artifact, dir: run.dir.into(), scores, _tmp: tmp }
             })
         })
         .join()

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use engage_pipeline::datafusion::arrow::array::{AsArray, RecordBatch};
 use engage_pipeline::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use engage_pipeline::identity::{normalize_email, normalize_phone};
+use engage_pipeline::store::DataRoot;
 use engage_serving::{ApiKeyConfig, ScoreService, ServeConfig, auth::generate_key};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -39,7 +40,7 @@ fn fixture() -> &'static Fixture {
             let data = tmp.path().join("data");
             copy_dir(sample(), &data);
             let scores = tmp.path().join("scores");
-            let models = trained().dir.parent().unwrap().parent().unwrap().to_path_buf();
+            let models = DataRoot::local(trained().dir.parent().unwrap().parent().unwrap());
             let mut opts = engage_pipeline::scoring::ScoreOptions::score(
                 engage_pipeline::DataSource::new(&data),
                 date("2026-07-01"),

@@ -4,13 +4,14 @@
 use std::path::Path;
 
 use engage_pipeline::DataSource;
+use engage_pipeline::datafusion::parquet::arrow::ArrowWriter;
 use engage_pipeline::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use engage_pipeline::generate::{GenerateOptions, generate};
 use engage_pipeline::jobs::{FEATURES_FILE, build_features};
 use engage_pipeline::runtime::{ByteSize, EngineSettings};
 use engage_pipeline::store::{DataRoot, StorageOptions};
 
-use crate::common::{date, sample, stderr, stdout, trained};
+use crate::common::{date, sample, stderr, stdout};
 
 /// Bytes the input tables take in memory as Arrow arrays.
 fn in_memory_size(root: &Path) -> usize {
@@ -43,6 +44,15 @@ async fn features_under_a_memory_limit_spill_and_match() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     generate(&GenerateOptions::new(40_000, 3, &data)).unwrap();
+    // 100 transactions twice over, so that the key check (whose hashes go
+    // to disk under the limit) has repeats to find.
+    let part = walk(&data.join("transactions")).into_iter().next().unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(part).unwrap()).unwrap();
+    let again = reader.build().unwrap().next().unwrap().unwrap().slice(0, 100);
+    let file = std::fs::File::create(data.join("transactions/again.parquet")).unwrap();
+    let mut writer = ArrowWriter::try_new(file, again.schema(), None).unwrap();
+    writer.write(&again).unwrap();
+    writer.close().unwrap();
     let size = in_memory_size(&data);
     let limit = 96 << 20;
     assert!(size > 3 * limit, "the inputs ({size} bytes in memory) are much larger than the limit");
@@ -62,6 +72,15 @@ async fn features_under_a_memory_limit_spill_and_match() {
     build_features(&source, as_of, &bounded).await.unwrap();
     let read = |dir: &Path| std::fs::read(dir.join(FEATURES_FILE)).unwrap();
     assert!(read(&bounded) == read(&unbounded), "the same feature table under the limit");
+    let inputs = |dir: &Path| {
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("run_report.json")).unwrap()).unwrap();
+        report["inputs"].clone()
+    };
+    assert_eq!(inputs(&bounded), inputs(&unbounded), "the same contract checks");
+    let transactions =
+        inputs(&bounded).as_array().unwrap().iter().find(|t| t["table"] == "transactions").cloned();
+    assert_eq!(transactions.unwrap()["duplicates"], 100);
     assert_eq!(walk(&spill_dir).len(), 0, "spill files are removed");
 
     // Under the limit the attributed events live on disk while the engine
@@ -79,7 +98,9 @@ async fn features_under_a_memory_limit_spill_and_match() {
         DataSource { engine: EngineSettings { spill_disabled: true, ..limited }, ..DataSource::new(&data) };
     let err = build_features(&no_spill, as_of, &tmp.path().join("no-spill")).await.unwrap_err();
     let said = err.to_string();
-    assert!(said.contains("features/") && said.contains("raise --memory-limit"), "{said}");
+    // (The first query past the limit is the check of the repeated
+    // transactions, before the feature SQL, which fails alike.)
+    assert!(said.contains("query `") && said.contains("raise --memory-limit"), "{said}");
     assert!(!tmp.path().join("no-spill").join(FEATURES_FILE).exists(), "nothing half-written");
 }
 
@@ -207,16 +228,62 @@ fn pipeline_and_server_run_on_s3() {
         .unwrap_or_else(|| panic!("{said}"));
     assert!(said.contains("NoSuchBucket"), "the store's own reason: {cause}\n{said}");
 
-    // Nightly: data from the bucket, snapshots published to it.
-    let models = tmp.path().join("models");
-    crate::common::copy_dir(trained().dir.parent().unwrap().parent().unwrap(), &models);
+    // The model registry on the bucket: train into it (the first version
+    // is promoted), promote another, and score from it below.
+    let train = |as_of: &str| {
+        let out = s3.engage(&[
+            "train",
+            "churn",
+            "--data",
+            "s3://engage/data",
+            "--as-of",
+            as_of,
+            "--models",
+            "s3://engage/models",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let said = train("2026-03-31");
+    assert!(said.contains("registered s3://engage/models/churn/churn-2026-03-31-"), "{said}");
+    assert!(said.contains("(promoted"), "{said}");
+    assert!(train("2026-02-28").contains("not promoted"));
+    let registry = s3.root("s3://engage/models");
+    let (_, mut versions) = rt.block_on(registry.list("churn")).unwrap();
+    versions.sort();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    let older = versions.iter().find(|v| v.contains("2026-02-28")).unwrap().clone();
+    for version in &versions {
+        for file in ["model.json", "meta.json", "report.html", "run_report.json"] {
+            let object = rt.block_on(registry.read(&format!("churn/{version}/{file}"))).unwrap();
+            assert!(object.is_some(), "{version}/{file} in the bucket");
+        }
+    }
+    let promote =
+        s3.engage(&["models", "promote", "--models", "s3://engage/models", &format!("churn@{older}")]);
+    assert!(promote.status.success(), "{}", stderr(&promote));
+    let promotions = rt.block_on(registry.read("churn/promotions.json")).unwrap().unwrap();
+    let promotions: serde_json::Value = serde_json::from_slice(&promotions).unwrap();
+    assert_eq!(promotions["stack"].as_array().unwrap().last().unwrap(), older.as_str());
+    let listed = s3.engage(&["models", "list", "--models", "s3://engage/models"]);
+    let marked: Vec<String> =
+        stdout(&listed).lines().filter(|l| l.starts_with('*')).map(String::from).collect();
+    assert!(marked.len() == 1 && marked[0].contains(&older), "{}", stdout(&listed));
+    // Errors name the registry's URL, not the local copy.
+    let unknown = s3.engage(&["models", "promote", "--models", "s3://engage/models", "churn@nope"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let said = stderr(&unknown);
+    assert!(said.contains("s3://engage/models") && said.contains("no version \"nope\""), "{said}");
+    assert!(!said.contains("/tmp"), "{said}");
+
+    // Nightly: data and models from the bucket, snapshots published to it.
     let storage: String =
         s3.env().iter().map(|(k, v)| format!("{} = \"{v}\"\n", k.to_ascii_lowercase())).collect();
     let config = tmp.path().join("nightly.toml");
     std::fs::write(
         &config,
         format!(
-            "[data]\nroot = \"s3://engage/data\"\n[models]\nregistry = \"models\"\n\
+            "[data]\nroot = \"s3://engage/data\"\n[models]\nregistry = \"s3://engage/models\"\n\
              [output]\nscores = \"scores\"\npublish_to = \"s3://engage/scores\"\nkeep = 1\n[storage]\n{storage}"
         ),
     )
@@ -229,6 +296,9 @@ fn pipeline_and_server_run_on_s3() {
         std::fs::read_to_string(tmp.path().join("scores/CURRENT")).unwrap().trim().to_string()
     };
     let first = nightly("2026-06-01");
+    let manifest = tmp.path().join(format!("scores/snapshots/{first}/manifest.json"));
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    assert_eq!(manifest["models"]["churn"], older.as_str(), "scored with the promoted version");
     let scores = s3.root("s3://engage/scores");
     let pointer = rt.block_on(scores.read("CURRENT")).unwrap().unwrap();
     assert_eq!(String::from_utf8_lossy(&pointer).trim(), first);
