@@ -167,6 +167,19 @@ impl Registry {
         &self.root
     }
 
+    /// A file of the registry as messages name it (under the URL for a copy).
+    fn show(&self, path: &Path) -> String {
+        match path.strip_prefix(&self.root) {
+            Ok(rel) => format!("{}/{}", self.shown.trim_end_matches('/'), rel.display()),
+            Err(_) => path.display().to_string(),
+        }
+    }
+
+    fn read_json<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<T, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: self.show(path), source })?;
+        serde_json::from_slice(&bytes).map_err(|source| ModelError::Parse { path: self.show(path), source })
+    }
+
     /// The directory of one version.
     pub fn version_dir(&self, name: &str, version: &str) -> PathBuf {
         self.root.join(name).join(version)
@@ -233,9 +246,7 @@ impl Registry {
                 format!("{name} has no version {version:?}; it has {}", known.join(", ")),
             ));
         }
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|source| ModelError::Parse { path: path.display().to_string(), source })
+        self.read_json(&path)
     }
 
     fn unknown_name(&self, name: &str) -> ModelError {
@@ -297,12 +308,10 @@ impl Registry {
         if !path.exists() {
             return Ok(Promotions { format_version: REGISTRY_FORMAT_VERSION, ..Promotions::default() });
         }
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let p: Promotions = serde_json::from_slice(&bytes)
-            .map_err(|source| ModelError::Parse { path: path.display().to_string(), source })?;
+        let p: Promotions = self.read_json(&path)?;
         if p.format_version != REGISTRY_FORMAT_VERSION {
             return Err(ModelError::FormatVersion {
-                path: path.display().to_string(),
+                path: self.show(&path),
                 found: p.format_version,
                 expected: REGISTRY_FORMAT_VERSION,
             });

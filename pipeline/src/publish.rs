@@ -18,7 +18,7 @@ use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use engage_models::registry::{META_FILE, PROMOTIONS_FILE, Registry};
+use engage_models::registry::{META_FILE, MODEL_FILE, PROMOTIONS_FILE, Registry};
 use engage_models::snapshot::{self, MANIFEST_FILE, POINTER_FILE, SNAPSHOTS_DIR};
 
 use crate::error::{PipelineError, Result, io};
@@ -171,14 +171,15 @@ impl ModelStore {
         Registry::copy_of(&self.dir, &self.root.to_string())
     }
 
-    /// A path inside the registry as the user knows it: the path, or the
-    /// object's URL for a store.
+    /// A path inside the registry as the user knows it: under the path or
+    /// URL as given.
     pub fn display(&self, path: &Path) -> String {
         match path.strip_prefix(&self.dir) {
-            Ok(rel) if self.copy.is_some() => self.root.display(
-                &rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"),
-            ),
-            _ => path.display().to_string(),
+            Ok(rel) => {
+                let parts: Vec<_> = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect();
+                if parts.is_empty() { self.root.to_string() } else { self.root.display(&parts.join("/")) }
+            }
+            Err(_) => path.display().to_string(),
         }
     }
 
@@ -188,7 +189,14 @@ impl ModelStore {
         let Some((_, pulled)) = &self.copy else { return Ok(()) };
         let rel = format!("{name}/{version}");
         let missing = |n: &str| !pulled.contains_key(&format!("{rel}/{n}"));
-        let got = self.root.download(&rel, &self.dir.join(name).join(version), missing).await?;
+        let dir = self.dir.join(name).join(version);
+        let got = self.root.download(&rel, &dir, missing).await?;
+        if !dir.join(MODEL_FILE).is_file() {
+            return Err(PipelineError::Config {
+                field: self.root.display(&format!("{rel}/{MODEL_FILE}")),
+                reason: format!("the version's {META_FILE} is there but not its artifact"),
+            });
+        }
         for name in got {
             let full = format!("{rel}/{name}");
             let d = self.digest_of(&full)?;

@@ -257,21 +257,26 @@ impl DataRoot {
         Ok(written)
     }
 
-    /// The names of every object under `rel/`, relative to `rel`.
-    pub async fn list_all(&self, rel: &str) -> Result<Vec<String>> {
+    /// Every object under `rel/`, with its name relative to `rel`.
+    async fn objects(&self, rel: &str) -> Result<Vec<(String, ObjectMeta)>> {
         let base = self.path(rel);
         let objects: Vec<ObjectMeta> =
             self.store.list(Some(&base)).try_collect().await.map_err(|e| self.error(rel, e))?;
-        let mut names: Vec<String> = objects
-            .iter()
+        let mut named: Vec<(String, ObjectMeta)> = objects
+            .into_iter()
             .map(|o| {
                 let parts: Vec<_> =
                     o.location.prefix_match(&base).expect("listed under the prefix").collect();
-                parts.iter().map(|p| p.as_ref()).collect::<Vec<_>>().join("/")
+                (parts.iter().map(|p| p.as_ref()).collect::<Vec<_>>().join("/"), o)
             })
             .collect();
-        names.sort();
-        Ok(names)
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(named)
+    }
+
+    /// The names of every object under `rel/`, relative to `rel`.
+    pub async fn list_all(&self, rel: &str) -> Result<Vec<String>> {
+        Ok(self.objects(rel).await?.into_iter().map(|(name, _)| name).collect())
     }
 
     /// Downloads every object under `rel/` into the local directory `to`.
@@ -281,12 +286,24 @@ impl DataRoot {
 
     /// Downloads the objects under `rel/` whose relative name `keep`
     /// accepts into the local directory `to`; returns their names. An
-    /// object deleted after the listing is left out.
+    /// object that goes between the listing and its download is an error
+    /// (a reader must not take a partial copy for a whole one).
     pub async fn download(&self, rel: &str, to: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
         let mut got = Vec::new();
-        for name in self.list_all(rel).await?.into_iter().filter(|n| keep(n)) {
-            let Some(bytes) = self.read(&join(rel, &name)).await? else { continue };
-            let local = to.join(&name);
+        for (name, object) in self.objects(rel).await?.into_iter().filter(|(n, _)| keep(n)) {
+            // Each part of the name a plain file name: nothing lands outside `to`.
+            let plain = name.split('/').all(|part| {
+                let mut c = Path::new(part).components();
+                matches!((c.next(), c.next()), (Some(std::path::Component::Normal(_)), None))
+            });
+            if !plain {
+                return Err(PipelineError::Config {
+                    field: self.display(&join(rel, &name)),
+                    reason: "not a plain relative file name; not downloaded".into(),
+                });
+            }
+            let bytes = self.get(&object).await?;
+            let local = name.split('/').fold(to.to_path_buf(), |p, part| p.join(part));
             if let Some(dir) = local.parent() {
                 std::fs::create_dir_all(dir).map_err(io(dir))?;
             }
