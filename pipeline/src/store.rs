@@ -323,10 +323,7 @@ impl DataRoot {
 
     /// Deletes every object under `rel/`.
     pub async fn delete_dir(&self, rel: &str) -> Result<()> {
-        let base = self.path(rel);
-        let objects: Vec<ObjectMeta> =
-            self.store.list(Some(&base)).try_collect().await.map_err(|e| self.error(rel, e))?;
-        for object in objects {
+        for (_, object) in self.objects(rel).await? {
             self.store.delete(&object.location).await.map_err(|e| self.error(rel, e))?;
         }
         Ok(())
