@@ -5,6 +5,7 @@
 //! wrapped in a versioned [`ModelArtifact`], which batch scoring loads again.
 
 mod artifact;
+pub mod chart;
 mod churn;
 mod classifier;
 pub mod clv;

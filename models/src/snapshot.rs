@@ -38,6 +38,19 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 /// identifier_value, customer_id) for the emails, phones and loyalty ids of
 /// the scored customers, values normalised by [`crate::identifier`].
 pub const IDENTITIES_FILE: &str = "identities.parquet";
+/// The nightly job's campaign results inside a snapshot (the directory of
+/// [`crate::report::write_campaigns`]).
+pub const CAMPAIGNS_DIR: &str = "campaigns";
+/// The nightly job's contact history inside a snapshot: per customer and
+/// campaign contacted in the last [`CONTACT_HISTORY_DAYS`], the responses.
+pub const CONTACTS_FILE: &str = "contacts.parquet";
+pub const CONTACT_HISTORY_DAYS: u32 = 365;
+/// The scoring models' registry files inside a snapshot:
+/// `models/<task>/meta.json` and `models/<task>/metrics.json`.
+pub const MODELS_DIR: &str = "models";
+/// The run report of the job that wrote a snapshot (and of every other
+/// job, next to its outputs).
+pub const RUN_REPORT_FILE: &str = "run_report.json";
 /// Identifier types a snapshot's identity lookup holds.
 pub const LOOKUP_ID_TYPES: [&str; 3] = ["email", "phone", "loyalty_id"];
 /// Bumped when the snapshot layout or scores schema changes incompatibly

@@ -29,8 +29,9 @@ use crate::report::Stopwatch;
 use crate::runtime::EngineSettings;
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
 use crate::sql::{
-    AUDIENCE_ELIGIBILITY, CAMPAIGN_RESULTS, CHURN_LABEL, FEATURES, HOLDOUT, IDENTITY_QUALITY, LABELS,
-    LIFECYCLE, PURCHASE_DAYS, PURCHASE_SUMMARY, RESPONSE_LABEL, SPEND_LABEL, SqlFile,
+    AUDIENCE_ELIGIBILITY, CAMPAIGN_RESULTS, CHURN_LABEL, CONTACT_HISTORY, FEATURES, HOLDOUT,
+    IDENTITY_QUALITY, LABELS, LIFECYCLE, PURCHASE_DAYS, PURCHASE_SUMMARY, RESPONSE_LABEL, SPEND_LABEL,
+    SqlFile,
 };
 use crate::store::DataRoot;
 
@@ -729,6 +730,23 @@ impl Engine {
         ];
         let df = self.register_view(&CAMPAIGN_RESULTS, &params).await?;
         df.collect().await.map_err(query(CAMPAIGN_RESULTS.path))
+    }
+
+    /// Each customer's campaign contacts in the `days` before `as_of` and
+    /// their responses (see `sql/campaigns/contact_history.sql`).
+    pub async fn contact_history(
+        &self,
+        as_of: NaiveDate,
+        days: u32,
+        response_days: u32,
+    ) -> Result<Vec<RecordBatch>> {
+        let params = vec![
+            ("as_of", as_of_param(as_of)),
+            ("days", ScalarValue::Float64(Some(days as f64))),
+            ("response_days", ScalarValue::Float64(Some(response_days as f64))),
+        ];
+        let df = self.register_view(&CONTACT_HISTORY, &params).await?;
+        df.collect().await.map_err(query(CONTACT_HISTORY.path))
     }
 
     /// Per CRM customer, whether and for how much they bought in

@@ -271,6 +271,7 @@ pub async fn run(config: &NightlyConfig, source: DataSource, as_of: NaiveDate) -
         keep: Some(config.output.keep),
         campaigns: config.campaigns.clone(),
         audiences: config.audiences.clone(),
+        measure: Some(MeasureWindow::default()),
     })
     .await?;
     let pushed = match remote {
@@ -361,11 +362,47 @@ pub async fn campaigns_report(
     holdout_days: u32,
     out: &Path,
 ) -> Result<CampaignsReport> {
+    let funnel = source.response_funnel.clone();
+    let mut engine = Engine::open_source(&source).await?;
+    let window = MeasureWindow { response_days, holdout_days };
+    let (results, holdout) =
+        measure_campaigns(&mut engine, &funnel, &config.campaigns, &config.audiences, as_of, window).await?;
+    let written =
+        engage_models::report::write_campaigns(out, &results, holdout.as_ref(), &as_of.to_string())?;
+    Ok(CampaignsReport { campaigns: results, universal_holdout: holdout, written })
+}
+
+/// How campaigns are measured: a response counts within `response_days`
+/// of the contact; the universal holdout is compared over the
+/// `holdout_days` before the cutoff.
+#[derive(Debug, Clone, Copy)]
+pub struct MeasureWindow {
+    pub response_days: u32,
+    pub holdout_days: u32,
+}
+
+impl Default for MeasureWindow {
+    /// `engage campaigns report`'s defaults, which `engage nightly` uses.
+    fn default() -> Self {
+        MeasureWindow { response_days: 30, holdout_days: 90 }
+    }
+}
+
+/// Every campaign in `engine`'s contacts table as of `as_of`, per stage of
+/// the response `funnel`, with costs from `campaigns`; and the universal holdout when
+/// `audiences` has one.
+pub async fn measure_campaigns(
+    engine: &mut Engine,
+    funnel: &[String],
+    campaigns: &[CampaignConfig],
+    audiences: &AudienceSettings,
+    as_of: NaiveDate,
+    window: MeasureWindow,
+) -> Result<(Vec<CampaignResult>, Option<HoldoutResult>)> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-    let funnel = source.response_funnel.clone();
-    let mut engine = Engine::open_source(&source).await?;
+    let MeasureWindow { response_days, holdout_days } = window;
     let batches = engine.campaign_results(as_of, response_days).await?;
     // campaign -> (kind, offer, per group: [(responded, depth, customers, revenue)])
     type Rows = Vec<(bool, i64, u64, f64)>;
@@ -412,11 +449,11 @@ pub async fn campaigns_report(
                 let reached = move |_: bool, d: i64| d > k as i64;
                 stages.push((stage.clone(), outcome(&treated, &reached), outcome(&control, &reached)));
             }
-            let cost = config.campaigns.iter().find(|c| c.id == id).and_then(|c| c.cost_per_contact);
+            let cost = campaigns.iter().find(|c| c.id == id).and_then(|c| c.cost_per_contact);
             CampaignResult::new(&id, kind, offer, stages, cost)
         })
         .collect();
-    let share = config.audiences.universal_holdout;
+    let share = audiences.universal_holdout;
     let holdout = if share > 0.0 {
         let since = as_of - chrono::Days::new(holdout_days as u64);
         let mut groups = [GroupOutcome { customers: 0, responders: 0, revenue: 0.0 }; 2];
@@ -426,7 +463,7 @@ pub async fn campaigns_report(
             let ids = ids.as_string::<i32>();
             let (bought, revenue) = (b.column(1).as_boolean(), b.column(2).as_primitive::<Float64Type>());
             for i in 0..b.num_rows() {
-                let g = &mut groups[config.audiences.in_holdout(ids.value(i)) as usize];
+                let g = &mut groups[audiences.in_holdout(ids.value(i)) as usize];
                 g.customers += 1;
                 g.responders += bought.value(i) as u64;
                 g.revenue += revenue.value(i);
@@ -436,9 +473,7 @@ pub async fn campaigns_report(
     } else {
         None
     };
-    let written =
-        engage_models::report::write_campaigns(out, &results, holdout.as_ref(), &as_of.to_string())?;
-    Ok(CampaignsReport { campaigns: results, universal_holdout: holdout, written })
+    Ok((results, holdout))
 }
 
 /// What `engage campaigns report` measured and wrote.

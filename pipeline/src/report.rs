@@ -16,7 +16,7 @@ use crate::identity::{IdentityQuality, IdentityStats};
 use crate::ingest::TableCounts;
 
 /// File name of the report inside a job's output directory.
-pub const RUN_REPORT_FILE: &str = "run_report.json";
+pub use engage_models::snapshot::RUN_REPORT_FILE;
 
 /// One stage of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ use crate::audience::{self, AudienceSettings, CampaignConfig};
 use crate::engine::{DataSource, Engine};
 use crate::error::{PipelineError, Result, io, query};
 use crate::frame::{feature_matrix, table_text};
+use crate::nightly::{MeasureWindow, measure_campaigns};
 use crate::output::write_parquet;
 use crate::publish::ModelStore;
 use crate::report::{RunReport, ScoreStats, ScoreSummary, Stopwatch};
@@ -148,6 +149,9 @@ pub struct ScoreOptions {
     pub keep: Option<usize>,
     /// Campaigns; those due at `as_of` select their audiences into the snapshot.
     pub campaigns: Vec<CampaignConfig>,
+    /// Measure every campaign and write the contact history into the
+    /// snapshot (the nightly job, for the dashboard); `None` skips it.
+    pub measure: Option<MeasureWindow>,
     pub audiences: AudienceSettings,
 }
 
@@ -173,6 +177,7 @@ impl ScoreOptions {
             keep: None,
             campaigns: Vec::new(),
             audiences: AudienceSettings::default(),
+            measure: None,
         }
     }
 }
@@ -195,6 +200,8 @@ struct Models {
     response: Option<ModelArtifact>,
     uplift: Option<UpliftArtifact>,
     clv: Option<ClvArtifact>,
+    /// Task -> the model's registry directory.
+    dirs: BTreeMap<String, PathBuf>,
 }
 
 impl Models {
@@ -238,6 +245,8 @@ impl Models {
             if taken {
                 return Err(bad(format!("a second {} model: a snapshot holds one per task", meta.task)));
             }
+            let dir = path.parent().expect("a model file in its version directory").to_path_buf();
+            models.dirs.insert(task.name().into(), dir);
         }
         if models.versions().is_empty() {
             return Err(PipelineError::InvalidArgument {
@@ -292,6 +301,21 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
     // CLV needs each customer's purchase summary; then the events can go.
     let summaries = match &models.clv {
         Some(a) => Some(engine.purchase_summaries(opts.as_of, a.unit_days).await?),
+        None => None,
+    };
+    // Campaign results and contact histories, while the events are held
+    // (the universal holdout's measure reads purchases).
+    let measured = match opts.measure {
+        Some(window) => {
+            let funnel = &opts.source.response_funnel;
+            let results =
+                measure_campaigns(&mut engine, funnel, &opts.campaigns, &opts.audiences, opts.as_of, window)
+                    .await?;
+            let contacts = engine
+                .contact_history(opts.as_of, snapshot::CONTACT_HISTORY_DAYS, window.response_days)
+                .await?;
+            Some((results, contacts))
+        }
         None => None,
     };
     engine.release_events()?;
@@ -395,6 +419,23 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
         write_parquet(&staging.join(IDENTITIES_FILE), lookup.schema(), &[lookup])?;
         let feature_schema = features.first().map(|b| b.schema()).expect("features of every customer");
         write_parquet(&staging.join(FEATURES_FILE), feature_schema, &features)?;
+        if let Some(((results, holdout), contacts)) = &measured {
+            let as_of = opts.as_of.to_string();
+            let dir = staging.join(snapshot::CAMPAIGNS_DIR);
+            engage_models::report::write_campaigns(&dir, results, holdout.as_ref(), &as_of)?;
+            if let Some(first) = contacts.first() {
+                write_parquet(&staging.join(snapshot::CONTACTS_FILE), first.schema(), contacts)?;
+            }
+        }
+        for (task, from) in &models.dirs {
+            let to = staging.join(snapshot::MODELS_DIR).join(task);
+            std::fs::create_dir_all(&to).map_err(io(&to))?;
+            for file in [engage_models::registry::META_FILE, engage_models::report::METRICS_FILE] {
+                if from.join(file).exists() {
+                    std::fs::copy(from.join(file), to.join(file)).map_err(io(&to.join(file)))?;
+                }
+            }
+        }
         progress.lap(&mut clock, "write scores");
         let mut audiences = Vec::new();
         let mut recorded = Vec::new();

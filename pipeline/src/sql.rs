@@ -71,6 +71,11 @@ pub const PURCHASE_SUMMARY: SqlFile = sql_file!("purchase_summary", "models/purc
 /// parameters `$as_of` and `$response_days`.
 pub const CAMPAIGN_RESULTS: SqlFile = sql_file!("campaign_results", "campaigns/results.sql");
 
+/// Per customer and campaign contacted in the `$days` before `$as_of`:
+/// group, channel, date, responses within `$response_days`, the deepest
+/// funnel stage and revenue (the dashboard's customer page).
+pub const CONTACT_HISTORY: SqlFile = sql_file!("contact_history", "campaigns/contact_history.sql");
+
 /// Per CRM customer: a purchase in [`$since`, `$as_of`) and its revenue,
 /// for the universal holdout's measure.
 pub const HOLDOUT: SqlFile = sql_file!("holdout_outcome", "campaigns/holdout.sql");

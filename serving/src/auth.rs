@@ -3,6 +3,10 @@
 //! constant time. Keys are 256-bit random, so an unsalted hash is enough
 //! (nothing to brute-force); they are never logged, only their names.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
@@ -70,6 +74,20 @@ impl Keys {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
+        self.authorize_key(presented, scope)
+    }
+
+    /// True when auth is off (`insecure_no_auth`).
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// The name of key `presented` if it holds `scope` (the check of
+    /// [`Keys::authorize`], for a key typed into the dashboard's form).
+    pub fn authorize_key(&self, presented: &str, scope: Scope) -> Result<String, ApiError> {
+        if self.open {
+            return Ok("anonymous".into());
+        }
         let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         // Compare with every key (no early exit), each in constant time.
         let mut found: Option<&ApiKey> = None;
@@ -84,6 +102,61 @@ impl Keys {
         } else {
             Err(ApiError::Forbidden(scope.name()))
         }
+    }
+}
+
+/// Dashboard sessions: a browser that signed in with an API key holds a
+/// random token in an HttpOnly cookie; the server keeps the token's
+/// SHA-256 with the key's name until it expires (or the server restarts).
+/// The key itself is never stored, nor put in a URL.
+#[derive(Debug)]
+pub struct Sessions {
+    open: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    ttl: Duration,
+}
+
+/// Sessions held at most at once; past it, the oldest goes.
+const MAX_SESSIONS: usize = 10_000;
+
+impl Sessions {
+    pub fn new(ttl: Duration) -> Sessions {
+        Sessions { open: Mutex::default(), ttl }
+    }
+
+    /// How long a session lasts.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A new session for key `name`: its token, for the cookie.
+    pub fn start(&self, name: &str) -> String {
+        use rand::RngCore;
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let token = hex(&bytes);
+        let now = Instant::now();
+        let mut open = self.open.lock().expect("sessions lock");
+        open.retain(|_, (_, expires)| *expires > now);
+        if open.len() >= MAX_SESSIONS
+            && let Some(oldest) = open.iter().min_by_key(|(_, (_, e))| *e).map(|(k, _)| *k)
+        {
+            open.remove(&oldest);
+        }
+        open.insert(Sha256::digest(token.as_bytes()).into(), (name.to_string(), now + self.ttl));
+        token
+    }
+
+    /// The key name of a live session `token`.
+    pub fn check(&self, token: &str) -> Option<String> {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let open = self.open.lock().expect("sessions lock");
+        open.get(&hash).filter(|(_, expires)| *expires > Instant::now()).map(|(name, _)| name.clone())
+    }
+
+    /// Ends session `token`.
+    pub fn end(&self, token: &str) {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.open.lock().expect("sessions lock").remove(&hash);
     }
 }
 
@@ -130,6 +203,19 @@ mod tests {
         assert!(key.starts_with("ek_") && key.len() == 67, "{key}");
         assert_eq!(hash, hex(&Sha256::digest(key.as_bytes())));
         assert_ne!(generate_key().0, key);
+    }
+
+    #[test]
+    fn sessions_answer_until_they_end_or_expire() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let token = sessions.start("marketing");
+        assert_eq!(sessions.check(&token).as_deref(), Some("marketing"));
+        assert_eq!(sessions.check("not-a-token"), None);
+        sessions.end(&token);
+        assert_eq!(sessions.check(&token), None);
+        let brief = Sessions::new(Duration::ZERO);
+        let token = brief.start("marketing");
+        assert_eq!(brief.check(&token), None, "an expired session answers nothing");
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct ServeConfig {
     /// checked every `watch_interval_ms`, a new snapshot is downloaded in
     /// full before the cache's pointer moves to it.
     pub follow: Option<String>,
+    /// How long a dashboard sign-in lasts, s.
+    pub session_ttl_s: u64,
 }
 
 /// One API key, stored as the SHA-256 of the key (never the key).
@@ -77,6 +79,7 @@ impl Default for ServeConfig {
             api_keys: Vec::new(),
             insecure_no_auth: false,
             follow: None,
+            session_ttl_s: 8 * 3600,
         }
     }
 }

@@ -4,11 +4,12 @@
 //! HTTP; [`Served`] holds the one being served and swaps in new ones
 //! ([`Served::reload`], the pointer watcher); [`build_app`] wires routes,
 //! API keys, limits, metrics and request ids, shared by `engage serve` and
-//! the tests. No DataFusion here: snapshots are read with the parquet crate.
+//! the tests; [`dashboard`] serves `/dashboard`. No DataFusion here: snapshots are read with the parquet crate.
 
 mod api;
 pub mod auth;
 mod config;
+pub mod dashboard;
 mod error;
 mod metrics;
 mod snapshot;
@@ -98,6 +99,9 @@ pub fn build_app(
     });
     let query = web::QueryConfig::default()
         .error_handler(|err: QueryPayloadError, _| ApiError::invalid("query", err.to_string()).into());
+    let form = web::FormConfig::default()
+        .limit(4096)
+        .error_handler(|err, _| ApiError::InvalidBody(err.to_string()).into());
     let path =
         web::PathConfig::default().error_handler(|err, _| ApiError::invalid("path", err.to_string()).into());
     let cors = cors_origins
@@ -116,6 +120,7 @@ pub fn build_app(
         .app_data(state)
         .app_data(json)
         .app_data(query)
+        .app_data(form)
         .app_data(path)
         .service(resource("/v1/customers/{id}/scores").route(web::get().to(api::customer_scores)))
         .service(resource("/v1/scores:batch").route(web::post().to(api::batch_scores)))
@@ -128,6 +133,10 @@ pub fn build_app(
         .service(resource("/readyz").route(web::get().to(api::readyz)))
         .service(resource("/metrics").route(web::get().to(api::metrics)))
         .service(resource("/openapi.json").route(web::get().to(api::openapi)))
+        .service(resource("/dashboard").route(web::get().to(dashboard::show)))
+        .service(resource("/dashboard/login").route(web::post().to(dashboard::sign_in)))
+        .service(resource("/dashboard/logout").route(web::post().to(dashboard::sign_out)))
+        .service(resource("/dashboard/customer").route(web::post().to(dashboard::customer)))
         .default_service(web::to(api::not_found))
         .wrap_fn(|req, srv| {
             let start = Instant::now();
@@ -189,7 +198,8 @@ pub fn start(config: &ServeConfig) -> Result<Running, ServeError> {
         max_page: config.max_page,
         max_body_bytes: config.max_body_bytes,
     };
-    let served = Arc::new(Served::new(&config.scores, keys, limits));
+    let sessions = auth::Sessions::new(Duration::from_secs(config.session_ttl_s));
+    let served = Arc::new(Served::new(&config.scores, keys, limits, sessions));
     let _ = served.reload();
     if config.watch_interval_ms > 0 {
         served.watch(Duration::from_millis(config.watch_interval_ms));

@@ -17,6 +17,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::dashboard::Board;
 use crate::{ApiError, ServeError};
 
 /// Contact lists inside a snapshot (written by `engage nightly`).
@@ -172,6 +173,8 @@ pub struct ScoreService {
     strings: Vec<String>,
     /// Campaign -> contact list in rank order, and its summary.
     audiences: BTreeMap<String, Audience>,
+    /// What the dashboard shows of this snapshot.
+    board: Board,
 }
 
 /// One campaign's contact list in a snapshot.
@@ -194,7 +197,7 @@ fn intern(strings: &mut Vec<String>, index: &mut HashMap<String, u32>, value: &s
 }
 
 /// Reads a Parquet file into batches.
-fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ServeError> {
+pub(crate) fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ServeError> {
     let shown = path.display().to_string();
     let parquet_err = |source| ServeError::Parquet { path: shown.clone(), source };
     let file = std::fs::File::open(path)
@@ -205,7 +208,12 @@ fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ServeError> {
 }
 
 /// Column `name` of `batch`, which must have type `ty`.
-fn column(batch: &RecordBatch, path: &Path, name: &str, ty: &DataType) -> Result<ArrayRef, ServeError> {
+pub(crate) fn column(
+    batch: &RecordBatch,
+    path: &Path,
+    name: &str,
+    ty: &DataType,
+) -> Result<ArrayRef, ServeError> {
     let schema_err = |reason: String| ServeError::Schema { path: path.display().to_string(), reason };
     let col = batch.column_by_name(name).ok_or_else(|| schema_err(format!("column `{name}` missing")))?;
     if col.data_type() != ty {
@@ -215,7 +223,12 @@ fn column(batch: &RecordBatch, path: &Path, name: &str, ty: &DataType) -> Result
 }
 
 /// Text column `name` (`Utf8`) of `batch`, with no nulls when `required`.
-fn text(batch: &RecordBatch, path: &Path, name: &str, required: bool) -> Result<ArrayRef, ServeError> {
+pub(crate) fn text(
+    batch: &RecordBatch,
+    path: &Path,
+    name: &str,
+    required: bool,
+) -> Result<ArrayRef, ServeError> {
     let col = column(batch, path, name, &DataType::Utf8)?;
     if required && col.null_count() > 0 {
         return Err(ServeError::Schema {
@@ -252,6 +265,7 @@ impl ScoreService {
             offer_uplift: Vec::new(),
             strings: Vec::new(),
             audiences: BTreeMap::new(),
+            board: Board::default(),
             manifest,
         };
         let mut index = HashMap::new();
@@ -344,6 +358,7 @@ impl ScoreService {
             }
         }
 
+        let snapshot_dir = dir;
         let dir = dir.join(AUDIENCES_DIR);
         let summaries: Vec<serde_json::Value> = match std::fs::read(dir.join(AUDIENCE_SUMMARY_FILE)) {
             Ok(bytes) => {
@@ -407,18 +422,38 @@ impl ScoreService {
                 .unwrap_or(serde_json::Value::Null);
             svc.audiences.insert(campaign, Audience { entries, summary });
         }
+        svc.board = Board::build(&svc, snapshot_dir)?;
         Ok(svc)
     }
 
+    /// The dashboard's view of this snapshot.
+    pub(crate) fn board(&self) -> &Board {
+        &self.board
+    }
+
+    /// Score `name` (a scores column: `churn_probability`, `clv`, ...) of
+    /// every customer by row; NaN where null.
+    pub(crate) fn score_values(&self, name: &str) -> Vec<f64> {
+        let j = SCORES.iter().position(|s| *s == name).expect("a score column");
+        self.rows.iter().map(|r| r.scores[j]).collect()
+    }
+
+    /// Label `name` (`lifecycle_stage`, `value_tier`, `risk_band`, ...) of
+    /// every customer by row.
+    pub(crate) fn label_values(&self, name: &str) -> Vec<Option<&str>> {
+        let j = LABELS.iter().position(|s| *s == name).expect("a label column");
+        self.rows.iter().map(|r| self.label(r.labels[j])).collect()
+    }
+
     /// The row of customer id `id`.
-    fn row_of(&self, id: &str) -> Option<u32> {
+    pub(crate) fn row_of(&self, id: &str) -> Option<u32> {
         self.by_id.find(self.hasher.hash_one(id), |&r| &*self.ids[r as usize] == id).copied()
     }
 
     /// The row of the customer `id` names: a customer id as it is, an
     /// email, phone or loyalty id normalised as identity resolution does
     /// and looked up in the snapshot's identity map.
-    fn row(&self, id_type: IdType, id: &str) -> Result<u32, ApiError> {
+    pub(crate) fn row(&self, id_type: IdType, id: &str) -> Result<u32, ApiError> {
         let unknown = || ApiError::UnknownCustomer { id_type: id_type.name(), id: id.to_string() };
         let malformed = |what: &str| ApiError::invalid("id", format!("`{id}` is not {what}"));
         let (table, key) = match id_type {
@@ -443,15 +478,21 @@ impl ScoreService {
 
     /// Scores of the customer `id` names (an identifier of `id_type`).
     pub fn lookup(&self, id_type: IdType, id: &str) -> Result<CustomerScores<'_>, ApiError> {
-        let row = self.row(id_type, id)? as usize;
+        Ok(self.scores_at(self.row(id_type, id)? as usize))
+    }
+
+    /// An interned label.
+    fn label(&self, s: u32) -> Option<&str> {
+        (s != NONE).then(|| self.strings[s as usize].as_str())
+    }
+
+    /// Scores of the customer in `row`.
+    pub(crate) fn scores_at(&self, row: usize) -> CustomerScores<'_> {
         let r = &self.rows[row];
         let score = |j: usize| Some(r.scores[j]).filter(|v| !v.is_nan());
-        let label = |j: usize| {
-            let s = r.labels[j];
-            (s != NONE).then(|| self.strings[s as usize].as_str())
-        };
+        let label = |j: usize| self.label(r.labels[j]);
         let m = &self.manifest;
-        Ok(CustomerScores {
+        CustomerScores {
             customer_id: &self.ids[row],
             churn_probability: score(0),
             model_version: m.models.get("churn").map(String::as_str),
@@ -484,7 +525,7 @@ impl ScoreService {
             as_of: &m.as_of,
             scored_at: &m.scored_at,
             snapshot_id: &m.snapshot_id,
-        })
+        }
     }
 
     /// Scores of one customer by customer id, or `UnknownCustomer`.

@@ -13,7 +13,7 @@ use engage_models::snapshot;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::auth::Keys;
+use crate::auth::{Keys, Sessions};
 use crate::metrics::{Metrics, escape};
 use crate::{ApiError, ScoreService, ServeError};
 
@@ -55,10 +55,12 @@ pub struct Served {
     pub metrics: Metrics,
     pub keys: Keys,
     pub limits: Limits,
+    /// Dashboard sign-ins.
+    pub sessions: Sessions,
 }
 
 impl Served {
-    pub fn new(root: &Path, keys: Keys, limits: Limits) -> Served {
+    pub fn new(root: &Path, keys: Keys, limits: Limits, sessions: Sessions) -> Served {
         Served {
             root: root.to_path_buf(),
             current: ArcSwapOption::empty(),
@@ -67,6 +69,7 @@ impl Served {
             metrics: Metrics::default(),
             keys,
             limits,
+            sessions,
         }
     }
 

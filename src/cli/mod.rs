@@ -196,10 +196,20 @@ enum Command {
         #[command(subcommand)]
         action: ModelsAction,
     },
-    /// Read run reports.
+    /// The dashboard of a snapshot as one HTML file (`--scores DIR --out
+    /// FILE`), or a run report (`show`).
+    #[command(args_conflicts_with_subcommands = true)]
     Report {
         #[command(subcommand)]
-        action: ReportAction,
+        action: Option<ReportAction>,
+        /// Snapshot root (`engage nightly`'s `output.scores`): the
+        /// dashboard of its current snapshot.
+        #[arg(long, requires = "out")]
+        scores: Option<PathBuf>,
+        /// The HTML file to write (self-contained: no scripts, no external
+        /// files; written atomically).
+        #[arg(long, requires = "scores")]
+        out: Option<PathBuf>,
     },
     /// Generate a sample, build features, train, score, and print a summary.
     Demo(demo::DemoArgs),
@@ -909,7 +919,17 @@ pub async fn run(cli: Cli) -> Result<()> {
             print!("{}", lifecycle_table(&run));
             println!("{} rows of history at {} cutoffs", run.history_rows, run.stage_counts.len());
         }
-        Command::Report { action: ReportAction::Show { dir } } => {
+        Command::Report { action: None, scores, out } => {
+            let (Some(scores), Some(out)) = (scores, out) else {
+                bail!("engage report: give --scores DIR --out FILE, or `engage report show DIR`");
+            };
+            let html = engage_serving::dashboard::export(&scores)
+                .with_context(|| format!("building the dashboard of {}", scores.display()))?;
+            engage_models::snapshot::write_atomic(&out, html.as_bytes())
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("dashboard of {} written to {} ({} bytes)", scores.display(), out.display(), html.len());
+        }
+        Command::Report { action: Some(ReportAction::Show { dir }), .. } => {
             let report = RunReport::read(&dir)
                 .with_context(|| format!("reading the run report in {}", dir.display()))?;
             print!("{}", report.render());

@@ -9,8 +9,8 @@ use engage_pipeline::Engine;
 use engage_pipeline::Task;
 use engage_pipeline::datafusion::arrow::util::pretty::pretty_format_batches;
 use engage_pipeline::sql::{
-    AUDIENCE_ELIGIBILITY, CAMPAIGN_RESULTS, FEATURES, HOLDOUT, LABELS, LIFECYCLE, PURCHASE_DAYS,
-    PURCHASE_SUMMARY,
+    AUDIENCE_ELIGIBILITY, CAMPAIGN_RESULTS, CONTACT_HISTORY, FEATURES, HOLDOUT, LABELS, LIFECYCLE,
+    PURCHASE_DAYS, PURCHASE_SUMMARY,
 };
 
 use crate::common::{date, tiny, tiny_as_of};
@@ -83,6 +83,8 @@ async fn every_sql_view_matches_its_golden_file() {
         CAMPAIGN_RESULTS.name,
         &dump(&engine, CAMPAIGN_RESULTS.name, "campaign_id, \"group\", responded, depth").await,
     );
+    engine.contact_history(date("2025-08-01"), 365, 30).await.unwrap();
+    check(CONTACT_HISTORY.name, &dump(&engine, CONTACT_HISTORY.name, "customer_id, campaign_id").await);
     engine.purchases_between(date("2025-01-01"), tiny_as_of()).await.unwrap();
     check(HOLDOUT.name, &dump(&engine, HOLDOUT.name, "customer_id").await);
     // Every registered SQL file has a golden file.
@@ -92,6 +94,7 @@ async fn every_sql_view_matches_its_golden_file() {
         &PURCHASE_SUMMARY,
         &AUDIENCE_ELIGIBILITY,
         &CAMPAIGN_RESULTS,
+        &CONTACT_HISTORY,
     ]) {
         assert!(golden.join(format!("{}.txt", file.name)).exists(), "no golden file for {}", file.path);
     }

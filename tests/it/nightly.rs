@@ -24,11 +24,11 @@ struct Setup {
     scores: PathBuf,
 }
 
-fn setup(keep: usize) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let models = tmp.path().join("models");
+/// A registry at `models` with the sample's churn model and a CLV model
+/// trained with `engage train clv`, both promoted.
+pub fn churn_and_clv_registry(models: &Path) {
     // `trained().dir` is <models>/churn/<version>.
-    copy_dir(trained().dir.parent().unwrap().parent().unwrap(), &models);
+    copy_dir(trained().dir.parent().unwrap().parent().unwrap(), models);
     let o = engage(&[
         "train",
         "clv",
@@ -41,6 +41,11 @@ fn setup(keep: usize) -> Setup {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("(promoted"), "{}", stdout(&o));
+}
+
+fn setup(keep: usize) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    churn_and_clv_registry(&tmp.path().join("models"));
     let config = tmp.path().join("nightly.toml");
     std::fs::write(
         &config,
@@ -60,20 +65,20 @@ fn nightly(s: &Setup, extra: &[&str]) -> std::process::Output {
     engage(&args)
 }
 
-fn read_scores(dir: &Path) -> RecordBatch {
+pub fn read_scores(dir: &Path) -> RecordBatch {
     let file = std::fs::File::open(dir.join("scores.parquet")).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
     let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
     concat_batches(&batches[0].schema(), &batches).unwrap()
 }
 
-fn floats(b: &RecordBatch, c: &str) -> Vec<Option<f64>> {
+pub fn floats(b: &RecordBatch, c: &str) -> Vec<Option<f64>> {
     let col = b.column_by_name(c).unwrap_or_else(|| panic!("no column {c}"));
     let col = col.as_primitive::<Float64Type>();
     (0..col.len()).map(|i| col.is_valid(i).then(|| col.value(i))).collect()
 }
 
-fn texts(b: &RecordBatch, c: &str) -> Vec<Option<String>> {
+pub fn texts(b: &RecordBatch, c: &str) -> Vec<Option<String>> {
     let col = b.column_by_name(c).unwrap_or_else(|| panic!("no column {c}"));
     // DataFusion reads text as Utf8View, the parquet reader as Utf8.
     let col = engage_pipeline::datafusion::arrow::compute::cast(col, &DataType::Utf8).unwrap();
@@ -81,11 +86,11 @@ fn texts(b: &RecordBatch, c: &str) -> Vec<Option<String>> {
     (0..col.len()).map(|i| col.is_valid(i).then(|| col.value(i).to_string())).collect()
 }
 
-fn current(scores: &Path) -> String {
+pub fn current(scores: &Path) -> String {
     std::fs::read_to_string(scores.join("CURRENT")).unwrap().trim().to_string()
 }
 
-fn snapshots(scores: &Path) -> Vec<String> {
+pub fn snapshots(scores: &Path) -> Vec<String> {
     let mut ids: Vec<String> = std::fs::read_dir(scores.join("snapshots"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())

@@ -1,0 +1,34 @@
+-- Contact history: each customer's campaign contacts in the $days days
+-- before $as_of and what they led to, for the dashboard's customer page
+-- (docs/dashboard.md). A contact is a customer's first record in a
+-- campaign (treatment or control) in the window; its responses are those
+-- to that campaign from the contact on, within $response_days days and
+-- before $as_of, as in sql/campaigns/results.sql.
+-- Grain: one row per customer and campaign contacted in the window.
+WITH c AS (
+  SELECT campaign_id, customer_id, "group", min(ts) AS ts, min(channel) AS channel
+  FROM contacts
+  WHERE ts < $as_of
+    AND (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 <= $days
+  GROUP BY campaign_id, customer_id, "group"
+),
+per_contact AS (
+  SELECT c.customer_id, c.campaign_id, c."group", c.channel, c.ts,
+         count(r.ts) AS responses,
+         max(f.depth) AS depth,
+         coalesce(sum(r.revenue), 0.0) AS revenue
+  FROM c
+  LEFT JOIN responses r
+    ON r.campaign_id = c.campaign_id AND r.customer_id = c.customer_id
+   AND r.ts >= c.ts AND r.ts < $as_of
+   AND (date_part('epoch', r.ts) - date_part('epoch', c.ts)) / 86400.0 < $response_days
+  LEFT JOIN response_funnel f ON f.stage = r.stage
+  GROUP BY c.customer_id, c.campaign_id, c."group", c.channel, c.ts
+)
+-- deepest_stage: the deepest funnel stage a response reached (null when
+-- none, or only stages the funnel does not list).
+SELECT p.customer_id, p.campaign_id, p."group", p.channel,
+       CAST(p.ts AS DATE) AS contacted_on,
+       p.responses, s.stage AS deepest_stage, p.revenue
+FROM per_contact p
+LEFT JOIN response_funnel s ON s.depth = p.depth
