@@ -154,6 +154,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!("serve the scores (on this machine only: no API keys; see docs/serving.md):");
     println!("  cargo run --release -- serve --scores {} --insecure-no-auth", dir.join("scores").display());
     println!("  curl http://127.0.0.1:8080/v1/customers/C0000001/scores");
+    println!("  open http://127.0.0.1:8080/dashboard (docs/dashboard.md)");
     println!("the nightly job on these models (config in the repository):");
     println!("  cargo run --release -- nightly --config engage.example.toml");
     Ok(())

@@ -671,13 +671,58 @@ fn reloads_swap_good_snapshots_and_refuse_bad_ones_while_serving() {
     });
     assert_eq!(snapshot_id(), first);
 
-    // A good one: swapped in by the watcher.
+    // One whose dashboard files are malformed: refused, naming the file.
+    publish_copy(&scores, &original, "2026-07-03_20261202T000001", |dir| {
+        std::fs::create_dir_all(dir.join("campaigns")).unwrap();
+        std::fs::write(dir.join("campaigns/campaigns.json"), "{\"as_of\": 7}").unwrap();
+    });
+    wait_for("the snapshot with a bad campaigns.json to be refused", || {
+        get(&format!("{}/readyz", server.base), None).1["last_refused"]["snapshot_id"]
+            == "2026-07-03_20261202T000001"
+    });
+    let (_, ready) = get(&format!("{}/readyz", server.base), None);
+    assert!(ready["last_refused"]["error"].as_str().unwrap().contains("campaigns.json"), "{ready}");
+    assert_eq!(snapshot_id(), first);
+
+    // A good one: swapped in by the watcher. The dashboard's history leaves
+    // out the unreadable earlier snapshots and says so.
     publish_copy(&scores, &original, "2026-07-04_20261202T000000", |_| {});
     wait_for("the good snapshot to be served", || snapshot_id() == "2026-07-04_20261202T000000");
     let (_, ready) = get(&format!("{}/readyz", server.base), None);
     assert!(ready.get("last_refused").is_none(), "{ready}");
     let (status, body) = call("POST", &format!("{}/v1/admin/reload", server.base), Some(&k.all), None);
     assert_eq!((status, body["reloaded"].as_bool()), (200, Some(false)), "{body}");
+    let page = agent()
+        .get(&format!("{}/dashboard", server.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(page.contains("Sign in"), "the dashboard asks for a key first");
+    let no_redirects =
+        ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().new_agent();
+    let login = |key: &str| {
+        no_redirects.post(&format!("{}/dashboard/login", server.base)).send_form([("key", key)]).unwrap()
+    };
+    assert_eq!(login(&k.audiences).status(), 403, "a key without scores:read");
+    assert_eq!(login("ek_not-a-key").status(), 401);
+    let signed = login(&k.scores);
+    assert_eq!(signed.status(), 303);
+    let cookie = signed.headers().get("set-cookie").unwrap().to_str().unwrap().to_string();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/dashboard"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    let session = cookie.split(';').next().unwrap();
+    let mut page =
+        agent().get(&format!("{}/dashboard", server.base)).header("Cookie", session).call().unwrap();
+    let csp = page.headers().get("content-security-policy").unwrap().to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let page = page.body_mut().read_to_string().unwrap();
+    assert!(
+        page.contains("snapshot 2026-07-02_20261202T000000 left out of the history"),
+        "the note on the corrupt one"
+    );
 
     stop.store(true, Ordering::Relaxed);
     workers.into_iter().for_each(|w| w.join().unwrap());

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type};
@@ -132,16 +133,16 @@ pub struct Quality {
     pub resolved: Option<BTreeMap<String, serde_json::Value>>,
 }
 
-/// One campaign contact on the customer page.
+/// One campaign contact on the customer page (its text interned: a year
+/// of contacts of every customer is held in memory).
 #[derive(Debug, Clone)]
 pub struct Contact {
-    pub campaign_id: String,
-    pub group: String,
-    pub channel: Option<String>,
-    /// ISO date.
-    pub contacted_on: String,
+    pub campaign_id: Arc<str>,
+    pub group: Arc<str>,
+    pub channel: Option<Arc<str>>,
+    pub contacted_on: chrono::NaiveDate,
     pub responses: i64,
-    pub deepest_stage: Option<String>,
+    pub deepest_stage: Option<Arc<str>>,
     pub revenue: f64,
 }
 
@@ -257,8 +258,8 @@ fn read_earlier(dir: &Path, id: &str) -> Result<Earlier, ServeError> {
     Ok(earlier)
 }
 
-/// The earlier snapshots under the root of snapshot `dir`: the newest of
-/// each as-of date before the current one's, oldest first.
+/// The earlier snapshots under the root of snapshot `dir` (ids before the
+/// current one's): the newest of each as-of date, oldest first.
 fn earlier_ids(dir: &Path, current: &SnapshotManifest) -> Vec<String> {
     let Some(snapshots) = dir.parent().filter(|p| p.file_name().is_some_and(|n| n == SNAPSHOTS_DIR)) else {
         return Vec::new();
@@ -273,12 +274,14 @@ fn earlier_ids(dir: &Path, current: &SnapshotManifest) -> Vec<String> {
         })
         .unwrap_or_default();
     ids.sort();
-    // Ids start with the as-of date: keep the newest run of each date.
+    // Ids start with the as-of date: keep the newest run of each earlier
+    // date (a re-run of the current date is superseded by it).
+    let date = |id: &str| id.split('_').next().unwrap_or(id).to_string();
+    let today = date(&current.snapshot_id);
     let mut newest: BTreeMap<String, String> = BTreeMap::new();
     for id in ids {
-        let date = id.split('_').next().unwrap_or(&id).to_string();
-        if date.as_str() < current.as_of.as_str() {
-            newest.insert(date, id);
+        if date(&id) != today {
+            newest.insert(date(&id), id);
         }
     }
     newest.into_values().collect()
@@ -463,6 +466,7 @@ fn read_models(dir: &Path) -> Result<Vec<ModelCard>, ServeError> {
 fn read_contacts(svc: &ScoreService, dir: &Path) -> Result<HashMap<u32, Vec<Contact>>, ServeError> {
     let path = dir.join(CONTACTS_FILE);
     let mut by_row: HashMap<u32, Vec<Contact>> = HashMap::new();
+    let mut strings: HashMap<String, Arc<str>> = HashMap::new();
     if !path.exists() {
         return Ok(by_row);
     }
@@ -489,14 +493,20 @@ fn read_contacts(svc: &ScoreService, dir: &Path) -> Result<HashMap<u32, Vec<Cont
         );
         for i in 0..batch.num_rows() {
             let Some(row) = svc.row_of(ids.value(i)) else { continue };
-            let contacted_on = dates.value_as_date(i).map(|d| d.to_string()).unwrap_or_default();
+            let Some(contacted_on) = dates.value_as_date(i) else {
+                return Err(ServeError::Schema {
+                    path: path.display().to_string(),
+                    reason: format!("row {i}: `contacted_on` is null or out of range"),
+                });
+            };
+            let mut intern = |v: &str| strings.entry(v.to_string()).or_insert_with(|| Arc::from(v)).clone();
             by_row.entry(row).or_default().push(Contact {
-                campaign_id: campaigns.value(i).to_string(),
-                group: groups.value(i).to_string(),
-                channel: channels.is_valid(i).then(|| channels.value(i).to_string()),
+                campaign_id: intern(campaigns.value(i)),
+                group: intern(groups.value(i)),
+                channel: channels.is_valid(i).then(|| intern(channels.value(i))),
                 contacted_on,
                 responses: responses.value(i),
-                deepest_stage: stages.is_valid(i).then(|| stages.value(i).to_string()),
+                deepest_stage: stages.is_valid(i).then(|| intern(stages.value(i))),
                 revenue: revenue.value(i),
             });
         }

@@ -90,7 +90,9 @@ fn num(v: Option<f64>, decimals: usize) -> String {
     }
 }
 
-fn header(svc: &ScoreService, viewer: &Viewer) -> String {
+/// The page header; `home` is where the section links point: `` on the
+/// dashboard itself (and in an exported file), `/dashboard` elsewhere.
+fn header(svc: &ScoreService, viewer: &Viewer, home: &str) -> String {
     let m = svc.manifest();
     let who = match viewer {
         Viewer::Signed(Some(name)) => format!(
@@ -105,11 +107,11 @@ fn header(svc: &ScoreService, viewer: &Viewer) -> String {
         ),
     };
     format!(
-        "<header><h1><a href=\"/dashboard\">engage</a> lifecycle and campaigns</h1>\
+        "<header><h1><a href=\"{home}#base\">engage</a> lifecycle and campaigns</h1>\
          <span id=\"snapshot\" data-snapshot-id=\"{id}\">snapshot {id}, as of <b>{as_of}</b>, scored {scored}</span>{who}</header>\n\
-         <nav aria-label=\"sections\"><a href=\"/dashboard#base\">Customer base</a><a href=\"/dashboard#risk\">Risk and value</a>\
-         <a href=\"/dashboard#campaigns\">Campaigns</a><a href=\"/dashboard#models\">Models</a>\
-         <a href=\"/dashboard#quality\">Data quality</a><a href=\"/dashboard#lookup\">Customer lookup</a></nav>",
+         <nav aria-label=\"sections\"><a href=\"{home}#base\">Customer base</a><a href=\"{home}#risk\">Risk and value</a>\
+         <a href=\"{home}#campaigns\">Campaigns</a><a href=\"{home}#models\">Models</a>\
+         <a href=\"{home}#quality\">Data quality</a><a href=\"{home}#lookup\">Customer lookup</a></nav>",
         id = esc(&m.snapshot_id),
         as_of = esc(&m.as_of),
         scored = esc(&m.scored_at),
@@ -129,7 +131,7 @@ pub fn dashboard(svc: &ScoreService, viewer: &Viewer) -> String {
     body += &models(board);
     body += &quality(svc, board);
     body += &lookup_section(viewer, None);
-    shell("engage dashboard", &header(svc, viewer), &body)
+    shell("engage dashboard", &header(svc, viewer, ""), &body)
 }
 
 /// Stages shown: those with a customer in any snapshot.
@@ -719,7 +721,7 @@ pub fn customer(
                 "<section id=\"customer\"><p class=\"note\" role=\"alert\" id=\"lookup-error\">{}</p></section>",
                 esc(&e.to_string())
             );
-            return shell("Customer lookup", &header(svc, viewer), &body);
+            return shell("Customer lookup", &header(svc, viewer, "/dashboard"), &body);
         }
     };
     let c = svc.scores_at(row as usize);
@@ -801,7 +803,7 @@ pub fn customer(
                 body,
                 "<tr data-campaign=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>",
                 esc(&k.campaign_id),
-                esc(&k.contacted_on),
+                k.contacted_on,
                 esc(&k.campaign_id),
                 esc(&k.group),
                 esc(k.channel.as_deref().unwrap_or("–")),
@@ -826,7 +828,7 @@ pub fn customer(
         "<h3>On today's contact lists</h3><p id=\"c-audiences\">{}</p></section>",
         if lists.is_empty() { "none".into() } else { lists.join("; ") }
     );
-    shell(&format!("Customer {}", c.customer_id), &header(svc, viewer), &body)
+    shell(&format!("Customer {}", c.customer_id), &header(svc, viewer, "/dashboard"), &body)
 }
 
 /// The sign-in page; `problem` says why the last attempt failed.
