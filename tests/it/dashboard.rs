@@ -352,22 +352,24 @@ fn the_dashboard_shows_the_right_numbers_in_a_real_browser() {
         .unwrap()
         .map(|b| b.unwrap())
         .collect::<Vec<_>>();
-    let mut contacted: BTreeMap<String, usize> = BTreeMap::new();
+    // Customer -> (date, campaign) of each contact.
+    let mut contacted: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for batch in &contacts {
-        let ids = engage_pipeline::datafusion::arrow::compute::cast(
-            batch.column_by_name("customer_id").unwrap(),
-            &DataType::Utf8,
-        )
-        .unwrap();
-        for id in ids.as_string::<i32>().iter().flatten() {
-            *contacted.entry(id.to_string()).or_default() += 1;
+        let column = |name: &str| {
+            let col = batch.column_by_name(name).unwrap();
+            let col = engage_pipeline::datafusion::arrow::compute::cast(col, &DataType::Utf8).unwrap();
+            col.as_string::<i32>().iter().map(|v| v.unwrap().to_string()).collect::<Vec<_>>()
+        };
+        let (ids, dates, campaigns) = (column("customer_id"), column("contacted_on"), column("campaign_id"));
+        for ((id, date), campaign) in ids.into_iter().zip(dates).zip(campaigns) {
+            contacted.entry(id).or_default().push((date, campaign));
         }
     }
     let identities = read_identities(&dirs[1]);
     let (email, customer) = identities
         .iter()
         .find(|(ty, _, id)| {
-            ty == "email" && contacted.get(id).is_some_and(|n| *n >= 2) && before.contains_key(id)
+            ty == "email" && contacted.get(id).is_some_and(|c| c.len() >= 2) && before.contains_key(id)
         })
         .map(|(_, v, id)| (v.clone(), id.clone()))
         .expect("a contacted customer with an email");
@@ -382,7 +384,18 @@ fn the_dashboard_shows_the_right_numbers_in_a_real_browser() {
         history,
         vec![format!("2026-06-01 {}", before[&customer]), format!("2026-07-01 {}", now[&customer])],
     );
-    assert_eq!(b.all("#c-contacts tbody tr").len(), contacted[&customer]);
+    // Newest first, then by campaign.
+    let mut expected_contacts = contacted[&customer].clone();
+    expected_contacts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let shown_contacts: Vec<(String, String)> = b
+        .all("#c-contacts tbody tr")
+        .iter()
+        .map(|row| {
+            let cells: Vec<String> = b.text(row).split_whitespace().map(str::to_string).collect();
+            (cells[0].clone(), cells[1].clone())
+        })
+        .collect();
+    assert_eq!(shown_contacts, expected_contacts);
     assert!(!b.all("#c-reasons rect").is_empty(), "churn reasons drawn");
     assert_fits(&b, "customer page");
     b.screenshot(&shots.join("customer-desktop.png"));

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type};
@@ -36,6 +35,8 @@ pub const STAGES: [&str; 8] =
     ["prospect", "new", "active", "reactivated", "at_risk", "dormant", "churned", "none"];
 /// Value tiers and risk bands, best first; `none` without the model.
 pub const TIERS: [&str; 4] = ["high", "medium", "low", "none"];
+/// 1970-01-01 in days from 0001-01-01 (chrono's count).
+const UNIX_EPOCH_DAY: i32 = 719_163;
 /// Equal-width bins of a probability, for the distribution and drift charts.
 pub const BINS: usize = 10;
 
@@ -133,17 +134,40 @@ pub struct Quality {
     pub resolved: Option<BTreeMap<String, serde_json::Value>>,
 }
 
-/// One campaign contact on the customer page (its text interned: a year
-/// of contacts of every customer is held in memory).
-#[derive(Debug, Clone)]
-pub struct Contact {
-    pub campaign_id: Arc<str>,
-    pub group: Arc<str>,
-    pub channel: Option<Arc<str>>,
+/// One campaign contact on the customer page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contact<'a> {
+    pub campaign_id: &'a str,
+    pub group: &'a str,
+    pub channel: Option<&'a str>,
     pub contacted_on: chrono::NaiveDate,
-    pub responses: i64,
-    pub deepest_stage: Option<Arc<str>>,
+    pub responses: u32,
+    pub deepest_stage: Option<&'a str>,
     pub revenue: f64,
+}
+
+/// A year of contacts of every customer, held compactly (40 bytes a
+/// contact): rows sorted by customer row, text interned.
+#[derive(Debug, Default)]
+struct Contacts {
+    rows: Vec<ContactRow>,
+    strings: Vec<Box<str>>,
+}
+
+const _: () = assert!(std::mem::size_of::<ContactRow>() == 40);
+
+#[derive(Debug, Clone, Copy)]
+struct ContactRow {
+    customer: u32,
+    /// Days since 1970-01-01.
+    day: i32,
+    responses: u32,
+    /// Indices into `strings`; `u32::MAX` for none.
+    campaign: u32,
+    group: u32,
+    channel: u32,
+    stage: u32,
+    revenue: f64,
 }
 
 /// Everything the dashboard pages show of one snapshot.
@@ -164,7 +188,7 @@ pub struct Board {
     /// scored), by current row.
     trail: Vec<(String, Vec<u8>)>,
     /// Contacts by customer row, newest first.
-    contacts: HashMap<u32, Vec<Contact>>,
+    contacts: Contacts,
 }
 
 fn stage_index(stage: Option<&str>) -> u8 {
@@ -388,8 +412,24 @@ impl Board {
     }
 
     /// The customer in `row`'s contacts in the last year, newest first.
-    pub fn contacts(&self, row: u32) -> &[Contact] {
-        self.contacts.get(&row).map_or(&[], Vec::as_slice)
+    pub fn contacts(&self, row: u32) -> Vec<Contact<'_>> {
+        let c = &self.contacts;
+        let start = c.rows.partition_point(|r| r.customer < row);
+        let end = c.rows.partition_point(|r| r.customer <= row);
+        let text = |i: u32| (i != u32::MAX).then(|| &*c.strings[i as usize]);
+        c.rows[start..end]
+            .iter()
+            .map(|r| Contact {
+                campaign_id: text(r.campaign).unwrap_or_default(),
+                group: text(r.group).unwrap_or_default(),
+                channel: text(r.channel),
+                contacted_on: chrono::NaiveDate::from_num_days_from_ce_opt(r.day + UNIX_EPOCH_DAY)
+                    .expect("a date checked at load"),
+                responses: r.responses,
+                deepest_stage: text(r.stage),
+                revenue: r.revenue,
+            })
+            .collect()
     }
 }
 
@@ -461,15 +501,21 @@ fn read_models(dir: &Path) -> Result<Vec<ModelCard>, ServeError> {
     Ok(cards)
 }
 
-/// `contacts.parquet` by customer row (contacts of customers the snapshot
-/// does not score are left out), newest first.
-fn read_contacts(svc: &ScoreService, dir: &Path) -> Result<HashMap<u32, Vec<Contact>>, ServeError> {
+/// `contacts.parquet`, sorted by customer row (contacts of customers the
+/// snapshot does not score are left out), each customer's newest first.
+fn read_contacts(svc: &ScoreService, dir: &Path) -> Result<Contacts, ServeError> {
     let path = dir.join(CONTACTS_FILE);
-    let mut by_row: HashMap<u32, Vec<Contact>> = HashMap::new();
-    let mut strings: HashMap<String, Arc<str>> = HashMap::new();
+    let mut out = Contacts::default();
     if !path.exists() {
-        return Ok(by_row);
+        return Ok(out);
     }
+    let mut index: HashMap<String, u32> = HashMap::new();
+    let mut intern = |v: &str| -> u32 {
+        *index.entry(v.to_string()).or_insert_with(|| {
+            out.strings.push(v.into());
+            out.strings.len() as u32 - 1
+        })
+    };
     for batch in read_parquet(&path)? {
         let ids = text(&batch, &path, "customer_id", true)?;
         let campaigns = text(&batch, &path, "campaign_id", true)?;
@@ -492,29 +538,33 @@ fn read_contacts(svc: &ScoreService, dir: &Path) -> Result<HashMap<u32, Vec<Cont
             revenue.as_primitive::<Float64Type>(),
         );
         for i in 0..batch.num_rows() {
-            let Some(row) = svc.row_of(ids.value(i)) else { continue };
-            let Some(contacted_on) = dates.value_as_date(i) else {
+            let Some(customer) = svc.row_of(ids.value(i)) else { continue };
+            if dates.is_null(i) || dates.value_as_date(i).is_none() {
                 return Err(ServeError::Schema {
                     path: path.display().to_string(),
                     reason: format!("row {i}: `contacted_on` is null or out of range"),
                 });
-            };
-            let mut intern = |v: &str| strings.entry(v.to_string()).or_insert_with(|| Arc::from(v)).clone();
-            by_row.entry(row).or_default().push(Contact {
-                campaign_id: intern(campaigns.value(i)),
+            }
+            let row = ContactRow {
+                customer,
+                day: dates.value(i),
+                responses: responses.value(i).clamp(0, u32::MAX as i64) as u32,
+                campaign: intern(campaigns.value(i)),
                 group: intern(groups.value(i)),
-                channel: channels.is_valid(i).then(|| intern(channels.value(i))),
-                contacted_on,
-                responses: responses.value(i),
-                deepest_stage: stages.is_valid(i).then(|| intern(stages.value(i))),
+                channel: if channels.is_valid(i) { intern(channels.value(i)) } else { u32::MAX },
+                stage: if stages.is_valid(i) { intern(stages.value(i)) } else { u32::MAX },
                 revenue: revenue.value(i),
-            });
+            };
+            out.rows.push(row);
         }
     }
-    for contacts in by_row.values_mut() {
-        contacts.sort_by(|a, b| b.contacted_on.cmp(&a.contacted_on).then(a.campaign_id.cmp(&b.campaign_id)));
-    }
-    Ok(by_row)
+    let strings = &out.strings;
+    out.rows.sort_by(|a, b| {
+        let campaign = |r: &ContactRow| &*strings[r.campaign as usize];
+        a.customer.cmp(&b.customer).then(b.day.cmp(&a.day)).then_with(|| campaign(a).cmp(campaign(b)))
+    });
+    out.rows.shrink_to_fit();
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -40,7 +40,8 @@ svg{max-width:100%;height:auto;background:#fff}\
 summary{cursor:pointer;padding:.25em 0}#risk-value td{white-space:nowrap}.note{color:#7a4100}.muted{color:#555}\
 form.lookup{display:flex;flex-wrap:wrap;gap:.6em;align-items:flex-end}\
 label{display:block;font-size:.85em;color:#333}\
-input,select,button{font:inherit;padding:.4em .6em;border:1px solid #8a96a3;border-radius:4px}\
+input,select,button{font:inherit;padding:.4em .6em;border:1px solid #8a96a3;border-radius:4px;box-sizing:border-box;max-width:100%}\
+#c-history td,#c-contacts td{text-align:left;white-space:nowrap}#c-contacts td.n{text-align:right}\
 button{background:#0b5cad;color:#fff;border-color:#0b5cad;cursor:pointer}\
 header button{background:transparent;border-color:#fff}\
 :focus-visible{outline:3px solid #e69f00;outline-offset:2px}\
@@ -798,17 +799,18 @@ pub fn customer(
     } else {
         body += "<div class=\"scroll\"><table id=\"c-contacts\"><thead><tr><th>date</th><th>campaign</th><th>group</th>\
                  <th>channel</th><th>responses</th><th>deepest stage</th><th>revenue</th></tr></thead><tbody>";
-        for k in contacts {
+        for k in &contacts {
             let _ = write!(
                 body,
-                "<tr data-campaign=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>",
-                esc(&k.campaign_id),
+                "<tr data-campaign=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td>\
+                 <td class=\"n\">{:.2}</td></tr>",
+                esc(k.campaign_id),
                 k.contacted_on,
-                esc(&k.campaign_id),
-                esc(&k.group),
-                esc(k.channel.as_deref().unwrap_or("–")),
+                esc(k.campaign_id),
+                esc(k.group),
+                esc(k.channel.unwrap_or("–")),
                 k.responses,
-                esc(k.deepest_stage.as_deref().unwrap_or("–")),
+                esc(k.deepest_stage.unwrap_or("–")),
                 k.revenue
             );
         }
