@@ -54,12 +54,16 @@ until curl -sf http://127.0.0.1:18081/readyz > /dev/null; do sleep 0.1; done
 echo "serve: ready after $(echo "$(date +%s.%N) - $start" | bc) s, RSS $(awk '/VmRSS/ {print $2}' /proc/$server/status) KiB"
 curl -s -c "$work/cookies" -o /dev/null --data-urlencode "key=$key" http://127.0.0.1:18081/dashboard/login
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-for i in $(seq 20); do
+t=$(for i in $(seq 20); do
   curl -s -b "$work/cookies" -o "$work/page.html" -w '%{time_total}\n' http://127.0.0.1:18081/dashboard
-done | median | xargs -I{} echo "GET /dashboard: {} s median of 20, $(wc -c < "$work/page.html") bytes"
-for i in $(seq 20); do
+done | median)
+grep -q 'id="stage-counts"' "$work/page.html" || { echo "the dashboard did not render" >&2; exit 1; }
+echo "GET /dashboard: $t s median of 20, $(wc -c < "$work/page.html") bytes"
+t=$(for i in $(seq 20); do
   curl -s -b "$work/cookies" -o "$work/customer.html" -w '%{time_total}\n' \
     --data "id_type=customer_id&id=C$(printf %07d $((RANDOM * 30 % customers + 1)))" http://127.0.0.1:18081/dashboard/customer
-done | median | xargs -I{} echo "POST /dashboard/customer: {} s median of 20"
+done | median)
 grep -q 'data-customer-id' "$work/customer.html" || { echo "the customer page did not render" >&2; exit 1; }
+echo "POST /dashboard/customer: $t s median of 20"
+echo "serve: RSS after the requests $(awk '/VmRSS/ {print $2}' /proc/$server/status) KiB"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(date -u +%F)"

@@ -303,6 +303,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
         Some(a) => Some(engine.purchase_summaries(opts.as_of, a.unit_days).await?),
         None => None,
     };
+    progress.lap(&mut clock, "features");
     // Campaign results and contact histories, while the events are held
     // (the universal holdout's measure reads purchases).
     let measured = match opts.measure {
@@ -314,12 +315,12 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
             let contacts = engine
                 .contact_history(opts.as_of, snapshot::CONTACT_HISTORY_DAYS, window.response_days)
                 .await?;
+            progress.lap(&mut clock, "campaign results");
             Some((results, contacts))
         }
         None => None,
     };
     engine.release_events()?;
-    progress.lap(&mut clock, "features");
     let (ids, names, x) = feature_matrix(&features)?;
     let stage = table_text(&features, "lifecycle_stage", "the feature table")?;
     let n = ids.len();
