@@ -42,18 +42,7 @@ pub fn paired_bars(title: &str, x_label: &str, names: (&str, &str), groups: &[(S
             esc(name)
         );
     }
-    for k in 0..=4 {
-        let v = max * k as f64 / 4.0;
-        let y = base - scale(v);
-        let _ = write!(
-            s,
-            "<line x1=\"{PAD}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>\
-             <text x=\"{:.1}\" y=\"{y:.1}\" font-size=\"10\" text-anchor=\"end\" dy=\"3\">{}</text>",
-            width - PAD,
-            PAD - 5.0,
-            tick(v, max)
-        );
-    }
+    value_grid(&mut s, base, width - PAD, max, scale);
     for (i, (group, a, b)) in groups.iter().enumerate() {
         let x = PAD + slot * i as f64 + slot * 0.1;
         for (j, (v, color, series)) in
@@ -88,6 +77,22 @@ pub fn paired_bars(title: &str, x_label: &str, names: (&str, &str), groups: &[(S
         esc(x_label)
     );
     s
+}
+
+/// Five horizontal grid lines from 0 to `max` with their values, over a
+/// plot from x = [`PAD`] to `right` whose baseline is at y = `base`.
+fn value_grid(s: &mut String, base: f64, right: f64, max: f64, scale: impl Fn(f64) -> f64) {
+    for k in 0..=4 {
+        let v = max * k as f64 / 4.0;
+        let y = base - scale(v);
+        let _ = write!(
+            s,
+            "<line x1=\"{PAD}\" y1=\"{y:.1}\" x2=\"{right:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>\
+             <text x=\"{:.1}\" y=\"{y:.1}\" font-size=\"10\" text-anchor=\"end\" dy=\"3\">{}</text>",
+            PAD - 5.0,
+            tick(v, max)
+        );
+    }
 }
 
 /// A matrix of values in [0, 1] as coloured cells (white 0 to blue 1),
@@ -384,18 +389,7 @@ pub fn stacked_bars(title: &str, x_label: &str, xs: &[String], stacks: &[Stack])
         width / 2.0,
         t = esc(title)
     );
-    for k in 0..=4 {
-        let v = max * k as f64 / 4.0;
-        let y = base - scale(v);
-        let _ = write!(
-            s,
-            "<line x1=\"{PAD}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>\
-             <text x=\"{:.1}\" y=\"{y:.1}\" font-size=\"10\" text-anchor=\"end\" dy=\"3\">{}</text>",
-            PAD + plot_w,
-            PAD - 5.0,
-            tick(v, max)
-        );
-    }
+    value_grid(&mut s, base, PAD + plot_w, max, scale);
     for (i, x_name) in xs.iter().enumerate() {
         let x = PAD + slot * i as f64 + (slot - bar) / 2.0;
         let mut top = base;

@@ -19,8 +19,7 @@ use engage_models::lift::{CampaignResult, HoldoutResult};
 use engage_models::registry::{META_FILE, ModelMeta};
 use engage_models::report::{CAMPAIGNS_JSON, METRICS_FILE};
 use engage_models::snapshot::{
-    CAMPAIGNS_DIR, CONTACTS_FILE, MANIFEST_FILE, MODELS_DIR, RUN_REPORT_FILE, SCORES_FILE, SNAPSHOTS_DIR,
-    SnapshotManifest,
+    CAMPAIGNS_DIR, CONTACTS_FILE, MODELS_DIR, RUN_REPORT_FILE, SCORES_FILE, SNAPSHOTS_DIR, open, superseded,
 };
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -240,14 +239,8 @@ struct Earlier {
 /// The scores whose drift the board measures.
 const DRIFTING: [&str; 2] = ["churn_probability", "response_probability"];
 
-fn read_earlier(dir: &Path, id: &str) -> Result<Earlier, ServeError> {
-    let manifest: SnapshotManifest = {
-        let path = dir.join(MANIFEST_FILE);
-        let bytes = std::fs::read(&path)
-            .map_err(|source| engage_models::ModelError::Io { path: path.display().to_string(), source })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|source| engage_models::ModelError::Parse { path: path.display().to_string(), source })?
-    };
+fn read_earlier(root: &Path, id: &str) -> Result<Earlier, ServeError> {
+    let (dir, manifest) = open(root, id)?;
     let path = dir.join(SCORES_FILE);
     let shown = path.display().to_string();
     let parquet_err = |source| ServeError::Parquet { path: shown.clone(), source };
@@ -282,33 +275,24 @@ fn read_earlier(dir: &Path, id: &str) -> Result<Earlier, ServeError> {
     Ok(earlier)
 }
 
-/// The earlier snapshots under the root of snapshot `dir` (ids before the
-/// current one's): the newest of each as-of date, oldest first.
-fn earlier_ids(dir: &Path, current: &SnapshotManifest) -> Vec<String> {
-    let Some(snapshots) = dir.parent().filter(|p| p.file_name().is_some_and(|n| n == SNAPSHOTS_DIR)) else {
-        return Vec::new();
-    };
-    let mut ids: Vec<String> = std::fs::read_dir(snapshots)
+/// The earlier snapshots under `root` (ids before `current`), without
+/// those a later run of the same as-of date superseded (the retention
+/// rule), oldest first.
+fn earlier_ids(root: &Path, current: &str) -> Vec<String> {
+    let ids: Vec<String> = std::fs::read_dir(root.join(SNAPSHOTS_DIR))
         .map(|entries| {
             entries
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|id| !id.starts_with('.') && id.as_str() < current.snapshot_id.as_str())
+                .filter(|id| !id.starts_with('.'))
                 .collect()
         })
         .unwrap_or_default();
-    ids.sort();
-    // Ids start with the as-of date: keep the newest run of each earlier
-    // date (a re-run of the current date is superseded by it).
-    let date = |id: &str| id.split('_').next().unwrap_or(id).to_string();
-    let today = date(&current.snapshot_id);
-    let mut newest: BTreeMap<String, String> = BTreeMap::new();
-    for id in ids {
-        if date(&id) != today {
-            newest.insert(date(&id), id);
-        }
-    }
-    newest.into_values().collect()
+    let superseded = superseded(&ids, &[], usize::MAX);
+    let mut earlier: Vec<String> =
+        ids.into_iter().filter(|id| id.as_str() < current && !superseded.contains(id)).collect();
+    earlier.sort();
+    earlier
 }
 
 impl Board {
@@ -324,8 +308,10 @@ impl Board {
         }
 
         let mut last: Option<Earlier> = None;
-        for id in earlier_ids(dir, manifest) {
-            let earlier = match read_earlier(&dir.with_file_name(&id), &id) {
+        // A snapshot directory is `<root>/snapshots/<id>`.
+        let root = dir.parent().and_then(Path::parent).unwrap_or(dir);
+        for id in earlier_ids(root, &manifest.snapshot_id) {
+            let earlier = match read_earlier(root, &id) {
                 Ok(e) => e,
                 Err(e) => {
                     board.notes.push(format!(
