@@ -39,7 +39,7 @@ def load(path):
     return df.drop(columns=["y"]).to_numpy(dtype=float), df["y"].to_numpy()
 
 
-def sklearn(out):
+def sklearn(out, only=None):
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
@@ -64,6 +64,8 @@ def sklearn(out):
                                    max_samples=0.7, n_jobs=-1, random_state=42)),
     }
     for name, model in models.items():
+        if only and only not in name:
+            continue
         t = time.perf_counter()
         model.fit(xt, yt)
         fit = time.perf_counter() - t
@@ -91,7 +93,7 @@ if __name__ == "__main__":
     if cmd == "export":
         export(sys.argv[2], sys.argv[3])
     elif cmd == "sklearn":
-        sklearn(sys.argv[2])
+        sklearn(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
     elif cmd == "lifetimes":
         lifetimes(sys.argv[2], int(sys.argv[3]))
     else:

@@ -1,11 +1,13 @@
-//! Churn classifier: L2-regularised logistic regression (linfa-logistic) on
-//! standardised features with mean imputation of missing values.
+//! Churn classifier: L2-regularised logistic regression on standardised
+//! features with mean imputation of missing values and optional class
+//! weights, trained through linfa's `Fit` interface by BFGS on the same
+//! objective as scikit-learn's `LogisticRegression`.
 
 use linfa::prelude::*;
-use linfa_logistic::LogisticRegression;
-use ndarray::{Array1, Array2, Axis, ShapeBuilder};
+use ndarray::{Array1, Array2, Axis};
 use serde::{Deserialize, Serialize};
 
+use crate::optimize::bfgs;
 use crate::{ModelError, TrainingSet};
 
 /// Entry point: `ChurnModel::params().l2(0.1).fit(&train)`.
@@ -20,7 +22,7 @@ impl ChurnModel {
 
 impl Default for ChurnValidParams {
     fn default() -> Self {
-        ChurnValidParams { l2: 1.0, max_iterations: 200, gradient_tolerance: 1e-4 }
+        ChurnValidParams { l2: 1.0, max_iterations: 200, gradient_tolerance: 1e-4, positive_weight: 1.0 }
     }
 }
 
@@ -32,14 +34,19 @@ pub struct ChurnParams(ChurnValidParams);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChurnValidParams {
-    /// L2 penalty on standardised coefficients (linfa's `alpha`); >= 0, default 1.0.
+    /// L2 penalty on standardised coefficients (scikit-learn's `1 / C`);
+    /// >= 0, default 1.0.
     pub l2: f64,
-    /// L-BFGS iteration cap; > 0, default 200.
+    /// BFGS iteration cap; > 0, default 200.
     pub max_iterations: u64,
-    /// Stop when the norm of the gradient of the summed log loss falls
-    /// below this; > 0, default 1e-4 (scikit-learn's `tol` for lbfgs on the
-    /// same objective).
+    /// Stop when every component of the objective's gradient (weighted
+    /// mean log loss plus penalty over the total weight) falls below this;
+    /// > 0, default 1e-4 (scikit-learn's `tol` for lbfgs on the same
+    /// objective).
     pub gradient_tolerance: f64,
+    /// Class weight of the positive rows (their log loss counts this many
+    /// times); > 0, default 1.0.
+    pub positive_weight: f64,
 }
 
 impl From<ChurnValidParams> for ChurnParams {
@@ -85,6 +92,13 @@ impl ChurnParams {
                 reason: "must be a finite number > 0",
             });
         }
+        if !(p.positive_weight.is_finite() && p.positive_weight > 0.0) {
+            return Err(ModelError::InvalidParam {
+                name: "positive_weight",
+                value: p.positive_weight.to_string(),
+                reason: "must be a finite number > 0",
+            });
+        }
         Ok(p)
     }
 
@@ -96,39 +110,137 @@ impl ChurnParams {
 
 impl ChurnValidParams {
     /// Fits on `train`. Needs both classes present and at least one row.
+    /// Positive rows weigh `positive_weight` in the loss (as linfa sample
+    /// weights of the dataset handed to [`Fit::fit`]).
     pub fn fit(&self, train: &TrainingSet) -> Result<FittedChurn, ModelError> {
         train.check()?;
-        let positives = train.y.iter().filter(|&&v| v).count();
-        if positives == 0 || positives == train.y.len() {
+        let mut data = Dataset::new(train.x.clone(), Array1::from(train.y.clone()))
+            .with_feature_names(train.feature_names.clone());
+        if self.positive_weight != 1.0 {
+            let weight = self.positive_weight as f32;
+            data = data.with_weights(train.y.iter().map(|&v| if v { weight } else { 1.0 }).collect());
+        }
+        Fit::fit(self, &data)
+    }
+}
+
+/// linfa's training interface: records with `NaN` for missing values,
+/// boolean targets, optional sample weights (each row's log loss is
+/// multiplied by its weight; linfa-logistic ignores weights, which is one
+/// reason engage fits the model itself, see docs/models.md).
+impl Fit<Array2<f64>, Array1<bool>, ModelError> for ChurnValidParams {
+    type Object = FittedChurn;
+
+    fn fit(&self, data: &DatasetBase<Array2<f64>, Array1<bool>>) -> Result<FittedChurn, ModelError> {
+        let y = data.targets().as_slice().expect("an owned Array1 is contiguous");
+        let positives = y.iter().filter(|&&v| v).count();
+        if positives == 0 || positives == y.len() {
             return Err(ModelError::Data(format!(
                 "{} rows with {positives} positives: both classes are needed",
-                train.y.len()
+                y.len()
             )));
         }
-        let scaling = Scaling::fit(&train.x);
-        let x = scaling.transform(&train.x);
-        // Column-major: without BLAS, ndarray multiplies a row-major matrix
-        // by a vector through a generic path and packs it for every
-        // transposed product; column-major keeps linfa's gradient cheap.
-        let mut fortran = Array2::zeros(x.dim().f());
-        fortran.assign(&x);
-        let x = fortran;
-        let y: Array1<usize> = train.y.iter().map(|&v| v as usize).collect();
-        let fitted = LogisticRegression::default()
-            .alpha(self.l2)
-            .max_iterations(self.max_iterations)
-            .gradient_tolerance(self.gradient_tolerance)
-            .fit(&Dataset::new(x, y))
-            .map_err(ModelError::Fit)?;
-        // linfa's "positive" class is the more frequent one; store the
-        // linear predictor of class 1 (churned) either way.
-        let sign = if fitted.labels().pos.class == 1 { 1.0 } else { -1.0 };
+        let scaling = Scaling::fit(data.records());
+        let x = scaling.transform(data.records());
+        let weights: Vec<f64> = (0..y.len()).map(|i| data.weight_for(i) as f64).collect();
+        let loss = LogLoss::new(&x, y, &weights, self.l2);
+        let (params, _, _) = bfgs(
+            |p| loss.value_and_gradient(p),
+            &vec![0.0; x.ncols() + 1],
+            self.max_iterations as usize,
+            self.gradient_tolerance,
+        );
+        let (coefficients, intercept) = params.split_at(x.ncols());
         Ok(FittedChurn {
-            feature_names: train.feature_names.clone(),
+            feature_names: data.feature_names().to_vec(),
             scaling,
-            coefficients: fitted.params().iter().map(|w| sign * w).collect(),
-            intercept: sign * fitted.intercept(),
+            coefficients: coefficients.to_vec(),
+            intercept: intercept[0],
         })
+    }
+}
+
+/// The objective scikit-learn's `LogisticRegression` minimises: the
+/// weighted mean log loss plus `l2 / 2 · |w|²` over the total weight
+/// (intercept not penalised). Evaluated in blocks of rows spread over the
+/// cores; the blocks' sums are added in block order, so the result does
+/// not depend on the number of cores.
+struct LogLoss<'a> {
+    x: &'a [f64],
+    features: usize,
+    y: &'a [bool],
+    weights: &'a [f64],
+    l2: f64,
+    total_weight: f64,
+}
+
+/// Rows per block of [`LogLoss`].
+const LOSS_BLOCK: usize = 8192;
+
+impl<'a> LogLoss<'a> {
+    fn new(x: &'a Array2<f64>, y: &'a [bool], weights: &'a [f64], l2: f64) -> LogLoss<'a> {
+        LogLoss {
+            x: x.as_slice().expect("Scaling::transform returns a standard-layout matrix"),
+            features: x.ncols(),
+            y,
+            weights,
+            l2,
+            total_weight: weights.iter().sum(),
+        }
+    }
+
+    /// Objective and gradient at `params` = (coefficients, intercept).
+    fn value_and_gradient(&self, params: &[f64]) -> (f64, Vec<f64>) {
+        let blocks = self.y.len().div_ceil(LOSS_BLOCK);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blocks).max(1);
+        let mut sums: Vec<(f64, Vec<f64>)> = vec![(0.0, Vec::new()); blocks];
+        std::thread::scope(|s| {
+            let mut chunks: Vec<Vec<(usize, &mut (f64, Vec<f64>))>> =
+                (0..threads).map(|_| Vec::new()).collect();
+            for (b, slot) in sums.iter_mut().enumerate() {
+                chunks[b % threads].push((b, slot));
+            }
+            for chunk in chunks {
+                s.spawn(move || {
+                    for (b, slot) in chunk {
+                        *slot = self.block(b, params);
+                    }
+                });
+            }
+        });
+        let p = self.features;
+        let mut value = 0.0;
+        let mut grad = vec![0.0; p + 1];
+        for (v, g) in &sums {
+            value += v;
+            grad.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+        }
+        let (w, _) = params.split_at(p);
+        value += 0.5 * self.l2 * w.iter().map(|v| v * v).sum::<f64>();
+        grad.iter_mut().zip(w).for_each(|(g, v)| *g += self.l2 * v);
+        (value / self.total_weight, grad.into_iter().map(|g| g / self.total_weight).collect())
+    }
+
+    /// Weighted log loss and its gradient summed over block `b`'s rows.
+    fn block(&self, b: usize, params: &[f64]) -> (f64, Vec<f64>) {
+        let p = self.features;
+        let (w, intercept) = (&params[..p], params[p]);
+        let mut value = 0.0;
+        let mut grad = vec![0.0; p + 1];
+        let rows = b * LOSS_BLOCK..((b + 1) * LOSS_BLOCK).min(self.y.len());
+        for i in rows {
+            let row = &self.x[i * p..(i + 1) * p];
+            let z = intercept + row.iter().zip(w).map(|(a, b)| a * b).sum::<f64>();
+            let y = if self.y[i] { 1.0 } else { 0.0 };
+            // log(1 + e^z) - y·z, without overflow for large |z|.
+            let softplus = if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() };
+            let s = self.weights[i];
+            value += s * (softplus - y * z);
+            let g = s * (1.0 / (1.0 + (-z).exp()) - y);
+            grad.iter_mut().zip(row).for_each(|(a, v)| *a += g * v);
+            grad[p] += g;
+        }
+        (value, grad)
     }
 }
 
@@ -263,6 +375,53 @@ mod tests {
         let p = fitted.predict_proba(&train.x);
         assert!(p.iter().all(|v| v.is_finite()));
         assert!(crate::metrics::roc_auc(&train.y, &p) > 0.95);
+    }
+
+    /// One binary feature without a penalty: the maximum-likelihood model
+    /// predicts each group's observed rate, and with positives weighted w
+    /// each group's observed odds times w. Exact, so it pins the objective,
+    /// the weights and the convergence tolerance.
+    #[test]
+    fn reproduces_observed_rates_and_weighted_odds() {
+        // Group 0: 30 of 200 positive; group 1: 120 of 300; 40 copies make
+        // 20,000 rows, three blocks of LOSS_BLOCK.
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for _ in 0..40 {
+            for i in 0..500 {
+                x.push(if i >= 200 { 1.0 } else { 0.0 });
+                y.push(if i >= 200 { i - 200 < 120 } else { i < 30 });
+            }
+        }
+        let n = y.len();
+        let set = TrainingSet {
+            ids: (0..n).map(|i| i.to_string()).collect(),
+            feature_names: vec!["group".into()],
+            x: Array2::from_shape_vec((n, 1), x).unwrap(),
+            y,
+        };
+        let probe = Array2::from_shape_vec((2, 1), vec![0.0, 1.0]).unwrap();
+        let odds = |p: f64| p / (1.0 - p);
+        for weight in [1.0, 3.0] {
+            let params = ChurnValidParams {
+                l2: 0.0,
+                gradient_tolerance: 1e-9,
+                positive_weight: weight,
+                ..Default::default()
+            };
+            let p = params.fit(&set).unwrap().predict_proba(&probe);
+            for (k, rate) in [(0, 30.0 / 200.0), (1, 120.0 / 300.0)] {
+                let expected = weight * odds(rate);
+                assert!(
+                    (odds(p[k]) - expected).abs() < 1e-6 * expected,
+                    "weight {weight} group {k}: {} vs {expected}",
+                    odds(p[k])
+                );
+            }
+        }
+        let err = ChurnValidParams { positive_weight: 0.0, ..Default::default() };
+        let err = ChurnParams::from(err).check().unwrap_err();
+        assert!(matches!(err, ModelError::InvalidParam { name: "positive_weight", .. }), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::{ChurnModel, ChurnValidParams, FittedChurn, ModelError, TrainingSet};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClassifierConfig {
-    /// L2-regularised logistic regression (linfa-logistic).
+    /// L2-regularised logistic regression with class weights ([`crate::ChurnModel`]).
     Logistic(ChurnValidParams),
     /// Histogram gradient boosting ([`crate::gbm`]).
     Gbm(GbmParams),

@@ -14,9 +14,9 @@ pub enum ModelError {
         "internal: training set shape mismatch: x is {rows}x{cols}, {ids} ids, {labels} labels, {names} names"
     )]
     Shape { rows: usize, cols: usize, ids: usize, labels: usize, names: usize },
-    /// The optimiser failed.
-    #[error("logistic regression failed to fit")]
-    Fit(#[source] linfa_logistic::error::Error),
+    /// linfa refused the dataset (needed by linfa's `Fit` interface).
+    #[error("linfa: {0}")]
+    Linfa(#[from] linfa::Error),
     /// Scoring data does not have the columns the model was trained on.
     #[error("model {model} expects features {expected:?}, the data has {found:?}")]
     FeatureMismatch { model: String, expected: Vec<String>, found: Vec<String> },

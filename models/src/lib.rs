@@ -15,6 +15,7 @@ pub mod gbm;
 pub mod identifier;
 pub mod lift;
 pub mod metrics;
+mod optimize;
 pub mod registry;
 pub mod report;
 pub mod retention;

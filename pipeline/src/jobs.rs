@@ -16,6 +16,7 @@ use engage_models::clv_diagnostics::{ClvDiagnostics, compare_spend, diagnose};
 use engage_models::metrics::Curves;
 use engage_models::registry::{MODEL_FILE, ModelMeta};
 use engage_models::report;
+use engage_models::retention::Tenure;
 use engage_models::snapshot;
 use engage_models::spend::SpendParams;
 use engage_models::uplift::{UpliftArtifact, UpliftSet, train_uplift};
@@ -285,6 +286,53 @@ pub(crate) async fn read_table(path: &Path, flag: &'static str) -> Result<Vec<Re
         }
     };
     df.map_err(query(&shown))?.collect().await.map_err(query(&shown))
+}
+
+/// Subscription tenures for the shifted-beta-geometric model from a
+/// Parquet or CSV file: `periods` holds whole periods observed (>= 1) and
+/// `churned` whether the customer left at the end of them (true/false or
+/// 1/0) or is still active. Errors name the file, column and row.
+pub async fn read_tenures(path: &Path, periods: &str, churned: &str) -> Result<Vec<Tenure>> {
+    let batches = read_table(path, "--tenures").await?;
+    let shown = path.display().to_string();
+    let bad = |column: &str, reason: String| PipelineError::InvalidArgument {
+        name: "--tenures",
+        value: shown.clone(),
+        reason: format!("column `{column}`: {reason}"),
+    };
+    let names: Vec<String> = batches
+        .first()
+        .map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect())
+        .unwrap_or_default();
+    for column in [periods, churned] {
+        if !names.iter().any(|n| n == column) {
+            return Err(bad(column, format!("no such column; the file has {}", names.join(", "))));
+        }
+    }
+    let periods_text = table_text(&batches, periods, &shown)?;
+    let churned_text = table_text(&batches, churned, &shown)?;
+    let mut out = Vec::with_capacity(periods_text.len());
+    for (row, (p, c)) in periods_text.iter().zip(&churned_text).enumerate() {
+        let periods = match p.as_deref().map(str::parse::<u32>) {
+            Some(Ok(n)) if n >= 1 => n,
+            _ => {
+                return Err(bad(
+                    periods,
+                    format!("row {row} holds {p:?}; expected a whole number of periods >= 1"),
+                ));
+            }
+        };
+        let churned = match c.as_deref() {
+            Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            _ => return Err(bad(churned, format!("row {row} holds {c:?}; expected true/false or 1/0"))),
+        };
+        out.push(Tenure { periods, churned });
+    }
+    if out.is_empty() {
+        return Err(PipelineError::NoTrainingRows(format!("{shown} has no rows")));
+    }
+    Ok(out)
 }
 
 /// Trains a classifier on any feature table (see

@@ -336,6 +336,35 @@ enum TrainTask {
     /// Customer lifetime value: BG/NBD (purchases, probability alive) and
     /// Gamma-Gamma (spend per purchase) fitted on purchases before the cutoff.
     Clv(TrainClvArgs),
+    /// Subscription retention: the shifted-beta-geometric model fitted on
+    /// subscribers' tenures or a cohort's survivor counts; prints the
+    /// parameters and the projected survival beside the observed.
+    Retention(TrainRetentionArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainRetentionArgs {
+    /// Parquet or CSV file, one row per subscriber: periods observed and
+    /// whether they churned at the end of them.
+    #[arg(long, value_name = "FILE", conflicts_with = "survivors", required_unless_present = "survivors")]
+    tenures: Option<PathBuf>,
+    /// Column of --tenures holding whole periods observed (>= 1).
+    #[arg(long, default_value = "periods")]
+    periods_column: String,
+    /// Column of --tenures: true/1 if the subscriber left at the end of
+    /// those periods, false/0 if still active.
+    #[arg(long, default_value = "churned")]
+    churned_column: String,
+    /// A cohort's active counts, comma-separated: at the start, then after
+    /// each period (e.g. 1000,869,743,653).
+    #[arg(long, value_delimiter = ',')]
+    survivors: Vec<u64>,
+    /// Periods to show in the projection.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    project: u32,
+    /// Also write the fit and the projection to this JSON file.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -938,7 +967,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             let (name, a) = match task {
                 TrainTask::Churn(a) => ("churn", a),
                 TrainTask::Response(a) => ("response", a),
-                TrainTask::Clv(_) | TrainTask::Uplift(_) => unreachable!("matched above"),
+                TrainTask::Clv(_) | TrainTask::Uplift(_) | TrainTask::Retention(_) => {
+                    unreachable!("matched above")
+                }
             };
             let config = a.model.train_config()?;
             let run = if let Some(table) = a.table {
@@ -1069,6 +1100,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             println!("registered {}{}", run.dir, promoted_note(run.promoted, &run.artifact.name));
         }
+        Command::Train { task: TrainTask::Retention(a) } => retention_command(a).await?,
         Command::Models { action } => models_command(action).await?,
         Command::Nightly { config, as_of } => {
             crate::purge_freed_memory_promptly();
@@ -1425,6 +1457,57 @@ fn lifecycle_table(run: &LifecycleRun) -> String {
     }
     out.push('\n');
     out
+}
+
+/// `engage train retention`: fits sBG and prints (and optionally writes)
+/// the parameters and the projection.
+async fn retention_command(a: TrainRetentionArgs) -> Result<()> {
+    use engage_models::retention::{ShiftedBetaGeometric, cohort_tenures};
+    let (tenures, source) = match &a.tenures {
+        Some(path) => (
+            engage_pipeline::jobs::read_tenures(path, &a.periods_column, &a.churned_column)
+                .await
+                .with_context(|| format!("reading tenures from {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => {
+            if a.survivors.len() < 2 || a.survivors.windows(2).any(|w| w[1] > w[0]) {
+                bail!(
+                    "--survivors {:?}: expected the cohort's size and at least one later count, never rising",
+                    a.survivors
+                );
+            }
+            (cohort_tenures(&a.survivors), format!("--survivors {}", a.survivors.len() - 1))
+        }
+    };
+    let fit = ShiftedBetaGeometric::fit(&tenures).with_context(|| format!("fitting sBG on {source}"))?;
+    let projection = fit.params.projection(&tenures, a.project);
+    let status = if fit.converged { "converged" } else { "NOT converged" };
+    println!(
+        "shifted-beta-geometric ({} subscribers from {source}): alpha {:.4}, beta {:.4}; log-likelihood {:.2}, {status}",
+        fit.customers, fit.params.alpha, fit.params.beta, fit.log_likelihood
+    );
+    println!("{:>6}  {:>9}  {:>9}  {:>9}  {:>8}", "period", "survival", "observed", "retention", "at risk");
+    for p in &projection {
+        let observed = p.observed_survival.map_or("-".to_string(), |s| format!("{s:.4}"));
+        println!(
+            "{:>6}  {:>9.4}  {observed:>9}  {:>9.4}  {:>8}",
+            p.period, p.survival, p.retention_rate, p.at_risk
+        );
+    }
+    if let Some(out) = &a.out {
+        let json = serde_json::json!({
+            "model": "shifted_beta_geometric",
+            "source": source,
+            "fit": fit,
+            "projection": projection,
+        });
+        let bytes = serde_json::to_vec_pretty(&json).expect("plain data serialises");
+        engage_models::snapshot::write_atomic(out, &bytes)
+            .with_context(|| format!("writing {}", out.display()))?;
+        println!("written to {}", out.display());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -364,3 +364,90 @@ fn shifted_beta_geometric_matches_the_published_fits() {
         assert_close(&format!("{name} beta"), fit.params.beta, b, 0.01);
     }
 }
+
+/// `engage train retention` on the paper's regular segment, once as survivor
+/// counts and once as a subscriber file: the published parameters, the
+/// observed survival beside the model's, the JSON output; bad files are
+/// refused with the column and row, and nothing is written.
+#[test]
+fn retention_command_fits_survivors_and_subscriber_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alive: [u64; 8] = [1000, 631, 468, 382, 326, 289, 262, 241];
+    let counts: Vec<String> = alive.iter().map(u64::to_string).collect();
+    let json_out = tmp.path().join("survivors.json");
+    let out = engage(&[
+        "train",
+        "retention",
+        "--survivors",
+        &counts.join(","),
+        "--project",
+        "10",
+        "--out",
+        json_out.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("converged"), "{}", stdout(&out));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_out).unwrap()).unwrap();
+    let alpha = json["fit"]["params"]["alpha"].as_f64().unwrap();
+    let beta = json["fit"]["params"]["beta"].as_f64().unwrap();
+    assert_close("alpha (command)", alpha, 0.704, 0.01);
+    assert_close("beta (command)", beta, 1.182, 0.01);
+    let projection = json["projection"].as_array().unwrap();
+    assert_eq!(projection.len(), 10);
+    for (k, row) in projection.iter().enumerate() {
+        let model = ShiftedBetaGeometric { alpha, beta };
+        assert!((row["survival"].as_f64().unwrap() - model.survival(k as u32 + 1)).abs() < 1e-12);
+        match alive.get(k + 1) {
+            Some(&a) => {
+                let observed = row["observed_survival"].as_f64().unwrap();
+                assert!((observed - a as f64 / 1000.0).abs() < 1e-12, "period {}: {observed}", k + 1);
+                // The paper's figure: the model tracks the observed curve.
+                assert!((row["survival"].as_f64().unwrap() - a as f64 / 1000.0).abs() < 0.02, "{row}");
+            }
+            None => assert!(row["observed_survival"].is_null(), "{row}"),
+        }
+    }
+
+    // The same cohort as one row per subscriber, with its own column names.
+    let csv = tmp.path().join("subscribers.csv");
+    let mut text = String::from("subscriber,tenure,left\n");
+    for (i, t) in cohort_tenures(&alive).iter().enumerate() {
+        text.push_str(&format!("s{i},{},{}\n", t.periods, t.churned));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let args = |csv: &Path, out: &Path| {
+        engage(&[
+            "train",
+            "retention",
+            "--tenures",
+            csv.to_str().unwrap(),
+            "--periods-column",
+            "tenure",
+            "--churned-column",
+            "left",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let file_out = tmp.path().join("file.json");
+    let out = args(&csv, &file_out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&file_out).unwrap()).unwrap();
+    assert_eq!(json["fit"]["customers"].as_u64(), Some(1000));
+    assert_close("alpha (file)", json["fit"]["params"]["alpha"].as_f64().unwrap(), alpha, 1e-6);
+    assert_close("beta (file)", json["fit"]["params"]["beta"].as_f64().unwrap(), beta, 1e-6);
+
+    let bad = tmp.path().join("bad.csv");
+    let bad_out = tmp.path().join("bad.json");
+    std::fs::write(&bad, "subscriber,tenure,left\na,2,true\nb,1,false\nc,0,true\n").unwrap();
+    let out = args(&bad, &bad_out);
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(said.contains("`tenure`") && said.contains("row 2") && said.contains(">= 1"), "{said}");
+    std::fs::write(&bad, "subscriber,tenure,gone\na,2,true\n").unwrap();
+    let said = stderr(&args(&bad, &bad_out));
+    assert!(said.contains("`left`") && said.contains("subscriber, tenure, gone"), "{said}");
+    let out = engage(&["train", "retention", "--survivors", "1000,1200"]);
+    assert!(!out.status.success() && stderr(&out).contains("never rising"), "{}", stderr(&out));
+    assert!(!bad_out.exists());
+}

@@ -55,7 +55,7 @@ fn classifiers(dir: &str, which: &[String]) {
     if want("logistic") {
         let t = Instant::now();
         let m = ChurnModel::params().fit(&train).unwrap();
-        report("engage logistic (linfa-logistic)", t.elapsed().as_secs_f64(), &valid, &m.predict_proba(&valid.x));
+        report("engage logistic (BFGS)", t.elapsed().as_secs_f64(), &valid, &m.predict_proba(&valid.x));
     }
     if want("gbm") {
         let t = Instant::now();
