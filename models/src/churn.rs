@@ -40,12 +40,12 @@ pub struct ChurnValidParams {
     /// BFGS iteration cap; > 0, default 200.
     pub max_iterations: u64,
     /// Stop when every component of the objective's gradient (weighted
-    /// mean log loss plus penalty over the total weight) falls below this;
-    /// > 0, default 1e-4 (scikit-learn's `tol` for lbfgs on the same
-    /// objective).
+    /// mean log loss plus penalty over the total weight) falls below this
+    /// positive number; default 1e-4 (scikit-learn's `tol` for lbfgs on
+    /// the same objective).
     pub gradient_tolerance: f64,
     /// Class weight of the positive rows (their log loss counts this many
-    /// times); > 0, default 1.0.
+    /// times); positive, default 1.0.
     pub positive_weight: f64,
 }
 
@@ -194,16 +194,12 @@ impl<'a> LogLoss<'a> {
         let blocks = self.y.len().div_ceil(LOSS_BLOCK);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(blocks).max(1);
         let mut sums: Vec<(f64, Vec<f64>)> = vec![(0.0, Vec::new()); blocks];
+        let per_thread = blocks.div_ceil(threads).max(1);
         std::thread::scope(|s| {
-            let mut chunks: Vec<Vec<(usize, &mut (f64, Vec<f64>))>> =
-                (0..threads).map(|_| Vec::new()).collect();
-            for (b, slot) in sums.iter_mut().enumerate() {
-                chunks[b % threads].push((b, slot));
-            }
-            for chunk in chunks {
+            for (t, slots) in sums.chunks_mut(per_thread).enumerate() {
                 s.spawn(move || {
-                    for (b, slot) in chunk {
-                        *slot = self.block(b, params);
+                    for (k, slot) in slots.iter_mut().enumerate() {
+                        *slot = self.block(t * per_thread + k, params);
                     }
                 });
             }

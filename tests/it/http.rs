@@ -919,10 +919,33 @@ fn the_serve_command_logs_without_keys_or_identifiers_and_stops_gracefully() {
         get(&format!("http://{addr}/v1/customers/{}/scores?id_type=email", encode(&email)), Some(&key));
     assert!(status == 200 || status == 404, "{status}");
     assert_eq!(get(&format!("http://{addr}/v1/customers/C0000001/scores"), Some(&key)).0, 200);
-    // SIGTERM: a graceful stop, exit status 0.
+    // A batch request in flight: its head and half its body sent.
+    let body = r#"{"items":[{"id":"C0000001"},{"id":"C0000002"}]}"#;
+    let mut in_flight = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        in_flight,
+        "POST /v1/scores:batch HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..20]
+    )
+    .unwrap();
+    in_flight.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // SIGTERM: the server stops accepting connections...
     let killed =
         std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting connections 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ...finishes the request in flight, then exits with status 0.
+    in_flight.write_all(&body.as_bytes()[20..]).unwrap();
+    let mut answer = String::new();
+    in_flight.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("C0000001") && answer.contains("C0000002"), "{answer}");
     stderr.read_to_string(&mut log).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}:\n{log}");
