@@ -4,7 +4,7 @@
 //! objective as scikit-learn's `LogisticRegression`.
 
 use linfa::prelude::*;
-use ndarray::{Array1, Array2, Axis};
+use ndarray::{Array1, Array2, ArrayBase, Axis, Data, Ix2};
 use serde::{Deserialize, Serialize};
 
 use crate::optimize::bfgs;
@@ -45,8 +45,14 @@ pub struct ChurnValidParams {
     /// the same objective).
     pub gradient_tolerance: f64,
     /// Class weight of the positive rows (their log loss counts this many
-    /// times); positive, default 1.0.
+    /// times); 1e-6 to 1e6, default 1.0. Left out of the JSON at its
+    /// default, so engage versions before class weights read the artifact.
+    #[serde(skip_serializing_if = "is_one")]
     pub positive_weight: f64,
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
 }
 
 impl From<ChurnValidParams> for ChurnParams {
@@ -92,11 +98,11 @@ impl ChurnParams {
                 reason: "must be a finite number > 0",
             });
         }
-        if !(p.positive_weight.is_finite() && p.positive_weight > 0.0) {
+        if !(1e-6..=1e6).contains(&p.positive_weight) {
             return Err(ModelError::InvalidParam {
                 name: "positive_weight",
                 value: p.positive_weight.to_string(),
-                reason: "must be a finite number > 0",
+                reason: "must be between 1e-6 and 1e6",
             });
         }
         Ok(p)
@@ -114,7 +120,7 @@ impl ChurnValidParams {
     /// weights of the dataset handed to [`Fit::fit`]).
     pub fn fit(&self, train: &TrainingSet) -> Result<FittedChurn, ModelError> {
         train.check()?;
-        let mut data = Dataset::new(train.x.clone(), Array1::from(train.y.clone()))
+        let mut data = DatasetBase::new(train.x.view(), Array1::from(train.y.clone()))
             .with_feature_names(train.feature_names.clone());
         if self.positive_weight != 1.0 {
             let weight = self.positive_weight as f32;
@@ -124,15 +130,21 @@ impl ChurnValidParams {
     }
 }
 
-/// linfa's training interface: records with `NaN` for missing values,
-/// boolean targets, optional sample weights (each row's log loss is
-/// multiplied by its weight; linfa-logistic ignores weights, which is one
-/// reason engage fits the model itself, see docs/models.md).
-impl Fit<Array2<f64>, Array1<bool>, ModelError> for ChurnValidParams {
+/// linfa's training interface: records (owned or a view) with `NaN` for
+/// missing values, boolean targets, optional sample weights (each row's
+/// log loss is multiplied by its weight; linfa-logistic ignores weights,
+/// which is one reason engage fits the model itself, see docs/models.md).
+/// Stops when the gradient is below `gradient_tolerance` or after
+/// `max_iterations`.
+impl<D: Data<Elem = f64>> Fit<ArrayBase<D, Ix2>, Array1<bool>, ModelError> for ChurnValidParams {
     type Object = FittedChurn;
 
-    fn fit(&self, data: &DatasetBase<Array2<f64>, Array1<bool>>) -> Result<FittedChurn, ModelError> {
-        let y = data.targets().as_slice().expect("an owned Array1 is contiguous");
+    fn fit(&self, data: &DatasetBase<ArrayBase<D, Ix2>, Array1<bool>>) -> Result<FittedChurn, ModelError> {
+        ChurnParams::from(self.clone()).check()?;
+        let (records, y) = (data.records(), data.targets());
+        if records.nrows() != y.len() {
+            return Err(ModelError::Data(format!("{} records but {} targets", records.nrows(), y.len())));
+        }
         let positives = y.iter().filter(|&&v| v).count();
         if positives == 0 || positives == y.len() {
             return Err(ModelError::Data(format!(
@@ -140,10 +152,26 @@ impl Fit<Array2<f64>, Array1<bool>, ModelError> for ChurnValidParams {
                 y.len()
             )));
         }
-        let scaling = Scaling::fit(data.records());
-        let x = scaling.transform(data.records());
-        let weights: Vec<f64> = (0..y.len()).map(|i| data.weight_for(i) as f64).collect();
-        let loss = LogLoss::new(&x, y, &weights, self.l2);
+        let weights: Vec<f64> = match data.weights() {
+            None => vec![1.0; y.len()],
+            Some(w) if w.len() == y.len() && w.iter().all(|v| v.is_finite() && *v >= 0.0) => {
+                w.iter().map(|&v| v as f64).collect()
+            }
+            Some(w) => {
+                return Err(ModelError::Data(format!(
+                    "{} sample weights for {} rows, or a weight that is negative or not finite",
+                    w.len(),
+                    y.len()
+                )));
+            }
+        };
+        if weights.iter().sum::<f64>() <= 0.0 {
+            return Err(ModelError::Data("every sample weight is 0".into()));
+        }
+        let scaling = Scaling::fit(records);
+        let x = scaling.transform(records);
+        let y = y.to_vec();
+        let loss = LogLoss::new(&x, &y, &weights, self.l2);
         let (params, _, _) = bfgs(
             |p| loss.value_and_gradient(p),
             &vec![0.0; x.ncols() + 1],
@@ -151,8 +179,12 @@ impl Fit<Array2<f64>, Array1<bool>, ModelError> for ChurnValidParams {
             self.gradient_tolerance,
         );
         let (coefficients, intercept) = params.split_at(x.ncols());
+        let feature_names = match data.feature_names() {
+            [] => (0..x.ncols()).map(|j| format!("x{j}")).collect(),
+            names => names.to_vec(),
+        };
         Ok(FittedChurn {
-            feature_names: data.feature_names().to_vec(),
+            feature_names,
             scaling,
             coefficients: coefficients.to_vec(),
             intercept: intercept[0],
@@ -251,7 +283,7 @@ pub struct Scaling {
 }
 
 impl Scaling {
-    pub(crate) fn fit(x: &Array2<f64>) -> Scaling {
+    pub(crate) fn fit<D: Data<Elem = f64>>(x: &ArrayBase<D, Ix2>) -> Scaling {
         let mut mean = Vec::with_capacity(x.ncols());
         let mut std = Vec::with_capacity(x.ncols());
         for col in x.axis_iter(Axis(1)) {
@@ -269,9 +301,10 @@ impl Scaling {
         Scaling { mean, std }
     }
 
-    /// Standardises `x`, mapping missing or non-finite values to 0.
-    pub fn transform(&self, x: &Array2<f64>) -> Array2<f64> {
-        let mut out = x.clone();
+    /// Standardises `x`, mapping missing or non-finite values to 0; the
+    /// result is row-major whatever the layout of `x`.
+    pub fn transform<D: Data<Elem = f64>>(&self, x: &ArrayBase<D, Ix2>) -> Array2<f64> {
+        let mut out = x.as_standard_layout().into_owned();
         for (j, mut col) in out.axis_iter_mut(Axis(1)).enumerate() {
             col.mapv_inplace(|v| if v.is_finite() { (v - self.mean[j]) / self.std[j] } else { 0.0 });
         }
@@ -418,6 +451,60 @@ mod tests {
         let err = ChurnValidParams { positive_weight: 0.0, ..Default::default() };
         let err = ChurnParams::from(err).check().unwrap_err();
         assert!(matches!(err, ModelError::InvalidParam { name: "positive_weight", .. }), "{err}");
+    }
+
+    /// The blocked, threaded objective equals a plain sum over the rows,
+    /// and its gradient (penalty and weights included) matches central
+    /// finite differences.
+    #[test]
+    fn loss_and_gradient_match_a_plain_sum_and_finite_differences() {
+        let n = 3 * LOSS_BLOCK + 17;
+        let x = Array2::from_shape_fn((n, 3), |(i, j)| (((i * (j + 3) * 7919) % 1000) as f64 / 250.0) - 2.0);
+        let y: Vec<bool> = (0..n).map(|i| (i * 31) % 7 < 3).collect();
+        let weights: Vec<f64> = y.iter().map(|&v| if v { 2.5 } else { 1.0 }).collect();
+        let l2 = 0.7;
+        let loss = LogLoss::new(&x, &y, &weights, l2);
+        let params = [0.3, -0.2, 0.5, 0.1];
+        let (value, grad) = loss.value_and_gradient(&params);
+        let total: f64 = weights.iter().sum();
+        let plain: f64 = (0..n)
+            .map(|i| {
+                let z = params[3] + (0..3).map(|j| params[j] * x[[i, j]]).sum::<f64>();
+                let p = 1.0 / (1.0 + (-z).exp());
+                -weights[i] * if y[i] { p.ln() } else { (1.0 - p).ln() }
+            })
+            .sum::<f64>()
+            / total
+            + 0.5 * l2 * (0.09 + 0.04 + 0.25) / total;
+        assert!((value - plain).abs() < 1e-12, "{value} vs {plain}");
+        for k in 0..4 {
+            let h = 1e-6;
+            let (mut up, mut down) = (params, params);
+            up[k] += h;
+            down[k] -= h;
+            let numeric = (loss.value_and_gradient(&up).0 - loss.value_and_gradient(&down).0) / (2.0 * h);
+            assert!((grad[k] - numeric).abs() < 1e-7, "parameter {k}: {} vs {numeric}", grad[k]);
+        }
+    }
+
+    /// Through linfa's interface: a view trains like the owned matrix,
+    /// unnamed columns get names, bad weights and shapes are errors.
+    #[test]
+    fn linfa_fit_checks_its_dataset() {
+        let set = toy();
+        let params = ChurnValidParams::default();
+        let targets = Array1::from(set.y.clone());
+        let unnamed = Fit::fit(&params, &DatasetBase::new(set.x.view(), targets.clone())).unwrap();
+        assert_eq!(unnamed.feature_names, ["x0", "x1"]);
+        assert_eq!(unnamed.coefficients, params.fit(&set).unwrap().coefficients);
+        let short = DatasetBase::new(set.x.slice(ndarray::s![..10, ..]), targets.clone());
+        assert!(matches!(Fit::fit(&params, &short), Err(ModelError::Data(_))));
+        let n = set.y.len();
+        for weights in [vec![1.0f32; n - 1], vec![-1.0; n], vec![0.0; n]] {
+            let data = DatasetBase::new(set.x.view(), targets.clone()).with_weights(Array1::from(weights));
+            let err = Fit::fit(&params, &data).unwrap_err();
+            assert!(matches!(err, ModelError::Data(_)), "{err}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! of repeat purchases and dropout (Fader, Hardie & Lee 2005, "Counting
 //! Your Customers the Easy Way") and the Gamma-Gamma model of spend per
 //! purchase (Fader, Hardie & Lee 2005, "RFM and CLV"), fitted by maximum
-//! likelihood on log parameters ([`bfgs`] with analytic gradients for
+//! likelihood on log parameters (BFGS with analytic gradients for
 //! BG/NBD, [`nelder_mead`] for the others).
 //!
 //! Time is in whatever unit the summaries use (weeks in the literature,

@@ -74,7 +74,19 @@ impl ShiftedBetaGeometric {
             ));
         }
         let from = |p: &[f64]| ShiftedBetaGeometric { alpha: p[0].exp(), beta: p[1].exp() };
-        Ok(fit_positive(customers, 2, from, ShiftedBetaGeometric::log_likelihood))
+        // Customers with the same tenure are evaluated once, weighted by
+        // their number: millions of subscribers have few distinct tenures.
+        let mut counts: std::collections::BTreeMap<(u32, bool), f64> = Default::default();
+        for c in customers {
+            *counts.entry((c.periods, c.churned)).or_default() += 1.0;
+        }
+        let distinct: Vec<(Tenure, f64)> =
+            counts.into_iter().map(|((periods, churned), n)| (Tenure { periods, churned }, n)).collect();
+        let ll = |m: &ShiftedBetaGeometric, d: &[(Tenure, f64)]| -> f64 {
+            d.iter().map(|(t, n)| n * m.log_likelihood(std::slice::from_ref(t))).sum()
+        };
+        let fit = fit_positive(&distinct, 2, from, ll);
+        Ok(Fit { customers: customers.len(), ..fit })
     }
 }
 

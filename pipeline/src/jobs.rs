@@ -295,15 +295,15 @@ pub(crate) async fn read_table(path: &Path, flag: &'static str) -> Result<Vec<Re
 pub async fn read_tenures(path: &Path, periods: &str, churned: &str) -> Result<Vec<Tenure>> {
     let batches = read_table(path, "--tenures").await?;
     let shown = path.display().to_string();
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Err(PipelineError::NoTrainingRows(format!("{shown} has no rows")));
+    }
     let bad = |column: &str, reason: String| PipelineError::InvalidArgument {
         name: "--tenures",
         value: shown.clone(),
         reason: format!("column `{column}`: {reason}"),
     };
-    let names: Vec<String> = batches
-        .first()
-        .map(|b| b.schema().fields().iter().map(|f| f.name().clone()).collect())
-        .unwrap_or_default();
+    let names: Vec<String> = batches[0].schema().fields().iter().map(|f| f.name().clone()).collect();
     for column in [periods, churned] {
         if !names.iter().any(|n| n == column) {
             return Err(bad(column, format!("no such column; the file has {}", names.join(", "))));
@@ -311,29 +311,40 @@ pub async fn read_tenures(path: &Path, periods: &str, churned: &str) -> Result<V
     }
     let periods_text = table_text(&batches, periods, &shown)?;
     let churned_text = table_text(&batches, churned, &shown)?;
+    let shown_value = |v: &Option<String>| v.as_ref().map_or("nothing".to_string(), |v| format!("{v:?}"));
     let mut out = Vec::with_capacity(periods_text.len());
     for (row, (p, c)) in periods_text.iter().zip(&churned_text).enumerate() {
-        let periods = match p.as_deref().map(str::parse::<u32>) {
-            Some(Ok(n)) if n >= 1 => n,
+        // Whole numbers, also as floats (`3.0`, as pandas writes them).
+        let whole = p.as_deref().and_then(|v| v.parse::<f64>().ok()).filter(|v| v.fract() == 0.0);
+        let periods = match whole {
+            Some(n) if (1.0..=MAX_TENURE as f64).contains(&n) => n as u32,
             _ => {
                 return Err(bad(
                     periods,
-                    format!("row {row} holds {p:?}; expected a whole number of periods >= 1"),
+                    format!(
+                        "row {row} (from 0) holds {}; expected a whole number of periods from 1 to {MAX_TENURE}",
+                        shown_value(p)
+                    ),
                 ));
             }
         };
         let churned = match c.as_deref() {
-            Some("true" | "1") => true,
-            Some("false" | "0") => false,
-            _ => return Err(bad(churned, format!("row {row} holds {c:?}; expected true/false or 1/0"))),
+            Some("true" | "1" | "1.0") => true,
+            Some("false" | "0" | "0.0") => false,
+            _ => {
+                return Err(bad(
+                    churned,
+                    format!("row {row} (from 0) holds {}; expected true/false or 1/0", shown_value(c)),
+                ));
+            }
         };
         out.push(Tenure { periods, churned });
     }
-    if out.is_empty() {
-        return Err(PipelineError::NoTrainingRows(format!("{shown} has no rows")));
-    }
     Ok(out)
 }
+
+/// Longest tenure `read_tenures` takes, in periods (27 years of days).
+pub const MAX_TENURE: u32 = 10_000;
 
 /// Trains a classifier on any feature table (see
 /// [`crate::frame::table_training_set`] for the encoding) and registers

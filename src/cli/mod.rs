@@ -348,7 +348,7 @@ struct TrainRetentionArgs {
     /// whether they churned at the end of them.
     #[arg(long, value_name = "FILE", conflicts_with = "survivors", required_unless_present = "survivors")]
     tenures: Option<PathBuf>,
-    /// Column of --tenures holding whole periods observed (>= 1).
+    /// Column of --tenures holding whole periods observed (1 to 10,000).
     #[arg(long, default_value = "periods")]
     periods_column: String,
     /// Column of --tenures: true/1 if the subscriber left at the end of
@@ -968,7 +968,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 TrainTask::Churn(a) => ("churn", a),
                 TrainTask::Response(a) => ("response", a),
                 TrainTask::Clv(_) | TrainTask::Uplift(_) | TrainTask::Retention(_) => {
-                    unreachable!("matched above")
+                    unreachable!("excluded by the pattern")
                 }
             };
             let config = a.model.train_config()?;
@@ -1463,6 +1463,8 @@ fn lifecycle_table(run: &LifecycleRun) -> String {
 /// the parameters and the projection.
 async fn retention_command(a: TrainRetentionArgs) -> Result<()> {
     use engage_models::retention::{ShiftedBetaGeometric, cohort_tenures};
+    use engage_pipeline::jobs::MAX_TENURE;
+    const MAX_COHORT: u64 = 100_000_000;
     let (tenures, source) = match &a.tenures {
         Some(path) => (
             engage_pipeline::jobs::read_tenures(path, &a.periods_column, &a.churned_column)
@@ -1477,12 +1479,22 @@ async fn retention_command(a: TrainRetentionArgs) -> Result<()> {
                     a.survivors
                 );
             }
+            if a.survivors[0] > MAX_COHORT || a.survivors.len() > MAX_TENURE as usize + 1 {
+                bail!(
+                    "--survivors: a cohort of at most {MAX_COHORT} subscribers over at most {MAX_TENURE} periods"
+                );
+            }
             (cohort_tenures(&a.survivors), format!("--survivors {}", a.survivors.len() - 1))
         }
     };
     let fit = ShiftedBetaGeometric::fit(&tenures).with_context(|| format!("fitting sBG on {source}"))?;
     let projection = fit.params.projection(&tenures, a.project);
     let status = if fit.converged { "converged" } else { "NOT converged" };
+    if !fit.converged {
+        eprintln!(
+            "warning: the sBG fit did not converge; its parameters are the best found, not the maximum"
+        );
+    }
     println!(
         "shifted-beta-geometric ({} subscribers from {source}): alpha {:.4}, beta {:.4}; log-likelihood {:.2}, {status}",
         fit.customers, fit.params.alpha, fit.params.beta, fit.log_likelihood

@@ -386,12 +386,13 @@ fn retention_command_fits_survivors_and_subscriber_files() {
         json_out.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("converged"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("NOT converged"), "{}", stdout(&out));
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_out).unwrap()).unwrap();
     let alpha = json["fit"]["params"]["alpha"].as_f64().unwrap();
     let beta = json["fit"]["params"]["beta"].as_f64().unwrap();
     assert_close("alpha (command)", alpha, 0.704, 0.01);
     assert_close("beta (command)", beta, 1.182, 0.01);
+    assert_eq!(json["fit"]["converged"], true);
     let projection = json["projection"].as_array().unwrap();
     assert_eq!(projection.len(), 10);
     for (k, row) in projection.iter().enumerate() {
@@ -443,7 +444,13 @@ fn retention_command_fits_survivors_and_subscriber_files() {
     let out = args(&bad, &bad_out);
     assert!(!out.status.success());
     let said = stderr(&out);
-    assert!(said.contains("`tenure`") && said.contains("row 2") && said.contains(">= 1"), "{said}");
+    assert!(
+        said.contains("`tenure`") && said.contains("row 2") && said.contains("from 1 to 10000"),
+        "{said}"
+    );
+    std::fs::write(&bad, "subscriber,tenure,left\n").unwrap();
+    let said = stderr(&args(&bad, &bad_out));
+    assert!(said.contains("has no rows"), "{said}");
     std::fs::write(&bad, "subscriber,tenure,gone\na,2,true\n").unwrap();
     let said = stderr(&args(&bad, &bad_out));
     assert!(said.contains("`left`") && said.contains("subscriber, tenure, gone"), "{said}");

@@ -922,6 +922,7 @@ fn the_serve_command_logs_without_keys_or_identifiers_and_stops_gracefully() {
     // A batch request in flight: its head and half its body sent.
     let body = r#"{"items":[{"id":"C0000001"},{"id":"C0000002"}]}"#;
     let mut in_flight = std::net::TcpStream::connect(&addr).unwrap();
+    in_flight.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         in_flight,
         "POST /v1/scores:batch HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
