@@ -4,7 +4,10 @@
 # against the Python `lifetimes` package on CDNOW. Fit seconds and
 # validation ROC AUC per model, one JSON line each, for BENCHMARKS.md.
 #
-#   bash bench/models.sh [CUSTOMERS]
+#   bash bench/models.sh [CUSTOMERS] [MODEL]
+#
+# MODEL (logistic, gbm, tree or forest) times only that classifier on
+# both sides (the linfa forest alone takes minutes).
 #
 # The feature matrix is `engage dataset --task churn` at two cutoffs on
 # generated data; bench/models.py encodes it once (one-hot text, 0/1
@@ -14,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 customers=${1:-200000}
+model=${2:-}
 bin=target/release/engage
 data=bench/out/data-$customers
 venv=bench/out/venv
@@ -29,8 +33,8 @@ rust=bench/out/target-models/release/engage-bench-models
 rm -rf "$out" && mkdir -p "$out"
 "$bin" dataset --data "$data" --task churn --as-of 2025-12-31,2026-03-31 --out "$out/dataset" > /dev/null
 "$venv/bin/python" bench/models.py export "$out/dataset/dataset.parquet" "$out"
-"$rust" classifiers "$out"
-"$venv/bin/python" bench/models.py sklearn "$out"
+"$rust" classifiers "$out" $model
+"$venv/bin/python" bench/models.py sklearn "$out" $model
 cdnow=tests/fixtures/cdnow/cdnow_customers_summary_with_transactions.csv
 "$rust" bgnbd "$cdnow" 5
 "$rust" clvscore "$cdnow" 1000000
