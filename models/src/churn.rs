@@ -7,6 +7,7 @@ use linfa::prelude::*;
 use ndarray::{Array1, Array2, ArrayBase, Axis, Data, Ix2};
 use serde::{Deserialize, Serialize};
 
+use crate::gbm::sigmoid;
 use crate::optimize::bfgs;
 use crate::{ModelError, TrainingSet};
 
@@ -264,7 +265,7 @@ impl<'a> LogLoss<'a> {
             let softplus = if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() };
             let s = self.weights[i];
             value += s * (softplus - y * z);
-            let g = s * (1.0 / (1.0 + (-z).exp()) - y);
+            let g = s * (sigmoid(z) - y);
             grad.iter_mut().zip(row).for_each(|(a, v)| *a += g * v);
             grad[p] += g;
         }
@@ -342,7 +343,7 @@ impl FittedChurn {
     /// `self.feature_names` in that order.
     pub fn predict_proba(&self, x: &Array2<f64>) -> Vec<f64> {
         let z = self.scaling.transform(x).dot(&Array1::from(self.coefficients.clone()));
-        z.iter().map(|v| 1.0 / (1.0 + (-(v + self.intercept)).exp())).collect()
+        z.iter().map(|v| sigmoid(v + self.intercept)).collect()
     }
 }
 

@@ -47,18 +47,12 @@ impl ShiftedBetaGeometric {
 
     /// Log-likelihood of `customers`.
     pub fn log_likelihood(&self, customers: &[Tenure]) -> f64 {
-        customers
-            .iter()
-            .map(
-                |c| {
-                    if c.churned {
-                        self.ln_churn_probability(c.periods)
-                    } else {
-                        self.survival(c.periods).ln()
-                    }
-                },
-            )
-            .sum()
+        customers.iter().map(|c| self.tenure_log_likelihood(*c)).sum()
+    }
+
+    /// Log-likelihood of one customer's tenure.
+    fn tenure_log_likelihood(&self, c: Tenure) -> f64 {
+        if c.churned { self.ln_churn_probability(c.periods) } else { self.survival(c.periods).ln() }
     }
 
     /// Maximum-likelihood parameters for `customers`.
@@ -83,7 +77,7 @@ impl ShiftedBetaGeometric {
         let distinct: Vec<(Tenure, f64)> =
             counts.into_iter().map(|((periods, churned), n)| (Tenure { periods, churned }, n)).collect();
         let ll = |m: &ShiftedBetaGeometric, d: &[(Tenure, f64)]| -> f64 {
-            d.iter().map(|(t, n)| n * m.log_likelihood(std::slice::from_ref(t))).sum()
+            d.iter().map(|(t, n)| n * m.tenure_log_likelihood(*t)).sum()
         };
         let fit = fit_positive(&distinct, 2, from, ll);
         Ok(Fit { customers: customers.len(), ..fit })

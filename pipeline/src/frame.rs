@@ -134,25 +134,40 @@ pub struct TableColumns<'a> {
 }
 
 /// A column of `batches` as text (nulls `None`); `source` names the file
-/// in errors.
-pub fn table_text(batches: &[RecordBatch], column: &str, source: &str) -> Result<Vec<Option<String>>> {
+/// and `flag` the option that gave it in errors.
+pub fn table_text(
+    batches: &[RecordBatch],
+    column: &str,
+    source: &str,
+    flag: &'static str,
+) -> Result<Vec<Option<String>>> {
     let mut out = Vec::new();
     for b in batches {
         let col = b.column_by_name(column).ok_or_else(|| {
             let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
-            bad_table(source, column, format!("no such column; the file has {}", names.join(", ")))
+            bad_table(flag, source, column, format!("no such column; the file has {}", names.join(", ")))
         })?;
         let col = cast(col, &DataType::Utf8)
-            .map_err(|e| bad_table(source, column, format!("cannot be read as text: {e}")))?;
+            .map_err(|e| bad_table(flag, source, column, format!("cannot be read as text: {e}")))?;
         let col = col.as_string::<i32>();
         out.extend((0..b.num_rows()).map(|i| col.is_valid(i).then(|| col.value(i).to_string())));
     }
     Ok(out)
 }
 
-fn bad_table(source: &str, column: &str, reason: String) -> PipelineError {
+/// A yes/no value as engage reads it from files: `true`/`false`, `1`/`0`
+/// or `1.0`/`0.0` (pandas writes integer columns with nulls as floats).
+pub fn parse_flag(v: &str) -> Option<bool> {
+    match v {
+        "true" | "1" | "1.0" => Some(true),
+        "false" | "0" | "0.0" => Some(false),
+        _ => None,
+    }
+}
+
+fn bad_table(flag: &'static str, source: &str, column: &str, reason: String) -> PipelineError {
     PipelineError::InvalidArgument {
-        name: "--features",
+        name: flag,
         value: source.to_string(),
         reason: format!("column `{column}`: {reason}"),
     }
@@ -174,7 +189,7 @@ pub fn table_training_set(
     columns: &TableColumns,
     source: &str,
 ) -> Result<(engage_models::TrainingSet, Option<Vec<String>>)> {
-    let bad = |column: &str, reason: String| bad_table(source, column, reason);
+    let bad = |column: &str, reason: String| bad_table("--features", source, column, reason);
     let Some(first) = batches.first() else {
         return Err(PipelineError::NoTrainingRows(format!("{source} has no rows")));
     };
@@ -187,16 +202,15 @@ pub fn table_training_set(
             return Err(bad(column, format!("no such column ({flag}); the file has {}", names.join(", "))));
         }
     }
-    let text = |c: &str| table_text(batches, c, source);
+    let text = |c: &str| table_text(batches, c, source, "--features");
     let mut y = Vec::new();
     for (row, v) in text(label)?.into_iter().enumerate() {
-        y.push(match v.as_deref() {
-            Some("true" | "1" | "1.0") => true,
-            Some("false" | "0" | "0.0") => false,
-            other => {
-                return Err(bad(label, format!("row {row} holds {other:?}; expected true/false or 1/0")));
+        match v.as_deref().and_then(parse_flag) {
+            Some(flag) => y.push(flag),
+            None => {
+                return Err(bad(label, format!("row {row} holds {v:?}; expected true/false or 1/0")));
             }
-        });
+        }
     }
     let has_id = names.iter().any(|n| n == id);
     let ids: Vec<String> = if has_id {

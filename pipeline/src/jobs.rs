@@ -26,7 +26,7 @@ use crate::engine::{DataSource, Engine, Task};
 use crate::erasure::{Scrubbed, scrub_dir};
 use crate::error::query;
 use crate::error::{PipelineError, Result, io};
-use crate::frame::{TableColumns, feature_matrix, labels, table_text, table_training_set};
+use crate::frame::{TableColumns, feature_matrix, labels, parse_flag, table_text, table_training_set};
 use crate::identity::{ID_TYPES, normalize};
 use crate::output::write_parquet;
 use crate::publish::ModelStore;
@@ -303,14 +303,8 @@ pub async fn read_tenures(path: &Path, periods: &str, churned: &str) -> Result<V
         value: shown.clone(),
         reason: format!("column `{column}`: {reason}"),
     };
-    let names: Vec<String> = batches[0].schema().fields().iter().map(|f| f.name().clone()).collect();
-    for column in [periods, churned] {
-        if !names.iter().any(|n| n == column) {
-            return Err(bad(column, format!("no such column; the file has {}", names.join(", "))));
-        }
-    }
-    let periods_text = table_text(&batches, periods, &shown)?;
-    let churned_text = table_text(&batches, churned, &shown)?;
+    let periods_text = table_text(&batches, periods, &shown, "--tenures")?;
+    let churned_text = table_text(&batches, churned, &shown, "--tenures")?;
     let shown_value = |v: &Option<String>| v.as_ref().map_or("nothing".to_string(), |v| format!("{v:?}"));
     let mut out = Vec::with_capacity(periods_text.len());
     for (row, (p, c)) in periods_text.iter().zip(&churned_text).enumerate() {
@@ -328,15 +322,11 @@ pub async fn read_tenures(path: &Path, periods: &str, churned: &str) -> Result<V
                 ));
             }
         };
-        let churned = match c.as_deref() {
-            Some("true" | "1" | "1.0") => true,
-            Some("false" | "0" | "0.0") => false,
-            _ => {
-                return Err(bad(
-                    churned,
-                    format!("row {row} (from 0) holds {}; expected true/false or 1/0", shown_value(c)),
-                ));
-            }
+        let Some(churned) = c.as_deref().and_then(parse_flag) else {
+            return Err(bad(
+                churned,
+                format!("row {row} (from 0) holds {}; expected true/false or 1/0", shown_value(c)),
+            ));
         };
         out.push(Tenure { periods, churned });
     }
@@ -409,7 +399,7 @@ pub async fn train_uplift_on_table(opts: &TrainUpliftOptions) -> Result<TrainUpl
     let batches = read_table(&t.path, "--features").await?;
     let shown = t.path.display().to_string();
     let mut arms = Vec::new();
-    for (row, v) in table_text(&batches, &opts.treatment, &shown)?.into_iter().enumerate() {
+    for (row, v) in table_text(&batches, &opts.treatment, &shown, "--features")?.into_iter().enumerate() {
         arms.push(v.ok_or_else(|| PipelineError::InvalidArgument {
             name: "--treatment",
             value: shown.clone(),
@@ -419,7 +409,7 @@ pub async fn train_uplift_on_table(opts: &TrainUpliftOptions) -> Result<TrainUpl
     let has = |c: &str| batches.first().is_some_and(|b| b.schema().column_with_name(c).is_some());
     let control_arm = opts.control_arm.clone().or_else(|| has("offer").then(|| "offer".to_string()));
     let held_out_from = match &control_arm {
-        Some(column) => Some(table_text(&batches, column, &shown)?),
+        Some(column) => Some(table_text(&batches, column, &shown, "--features")?),
         None => None,
     };
     let mut ignore = t.ignore.clone();

@@ -409,7 +409,7 @@ pub async fn measure_campaigns(
     let mut by_campaign: std::collections::BTreeMap<String, (Option<String>, Option<String>, Rows, Rows)> =
         Default::default();
     let text = |b: &datafusion::arrow::record_batch::RecordBatch, column: &str| {
-        crate::frame::table_text(std::slice::from_ref(b), column, CAMPAIGN_RESULTS.path)
+        crate::frame::table_text(std::slice::from_ref(b), column, CAMPAIGN_RESULTS.path, "--features")
     };
     let int = |b: &datafusion::arrow::record_batch::RecordBatch, j: usize| {
         cast(b.column(j), &DataType::Int64).map_err(|e| crate::error::query(CAMPAIGN_RESULTS.path)(e.into()))

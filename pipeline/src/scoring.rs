@@ -322,7 +322,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
     };
     engine.release_events()?;
     let (ids, names, x) = feature_matrix(&features)?;
-    let stage = table_text(&features, "lifecycle_stage", "the feature table")?;
+    let stage = table_text(&features, "lifecycle_stage", "the feature table", "--features")?;
     let n = ids.len();
 
     let mut columns = ScoreColumns::new(n);
