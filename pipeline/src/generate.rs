@@ -797,13 +797,15 @@ impl Person {
 
     /// A contact at `day` by a campaign of `strength`: the probability of
     /// the organic purchase in the response window, and of the contact
-    /// winning a purchase otherwise (largest for customers slipping away).
+    /// winning a purchase otherwise. A campaign moves the customers who
+    /// read it (the effect grows with the cube of engagement, which opens,
+    /// clicks and visits show) and most those slipping away.
     fn contact_effect(&self, day: f64, strength: f64) -> (f64, f64) {
         let alive = day < self.churn;
         let activity = if alive { self.activity(day) } else { 0.0 };
         let p_organic = 1.0 - (-(self.rate * activity) * RESPONSE_DAYS / 365.0).exp();
         let uplift = if alive {
-            strength * (0.3 + 1.7 * (1.0 - activity)) * (0.5 + self.engagement)
+            strength * (0.3 + 1.7 * (1.0 - activity)) * 6.0 * self.engagement.powi(3)
         } else {
             strength * 0.1
         };
