@@ -546,6 +546,16 @@ fn keys_and_scopes_guard_every_v1_route() {
     for open in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
         assert_eq!(get(&format!("{}{open}", server.base), None).0, 200, "{open}");
     }
+    // Denied requests are counted under the route they were meant for.
+    for (route, status, n) in [
+        ("/v1/customers/{id}/scores", 401, 3.0),
+        ("/v1/customers/{id}/scores", 403, 1.0),
+        ("/v1/audiences/{campaign}", 403, 1.0),
+        ("/v1/admin/reload", 403, 1.0),
+    ] {
+        let name = format!("engage_http_requests_total{{route=\"{route}\",status=\"{status}\"}}");
+        assert_eq!(metric(&server.base, &name), n, "{name}");
+    }
     // The example config in the repository is valid and names its keys.
     let example =
         ServeConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("serve.example.toml")).unwrap();
