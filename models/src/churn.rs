@@ -173,7 +173,7 @@ impl<D: Data<Elem = f64>> Fit<ArrayBase<D, Ix2>, Array1<bool>, ModelError> for C
         let x = scaling.transform(records);
         let y = y.to_vec();
         let loss = LogLoss::new(&x, &y, &weights, self.l2);
-        let (params, _, _) = bfgs(
+        let (params, iterations, converged) = bfgs(
             |p| loss.value_and_gradient(p),
             &vec![0.0; x.ncols() + 1],
             self.max_iterations as usize,
@@ -189,6 +189,7 @@ impl<D: Data<Elem = f64>> Fit<ArrayBase<D, Ix2>, Array1<bool>, ModelError> for C
             scaling,
             coefficients: coefficients.to_vec(),
             intercept: intercept[0],
+            convergence: Some(Convergence { iterations, converged }),
         })
     }
 }
@@ -324,6 +325,19 @@ pub struct FittedChurn {
     pub coefficients: Vec<f64>,
     /// Intercept of the linear predictor.
     pub intercept: f64,
+    /// How the fit ended (`None` in models saved before engage recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convergence: Option<Convergence>,
+}
+
+/// How an iterative fit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Convergence {
+    /// Iterations used.
+    pub iterations: usize,
+    /// Whether the gradient met the tolerance; `false` when the fit stopped
+    /// at `max_iterations` with the best coefficients found so far.
+    pub converged: bool,
 }
 
 impl FittedChurn {
@@ -387,6 +401,27 @@ mod tests {
         assert_eq!(reasons[199][0].0, 0);
         assert!(reasons.iter().flatten().all(|(_, v)| *v > 0.0));
         assert!(reasons.iter().all(|r| r.len() <= 2 && r.windows(2).all(|w| w[0].1 >= w[1].1)));
+    }
+
+    #[test]
+    fn records_whether_the_fit_converged_and_warns_when_not() {
+        let set = toy();
+        let done = ChurnModel::params().fit(&set).unwrap();
+        let c = done.convergence.unwrap();
+        assert!(c.converged && c.iterations > 1 && c.iterations < 200, "{c:?}");
+        assert_eq!(crate::Classifier::Logistic(done).convergence_warning("the churn model"), None);
+        let cut = ChurnModel::params().max_iterations(2).fit(&set).unwrap();
+        assert_eq!(cut.convergence, Some(Convergence { iterations: 2, converged: false }));
+        let warning =
+            crate::Classifier::Logistic(cut.clone()).convergence_warning("the churn model").unwrap();
+        assert!(warning.contains("the churn model stopped after 2 iterations"), "{warning}");
+        // Stored with the model; models saved before it was recorded still load.
+        let json = serde_json::to_value(&cut).unwrap();
+        assert_eq!(json["convergence"], serde_json::json!({ "iterations": 2, "converged": false }));
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("convergence");
+        let loaded: FittedChurn = serde_json::from_value(old).unwrap();
+        assert_eq!(loaded.convergence, None);
     }
 
     #[test]

@@ -77,6 +77,22 @@ impl Classifier {
         }
     }
 
+    /// A warning when an iterative fit stopped at its iteration limit
+    /// before converging (`arm` names the model in the message).
+    pub fn convergence_warning(&self, model: &str) -> Option<String> {
+        match self {
+            Classifier::Logistic(FittedChurn {
+                convergence: Some(crate::Convergence { iterations, converged: false }),
+                ..
+            }) => Some(format!(
+                "warning: the logistic fit of {model} stopped after {iterations} iterations (max_iterations) before \
+                 its gradient met gradient_tolerance; its coefficients are the best found. Raise max_iterations in \
+                 the [model] table, or look for a feature that separates the classes on its own"
+            )),
+            _ => None,
+        }
+    }
+
     /// Probability of the positive class per row of `x` (columns in
     /// [`Classifier::feature_names`] order).
     pub fn predict_proba(&self, x: &Array2<f64>) -> Vec<f64> {

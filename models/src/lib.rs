@@ -26,7 +26,7 @@ mod train;
 pub mod uplift;
 
 pub use artifact::{ARTIFACT_FORMAT_VERSION, ModelArtifact, TrainingWindow};
-pub use churn::{ChurnModel, ChurnParams, ChurnValidParams, FittedChurn, Scaling};
+pub use churn::{ChurnModel, ChurnParams, ChurnValidParams, Convergence, FittedChurn, Scaling};
 pub use classifier::{Classifier, ClassifierConfig};
 pub use error::ModelError;
 pub use metrics::Metrics;

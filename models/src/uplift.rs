@@ -235,6 +235,19 @@ impl FittedUplift {
         })
     }
 
+    /// A warning per arm whose fit stopped before converging.
+    pub fn convergence_warnings(&self) -> Vec<String> {
+        std::iter::once(self.control.convergence_warning("the control arm"))
+            .chain(
+                self.treatments
+                    .iter()
+                    .zip(&self.models)
+                    .map(|(t, m)| m.convergence_warning(&format!("arm `{t}`"))),
+            )
+            .flatten()
+            .collect()
+    }
+
     /// Every row's response probability under control and each treatment.
     pub fn predict(&self, x: &Array2<f64>) -> UpliftScores {
         let control = self.control.predict_proba(x);

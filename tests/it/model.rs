@@ -305,6 +305,22 @@ fn gbm_from_a_config_with_k_fold_and_the_registry_lifecycle() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("depth") && stderr(&out).contains("bad.toml"), "{}", stderr(&out));
 
+    // A logistic fit cut short by its iteration cap is kept (the best
+    // coefficients found) with a warning that says what to change.
+    let capped = tmp.path().join("capped.toml");
+    std::fs::write(&capped, "[model]\nkind = \"logistic\"\nmax_iterations = 3\n").unwrap();
+    let capped_models = dir("capped-models");
+    let args = ["train", "churn", "--features", &file, "--label", "churned", "--models", &capped_models];
+    let out = engage(&[&args[..], &["--config", capped.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the churn model stopped after 3 iterations (max_iterations)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = engage(&args);
+    assert!(out.status.success() && !stderr(&out).contains("warning"), "{}", stderr(&out));
+
     let list = |needle: &str| {
         let text = ok(&["models", "list", "--models", &models]);
         text.lines()
