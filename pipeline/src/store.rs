@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
@@ -34,6 +34,11 @@ const ENV_PREFIXES: [&str; 3] = ["AWS_", "GOOGLE_", "AZURE_"];
 
 /// Files at least this large go up in parts.
 const MULTIPART_BYTES: u64 = 16 << 20;
+
+/// Objects up to this size are downloaded [`PARALLEL_GETS`] at a time.
+const SMALL_OBJECT: u64 = 1 << 20;
+/// Concurrent GETs of small objects.
+const PARALLEL_GETS: usize = 16;
 
 /// A data root: the directory (or prefix) holding the contract tables.
 #[derive(Clone)]
@@ -287,10 +292,14 @@ impl DataRoot {
     /// Downloads the objects under `rel/` whose relative name `keep`
     /// accepts into the local directory `to`; returns their names. An
     /// object that goes between the listing and its download is an error
-    /// (a reader must not take a partial copy for a whole one).
+    /// (a reader must not take a partial copy for a whole one). Small
+    /// objects (a registry's index, manifests) are fetched
+    /// [`PARALLEL_GETS`] at a time, since each GET is a round trip; larger
+    /// ones one at a time, so memory holds one of them.
     pub async fn download(&self, rel: &str, to: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
-        let mut got = Vec::new();
-        for (name, object) in self.objects(rel).await?.into_iter().filter(|(n, _)| keep(n)) {
+        let wanted: Vec<(String, ObjectMeta)> =
+            self.objects(rel).await?.into_iter().filter(|(n, _)| keep(n)).collect();
+        for (name, _) in &wanted {
             // Each part of the name a plain file name: nothing lands outside `to`.
             let plain = name.split('/').all(|part| {
                 let mut c = Path::new(part).components();
@@ -298,19 +307,31 @@ impl DataRoot {
             });
             if !plain {
                 return Err(PipelineError::Config {
-                    field: self.display(&join(rel, &name)),
+                    field: self.display(&join(rel, name)),
                     reason: "not a plain relative file name; not downloaded".into(),
                 });
             }
-            let bytes = self.get(&object).await?;
+        }
+        let write = |name: &str, bytes: &[u8]| -> Result<()> {
             let local = name.split('/').fold(to.to_path_buf(), |p, part| p.join(part));
             if let Some(dir) = local.parent() {
                 std::fs::create_dir_all(dir).map_err(io(dir))?;
             }
-            std::fs::write(&local, &bytes).map_err(io(&local))?;
-            got.push(name);
+            std::fs::write(&local, bytes).map_err(io(&local))
+        };
+        let (small, large): (Vec<_>, Vec<_>) = wanted.iter().partition(|(_, o)| o.size <= SMALL_OBJECT);
+        let mut fetched = futures::stream::iter(small)
+            .map(|(name, object)| async move { self.get(object).await.map(|bytes| (name, bytes)) })
+            .buffer_unordered(PARALLEL_GETS);
+        while let Some(got) = fetched.next().await {
+            let (name, bytes) = got?;
+            write(name, &bytes)?;
         }
-        Ok(got)
+        drop(fetched);
+        for (name, object) in large {
+            write(name, &self.get(object).await?)?;
+        }
+        Ok(wanted.into_iter().map(|(name, _)| name).collect())
     }
 
     /// Deletes the object `rel`, if there is one.
@@ -364,5 +385,30 @@ mod tests {
         let root = DataRoot::local(Path::new("/data/models/../sample/./x/.."));
         assert_eq!(root.url.as_str(), "file:///data/sample/");
         assert_eq!(root.to_string(), "/data/models/../sample/./x/..", "messages show the path as given");
+    }
+
+    #[tokio::test]
+    async fn download_fetches_small_objects_together_and_large_ones_alone() {
+        let from = tempfile::tempdir().unwrap();
+        let mut expected = Vec::new();
+        for i in 0..40 {
+            let rel = format!("m/v{i:02}/meta.json");
+            std::fs::create_dir_all(from.path().join(format!("m/v{i:02}"))).unwrap();
+            std::fs::write(from.path().join(&rel), format!("{{\"version\": {i}}}")).unwrap();
+            expected.push(format!("v{i:02}/meta.json"));
+        }
+        let big = vec![7u8; SMALL_OBJECT as usize + 1];
+        std::fs::write(from.path().join("m/v00/model.json"), &big).unwrap();
+        expected.push("v00/model.json".into());
+        expected.sort();
+        let root = DataRoot::local(from.path());
+        let to = tempfile::tempdir().unwrap();
+        let got = root.download("m", to.path(), |_| true).await.unwrap();
+        assert_eq!(got, expected, "every name, in order");
+        assert_eq!(std::fs::read(to.path().join("v00/model.json")).unwrap(), big);
+        assert_eq!(std::fs::read_to_string(to.path().join("v39/meta.json")).unwrap(), "{\"version\": 39}");
+        let only = root.download("m", &to.path().join("only"), |n| n.ends_with("model.json")).await.unwrap();
+        assert_eq!(only, ["v00/model.json"]);
+        assert!(!to.path().join("only/v01").exists());
     }
 }
