@@ -78,7 +78,7 @@ impl Classifier {
     }
 
     /// A warning when an iterative fit stopped at its iteration limit
-    /// before converging (`arm` names the model in the message).
+    /// before converging (`model` names it in the message).
     pub fn convergence_warning(&self, model: &str) -> Option<String> {
         match self {
             Classifier::Logistic(FittedChurn {
