@@ -8,7 +8,7 @@ use std::fmt::Write;
 /// The stylesheet of every report.
 pub const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
      table{border-collapse:collapse}td,th{padding:2px 10px;text-align:right}\
-     th{text-align:left}.charts{display:flex;flex-wrap:wrap;gap:24px}\
+     th{text-align:left}.warning{color:#a40;font-weight:600}.charts{display:flex;flex-wrap:wrap;gap:24px}\
      svg{background:#fff;border:1px solid #ddd;max-width:100%;height:auto}";
 
 pub const W: f64 = 360.0;

@@ -170,6 +170,11 @@ pub fn html(artifact: &ModelArtifact, curves: &Curves) -> String {
         &artifact.window.as_of,
         split,
         &artifact.params,
+        &artifact
+            .model
+            .convergence_warning(&format!("the {} model", artifact.task))
+            .into_iter()
+            .collect::<Vec<_>>(),
     );
     let _ = write!(
         out,
@@ -216,9 +221,17 @@ pub fn html(artifact: &ModelArtifact, curves: &Curves) -> String {
     out
 }
 
-/// The page's head and the lines saying what was trained on what.
-fn page_head(title: &str, trained_at: &str, as_of: &str, split: &str, params: &ClassifierConfig) -> String {
-    format!(
+/// The page's head, the lines saying what was trained on what, and each of
+/// `warnings` (a fit that stopped before converging) where it is seen first.
+fn page_head(
+    title: &str,
+    trained_at: &str,
+    as_of: &str,
+    split: &str,
+    params: &ClassifierConfig,
+    warnings: &[String],
+) -> String {
+    let mut out = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>{STYLE}</style>\
          </head><body>\n<h1>{t}</h1>\n\
          <p>Trained {trained} by engage {v}; cutoff {as_of}; {split}.</p>\n\
@@ -230,7 +243,11 @@ fn page_head(title: &str, trained_at: &str, as_of: &str, split: &str, params: &C
         v = esc(env!("CARGO_PKG_VERSION")),
         as_of = esc(as_of),
         split = esc(split),
-    )
+    );
+    for w in warnings {
+        let _ = writeln!(out, "<p class=\"warning\">{}</p>", esc(w));
+    }
+    out
 }
 
 /// Writes `<dir>/metrics.json` (metrics, curves, split) and
@@ -267,6 +284,7 @@ pub fn uplift_html(artifact: &UpliftArtifact, curves: &[ArmCurves]) -> String {
         &artifact.window.as_of,
         &artifact.split,
         &artifact.params,
+        &artifact.model.convergence_warnings(),
     );
     let pct = |v: f64| format!("{:.1} %", v * 100.0);
     let pp = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:+.1} pts", v * 100.0));

@@ -230,6 +230,7 @@ pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
     let mut report =
         RunReport::new("train churn", Some(opts.as_of), &engine, &identity, None, &clock, vec![dir]);
     report.model = Some(ModelSummary::of(&artifact));
+    report.warnings.extend(artifact.model.convergence_warning(&format!("the {} model", artifact.task)));
     let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, Some(&report)).await?;
     Ok(TrainRun { artifact, dir, promoted, report: Some(report) })
 }
@@ -356,6 +357,7 @@ pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainRun> {
     let command = format!("train {} --features", opts.task);
     let mut report = RunReport::for_file(&command, &opts.path, &clock, vec![dir]);
     report.model = Some(ModelSummary::of(&artifact));
+    report.warnings.extend(artifact.model.convergence_warning(&format!("the {} model", artifact.task)));
     let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, Some(&report)).await?;
     Ok(TrainRun { artifact, dir, promoted, report: Some(report) })
 }
@@ -430,7 +432,8 @@ pub async fn train_uplift_on_table(opts: &TrainUpliftOptions) -> Result<TrainUpl
     let (artifact, curves) = train_uplift(&data, cutoffs.as_deref(), &t.config, &train_opts)?;
     clock.lap("train");
     let outputs = vec![version_dir(&t.models, &artifact.name, &artifact.model_version)];
-    let run_report = RunReport::for_file("train uplift", &t.path, &clock, outputs);
+    let mut run_report = RunReport::for_file("train uplift", &t.path, &clock, outputs);
+    run_report.warnings = artifact.model.convergence_warnings();
     let (dir, promoted) = register(&t.models, &artifact.meta(), |dir| {
         artifact.save(&dir.join(MODEL_FILE))?;
         report::write_uplift(dir, &artifact, &curves)?;

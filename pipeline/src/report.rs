@@ -102,6 +102,10 @@ pub struct RunReport {
     /// The audiences a scoring run selected.
     #[serde(default)]
     pub audiences: Vec<crate::audience::AudienceSummary>,
+    /// What the user should know although the run succeeded (a model fit
+    /// that stopped at its iteration limit); `engage` prints each on stderr.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The erasure list a run applied.
@@ -215,6 +219,7 @@ impl RunReport {
             model: None,
             snapshot: None,
             audiences: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -237,6 +242,7 @@ impl RunReport {
             model: None,
             snapshot: None,
             audiences: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 

@@ -1014,7 +1014,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "validation: ROC AUC {:.3}, PR AUC {:.3}, log loss {:.4}, Brier {:.4}, top-decile lift {:.2}",
                 m.roc_auc, m.pr_auc, m.log_loss, m.brier, m.top_decile_lift
             );
-            if let Some(warning) = art.model.convergence_warning(&format!("the {} model", art.task)) {
+            for warning in run.report.iter().flat_map(|r| &r.warnings) {
                 eprintln!("{warning}");
             }
             println!("registered {}{}", run.dir, promoted_note(run.promoted, &art.name));
@@ -1040,7 +1040,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("training an uplift model on {}", opts.table.path.display()))?;
             print!("{}", run.report.render());
             print!("{}", uplift_summary(&run.artifact));
-            for warning in run.artifact.model.convergence_warnings() {
+            for warning in &run.report.warnings {
                 eprintln!("{warning}");
             }
             println!("registered {}{}", run.dir, promoted_note(run.promoted, &run.artifact.name));

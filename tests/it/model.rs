@@ -318,6 +318,16 @@ fn gbm_from_a_config_with_k_fold_and_the_registry_lifecycle() {
         "{}",
         stderr(&out)
     );
+    // The registered version keeps the warning: its run report and its page.
+    let version =
+        std::fs::read_dir(format!("{capped_models}/churn")).unwrap().flatten().find(|e| e.path().is_dir());
+    let version = version.expect("a registered version").path();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(version.join("run_report.json")).unwrap()).unwrap();
+    let warnings = report["warnings"].as_array().expect("warnings in run_report.json");
+    assert!(warnings.len() == 1 && warnings[0].as_str().unwrap().contains("after 3 iterations"), "{report}");
+    let page = std::fs::read_to_string(version.join("report.html")).unwrap();
+    assert!(page.contains("class=\"warning\"") && page.contains("after 3 iterations"), "{page}");
     let out = engage(&args);
     assert!(out.status.success() && !stderr(&out).contains("warning"), "{}", stderr(&out));
 
