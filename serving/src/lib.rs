@@ -31,7 +31,7 @@ use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Condition;
-use actix_web::{App, web};
+use actix_web::{App, HttpRequest, web};
 
 use crate::auth::{Keys, Scope};
 
@@ -67,6 +67,13 @@ fn request_id(req: &ServiceRequest) -> String {
         Some(id) => id.to_string(),
         None => format!("{:x}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)),
     }
+}
+
+/// The served state of a request's app, borrowed, not cloned: a shared
+/// reference count would be one more cache line that both workers write on
+/// every request.
+fn served(req: &HttpRequest) -> &Served {
+    req.app_data::<web::Data<Served>>().expect("state registered")
 }
 
 /// The application over `state`: routes, body and query limits with JSON
@@ -114,6 +121,7 @@ pub fn build_app(
     // Each resource is named by its pattern: metrics and logs read the name
     // (no allocation per request), never the path.
     let resource = |path: &str| {
+        assert!(metrics::ROUTES.contains(&path), "route {path} is not in metrics::ROUTES");
         web::resource(path.to_string()).name(path).default_service(web::to(api::method_not_allowed))
     };
     App::new()
@@ -140,11 +148,9 @@ pub fn build_app(
         .default_service(web::to(api::not_found))
         .wrap_fn(|req, srv| {
             let start = Instant::now();
-            let state = req.app_data::<web::Data<Served>>().expect("state registered").clone();
             let id = request_id(&req);
-            let method = req.method().to_string();
             let auth = match scope_for(req.path()) {
-                Some(scope) => state.keys.authorize(req.request(), scope).map(Some),
+                Some(scope) => served(req.request()).keys.authorize(req.request(), scope).map(Some),
                 None => Ok(None),
             };
             let (call, denied, caller) = match auth {
@@ -160,10 +166,11 @@ pub fn build_app(
                 if let Ok(v) = HeaderValue::from_str(&id) {
                     res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
                 }
-                let route = res.request().match_name().unwrap_or("unmatched");
+                let req = res.request();
+                let (route, method) = (req.match_name().unwrap_or("unmatched"), req.method());
                 let status = res.status().as_u16();
                 let elapsed = start.elapsed();
-                state.metrics.observe(route, status, elapsed);
+                served(req).metrics.observe(route, status, elapsed);
                 let caller = caller.as_deref().unwrap_or("-");
                 let micros = elapsed.as_micros() as u64;
                 if status >= 500 {

@@ -44,6 +44,20 @@ pub struct ReloadOutcome {
     pub rows: usize,
 }
 
+/// The snapshot being served, held for one request. Taken without touching
+/// the snapshot's reference count (which every worker would write on every
+/// request); a reload meanwhile waits for nothing: the old snapshot lives
+/// until the last request holding it ends.
+pub struct Current(arc_swap::Guard<Option<Arc<ScoreService>>>);
+
+impl std::ops::Deref for Current {
+    type Target = ScoreService;
+
+    fn deref(&self) -> &ScoreService {
+        self.0.as_deref().expect("checked in Served::snapshot")
+    }
+}
+
 /// Shared by every worker.
 pub struct Served {
     root: PathBuf,
@@ -74,8 +88,12 @@ impl Served {
     }
 
     /// The snapshot being served, or `NotReady`.
-    pub fn snapshot(&self) -> Result<Arc<ScoreService>, ApiError> {
-        self.current.load_full().ok_or(ApiError::NotReady)
+    pub fn snapshot(&self) -> Result<Current, ApiError> {
+        let current = self.current.load();
+        if current.is_none() {
+            return Err(ApiError::NotReady);
+        }
+        Ok(Current(current))
     }
 
     /// The id `CURRENT` names now (`None` when it cannot be read).
