@@ -8,7 +8,8 @@
 #      (wrk reports any non-2xx answer);
 #   4. the same lookups against a trivial actix-web handler (the ceiling),
 #      16 and 64 connections.
-# Server RSS from /proc after each run. For BENCHMARKS.md.
+# Server RSS from /proc after each run; for runs 1 and 4 also the server's
+# CPU time per request. For BENCHMARKS.md.
 #
 #   bash bench/serve.sh [CUSTOMERS]      (needs `wrk`: apt-get install wrk)
 set -euo pipefail
@@ -69,9 +70,24 @@ end
 LUA
 
 run() { wrk -t"$threads" -c"${3:-64}" -d"${secs}s" --latency -s "$2" "$1"; }
+# CPU time (user + system) of process $1 in clock ticks.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# A run against process $1 that also prints the server's CPU time per
+# answered request: less noisy than requests/s on a shared machine, since
+# neither wrk's share of the cores nor other tenants enter it.
+measured() {
+  local pid=$1 before after text
+  shift
+  before=$(ticks "$pid")
+  text=$(run "$@")
+  after=$(ticks "$pid")
+  echo "$text"
+  echo "$text" | awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" \
+    '/requests in/ {printf "server CPU per request: %.1f us\n", t / hz * 1e6 / $1}'
+}
 for c in 16 64; do
   echo; echo "== 1. single lookups, random existing ids, $c connections"
-  run http://127.0.0.1:18080 "$work/lookup.lua" $c
+  measured $pid http://127.0.0.1:18080 "$work/lookup.lua" $c
   echo "server: $(rss $pid)"
 done
 echo; echo "== 2. mix: 10% unknown ids (404), 5% batches of 100"
@@ -82,7 +98,10 @@ echo; echo "== 3. single lookups while a new snapshot is published and reloaded"
 current=$(cat "$scores/CURRENT")
 copy="${current}_bench"
 rm -rf "$scores/snapshots/$copy"
-( sleep $((secs / 3))
+# Published 2 s into a run twice as long as the others: loading and checking
+# a 1M snapshot takes 10 s or more while wrk keeps both cores busy, and the
+# swap must land inside the run.
+( sleep 2
   cp -r "$scores/snapshots/$current" "$scores/snapshots/$copy"
   python3 - "$scores/snapshots/$copy/manifest.json" "$copy" <<'PY'
 import json, sys
@@ -90,7 +109,7 @@ m = json.load(open(sys.argv[1])); m["snapshot_id"] = sys.argv[2]; json.dump(m, o
 PY
   printf '%s\n' "$copy" > "$scores/CURRENT.tmp" && mv "$scores/CURRENT.tmp" "$scores/CURRENT"
 ) &
-run http://127.0.0.1:18080 "$work/lookup.lua"
+secs=$((secs * 2)) run http://127.0.0.1:18080 "$work/lookup.lua"
 echo "served after the run: $(curl -s -H "Authorization: Bearer $key" http://127.0.0.1:18080/v1/snapshot | python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshot_id"])')"
 echo "server: $(rss $pid)"
 printf '%s\n' "$current" > "$scores/CURRENT.tmp" && mv "$scores/CURRENT.tmp" "$scores/CURRENT"
@@ -102,7 +121,7 @@ tpid=$!
 until curl -sf http://127.0.0.1:18090/v1/customers/C0000001/scores > /dev/null; do sleep 0.2; done
 for c in 16 64; do
   echo; echo "== 4. the ceiling: a trivial actix-web handler, same workers, $c connections"
-  run http://127.0.0.1:18090 "$work/lookup.lua" $c
+  measured $tpid http://127.0.0.1:18090 "$work/lookup.lua" $c
 done
 echo "trivial server: $(rss $tpid)"
 kill $tpid

@@ -65,7 +65,11 @@ fn request_id(req: &ServiceRequest) -> String {
     });
     match given {
         Some(id) => id.to_string(),
-        None => format!("{:x}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)),
+        // The pid once: `getpid` is a system call on every request otherwise.
+        None => {
+            static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+            format!("{:x}-{}", PID.get_or_init(std::process::id), NEXT.fetch_add(1, Ordering::Relaxed))
+        }
     }
 }
 
