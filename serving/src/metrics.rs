@@ -200,7 +200,7 @@ mod tests {
                 "engage_http_request_duration_seconds_count{{route=\"/v1/customers/{{id}}/scores\"}} {}",
                 101 * threads
             ),
-            format!("engage_http_request_duration_seconds_bucket{{route=\"unmatched\",le=\"0.0005\"}} 0"),
+            "engage_http_request_duration_seconds_bucket{route=\"unmatched\",le=\"0.0005\"} 0".to_string(),
             format!(
                 "engage_http_request_duration_seconds_bucket{{route=\"unmatched\",le=\"0.001\"}} {threads}"
             ),
