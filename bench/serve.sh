@@ -7,7 +7,8 @@
 #   3. single lookups while a new snapshot is published and reloaded
 #      (wrk reports any non-2xx answer);
 #   4. the same lookups against a trivial actix-web handler (the ceiling),
-#      16 and 64 connections.
+#      16 and 64 connections, answering 50 bytes, then as many bytes as
+#      engage's answer.
 # Server RSS from /proc after each run; for runs 1 and 4 also the server's
 # CPU time per request. For BENCHMARKS.md.
 #
@@ -45,6 +46,8 @@ until curl -sf http://127.0.0.1:18080/readyz > /dev/null; do sleep 0.5; done
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %.0f MiB  ", $1, $2/1024}' "/proc/$1/status"; echo; }
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $(date -u +%F)"
 echo "server loaded: $(rss $pid)"
+# The size of one answer, for the padded ceiling (section 4).
+answer=$(curl -s -H "Authorization: Bearer $key" http://127.0.0.1:18080/v1/customers/C0000001/scores | wc -c)
 
 cat > "$work/lookup.lua" <<LUA
 math.randomseed(os.time())
@@ -116,12 +119,17 @@ printf '%s\n' "$current" > "$scores/CURRENT.tmp" && mv "$scores/CURRENT.tmp" "$s
 sleep 2; rm -rf "$scores/snapshots/$copy"
 kill $pid; wait $pid 2> /dev/null || true
 
-target/release/examples/trivial 127.0.0.1:18090 2 &
-tpid=$!
-until curl -sf http://127.0.0.1:18090/v1/customers/C0000001/scores > /dev/null; do sleep 0.2; done
-for c in 16 64; do
-  echo; echo "== 4. the ceiling: a trivial actix-web handler, same workers, $c connections"
-  measured $tpid http://127.0.0.1:18090 "$work/lookup.lua" $c
+# The ceiling twice: the trivial handler's usual 50-byte answer, then padded
+# to the size of engage's answer (so that the difference left is engage's
+# work, not the bytes on the wire).
+for bytes in 50 "$answer"; do
+  target/release/examples/trivial 127.0.0.1:18090 2 "$bytes" &
+  tpid=$!
+  until curl -sf http://127.0.0.1:18090/v1/customers/C0000001/scores > /dev/null; do sleep 0.2; done
+  for c in 16 64; do
+    echo; echo "== 4. the ceiling: a trivial actix-web handler answering $bytes bytes, same workers, $c connections"
+    measured $tpid http://127.0.0.1:18090 "$work/lookup.lua" $c
+  done
+  echo "trivial server: $(rss $tpid)"
+  kill $tpid; wait $tpid 2> /dev/null || true
 done
-echo "trivial server: $(rss $tpid)"
-kill $tpid
