@@ -55,6 +55,13 @@ pub struct ModelArtifact {
 }
 
 impl ModelArtifact {
+    /// What a reviewer of the trained model should know: a fit that stopped
+    /// at its iteration limit (shown in the run report, on the model's page
+    /// and on stderr).
+    pub fn warnings(&self) -> Vec<String> {
+        self.model.convergence_warning(&format!("the {} model", self.task)).into_iter().collect()
+    }
+
     /// Writes the artifact as pretty JSON via a temporary sibling and a
     /// rename, so a reader never sees a half-written file.
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {

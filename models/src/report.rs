@@ -170,11 +170,7 @@ pub fn html(artifact: &ModelArtifact, curves: &Curves) -> String {
         &artifact.window.as_of,
         split,
         &artifact.params,
-        &artifact
-            .model
-            .convergence_warning(&format!("the {} model", artifact.task))
-            .into_iter()
-            .collect::<Vec<_>>(),
+        &artifact.warnings(),
     );
     let _ = write!(
         out,

@@ -230,7 +230,7 @@ pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
     let mut report =
         RunReport::new("train churn", Some(opts.as_of), &engine, &identity, None, &clock, vec![dir]);
     report.model = Some(ModelSummary::of(&artifact));
-    report.warnings.extend(artifact.model.convergence_warning(&format!("the {} model", artifact.task)));
+    report.warnings = artifact.warnings();
     let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, Some(&report)).await?;
     Ok(TrainRun { artifact, dir, promoted, report: Some(report) })
 }
@@ -357,7 +357,7 @@ pub async fn train_on_table(opts: &TrainTableOptions) -> Result<TrainRun> {
     let command = format!("train {} --features", opts.task);
     let mut report = RunReport::for_file(&command, &opts.path, &clock, vec![dir]);
     report.model = Some(ModelSummary::of(&artifact));
-    report.warnings.extend(artifact.model.convergence_warning(&format!("the {} model", artifact.task)));
+    report.warnings = artifact.warnings();
     let (dir, promoted) = register_classifier(&opts.models, &artifact, &curves, Some(&report)).await?;
     Ok(TrainRun { artifact, dir, promoted, report: Some(report) })
 }
