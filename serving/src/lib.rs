@@ -21,6 +21,7 @@ pub use error::{ApiError, ErrorBody, ServeError};
 pub use snapshot::{AudienceEntry, CustomerScores, IdType, Reason, ScoreService};
 pub use state::{Limits, ReloadOutcome, Served};
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,20 +57,41 @@ fn scope_for(path: &str) -> Option<Scope> {
 }
 
 /// The caller's `X-Request-Id` when it is a sane token, else a new one.
-fn request_id(req: &ServiceRequest) -> String {
+fn request_id(req: &ServiceRequest) -> RequestId {
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| {
+    let mut id = RequestId { buf: [0; 64], len: 0 };
+    let given = req.headers().get("x-request-id").map(HeaderValue::as_bytes).filter(|v| {
         !v.is_empty()
             && v.len() <= 64
-            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && v.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
     });
     match given {
-        Some(id) => id.to_string(),
+        Some(given) => {
+            id.buf[..given.len()].copy_from_slice(given);
+            id.len = given.len();
+        }
         // The pid once: `getpid` is a system call on every request otherwise.
         None => {
             static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-            format!("{:x}-{}", PID.get_or_init(std::process::id), NEXT.fetch_add(1, Ordering::Relaxed))
+            let mut rest = &mut id.buf[..];
+            let pid = PID.get_or_init(std::process::id);
+            write!(rest, "{pid:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed)).expect("fits in 64 bytes");
+            id.len = 64 - rest.len();
         }
+    }
+    id
+}
+
+/// A request's id, on the stack (no allocation per request): ASCII
+/// letters, digits, '-' and '_', at most 64 bytes.
+struct RequestId {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl RequestId {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).expect("ASCII")
     }
 }
 
@@ -167,7 +189,8 @@ pub fn build_app(
                     (None, Some(denied)) => denied,
                     (None, None) => unreachable!("called or denied"),
                 };
-                if let Ok(v) = HeaderValue::from_str(&id) {
+                let id = id.as_str();
+                if let Ok(v) = HeaderValue::from_str(id) {
                     res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
                 }
                 let req = res.request();

@@ -78,7 +78,7 @@ pub struct CustomerScores<'a> {
     pub best_offer: Option<&'a str>,
     /// Uplift of every offer the uplift model knows (empty without one).
     #[schema(value_type = BTreeMap<String, f64>)]
-    pub uplift_by_offer: BTreeMap<&'a str, f64>,
+    pub uplift_by_offer: OfferUplift<'a>,
     /// BG/NBD probability of being alive.
     pub p_alive: Option<f64>,
     /// Expected purchases and discounted value over the CLV horizon.
@@ -101,6 +101,27 @@ pub struct CustomerScores<'a> {
     /// The features raising this customer's churn score most, largest
     /// first (empty without a churn model).
     pub reasons: Vec<Reason<'a>>,
+}
+
+/// The uplift of each offer, borrowed from the snapshot: a JSON object
+/// of offer -> uplift, offers in name order, offers without a value left
+/// out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfferUplift<'a> {
+    offers: &'a [String],
+    values: &'a [f64],
+}
+
+impl<'a> OfferUplift<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, f64)> + use<'a> {
+        self.offers.iter().zip(self.values).filter(|(_, v)| !v.is_nan()).map(|(o, v)| (o.as_str(), *v))
+    }
+}
+
+impl Serialize for OfferUplift<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
 }
 
 /// One reason for a score: a feature and its contribution to the log-odds.
@@ -158,11 +179,10 @@ const EMPTY_ROW: Row = Row {
 pub struct ScoreService {
     manifest: SnapshotManifest,
     /// Customer ids by row, and the rows by customer id.
-    ids: Vec<Box<str>>,
-    by_id: HashTable<u32>,
-    hasher: RandomState,
-    /// Per identifier type of [`LOOKUP_ID_TYPES`]: normalised value -> row.
-    identities: [HashMap<String, u32>; 3],
+    ids: StrIndex,
+    /// Per identifier type of [`LOOKUP_ID_TYPES`]: normalised values, and
+    /// the customer row of each.
+    identities: [(StrIndex, Vec<u32>); 3],
     /// Scores by row.
     rows: Vec<Row>,
     /// The uplift model's offers (`uplift_<offer>` columns) and their
@@ -186,6 +206,57 @@ pub struct Audience {
     pub summary: serde_json::Value,
 }
 
+/// Distinct strings in one buffer, each found by value: no allocation and
+/// no pointer per string (a million customer ids, millions of emails and
+/// phones), which halves a snapshot's memory against a map of `String`s.
+/// Position `i` is the `i`-th string inserted.
+#[derive(Debug, Default)]
+struct StrIndex {
+    text: String,
+    /// Where each string ends in `text`.
+    ends: Vec<u64>,
+    table: HashTable<u32>,
+    hasher: RandomState,
+}
+
+/// String `i` of a [`StrIndex`]'s `text` and `ends`.
+fn nth<'a>(text: &'a str, ends: &[u64], i: u32) -> &'a str {
+    let start = if i == 0 { 0 } else { ends[i as usize - 1] as usize };
+    &text[start..ends[i as usize] as usize]
+}
+
+impl StrIndex {
+    fn with_capacity(n: usize) -> StrIndex {
+        StrIndex { ends: Vec::with_capacity(n), table: HashTable::with_capacity(n), ..Default::default() }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn str(&self, i: u32) -> &str {
+        nth(&self.text, &self.ends, i)
+    }
+
+    fn get(&self, s: &str) -> Option<u32> {
+        self.table.find(self.hasher.hash_one(s), |&i| self.str(i) == s).copied()
+    }
+
+    /// Adds `s`: its position, or `Err` with the position it already has.
+    fn insert(&mut self, s: &str) -> Result<u32, u32> {
+        let hash = self.hasher.hash_one(s);
+        if let Some(&i) = self.table.find(hash, |&i| self.str(i) == s) {
+            return Err(i);
+        }
+        let i = u32::try_from(self.ends.len()).expect("fewer than 2^32 strings");
+        self.text.push_str(s);
+        self.ends.push(self.text.len() as u64);
+        let StrIndex { text, ends, table, hasher } = self;
+        table.insert_unique(hash, i, |&j| hasher.hash_one(nth(text, ends, j)));
+        Ok(i)
+    }
+}
+
 /// Interns `value` in `strings`.
 fn intern(strings: &mut Vec<String>, index: &mut HashMap<String, u32>, value: &str) -> u32 {
     if let Some(&i) = index.get(value) {
@@ -196,15 +267,18 @@ fn intern(strings: &mut Vec<String>, index: &mut HashMap<String, u32>, value: &s
     strings.len() as u32 - 1
 }
 
-/// Reads a Parquet file into batches.
-pub(crate) fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ServeError> {
+/// Reads a Parquet file batch by batch: a snapshot is loaded while the
+/// previous one serves, so no file is held decoded in full.
+pub(crate) fn read_parquet(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<RecordBatch, ServeError>> + use<>, ServeError> {
     let shown = path.display().to_string();
     let parquet_err = |source| ServeError::Parquet { path: shown.clone(), source };
     let file = std::fs::File::open(path)
         .map_err(|source| engage_models::ModelError::Io { path: shown.clone(), source })?;
     let reader =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?.build().map_err(parquet_err)?;
-    reader.map(|b| b.map_err(|e| parquet_err(e.into()))).collect()
+    Ok(reader.map(move |b| b.map_err(|e| ServeError::Parquet { path: shown.clone(), source: e.into() })))
 }
 
 /// Column `name` of `batch`, which must have type `ty`.
@@ -256,9 +330,7 @@ impl ScoreService {
             |path: &Path, reason: String| ServeError::Schema { path: path.display().to_string(), reason };
         let n = manifest.rows as usize;
         let mut svc = ScoreService {
-            ids: Vec::with_capacity(n),
-            by_id: HashTable::with_capacity(n),
-            hasher: RandomState::new(),
+            ids: StrIndex::with_capacity(n),
             identities: Default::default(),
             rows: Vec::with_capacity(n),
             offers: Vec::new(),
@@ -270,6 +342,7 @@ impl ScoreService {
         };
         let mut index = HashMap::new();
         for batch in read_parquet(&path)? {
+            let batch = batch?;
             let ids = text(&batch, &path, "customer_id", true)?;
             let ids = ids.as_string::<i32>();
             if svc.offers.is_empty() {
@@ -278,6 +351,7 @@ impl ScoreService {
                         svc.offers.push(offer.to_string());
                     }
                 }
+                svc.offers.sort();
             }
             let base = svc.rows.len();
             svc.rows.resize(base + batch.num_rows(), EMPTY_ROW);
@@ -320,13 +394,9 @@ impl ScoreService {
                 }
             }
             for id in ids.iter().flatten() {
-                if svc.row_of(id).is_some() {
+                if svc.ids.insert(id).is_err() {
                     return Err(schema_err(&path, format!("customer `{id}` appears twice")));
                 }
-                let row = svc.ids.len() as u32;
-                svc.ids.push(id.into());
-                let (ids, hasher) = (&svc.ids, &svc.hasher);
-                svc.by_id.insert_unique(hasher.hash_one(id), row, |&r| hasher.hash_one(&*ids[r as usize]));
             }
         }
         if svc.ids.len() != n {
@@ -335,6 +405,7 @@ impl ScoreService {
 
         let path = dir.join(IDENTITIES_FILE);
         for batch in read_parquet(&path)? {
+            let batch = batch?;
             let (ty, value, id) = (
                 text(&batch, &path, "identifier_type", true)?,
                 text(&batch, &path, "identifier_value", true)?,
@@ -354,7 +425,14 @@ impl ScoreService {
                 let row = svc.row_of(id.value(i)).ok_or_else(|| {
                     schema_err(&path, format!("row {i}: customer `{}` is not in {SCORES_FILE}", id.value(i)))
                 })?;
-                svc.identities[t].insert(value.value(i).to_string(), row);
+                let (values, rows) = &mut svc.identities[t];
+                if values.insert(value.value(i)).is_err() {
+                    return Err(schema_err(
+                        &path,
+                        format!("row {i}: {} `{}` appears twice", ty.value(i), value.value(i)),
+                    ));
+                }
+                rows.push(row);
             }
         }
 
@@ -382,6 +460,7 @@ impl ScoreService {
             let campaign = path.file_stem().expect("a file name").to_string_lossy().to_string();
             let mut entries = Vec::new();
             for batch in read_parquet(&path)? {
+                let batch = batch?;
                 let (id, group, channel, offer) = (
                     text(&batch, &path, "customer_id", true)?,
                     text(&batch, &path, "group", true)?,
@@ -447,7 +526,7 @@ impl ScoreService {
 
     /// The row of customer id `id`.
     pub(crate) fn row_of(&self, id: &str) -> Option<u32> {
-        self.by_id.find(self.hasher.hash_one(id), |&r| &*self.ids[r as usize] == id).copied()
+        self.ids.get(id)
     }
 
     /// The row of the customer `id` names: a customer id as it is, an
@@ -473,7 +552,8 @@ impl ScoreService {
                 (&self.identities[2], normalize_id(id).ok_or_else(|| malformed("a loyalty id"))?)
             }
         };
-        table.get(&key).copied().ok_or_else(unknown)
+        let (values, rows) = table;
+        values.get(&key).map(|i| rows[i as usize]).ok_or_else(unknown)
     }
 
     /// Scores of the customer `id` names (an identifier of `id_type`).
@@ -493,19 +573,16 @@ impl ScoreService {
         let label = |j: usize| self.label(r.labels[j]);
         let m = &self.manifest;
         CustomerScores {
-            customer_id: &self.ids[row],
+            customer_id: self.ids.str(row as u32),
             churn_probability: score(0),
             model_version: m.models.get("churn").map(String::as_str),
             response_probability: score(1),
             uplift: score(2),
             best_offer: label(5),
-            uplift_by_offer: self
-                .offers
-                .iter()
-                .zip(&self.offer_uplift[row * self.offers.len()..(row + 1) * self.offers.len()])
-                .filter(|(_, v)| !v.is_nan())
-                .map(|(offer, v)| (offer.as_str(), *v))
-                .collect(),
+            uplift_by_offer: OfferUplift {
+                offers: &self.offers,
+                values: &self.offer_uplift[row * self.offers.len()..(row + 1) * self.offers.len()],
+            },
             p_alive: score(3),
             expected_purchases: score(4),
             clv: score(5),
@@ -540,7 +617,7 @@ impl ScoreService {
 
     /// Identifiers in the identity lookup, per type of [`LOOKUP_ID_TYPES`].
     pub fn identifiers(&self) -> [usize; 3] {
-        [self.identities[0].len(), self.identities[1].len(), self.identities[2].len()]
+        self.identities.each_ref().map(|(values, _)| values.len())
     }
 
     /// Campaigns with a contact list, by id.
@@ -555,6 +632,30 @@ impl ScoreService {
 
     /// True when the snapshot has no rows.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.ids.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StrIndex;
+
+    #[test]
+    fn strings_are_found_by_value_and_position_and_added_once() {
+        let mut index = StrIndex::with_capacity(2);
+        // More than the capacity: the table grows and rehashes from the text.
+        let values: Vec<String> = (0..1000).map(|i| format!("C{i:07}")).chain(["".into()]).collect();
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(index.insert(v), Ok(i as u32));
+        }
+        assert_eq!(index.insert("C0000007"), Err(7));
+        assert_eq!(index.insert(""), Err(1000));
+        assert_eq!(index.len(), values.len());
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(index.get(v), Some(i as u32), "{v}");
+            assert_eq!(index.str(i as u32), v);
+        }
+        assert_eq!(index.get("C0001000"), None);
+        assert_eq!(index.get("C000000"), None, "a prefix of a stored string");
     }
 }

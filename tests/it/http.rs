@@ -694,6 +694,34 @@ fn reloads_swap_good_snapshots_and_refuse_bad_ones_while_serving() {
     assert!(ready["last_refused"]["error"].as_str().unwrap().contains("campaigns.json"), "{ready}");
     assert_eq!(snapshot_id(), first);
 
+    // One whose identity lookup names an email twice: refused, naming the
+    // file, the row and the value.
+    publish_copy(&scores, &original, "2026-07-03_20261202T000002", |dir| {
+        let path = dir.join("identities.parquet");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
+        let batches: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+        let kinds = batches[0].column(0).as_string::<i32>();
+        let email = (0..batches[0].num_rows()).find(|&i| kinds.value(i) == "email").unwrap();
+        let mut writer = engage_pipeline::datafusion::parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            batches[0].schema(),
+            None,
+        )
+        .unwrap();
+        for batch in batches.iter().chain([&batches[0].slice(email, 1)]) {
+            writer.write(batch).unwrap();
+        }
+        writer.close().unwrap();
+    });
+    wait_for("the snapshot with a repeated identifier to be refused", || {
+        get(&format!("{}/readyz", server.base), None).1["last_refused"]["snapshot_id"]
+            == "2026-07-03_20261202T000002"
+    });
+    let (_, ready) = get(&format!("{}/readyz", server.base), None);
+    let error = ready["last_refused"]["error"].as_str().unwrap();
+    assert!(error.contains("identities.parquet") && error.contains("appears twice"), "{ready}");
+    assert_eq!(snapshot_id(), first);
+
     // A good one: swapped in by the watcher. The dashboard's history leaves
     // out the unreadable earlier snapshots and says so.
     publish_copy(&scores, &original, "2026-07-04_20261202T000000", |_| {});

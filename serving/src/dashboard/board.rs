@@ -503,6 +503,7 @@ fn read_contacts(svc: &ScoreService, dir: &Path) -> Result<Contacts, ServeError>
         })
     };
     for batch in read_parquet(&path)? {
+        let batch = batch?;
         let ids = text(&batch, &path, "customer_id", true)?;
         let campaigns = text(&batch, &path, "campaign_id", true)?;
         let groups = text(&batch, &path, "group", true)?;

@@ -747,7 +747,7 @@ pub fn customer(
     );
     body += "<div class=\"grid\"><div><h3>Scores</h3><table id=\"c-scores\"><tbody>";
     let mut offers = String::new();
-    for (offer, u) in &c.uplift_by_offer {
+    for (offer, u) in c.uplift_by_offer.iter() {
         let _ = write!(offers, "{}: {:+.3} ", esc(offer), u);
     }
     for (name, value) in [
