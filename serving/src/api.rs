@@ -72,7 +72,8 @@ pub async fn customer_scores(
     };
     tracing::debug!(id_type = id_type.name(), id = %mask(id_type.name(), &id), "lookup");
     // The most frequent call: the state is borrowed (`served`), not cloned.
-    Ok(HttpResponse::Ok().json(crate::served(&req).snapshot()?.lookup(id_type, &id)?))
+    let body = crate::served(&req).snapshot()?.lookup(id_type, &id)?.to_json();
+    Ok(HttpResponse::Ok().content_type(actix_web::http::header::ContentType::json()).body(body))
 }
 
 /// Identifiers to look up in one call.

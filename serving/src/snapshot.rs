@@ -103,6 +103,116 @@ pub struct CustomerScores<'a> {
     pub reasons: Vec<Reason<'a>>,
 }
 
+impl CustomerScores<'_> {
+    /// The JSON of these scores, byte for byte what `serde_json` writes for
+    /// them (a test holds the two equal), without escaping every key again:
+    /// the answer of the busiest route, where serialising was the largest
+    /// cost of engage's own (batches keep the derived `Serialize`).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        let o = &mut out;
+        o.extend_from_slice(b"{\"customer_id\":");
+        json_str(o, self.customer_id);
+        o.extend_from_slice(b",\"churn_probability\":");
+        json_num(o, self.churn_probability);
+        o.extend_from_slice(b",\"model_version\":");
+        json_opt_str(o, self.model_version);
+        o.extend_from_slice(b",\"response_probability\":");
+        json_num(o, self.response_probability);
+        o.extend_from_slice(b",\"uplift\":");
+        json_num(o, self.uplift);
+        o.extend_from_slice(b",\"best_offer\":");
+        json_opt_str(o, self.best_offer);
+        o.extend_from_slice(b",\"uplift_by_offer\":");
+        json_map(o, self.uplift_by_offer.iter().map(|(k, v)| (k, Some(v))));
+        o.extend_from_slice(b",\"p_alive\":");
+        json_num(o, self.p_alive);
+        o.extend_from_slice(b",\"expected_purchases\":");
+        json_num(o, self.expected_purchases);
+        o.extend_from_slice(b",\"clv\":");
+        json_num(o, self.clv);
+        o.extend_from_slice(b",\"lifecycle_stage\":");
+        json_opt_str(o, self.lifecycle_stage);
+        o.extend_from_slice(b",\"value_tier\":");
+        json_opt_str(o, self.value_tier);
+        o.extend_from_slice(b",\"risk_band\":");
+        json_opt_str(o, self.risk_band);
+        o.extend_from_slice(b",\"contact_strategy\":");
+        json_str(o, self.contact_strategy);
+        o.extend_from_slice(b",\"recommended_treatment\":");
+        json_str(o, self.recommended_treatment);
+        o.extend_from_slice(b",\"model_versions\":{");
+        for (i, (task, version)) in self.model_versions.iter().enumerate() {
+            if i > 0 {
+                o.push(b',');
+            }
+            json_str(o, task);
+            o.push(b':');
+            json_str(o, version);
+        }
+        o.extend_from_slice(b"},\"as_of\":");
+        json_str(o, self.as_of);
+        o.extend_from_slice(b",\"scored_at\":");
+        json_str(o, self.scored_at);
+        o.extend_from_slice(b",\"snapshot_id\":");
+        json_str(o, self.snapshot_id);
+        o.extend_from_slice(b",\"reasons\":[");
+        for (i, r) in self.reasons.iter().enumerate() {
+            if i > 0 {
+                o.push(b',');
+            }
+            o.extend_from_slice(b"{\"feature\":");
+            json_str(o, r.feature);
+            o.extend_from_slice(b",\"impact\":");
+            json_num(o, Some(r.impact));
+            o.push(b'}');
+        }
+        o.extend_from_slice(b"]}");
+        out
+    }
+}
+
+/// `s` as a JSON string: copied as it is unless it holds a character JSON
+/// escapes (then as `serde_json` writes it).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, s).expect("writing to memory");
+    }
+}
+
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A number as `serde_json` writes it (`null` when absent or not finite).
+fn json_num(out: &mut Vec<u8>, v: Option<f64>) {
+    match v {
+        Some(v) => serde_json::to_writer(out, &v).expect("writing to memory"),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// An object of numbers.
+fn json_map<'k>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'k str, Option<f64>)>) {
+    out.push(b'{');
+    for (i, (key, value)) in entries.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, key);
+        out.push(b':');
+        json_num(out, value);
+    }
+    out.push(b'}');
+}
+
 /// The uplift of each offer, borrowed from the snapshot: a JSON object
 /// of offer -> uplift, offers in name order, offers without a value left
 /// out.
@@ -638,7 +748,63 @@ impl ScoreService {
 
 #[cfg(test)]
 mod tests {
-    use super::StrIndex;
+    use super::{CustomerScores, OfferUplift, Reason, StrIndex};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn scores_json_is_what_serde_writes() {
+        let versions: BTreeMap<String, String> =
+            [("churn", "churn-1"), ("clv", "clv \"2\"")].map(|(k, v)| (k.into(), v.into())).into();
+        let offers = ["10pct_off".to_string(), "b\u{e9}\\n".into(), "free_ship".into()];
+        let values = [0.13340621072534178, f64::NAN, -1e-300];
+        let full = CustomerScores {
+            customer_id: "C\"0\u{1}\u{1f}\n\u{7f}\u{1F600}",
+            churn_probability: Some(0.6459976682901849),
+            model_version: Some("churn-1"),
+            response_probability: Some(1e21),
+            uplift: Some(-0.0),
+            best_offer: Some("10pct_off"),
+            uplift_by_offer: OfferUplift { offers: &offers, values: &values },
+            p_alive: Some(f64::INFINITY),
+            expected_purchases: Some(3.0),
+            clv: Some(1234.5),
+            lifecycle_stage: Some(""),
+            value_tier: Some("\u{1f}"),
+            risk_band: Some("\t"),
+            contact_strategy: "tech_touch",
+            recommended_treatment: "nurture",
+            model_versions: &versions,
+            as_of: "2026-07-01",
+            scored_at: "2026-12-03T11:51:30Z",
+            snapshot_id: "2026-07-01_20261203T115130",
+            reasons: vec![
+                Reason { feature: "emails_sent_30d", impact: 1.9507322091458648 },
+                Reason { feature: "a\\b", impact: f64::NAN },
+            ],
+        };
+        let empty = BTreeMap::new();
+        let bare = CustomerScores {
+            churn_probability: None,
+            model_version: None,
+            response_probability: None,
+            uplift: None,
+            best_offer: None,
+            uplift_by_offer: OfferUplift { offers: &[], values: &[] },
+            p_alive: None,
+            expected_purchases: None,
+            clv: None,
+            lifecycle_stage: None,
+            value_tier: None,
+            risk_band: None,
+            model_versions: &empty,
+            reasons: Vec::new(),
+            ..full.clone()
+        };
+        for scores in [full, bare] {
+            let ours = String::from_utf8(scores.to_json()).unwrap();
+            assert_eq!(ours, serde_json::to_string(&scores).unwrap());
+        }
+    }
 
     #[test]
     fn strings_are_found_by_value_and_position_and_added_once() {
