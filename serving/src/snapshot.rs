@@ -124,7 +124,7 @@ impl CustomerScores<'_> {
         o.extend_from_slice(b",\"best_offer\":");
         json_opt_str(o, self.best_offer);
         o.extend_from_slice(b",\"uplift_by_offer\":");
-        json_map(o, self.uplift_by_offer.iter().map(|(k, v)| (k, Some(v))));
+        json_object(o, self.uplift_by_offer.iter(), |o, v| json_num(o, Some(v)));
         o.extend_from_slice(b",\"p_alive\":");
         json_num(o, self.p_alive);
         o.extend_from_slice(b",\"expected_purchases\":");
@@ -141,16 +141,9 @@ impl CustomerScores<'_> {
         json_str(o, self.contact_strategy);
         o.extend_from_slice(b",\"recommended_treatment\":");
         json_str(o, self.recommended_treatment);
-        o.extend_from_slice(b",\"model_versions\":{");
-        for (i, (task, version)) in self.model_versions.iter().enumerate() {
-            if i > 0 {
-                o.push(b',');
-            }
-            json_str(o, task);
-            o.push(b':');
-            json_str(o, version);
-        }
-        o.extend_from_slice(b"},\"as_of\":");
+        o.extend_from_slice(b",\"model_versions\":");
+        json_object(o, self.model_versions.iter(), |o, v| json_str(o, v));
+        o.extend_from_slice(b",\"as_of\":");
         json_str(o, self.as_of);
         o.extend_from_slice(b",\"scored_at\":");
         json_str(o, self.scored_at);
@@ -199,16 +192,20 @@ fn json_num(out: &mut Vec<u8>, v: Option<f64>) {
     }
 }
 
-/// An object of numbers.
-fn json_map<'k>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'k str, Option<f64>)>) {
+/// An object of `entries`, each value written by `value`.
+fn json_object<K: AsRef<str>, V>(
+    out: &mut Vec<u8>,
+    entries: impl Iterator<Item = (K, V)>,
+    value: impl Fn(&mut Vec<u8>, V),
+) {
     out.push(b'{');
-    for (i, (key, value)) in entries.enumerate() {
+    for (i, (k, v)) in entries.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        json_str(out, key);
+        json_str(out, k.as_ref());
         out.push(b':');
-        json_num(out, value);
+        value(out, v);
     }
     out.push(b'}');
 }

@@ -806,6 +806,35 @@ fn raw(addr: std::net::SocketAddr, request: &[u8]) -> Option<(u16, String)> {
 }
 
 #[test]
+fn request_ids_are_echoed_when_sane_and_made_otherwise() {
+    let f = fixture();
+    let server = start(&f.scores, |_| {});
+    let id_of = |given: Option<&str>| {
+        let header = given.map(|g| format!("X-Request-Id: {g}\r\n")).unwrap_or_default();
+        let request = format!("GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{header}\r\n");
+        let (status, text) = raw(server.addr, request.as_bytes()).unwrap();
+        assert_eq!(status, 200, "{text}");
+        let line = text.lines().find(|l| l.to_lowercase().starts_with("x-request-id:")).expect("an id");
+        line["x-request-id:".len()..].trim().to_string()
+    };
+    let longest = "a".repeat(64);
+    for sane in ["abc-123_X", longest.as_str()] {
+        assert_eq!(id_of(Some(sane)), sane);
+    }
+    // Made here: `<pid in hex>-<counter>`, a new one per request.
+    let made = |id: &str| {
+        let (pid, n) = id.split_once('-').expect("pid-counter");
+        u32::from_str_radix(pid, 16).is_ok() && n.parse::<u64>().is_ok()
+    };
+    let too_long = "a".repeat(65);
+    for insane in [None, Some("two words"), Some("semi;colon"), Some(too_long.as_str())] {
+        let id = id_of(insane);
+        assert!(made(&id), "{insane:?} -> {id}");
+    }
+    assert_ne!(id_of(None), id_of(None));
+}
+
+#[test]
 fn cors_is_off_unless_origins_are_configured() {
     let f = fixture();
     let preflight = |addr, origin: &str| {
