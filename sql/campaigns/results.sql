@@ -13,18 +13,28 @@ WITH c AS (
   WHERE ts < $as_of
   GROUP BY campaign_id, customer_id, "group"
 ),
+-- The responses in each contact's window are found by an inner join and
+-- joined back on the contact's keys alone: an outer join whose ON filters
+-- on the responses' columns fails in DataFusion 55's sort-merge join,
+-- which engage plans under a memory limit (BENCHMARKS.md).
+answered AS (
+  SELECT c.campaign_id, c."group", c.customer_id,
+         count(r.ts) AS responses, max(f.depth) AS depth, sum(r.revenue) AS revenue
+  FROM c
+  JOIN responses r ON r.campaign_id = c.campaign_id AND r.customer_id = c.customer_id
+  LEFT JOIN response_funnel f ON f.stage = r.stage
+  WHERE r.ts >= c.ts AND r.ts < $as_of
+    AND (date_part('epoch', r.ts) - date_part('epoch', c.ts)) / 86400.0 < $response_days
+  GROUP BY c.campaign_id, c."group", c.customer_id
+),
 per_customer AS (
   SELECT c.campaign_id, c."group", c.customer_id,
-         count(r.ts) > 0 AS responded,
-         coalesce(max(f.depth), 0) AS depth,
-         coalesce(sum(r.revenue), 0.0) AS revenue
+         coalesce(a.responses, 0) > 0 AS responded,
+         coalesce(a.depth, 0) AS depth,
+         coalesce(a.revenue, 0.0) AS revenue
   FROM c
-  LEFT JOIN responses r
-    ON r.campaign_id = c.campaign_id AND r.customer_id = c.customer_id
-   AND r.ts >= c.ts AND r.ts < $as_of
-   AND (date_part('epoch', r.ts) - date_part('epoch', c.ts)) / 86400.0 < $response_days
-  LEFT JOIN response_funnel f ON f.stage = r.stage
-  GROUP BY c.campaign_id, c."group", c.customer_id
+  LEFT JOIN answered a
+    ON a.campaign_id = c.campaign_id AND a.customer_id = c.customer_id AND a."group" = c."group"
 )
 SELECT p.campaign_id, k.kind, k.offer, p."group", p.responded, p.depth,
        count(*) AS customers,
