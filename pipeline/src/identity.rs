@@ -2,11 +2,11 @@
 //! together on any input row into a graph, and give each connected component
 //! one stable `customer_key` (the CRM customer_id where it has one).
 //!
-//! The normalisation rules are here, once, and reach SQL as the functions
-//! `norm_email`, `norm_phone` and `norm_id`. `sql/identity/identifier_sets.sql`
-//! lists the distinct identifier sets; [`resolve`] unions them (union-find)
-//! and returns the identity map; the `*_resolved.sql` views attribute events
-//! through it.
+//! The normalisation rules are in `engage_models::identifier`, shared with
+//! the server's lookups. [`GraphBuilder`] reads every row's identifiers
+//! once, unions them (union-find) into customers and returns the identity
+//! map and, for each event row, the customer it goes to
+//! ([`Resolution::attribute`]).
 //!
 //! Over-merging guard: an identifier associated with more CRM customers than
 //! [`IdentityOptions::max_customers_per_identifier`] (a shop's phone, a family
@@ -14,6 +14,7 @@
 //! flagged `shared` in the map with a key of its own, so rows that carry only
 //! it stay attributable without collapsing people into one.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -122,100 +123,132 @@ fn members(set: &IdSet) -> impl Iterator<Item = u32> + '_ {
     set.iter().copied().filter(|&n| n != NONE)
 }
 
+/// Strings numbered in the order they were added, all in one buffer: no
+/// allocation and no pointer to chase per string (millions of identifiers).
+#[derive(Default)]
+struct Texts {
+    text: String,
+    ends: Vec<u64>,
+}
+
+impl Texts {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+    fn get(&self, i: u32) -> &str {
+        let i = i as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+    fn push(&mut self, s: &str) -> u32 {
+        self.text.push_str(s);
+        self.ends.push(self.text.len() as u64);
+        (self.ends.len() - 1) as u32
+    }
+}
+
+/// Distinct (type, string) pairs numbered in order of first sight. The hash
+/// table holds only their numbers, 4 bytes a slot; the strings are in
+/// [`Texts`]. Hashes are of the (type, string) pair, by the builder's
+/// hasher.
+#[derive(Default)]
+struct Interner {
+    texts: Texts,
+    types: Vec<u8>,
+    table: hashbrown::HashTable<u32>,
+}
+
+impl Interner {
+    fn get(&self, i: u32) -> (u8, &str) {
+        (self.types[i as usize], self.texts.get(i))
+    }
+    fn find(&self, hash: u64, ty: u8, s: &str) -> Option<u32> {
+        self.table.find(hash, |&i| self.get(i) == (ty, s)).copied()
+    }
+    fn push(&mut self, hasher: &foldhash::fast::RandomState, hash: u64, ty: u8, s: &str) -> u32 {
+        let i = self.texts.push(s);
+        self.types.push(ty);
+        let Interner { texts, types, table } = self;
+        table.insert_unique(hash, i, |&j| hasher.hash_one((types[j as usize], texts.get(j))));
+        i
+    }
+}
+
 /// Builds the identity graph from input rows in one pass: every identifier
-/// is normalised once per distinct raw spelling (a cache keyed by the raw
-/// text), interned as a node, and each row's identifiers are recorded as a
-/// set (distinct multi-identifier sets only: a row with one identifier
-/// links nothing). [`GraphBuilder::add_events`] hands back one reference per
-/// row that [`Resolution::key`] turns into the row's customer key, so
-/// attribution needs neither a second normalisation nor a join.
+/// is normalised once per distinct raw spelling, interned as a node, and
+/// each row's identifiers are recorded as a set (distinct multi-identifier
+/// sets only: a row with one identifier links nothing).
+/// [`GraphBuilder::add_events`] hands back one reference per row that
+/// [`Resolution::attribute`] turns into the row's customer, so attribution
+/// needs neither a second normalisation nor a join.
+///
+/// Memory is what limits the graph (it is outside the engine's memory
+/// pool), so it holds numbers, not strings: a node is its value's place in
+/// one text buffer and a 4-byte hash slot; a raw spelling is remembered
+/// only when it differs from its normal form (a normal spelling finds its
+/// node directly, since normalising is idempotent); an identifier set is
+/// found through a table of set numbers.
 pub struct GraphBuilder {
     opts: IdentityOptions,
     hasher: foldhash::fast::RandomState,
-    /// Raw spelling -> node (or [`NONE`] when it does not normalise), per type.
-    raw: Vec<StrTable>,
-    /// Normalised value -> node, per type.
-    nodes: Vec<StrTable>,
-    /// Node -> (type, where its value is in `nodes[type]`).
-    names: Vec<(u8, Span)>,
+    /// Normalised identifiers: the nodes.
+    nodes: Interner,
+    /// Raw spellings that are not normal, and their node ([`NONE`] when
+    /// the spelling does not normalise).
+    raw: Interner,
+    raw_node: Vec<u32>,
     /// Identifier sets of CRM records (the customers table).
     crm: Vec<IdSet>,
-    /// Distinct multi-identifier sets of event rows.
+    /// Distinct multi-identifier sets of event rows, and a table of their
+    /// numbers.
     sets: Vec<IdSet>,
-    set_ids: Map<IdSet, u32>,
+    set_ids: hashbrown::HashTable<u32>,
 }
 
 /// Identifier columns of one batch: (index into [`ID_TYPES`], values).
 pub type IdColumns<'a> = [(usize, &'a StringArray)];
 
-/// Where a string is in a [`StrTable`]'s text.
-#[derive(Debug, Clone, Copy)]
-struct Span {
-    start: u64,
-    len: u32,
-}
-
-/// A string -> u32 map holding every string in one buffer: no allocation
-/// and no pointer to chase per string (millions of identifiers).
-#[derive(Default)]
-struct StrTable {
-    text: String,
-    table: hashbrown::HashTable<(u64, Span, u32)>,
-}
-
-impl StrTable {
-    fn str(&self, span: Span) -> &str {
-        &self.text[span.start as usize..span.start as usize + span.len as usize]
-    }
-    fn get(&self, hash: u64, s: &str) -> Option<u32> {
-        self.table.find(hash, |&(h, span, _)| h == hash && self.str(span) == s).map(|&(_, _, v)| v)
-    }
-    fn insert(&mut self, hash: u64, s: &str, value: u32) -> Span {
-        let span = Span { start: self.text.len() as u64, len: s.len() as u32 };
-        self.text.push_str(s);
-        self.table.insert_unique(hash, (hash, span, value), |&(h, _, _)| h);
-        span
-    }
-}
-
 impl GraphBuilder {
     pub fn new(opts: &IdentityOptions) -> GraphBuilder {
-        let tables = || (0..ID_TYPES.len()).map(|_| StrTable::default()).collect::<Vec<_>>();
         GraphBuilder {
             opts: opts.clone(),
             hasher: Default::default(),
-            raw: tables(),
-            nodes: tables(),
-            names: Vec::new(),
+            nodes: Interner::default(),
+            raw: Interner::default(),
+            raw_node: Vec::new(),
             crm: Vec::new(),
             sets: Vec::new(),
-            set_ids: Map::default(),
+            set_ids: hashbrown::HashTable::new(),
         }
     }
 
     fn node(&mut self, ty: usize, raw: &str) -> u32 {
-        let hash = self.hasher.hash_one(raw);
-        if let Some(n) = self.raw[ty].get(hash, raw) {
+        let ty = ty as u8;
+        let hash = self.hasher.hash_one((ty, raw));
+        if let Some(n) = self.nodes.find(hash, ty, raw) {
             return n;
         }
-        let normal = normalize(ID_TYPES[ty], raw, &self.opts);
-        let node = match normal {
+        if let Some(r) = self.raw.find(hash, ty, raw) {
+            return self.raw_node[r as usize];
+        }
+        let normal = normalize(ID_TYPES[ty as usize], raw, &self.opts);
+        let node = match &normal {
             None => NONE,
             Some(value) => {
-                let vhash = if value == raw { hash } else { self.hasher.hash_one(value.as_str()) };
-                match self.nodes[ty].get(vhash, &value) {
+                let vhash = if value == raw { hash } else { self.hasher.hash_one((ty, value.as_str())) };
+                match self.nodes.find(vhash, ty, value) {
                     Some(n) => n,
                     None => {
-                        let n = self.names.len() as u32;
-                        assert!(n < SET, "more than 2^31 distinct identifiers");
-                        let span = self.nodes[ty].insert(vhash, &value, n);
-                        self.names.push((ty as u8, span));
-                        n
+                        assert!(self.nodes.texts.len() < SET as usize, "more than 2^31 distinct identifiers");
+                        self.nodes.push(&self.hasher, vhash, ty, value)
                     }
                 }
             }
         };
-        self.raw[ty].insert(hash, raw, node);
+        if normal.as_deref() != Some(raw) {
+            self.raw.push(&self.hasher, hash, ty, raw);
+            self.raw_node.push(node);
+        }
         node
     }
 
@@ -240,7 +273,7 @@ impl GraphBuilder {
         }
     }
 
-    /// Adds event rows; returns one reference per row for [`Resolution::key`].
+    /// Adds event rows; returns one reference per row for [`Resolution::attribute`].
     pub fn add_events(&mut self, columns: &IdColumns, rows: usize) -> Vec<u32> {
         let mut refs = Vec::with_capacity(rows);
         for row in 0..rows {
@@ -250,11 +283,18 @@ impl GraphBuilder {
                 (None, _) => NONE,
                 (Some(n), None) => n,
                 _ => {
-                    let next = self.sets.len() as u32;
-                    let id = *self.set_ids.entry(set).or_insert(next);
-                    if id == next {
-                        self.sets.push(set);
-                    }
+                    let hash = self.hasher.hash_one(set);
+                    let sets = &self.sets;
+                    let id = match self.set_ids.find(hash, |&i| sets[i as usize] == set) {
+                        Some(&id) => id,
+                        None => {
+                            let id = self.sets.len() as u32;
+                            self.sets.push(set);
+                            let (sets, hasher) = (&self.sets, &self.hasher);
+                            self.set_ids.insert_unique(hash, id, |&i| hasher.hash_one(sets[i as usize]));
+                            id
+                        }
+                    };
                     SET | id
                 }
             };
@@ -264,13 +304,14 @@ impl GraphBuilder {
     }
 
     /// Resolves the graph: flags shared identifiers, unions the rest into
-    /// connected components and keys each one.
+    /// connected components and keys each one. Every per-identifier array
+    /// is dropped as soon as it has served, so that the peak is the nodes,
+    /// the keys and the identity map being built.
     pub fn resolve(self, erasure: &ErasureList) -> Resolution {
-        let GraphBuilder { opts, nodes, names, crm, sets, raw, .. } = self;
-        drop(raw);
-        let names: Vec<(u8, &str)> =
-            names.iter().map(|&(ty, span)| (ty, nodes[ty as usize].str(span))).collect();
-        let n = names.len();
+        let GraphBuilder { opts, nodes, crm, sets, raw, raw_node, set_ids, .. } = self;
+        drop((raw, raw_node, set_ids));
+        let name = |id: u32| nodes.get(id);
+        let n = nodes.texts.len();
         let limit = opts.max_customers_per_identifier.max(1);
 
         // CRM customers each identifier is associated with: through the CRM
@@ -325,10 +366,12 @@ impl GraphBuilder {
                 }
             }
         }
+        drop(crm);
+        let roots: Vec<u32> = (0..n as u32).map(|id| uf.find(id)).collect();
+        drop(uf);
 
         // Per component: its smallest CRM customer id and how many it holds,
         // and its smallest identifier (the stable seed of an anonymous key).
-        let roots: Vec<u32> = (0..n as u32).map(|id| uf.find(id)).collect();
         let mut crm_of: Vec<(u32, u32)> = vec![(NONE, 0); n]; // root -> (least CRM id, CRM ids)
         let mut least: Vec<u32> = vec![NONE; n]; // root -> least identifier
         for id in 0..n as u32 {
@@ -336,12 +379,12 @@ impl GraphBuilder {
                 continue;
             }
             let root = roots[id as usize] as usize;
-            if least[root] == NONE || names[id as usize] < names[least[root] as usize] {
+            if least[root] == NONE || name(id) < name(least[root]) {
                 least[root] = id;
             }
             if crm_ids[id as usize] {
                 let e = &mut crm_of[root];
-                if e.0 == NONE || names[id as usize].1 < names[e.0 as usize].1 {
+                if e.0 == NONE || name(id).1 < name(e.0).1 {
                     e.0 = id;
                 }
                 e.1 += 1;
@@ -354,7 +397,7 @@ impl GraphBuilder {
         let mut root_erased = vec![false; n];
         if !erasure.is_empty() {
             for id in 0..n {
-                let (ty, value) = names[id];
+                let (ty, value) = name(id as u32);
                 if erasure.contains(ID_TYPES[ty as usize], value) {
                     node_erased[id] = true;
                     if !shared[id] {
@@ -365,19 +408,19 @@ impl GraphBuilder {
         }
         let mut erased_crm_ids = Vec::new();
         let mut stats = IdentityStats { identifiers: n as u64, ..Default::default() };
-        let mut keys: Vec<String> = Vec::new();
+        let mut keys = Texts::default();
         let mut key_is_crm: Vec<bool> = Vec::new();
         let mut key_erased: Vec<bool> = Vec::new();
         let mut root_key: Vec<u32> = vec![NONE; n];
         let mut node_key = Vec::with_capacity(n);
         for id in 0..n {
-            let (ty, value) = names[id];
+            let (ty, value) = name(id as u32);
             if crm_ids[id] && root_erased[roots[id] as usize] {
                 erased_crm_ids.push(value.to_string());
             }
             let (key, is_crm, erased) = if shared[id] {
                 stats.shared_identifiers += 1;
-                (hashed("shared", ty, value), false, node_erased[id])
+                (Cow::Owned(hashed("shared", ty, value)), false, node_erased[id])
             } else {
                 let root = roots[id] as usize;
                 if root_key[root] != NONE {
@@ -388,27 +431,27 @@ impl GraphBuilder {
                 match crm_of[root] {
                     _ if root_erased[root] => {
                         stats.erased_customers += 1;
-                        (String::new(), false, true)
+                        (Cow::Borrowed(""), false, true)
                     }
                     (cid, count) if cid != NONE => {
                         stats.crm_customers += 1;
                         if count > 1 {
                             stats.crm_merges += 1;
                         }
-                        (names[cid as usize].1.to_string(), true, false)
+                        (Cow::Borrowed(name(cid).1), true, false)
                     }
                     _ => {
                         stats.anonymous += 1;
-                        let (lt, lv) = names[least[root] as usize];
-                        (hashed("anon", lt, lv), false, false)
+                        let (lt, lv) = name(least[root]);
+                        (Cow::Owned(hashed("anon", lt, lv)), false, false)
                     }
                 }
             };
-            node_key.push(keys.len() as u32);
-            keys.push(key);
+            node_key.push(keys.push(&key));
             key_is_crm.push(is_crm);
             key_erased.push(erased);
         }
+        drop((crm_ids, roots, crm_of, least, node_erased, root_erased, root_key));
         stats.components = stats.crm_customers + stats.anonymous;
         stats.unlinked_identifiers =
             (0..n).filter(|&id| !linked[id] && !key_erased[node_key[id] as usize]).count() as u64;
@@ -423,22 +466,35 @@ impl GraphBuilder {
                 node_key[first.expect("event sets hold two identifiers") as usize]
             })
             .collect();
+        drop(sets);
 
+        // The map's columns, sized exactly up front (a growing builder can
+        // hold twice what it needs, and the map stays for the whole run).
+        let kept = |id: usize| !key_erased[node_key[id] as usize];
+        let (mut rows, mut type_bytes, mut value_bytes, mut key_bytes) = (0, 0, 0, 0);
+        for id in (0..n).filter(|&id| kept(id)) {
+            let (ty, value) = name(id as u32);
+            rows += 1;
+            type_bytes += ID_TYPES[ty as usize].len();
+            value_bytes += value.len();
+            key_bytes += keys.get(node_key[id]).len();
+        }
         let (mut t, mut v, mut k, mut s, mut l) = (
-            StringBuilder::new(),
-            StringBuilder::new(),
-            StringBuilder::new(),
-            BooleanBuilder::new(),
-            BooleanBuilder::new(),
+            StringBuilder::with_capacity(rows, type_bytes),
+            StringBuilder::with_capacity(rows, value_bytes),
+            StringBuilder::with_capacity(rows, key_bytes),
+            BooleanBuilder::with_capacity(rows),
+            BooleanBuilder::with_capacity(rows),
         );
-        for (id, &(ty, value)) in names.iter().enumerate() {
-            if key_erased[node_key[id] as usize] {
+        for id in 0..n {
+            if !kept(id) {
                 stats.erased_identifiers += 1;
                 continue;
             }
+            let (ty, value) = name(id as u32);
             t.append_value(ID_TYPES[ty as usize]);
             v.append_value(value);
-            k.append_value(&keys[node_key[id] as usize]);
+            k.append_value(keys.get(node_key[id]));
             s.append_value(shared[id]);
             l.append_value(linked[id]);
         }
@@ -472,7 +528,7 @@ pub struct Resolution {
     pub map: RecordBatch,
     pub stats: IdentityStats,
     /// Distinct customer keys.
-    keys: Vec<String>,
+    keys: Texts,
     /// Whether a key is a CRM customer_id.
     key_is_crm: Vec<bool>,
     /// Whether a key belongs to a person on the erasure list.
@@ -493,14 +549,13 @@ impl Resolution {
             self.set_key[(row_ref & !SET) as usize]
         } else {
             self.node_key[row_ref as usize]
-        } as usize;
-        if self.key_erased[k] {
+        };
+        if self.key_erased[k as usize] {
             return Attribution::Erased;
         }
-        Attribution::Customer { key: &self.keys[k], crm: self.key_is_crm[k] }
+        Attribution::Customer { key: self.keys.get(k), crm: self.key_is_crm[k as usize] }
     }
 }
-
 /// Up to `cap` distinct CRM customers per identifier: the first inline,
 /// the rarer further ones in an overflow map.
 #[derive(Clone)]
@@ -696,6 +751,55 @@ mod tests {
         );
         assert_eq!(keys(&map)["customer_id:C4"].0, "C3", "the smallest CRM id keys the merged customer");
         assert_eq!(stats.crm_merges, 1);
+    }
+
+    /// [`GraphBuilder`] finds a normal spelling's node without a raw entry
+    /// of its own, which is right only if normalising a normal form gives
+    /// it back.
+    #[test]
+    fn normalising_is_idempotent() {
+        let opts = IdentityOptions::default();
+        let spellings = [
+            " Ann.Lee@Example.COM ",
+            "ÖSTERREICH@BEISPIEL.AT",
+            "İSTANBUL@ÖRNEK.TR",
+            "ΣΊΣΥΦΟΣ@ΠΑΡΆΔΕΙΓΜΑ.GR",
+            "STRASSE@ẞ.DE",
+            "(555) 000-0001",
+            "0044 20 7946 0958",
+            "+1 555 000 0001",
+            "020 7946 0958",
+            "  L000123 ",
+            "ck_00ff",
+            "\u{2003}C42\u{2003}",
+        ];
+        for ty in ID_TYPES {
+            for raw in spellings {
+                if let Some(normal) = normalize(ty, raw, &opts) {
+                    assert_eq!(
+                        normalize(ty, &normal, &opts).as_deref(),
+                        Some(normal.as_str()),
+                        "{ty} {raw:?}"
+                    );
+                }
+            }
+        }
+        // Raw and normal spellings of one identifier meet in one node.
+        let (map, _, events) = resolve(
+            &[
+                (true, [Some("C1"), Some("ann@x.test"), Some("+15550000001"), None, None]),
+                (false, [None, Some(" ANN@x.test"), None, None, None]),
+                (false, [None, None, Some("(555) 000-0001"), None, None]),
+                (false, [None, None, Some("(555) 000-0001"), None, None]),
+                (false, [None, Some("ann@x.test"), None, None, None]),
+                (false, [None, Some("nobody"), None, None, None]),
+                (false, [None, Some("nobody"), None, None, None]),
+            ],
+            &opts,
+        );
+        assert_eq!(map.num_rows(), 3, "one node per identifier, not per spelling");
+        let events: Vec<Option<&str>> = events.iter().map(|k| k.as_deref()).collect();
+        assert_eq!(events, [Some("C1"), Some("C1"), Some("C1"), Some("C1"), None, None]);
     }
 
     #[test]
