@@ -331,27 +331,19 @@ pub struct AudienceRow {
 /// column the scores lack (`scores` and `features` must be registered).
 const AUDIENCE_BASE: &str = "audience_base";
 
-/// Registers `scores` and `features` (a snapshot's tables) and the view
-/// over both that `where` and `rank_by` are evaluated on.
-pub async fn register_snapshot(
-    engine: &Engine,
-    scores: Vec<RecordBatch>,
-    features: Vec<RecordBatch>,
-) -> Result<()> {
-    let (Some(s), Some(f)) = (scores.first(), features.first()) else {
-        return Err(PipelineError::NoTrainingRows("the snapshot has no customers to select from".into()));
-    };
-    let score_names: Vec<String> = s.schema().fields().iter().map(|f| f.name().clone()).collect();
-    let extra: Vec<String> = f
-        .schema()
+/// Registers a snapshot's scores and features (its Parquet files, read as
+/// the queries need them) and the view over both that `where` and
+/// `rank_by` are evaluated on.
+pub async fn register_snapshot(engine: &Engine, scores: &Path, features: &Path) -> Result<()> {
+    let scores_schema = engine.register_parquet("scores", scores).await?;
+    let features_schema = engine.register_parquet("features", features).await?;
+    let score_names: Vec<&String> = scores_schema.fields().iter().map(|f| f.name()).collect();
+    let extra = features_schema
         .fields()
         .iter()
-        .map(|f| f.name().clone())
+        .map(|f| f.name())
         .filter(|n| !score_names.contains(n))
-        .map(|n| format!("f.\"{n}\""))
-        .collect();
-    engine.register_batches("scores", s.schema(), scores)?;
-    engine.register_batches("features", f.schema(), features)?;
+        .map(|n| format!("f.\"{n}\""));
     let columns = std::iter::once("s.*".to_string()).chain(extra).collect::<Vec<_>>().join(", ");
     let sql = format!("SELECT {columns} FROM scores s JOIN features f ON f.{CUSTOMER_ID} = s.{CUSTOMER_ID}");
     engine.create_view(AUDIENCE_BASE, &sql).await

@@ -24,7 +24,7 @@ use crate::identity::{
     map_schema, pairwise_quality,
 };
 use crate::ingest::{TableCounts, register_inputs, rejects_view};
-use crate::output::write_parquet;
+use crate::output::{ParquetSink, write_parquet};
 use crate::report::Stopwatch;
 use crate::runtime::EngineSettings;
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
@@ -74,6 +74,17 @@ pub struct ResolvedCounts {
     /// Interactions of people on the erasure list, left out.
     #[serde(default)]
     pub erased_interactions: u64,
+}
+
+/// The feature table: the last of [`FEATURES`], joining the others.
+const FEATURE_TABLE: SqlFile = FEATURES[FEATURES.len() - 1];
+
+/// The feature table to come: its plan over the materialised feature
+/// groups, or the table itself when a cluster computed it.
+enum FeatureTable {
+    Plan(DataFrame),
+    #[cfg(feature = "ballista")]
+    Collected(Vec<RecordBatch>),
 }
 
 /// An event table and the columns its attributed view keeps (the ones
@@ -528,6 +539,43 @@ impl Engine {
         as_of: NaiveDate,
         clock: &mut Stopwatch,
     ) -> Result<Vec<RecordBatch>> {
+        let batches = match self.feature_table(as_of, clock).await? {
+            FeatureTable::Plan(df) => df.collect().await.map_err(query(FEATURE_TABLE.path))?,
+            #[cfg(feature = "ballista")]
+            FeatureTable::Collected(batches) => batches,
+        };
+        clock.lap(FEATURE_TABLE.path);
+        Ok(batches)
+    }
+
+    /// [`Engine::features`] streamed into the Parquet file `path` (written
+    /// atomically), never held whole: what a batch job over every customer
+    /// uses. Returns the rows written.
+    pub async fn write_features(&mut self, as_of: NaiveDate, path: &Path) -> Result<u64> {
+        match self.feature_table(as_of, &mut Stopwatch::start()).await? {
+            FeatureTable::Plan(df) => {
+                let mut stream = df.execute_stream().await.map_err(query(FEATURE_TABLE.path))?;
+                let mut sink = ParquetSink::create(path, stream.schema())?;
+                while let Some(batch) = stream.next().await {
+                    sink.write(&batch.map_err(query(FEATURE_TABLE.path))?)?;
+                }
+                sink.finish()
+            }
+            #[cfg(feature = "ballista")]
+            FeatureTable::Collected(batches) => {
+                let Some(first) = batches.first() else {
+                    return Err(PipelineError::NoTrainingRows("the feature table has no customers".into()));
+                };
+                write_parquet(path, first.schema(), &batches)?;
+                Ok(batches.iter().map(|b| b.num_rows() as u64).sum())
+            }
+        }
+    }
+
+    /// Resolves identities as of `as_of` and materialises every feature
+    /// group but the feature table itself (timed on `clock`); returns the
+    /// feature table's plan, or on a cluster the table.
+    async fn feature_table(&mut self, as_of: NaiveDate, clock: &mut Stopwatch) -> Result<FeatureTable> {
         self.resolve_identities(Some(as_of)).await?;
         let mut params = vec![("as_of", as_of_param(as_of))];
         params.extend(self.source.lifecycle.params());
@@ -535,10 +583,9 @@ impl Engine {
         if let Some(cluster) = self.source.engine.cluster()? {
             let batches = crate::cluster::features(&self.ctx, &self.source.engine, &cluster, &params).await?;
             clock.lap("features on ballista");
-            return Ok(batches);
+            return Ok(FeatureTable::Collected(batches));
         }
-        let (last, groups) = FEATURES.split_last().expect("FEATURES is not empty");
-        for file in groups {
+        for file in &FEATURES[..FEATURES.len() - 1] {
             let df = self.register_view(file, &params).await?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             let batches = df.collect().await.map_err(query(file.path))?;
@@ -546,10 +593,7 @@ impl Engine {
             self.replace_table(file.name, Arc::new(table))?;
             clock.lap(file.path);
         }
-        let df = self.register_view(last, &params).await?;
-        let batches = df.collect().await.map_err(query(last.path))?;
-        clock.lap(last.path);
-        Ok(batches)
+        Ok(FeatureTable::Plan(self.register_view(&FEATURE_TABLE, &params).await?))
     }
 
     /// Resolves identities as of `as_of` and registers every feature view
@@ -768,6 +812,18 @@ impl Engine {
     pub fn register_batches(&self, name: &str, schema: Arc<Schema>, batches: Vec<RecordBatch>) -> Result<()> {
         let table = MemTable::try_new(schema, vec![batches]).map_err(query(name))?;
         self.replace_table(name, Arc::new(table))
+    }
+
+    /// Registers the Parquet file at `path` as the table `name` (replacing
+    /// one of that name), read as queries need it, never held whole.
+    /// Returns its schema.
+    pub async fn register_parquet(&self, name: &str, path: &Path) -> Result<Arc<Schema>> {
+        let shown = path.display().to_string();
+        self.ctx.deregister_table(name).map_err(query(name))?;
+        let options = ParquetReadOptions::default();
+        self.ctx.register_parquet(name, shown.as_str(), options).await.map_err(query(&shown))?;
+        let table = self.ctx.table(name).await.map_err(query(&shown))?;
+        Ok(Arc::new(table.schema().as_arrow().clone()))
     }
 
     /// (Re)registers the view `name` as `sql`.

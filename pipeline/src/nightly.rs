@@ -14,7 +14,6 @@ use crate::engine::{DataSource, LifecycleRules, default_response_funnel};
 use crate::erasure::ErasureList;
 use crate::error::{PipelineError, Result, io};
 use crate::identity::{IdentityOptions, check_country_code};
-use crate::jobs::read_table;
 use crate::publish::{self, Pushed};
 use crate::runtime::EngineSettings;
 use crate::scoring::{ClvScoring, FEATURES_FILE, ModelPick, ScoreOptions, ScoreRun, ScoreTask, score};
@@ -272,6 +271,7 @@ pub async fn run(config: &NightlyConfig, source: DataSource, as_of: NaiveDate) -
         campaigns: config.campaigns.clone(),
         audiences: config.audiences.clone(),
         measure: Some(MeasureWindow::default()),
+        slice_rows: crate::scoring::SLICE_ROWS,
     })
     .await?;
     let pushed = match remote {
@@ -331,10 +331,8 @@ pub async fn audience(
             reason: format!("no {FEATURES_FILE}: written by an older engage; run `engage nightly` again"),
         });
     }
-    let scores = read_table(&dir.join(snapshot::SCORES_FILE), "snapshot").await?;
-    let features = read_table(&features_file, "snapshot").await?;
     let engine = Engine::open_source(&source).await?;
-    audience::register_snapshot(&engine, scores, features).await?;
+    audience::register_snapshot(&engine, &dir.join(snapshot::SCORES_FILE), &features_file).await?;
     let field = format!("campaigns[{i}]");
     let (summary, written) = audience::run(
         &engine,

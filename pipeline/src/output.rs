@@ -1,12 +1,16 @@
 //! Writing outputs: Parquet files written through a temporary sibling and
-//! renamed into place, so a reader never sees a half-written file.
+//! renamed into place, so a reader never sees a half-written file; and
+//! reading one back in batches.
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
+use datafusion::arrow::record_batch::RecordBatchReader;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -23,22 +27,83 @@ pub fn writer_properties() -> WriterProperties {
 
 /// Writes `batches` (all of `schema`) to `path` atomically.
 pub fn write_parquet(path: &Path, schema: Arc<Schema>, batches: &[RecordBatch]) -> Result<()> {
-    let shown = path.display().to_string();
-    let write_err = |source| PipelineError::Write { path: shown.clone(), source };
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    let result = (|| {
-        let mut writer = ArrowWriter::try_new(file, schema, Some(writer_properties())).map_err(write_err)?;
-        for b in batches {
-            writer.write(b).map_err(write_err)?;
-        }
-        writer.close().map_err(write_err)?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+    let mut sink = ParquetSink::create(path, schema)?;
+    for b in batches {
+        sink.write(b)?;
     }
-    std::fs::rename(&tmp, path).map_err(io(path))
+    sink.finish().map(drop)
+}
+
+/// A Parquet file written batch by batch (a table too big to hold whole)
+/// to a temporary sibling, renamed to its path by [`ParquetSink::finish`].
+/// Dropped unfinished, it removes the temporary file.
+pub struct ParquetSink {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<ArrowWriter<File>>,
+    rows: u64,
+}
+
+impl ParquetSink {
+    pub fn create(path: &Path, schema: Arc<Schema>) -> Result<ParquetSink> {
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        let file = File::create(&tmp).map_err(io(&tmp))?;
+        let mut sink = ParquetSink { path: path.to_path_buf(), tmp, writer: None, rows: 0 };
+        let writer =
+            ArrowWriter::try_new(file, schema, Some(writer_properties())).map_err(|e| sink.err(e))?;
+        sink.writer = Some(writer);
+        Ok(sink)
+    }
+
+    fn err(&self, source: parquet::errors::ParquetError) -> PipelineError {
+        PipelineError::Write { path: self.path.display().to_string(), source }
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let writer = self.writer.as_mut().expect("an unfinished sink");
+        let written = writer.write(batch);
+        written.map_err(|e| self.err(e))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Closes the file and moves it into place; returns the rows written.
+    pub fn finish(mut self) -> Result<u64> {
+        let writer = self.writer.take().expect("an unfinished sink");
+        writer.close().map_err(|e| self.err(e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
+        Ok(self.rows)
+    }
+}
+
+impl Drop for ParquetSink {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// The Parquet file at `path` in batches of up to `rows` rows, in file
+/// order (only `columns`, if named): its schema and the batches.
+pub fn read_parquet(
+    path: &Path,
+    rows: usize,
+    columns: Option<&[&str]>,
+) -> Result<(Arc<Schema>, impl Iterator<Item = Result<RecordBatch>> + use<>)> {
+    let shown = path.display().to_string();
+    let unreadable = |source| PipelineError::UnreadableFile { path: path.display().to_string(), source };
+    let file = File::open(path).map_err(io(path))?;
+    let mut builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(unreadable)?.with_batch_size(rows);
+    if let Some(columns) = columns {
+        let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+        builder = builder.with_projection(mask);
+    }
+    let reader = builder.build().map_err(unreadable)?;
+    let schema = reader.schema();
+    let batches = reader
+        .map(move |b| b.map_err(|e| PipelineError::UnreadableFile { path: shown.clone(), source: e.into() }));
+    Ok((schema, batches))
 }

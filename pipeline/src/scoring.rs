@@ -7,18 +7,21 @@
 //! leaves the previous snapshot current, and the next run clears what it
 //! left in `.staging`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{NaiveDate, Utc};
-use datafusion::arrow::array::{ArrayRef, Date32Array, Float64Array, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, Date32Array, Float64Array, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use engage_models::ModelArtifact;
-use engage_models::clv::{ClvArtifact, customer_lifetime_value};
+use engage_models::clv::{ClvArtifact, Rfm, customer_lifetime_value};
 use engage_models::registry::ModelRef;
 use engage_models::snapshot::{
     self, IDENTITIES_FILE, LOOKUP_ID_TYPES, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest,
@@ -30,7 +33,7 @@ use crate::engine::{DataSource, Engine};
 use crate::error::{PipelineError, Result, io, query};
 use crate::frame::{feature_matrix, table_text};
 use crate::nightly::{MeasureWindow, measure_campaigns};
-use crate::output::write_parquet;
+use crate::output::{ParquetSink, read_parquet, write_parquet};
 use crate::publish::ModelStore;
 use crate::report::{RunReport, ScoreStats, ScoreSummary, Stopwatch};
 use crate::schema::{AS_OF, CHURN_PROBABILITY, CUSTOMER_ID, SCORED_AT};
@@ -52,9 +55,9 @@ pub const REASONS: usize = 3;
 /// The snapshot's identity lookup ([`IDENTITIES_FILE`]): the emails, phones
 /// and loyalty ids of the identity map that resolve to a scored customer.
 /// Shared identifiers (a shop's phone) link nobody and are left out.
-fn identity_lookup(map: &RecordBatch, scored: &[String]) -> Result<RecordBatch> {
+fn identity_lookup(map: &RecordBatch, scored: &[StringArray]) -> Result<RecordBatch> {
     use datafusion::arrow::array::{AsArray, BooleanArray};
-    let scored: std::collections::HashSet<&str> = scored.iter().map(String::as_str).collect();
+    let scored: std::collections::HashSet<&str> = scored.iter().flat_map(|a| a.iter().flatten()).collect();
     let (ty, value, key) =
         (map.column(0).as_string::<i32>(), map.column(1), map.column(2).as_string::<i32>());
     let shared = map.column(3).as_boolean();
@@ -153,6 +156,9 @@ pub struct ScoreOptions {
     /// snapshot (the nightly job, for the dashboard); `None` skips it.
     pub measure: Option<MeasureWindow>,
     pub audiences: AudienceSettings,
+    /// Customers scored at a time ([`SLICE_ROWS`]): what bounds scoring's
+    /// memory whatever the number of customers.
+    pub slice_rows: usize,
 }
 
 impl ScoreOptions {
@@ -178,6 +184,7 @@ impl ScoreOptions {
             campaigns: Vec::new(),
             audiences: AudienceSettings::default(),
             measure: None,
+            slice_rows: SLICE_ROWS,
         }
     }
 }
@@ -297,129 +304,60 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
     progress.lap(&mut clock, "ingest");
     let identity = engine.resolve_identities(Some(opts.as_of)).await?.clone();
     progress.lap(&mut clock, "identity");
-    let features = engine.features(opts.as_of).await?;
-    // CLV needs each customer's purchase summary; then the events can go.
-    let summaries = match &models.clv {
-        Some(a) => Some(engine.purchase_summaries(opts.as_of, a.unit_days).await?),
-        None => None,
-    };
-    progress.lap(&mut clock, "features");
-    // Campaign results and contact histories, while the events are held
-    // (the universal holdout's measure reads purchases).
-    let measured = match opts.measure {
-        Some(window) => {
-            let funnel = &opts.source.response_funnel;
-            let results =
-                measure_campaigns(&mut engine, funnel, &opts.campaigns, &opts.audiences, opts.as_of, window)
-                    .await?;
-            let contacts = engine
-                .contact_history(opts.as_of, snapshot::CONTACT_HISTORY_DAYS, window.response_days)
-                .await?;
-            progress.lap(&mut clock, "campaign results");
-            Some((results, contacts))
-        }
-        None => None,
-    };
-    engine.release_events()?;
-    let (ids, names, x) = feature_matrix(&features)?;
-    let stage = table_text(&features, "lifecycle_stage", "the feature table", "--features")?;
-    let n = ids.len();
-
-    let mut columns = ScoreColumns::new(n);
-    if let Some(a) = &models.churn {
-        a.model.check_features(&a.model_version, &names)?;
-        let p = a.model.predict_proba(&x);
-        let reasons = a.model.top_reasons(&x, REASONS);
-        for k in 0..REASONS {
-            let feature: StringArray =
-                reasons.iter().map(|r| r.get(k).map(|(j, _)| names[*j].as_str())).collect();
-            let impact: Float64Array = reasons.iter().map(|r| r.get(k).map(|(_, v)| *v)).collect();
-            columns.reasons.push((Arc::new(feature), Arc::new(impact)));
-        }
-        columns.churn = Some(p);
-    }
-    if let Some(a) = &models.response {
-        a.model.check_features(&a.model_version, &names)?;
-        columns.response = Some(a.model.predict_proba(&x));
-    }
-    if let Some(a) = &models.uplift {
-        a.model.check_features(&a.model_version, &names)?;
-        let s = a.model.predict(&x);
-        let best: Vec<(usize, f64)> = (0..n).map(|i| s.best(i)).collect();
-        columns.uplift = Some(best.iter().map(|b| b.1).collect());
-        columns.best_offer = Some(best.iter().map(|b| a.model.treatments[b.0].clone()).collect());
-        for (k, arm) in a.model.treatments.iter().enumerate() {
-            columns.arms.push((arm_column(arm)?, (0..n).map(|i| s.uplift(i, k)).collect()));
-        }
-    }
-    drop(x);
-    progress.lap(&mut clock, "score classifiers");
-    if let (Some(a), Some(summaries)) = (&models.clv, summaries) {
-        let month = 365.25 / 12.0 / a.unit_days;
-        let (bg, gg) = (&a.bg_nbd.params, &a.gamma_gamma.params);
-        let horizon = opts.clv.horizon_months;
-        let mut p_alive = Vec::with_capacity(n);
-        let mut expected = Vec::with_capacity(n);
-        let mut clv = Vec::with_capacity(n);
-        for id in &ids {
-            let c = summaries.get(id);
-            p_alive.push(c.map(|c| bg.probability_alive(c)));
-            expected.push(c.map(|c| bg.expected_purchases(c, horizon as f64 * month)));
-            clv.push(c.map(|c| customer_lifetime_value(bg, gg, c, horizon, month, opts.clv.discount_rate)));
-        }
-        drop(summaries);
-        columns.clv = Some(ClvScores { p_alive, expected_purchases: expected, clv });
-        progress.lap(&mut clock, "score clv");
-    }
-
-    // Segments.
-    let clv_values: Vec<f64> =
-        columns.clv.as_ref().map(|c| c.clv.iter().flatten().copied().collect()).unwrap_or_default();
-    let limits = opts.segments.value_limits(&clv_values);
-    let segments: Vec<_> = (0..n)
-        .map(|i| {
-            opts.segments.assign(
-                &SegmentInput {
-                    stage: stage[i].as_deref(),
-                    clv: columns.clv.as_ref().and_then(|c| c.clv[i]),
-                    churn_probability: columns.churn.as_ref().map(|p| p[i]),
-                },
-                limits,
-            )
-        })
-        .collect();
-    progress.lap(&mut clock, "segments");
-
     let scored_at = Utc::now();
     let id = snapshot::new_id(&opts.out, &opts.as_of.to_string(), &scored_at);
     let staging = snapshot::create_staging(&opts.out, &id)?;
     let versions = models.versions();
-    let mut summary = ScoreSummary {
-        snapshot_id: id.clone(),
-        customers: n as u64,
-        models: versions.clone(),
-        scores: columns.stats(),
-        value_tier_limits: limits.map(|(h, m)| [h, m]),
-        segments: BTreeMap::new(),
-    };
-    let mut count = |key: &str, value: Option<&str>| {
-        *summary.segments.entry(key.into()).or_default().entry(value.unwrap_or("none").into()).or_default() +=
-            1
-    };
-    for (i, s) in segments.iter().enumerate() {
-        count("lifecycle_stage", stage[i].as_deref());
-        count("value_tier", s.value_tier);
-        count("risk_band", s.risk_band);
-        count("contact_strategy", Some(s.strategy.name()));
-        count("recommended_treatment", Some(s.treatment.name()));
-    }
-    let lookup = identity_lookup(&identity.map, &ids)?;
-    let batch = columns.batch(ids, opts.as_of, scored_at, stage, &segments)?;
     let result = async {
-        write_parquet(&staging.join(SCORES_FILE), batch.schema(), std::slice::from_ref(&batch))?;
+        // The feature table goes to the snapshot as it is computed; scoring
+        // reads it back a slice of customers at a time, so no step holds
+        // every customer's features.
+        let features_file = staging.join(FEATURES_FILE);
+        let n = engine.write_features(opts.as_of, &features_file).await?;
+        // CLV needs each customer's purchase summary; then the events can go.
+        let summaries = match &models.clv {
+            Some(a) => Some(engine.purchase_summaries(opts.as_of, a.unit_days).await?),
+            None => None,
+        };
+        progress.lap(&mut clock, "features");
+        // Campaign results and contact histories, while the events are held
+        // (the universal holdout's measure reads purchases).
+        let measured = match opts.measure {
+            Some(window) => {
+                let funnel = &opts.source.response_funnel;
+                let results = measure_campaigns(
+                    &mut engine,
+                    funnel,
+                    &opts.campaigns,
+                    &opts.audiences,
+                    opts.as_of,
+                    window,
+                )
+                .await?;
+                let contacts = engine
+                    .contact_history(opts.as_of, snapshot::CONTACT_HISTORY_DAYS, window.response_days)
+                    .await?;
+                progress.lap(&mut clock, "campaign results");
+                Some((results, contacts))
+            }
+            None => None,
+        };
+        engine.release_events()?;
+        let scoring = Scoring { models: &models, opts, summaries: summaries.as_ref(), scored_at };
+        let scored = scoring.write(&features_file, &staging.join(SCORES_FILE))?;
+        drop(summaries);
+        progress.lap(&mut clock, "score");
+
+        let summary = ScoreSummary {
+            snapshot_id: id.clone(),
+            customers: n,
+            models: versions.clone(),
+            scores: scored.stats,
+            value_tier_limits: scored.limits.map(|(h, m)| [h, m]),
+            segments: scored.segments,
+        };
+        let lookup = identity_lookup(&identity.map, &scored.ids)?;
         write_parquet(&staging.join(IDENTITIES_FILE), lookup.schema(), &[lookup])?;
-        let feature_schema = features.first().map(|b| b.schema()).expect("features of every customer");
-        write_parquet(&staging.join(FEATURES_FILE), feature_schema, &features)?;
         if let Some(((results, holdout), contacts)) = &measured {
             let as_of = opts.as_of.to_string();
             let dir = staging.join(snapshot::CAMPAIGNS_DIR);
@@ -428,6 +366,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
                 write_parquet(&staging.join(snapshot::CONTACTS_FILE), first.schema(), contacts)?;
             }
         }
+        drop(measured);
         for (task, from) in &models.dirs {
             let to = staging.join(snapshot::MODELS_DIR).join(task);
             std::fs::create_dir_all(&to).map_err(io(&to))?;
@@ -441,7 +380,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
         let mut audiences = Vec::new();
         let mut recorded = Vec::new();
         if let Some(history) = &history {
-            audience::register_snapshot(&engine, vec![batch], features).await?;
+            audience::register_snapshot(&engine, &staging.join(SCORES_FILE), &features_file).await?;
             let dir = staging.join(AUDIENCES_DIR);
             for (i, campaign) in &due {
                 let field = format!("campaigns[{i}]");
@@ -481,7 +420,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
             snapshot_id: id.clone(),
             as_of: opts.as_of.to_string(),
             scored_at: scored_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            rows: n as u64,
+            rows: n,
             model_versions: versions.values().cloned().collect(),
             models: versions,
             default_country_code: opts.source.identity.default_country_code.clone(),
@@ -504,6 +443,172 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
     };
     progress.done(&clock);
     Ok(ScoreRun { manifest, snapshot_dir, report, pruned })
+}
+
+/// Customers scored at a time by default: the feature matrix, the
+/// classifiers' contributions and the score columns exist for one slice of
+/// this many (about 40 MiB each for 80 model inputs).
+pub const SLICE_ROWS: usize = 65_536;
+
+/// Scoring every customer of a feature table with a run's models.
+struct Scoring<'a> {
+    models: &'a Models,
+    opts: &'a ScoreOptions,
+    /// Each customer's purchase summary, with a CLV model.
+    summaries: Option<&'a HashMap<String, Rfm>>,
+    scored_at: chrono::DateTime<Utc>,
+}
+
+/// What scoring leaves besides the scores file.
+struct Scored {
+    /// Every scored customer, in the feature table's order.
+    ids: Vec<StringArray>,
+    stats: Vec<ScoreStats>,
+    /// The CLV at or above which a customer is in the high and the medium value tier.
+    limits: Option<(f64, f64)>,
+    /// Segment column -> value (`none` when missing) -> customers.
+    segments: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// Every slice's scores and segments, for the snapshot's summary.
+#[derive(Default)]
+struct Tally {
+    /// Score -> every customer's value, in [`ScoreColumns::values`]' order.
+    values: Vec<(&'static str, Vec<f64>)>,
+    segments: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl Tally {
+    fn count(&mut self, key: &str, value: Option<&str>) {
+        *self.segments.entry(key.into()).or_default().entry(value.unwrap_or("none").into()).or_default() += 1;
+    }
+}
+
+impl Scoring<'_> {
+    /// Scores the customers of the Parquet feature table `features` a
+    /// slice at a time into the Parquet file `out`. A first pass over the
+    /// ids alone finds the value tiers' CLV limits, which every customer's
+    /// segment needs.
+    fn write(&self, features: &Path, out: &Path) -> Result<Scored> {
+        let arrow = |e: datafusion::arrow::error::ArrowError| query(FEATURES_FILE)(e.into());
+        let (_, batches) = read_parquet(features, self.opts.slice_rows, Some(&[CUSTOMER_ID]))?;
+        let (mut ids, mut clv_values) = (Vec::new(), Vec::new());
+        for batch in batches {
+            let column = cast(batch?.column(0), &DataType::Utf8).map_err(arrow)?;
+            let column = column.as_string::<i32>().clone();
+            clv_values.extend(column.iter().flatten().filter_map(|id| self.clv(id)).map(|[_, _, clv]| clv));
+            ids.push(column);
+        }
+        let limits = self.opts.segments.value_limits(&clv_values);
+        drop(clv_values);
+
+        let (schema, batches) = read_parquet(features, self.opts.slice_rows, None)?;
+        let (mut sink, mut tally) = (None, Tally::default());
+        for batch in batches {
+            self.slice(&batch?, limits, out, &mut sink, &mut tally)?;
+        }
+        if sink.is_none() {
+            // No customers: the file still has the columns.
+            self.slice(&RecordBatch::new_empty(schema), limits, out, &mut sink, &mut tally)?;
+        }
+        sink.expect("a slice scored").finish()?;
+        let stats = tally.values.iter().map(|(name, values)| ScoreStats::of(name, values)).collect();
+        Ok(Scored { ids, stats, limits, segments: tally.segments })
+    }
+
+    /// The customer's probability of being alive, expected purchases in
+    /// the horizon and CLV; `None` without a CLV model or a purchase.
+    fn clv(&self, id: &str) -> Option<[f64; 3]> {
+        let (a, c) = (self.models.clv.as_ref()?, self.summaries?.get(id)?);
+        let month = 365.25 / 12.0 / a.unit_days;
+        let (bg, gg) = (&a.bg_nbd.params, &a.gamma_gamma.params);
+        let (horizon, rate) = (self.opts.clv.horizon_months, self.opts.clv.discount_rate);
+        Some([
+            bg.probability_alive(c),
+            bg.expected_purchases(c, horizon as f64 * month),
+            customer_lifetime_value(bg, gg, c, horizon, month, rate),
+        ])
+    }
+
+    /// Scores and segments the customers of `features`, appends them to
+    /// the scores file (`sink`, created at `out` by the first slice) and
+    /// counts them in `tally`.
+    fn slice(
+        &self,
+        features: &RecordBatch,
+        limits: Option<(f64, f64)>,
+        out: &Path,
+        sink: &mut Option<ParquetSink>,
+        tally: &mut Tally,
+    ) -> Result<()> {
+        let features = std::slice::from_ref(features);
+        let (ids, names, x) = feature_matrix(features)?;
+        let stage = table_text(features, "lifecycle_stage", "the feature table", "--features")?;
+        let n = ids.len();
+        let mut columns = ScoreColumns::new(n);
+        if let Some(a) = &self.models.churn {
+            a.model.check_features(&a.model_version, &names)?;
+            let p = a.model.predict_proba(&x);
+            let reasons = a.model.top_reasons(&x, REASONS);
+            for k in 0..REASONS {
+                let feature: StringArray =
+                    reasons.iter().map(|r| r.get(k).map(|(j, _)| names[*j].as_str())).collect();
+                let impact: Float64Array = reasons.iter().map(|r| r.get(k).map(|(_, v)| *v)).collect();
+                columns.reasons.push((Arc::new(feature), Arc::new(impact)));
+            }
+            columns.churn = Some(p);
+        }
+        if let Some(a) = &self.models.response {
+            a.model.check_features(&a.model_version, &names)?;
+            columns.response = Some(a.model.predict_proba(&x));
+        }
+        if let Some(a) = &self.models.uplift {
+            a.model.check_features(&a.model_version, &names)?;
+            let s = a.model.predict(&x);
+            let best: Vec<(usize, f64)> = (0..n).map(|i| s.best(i)).collect();
+            columns.uplift = Some(best.iter().map(|b| b.1).collect());
+            columns.best_offer = Some(best.iter().map(|b| a.model.treatments[b.0].clone()).collect());
+            for (k, arm) in a.model.treatments.iter().enumerate() {
+                columns.arms.push((arm_column(arm)?, (0..n).map(|i| s.uplift(i, k)).collect()));
+            }
+        }
+        drop(x);
+        if self.models.clv.is_some() {
+            let values: Vec<Option<[f64; 3]>> = ids.iter().map(|id| self.clv(id)).collect();
+            let part = |k: usize| values.iter().map(|v| v.map(|v| v[k])).collect();
+            columns.clv = Some(ClvScores { p_alive: part(0), expected_purchases: part(1), clv: part(2) });
+        }
+        let segments: Vec<_> = (0..n)
+            .map(|i| {
+                self.opts.segments.assign(
+                    &SegmentInput {
+                        stage: stage[i].as_deref(),
+                        clv: columns.clv.as_ref().and_then(|c| c.clv[i]),
+                        churn_probability: columns.churn.as_ref().map(|p| p[i]),
+                    },
+                    limits,
+                )
+            })
+            .collect();
+        for (i, s) in segments.iter().enumerate() {
+            tally.count("lifecycle_stage", stage[i].as_deref());
+            tally.count("value_tier", s.value_tier);
+            tally.count("risk_band", s.risk_band);
+            tally.count("contact_strategy", Some(s.strategy.name()));
+            tally.count("recommended_treatment", Some(s.treatment.name()));
+        }
+        for (name, values) in columns.values() {
+            match tally.values.iter_mut().find(|(known, _)| *known == name) {
+                Some((_, all)) => all.extend(values),
+                None => tally.values.push((name, values)),
+            }
+        }
+        let batch = columns.batch(ids, self.opts.as_of, self.scored_at, stage, &segments)?;
+        if sink.is_none() {
+            *sink = Some(ParquetSink::create(out, batch.schema())?);
+        }
+        sink.as_mut().expect("created above").write(&batch)
+    }
 }
 
 fn epoch() -> NaiveDate {
@@ -559,28 +664,30 @@ impl ScoreColumns {
         }
     }
 
-    /// The distribution of each score present.
-    fn stats(&self) -> Vec<ScoreStats> {
+    /// Each score present, by name, in the snapshot summary's order
+    /// (CLV scores only for customers with a purchase).
+    fn values(&self) -> Vec<(&'static str, Vec<f64>)> {
         let mut out = Vec::new();
-        let mut add = |name: &str, values: Vec<f64>| out.push(ScoreStats::of(name, &values));
-        if let Some(p) = &self.churn {
-            add(CHURN_PROBABILITY, p.clone());
-        }
-        if let Some(p) = &self.response {
-            add("response_probability", p.clone());
-        }
-        if let Some(u) = &self.uplift {
-            add("uplift", u.clone());
+        let scores = [
+            (CHURN_PROBABILITY, &self.churn),
+            ("response_probability", &self.response),
+            ("uplift", &self.uplift),
+        ];
+        for (name, values) in scores {
+            if let Some(v) = values {
+                out.push((name, v.clone()));
+            }
         }
         if let Some(c) = &self.clv {
-            add("p_alive", c.p_alive.iter().flatten().copied().collect());
-            add("expected_purchases", c.expected_purchases.iter().flatten().copied().collect());
-            add("clv", c.clv.iter().flatten().copied().collect());
+            let known = |v: &[Option<f64>]| v.iter().flatten().copied().collect();
+            out.push(("p_alive", known(&c.p_alive)));
+            out.push(("expected_purchases", known(&c.expected_purchases)));
+            out.push(("clv", known(&c.clv)));
         }
         out
     }
 
-    /// The snapshot's one batch: ids and dates, then every score column
+    /// The snapshot's batch of these customers: ids and dates, then every score column
     /// (null where its model was not used), then the segments.
     fn batch(
         self,

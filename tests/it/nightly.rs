@@ -66,7 +66,11 @@ fn nightly(s: &Setup, extra: &[&str]) -> std::process::Output {
 }
 
 pub fn read_scores(dir: &Path) -> RecordBatch {
-    let file = std::fs::File::open(dir.join("scores.parquet")).unwrap();
+    read_parquet(&dir.join("scores.parquet"))
+}
+
+fn read_parquet(path: &Path) -> RecordBatch {
+    let file = std::fs::File::open(path).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
     let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
     concat_batches(&batches[0].schema(), &batches).unwrap()
@@ -112,7 +116,7 @@ fn nightly_scores_every_promoted_model_segments_and_keeps_the_newest() {
     }
     // Progress lines for the scheduler's log (stderr is not a terminal here).
     let log = stderr(&out);
-    for stage in ["ingest", "identity", "features", "score clv", "segments", "write"] {
+    for stage in ["ingest", "identity", "features", "score", "write scores", "write"] {
         assert!(log.contains(&format!("engage nightly: {stage} done")), "no {stage} progress:\n{log}");
     }
     let first = current(&s.scores);
@@ -617,4 +621,48 @@ async fn campaigns_report_measures_response_and_lift() {
     assert!(h["marketed"]["responders"].as_u64().unwrap() > 1000, "{h}");
     assert!(said.contains("universal holdout since 2026-04-02"), "{said}");
     assert!(html.contains("Universal holdout"));
+}
+
+/// Scoring reads the feature table back a slice of customers at a time;
+/// slices of 97 (many, the last one short) must publish what one slice
+/// does, value tiers included (their CLV limits span every customer).
+#[test]
+fn scoring_a_slice_at_a_time_publishes_what_one_slice_does() {
+    use engage_pipeline::scoring::{ScoreOptions, score};
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    churn_and_clv_registry(&models);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let run = |slice_rows: usize, out: &str| {
+        let mut opts = ScoreOptions::score(
+            engage_pipeline::DataSource::new(sample()),
+            crate::common::date("2026-07-01"),
+            &engage_pipeline::store::DataRoot::local(&models),
+            &["churn".parse().unwrap(), "clv".parse().unwrap()],
+            &tmp.path().join(out),
+        );
+        opts.slice_rows = slice_rows;
+        rt.block_on(score(&opts)).unwrap()
+    };
+    let (whole, sliced) = (run(usize::MAX, "whole"), run(97, "sliced"));
+    let (a, b) = (read_scores(&whole.snapshot_dir), read_scores(&sliced.snapshot_dir));
+    assert!(a.num_rows() > 3 * 97, "{} customers: too few for several slices", a.num_rows());
+    assert_eq!(a.schema(), b.schema());
+    for (i, field) in a.schema().fields().iter().enumerate() {
+        if field.name() != "scored_at" {
+            assert_eq!(a.column(i), b.column(i), "column {}", field.name());
+        }
+    }
+    assert!(texts(&a, "value_tier").contains(&Some("high".into())), "no value tiers to compare");
+    let summary = |run: &engage_pipeline::scoring::ScoreRun| {
+        let mut s = run.report.snapshot.clone().unwrap();
+        s.snapshot_id.clear();
+        s
+    };
+    assert_eq!(summary(&whole), summary(&sliced));
+    for file in ["features.parquet", "identities.parquet"] {
+        let (a, b) =
+            (read_parquet(&whole.snapshot_dir.join(file)), read_parquet(&sliced.snapshot_dir.join(file)));
+        assert_eq!(a, b, "{file}");
+    }
 }
