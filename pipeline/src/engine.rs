@@ -79,6 +79,15 @@ pub struct ResolvedCounts {
 /// The feature table: the last of [`FEATURES`], joining the others.
 const FEATURE_TABLE: SqlFile = FEATURES[FEATURES.len() - 1];
 
+/// An empty feature table, as an error.
+fn no_customers(as_of: NaiveDate) -> PipelineError {
+    PipelineError::InvalidArgument {
+        name: "--as-of",
+        value: as_of.to_string(),
+        reason: "no customer signed up before this date: the feature table would be empty".into(),
+    }
+}
+
 /// The feature table to come: its plan over the materialised feature
 /// groups, or the table itself when a cluster computed it.
 enum FeatureTable {
@@ -525,51 +534,53 @@ impl Engine {
     }
 
     /// The feature table as of `as_of`: one row per customer, sorted by id.
-    /// Resolves identities as of `as_of` first.
+    /// Resolves identities as of `as_of` first, then computes one feature
+    /// group at a time (each view materialised in memory before the next;
+    /// the feature table joins them).
     pub async fn features(&mut self, as_of: NaiveDate) -> Result<Vec<RecordBatch>> {
-        self.timed_features(as_of, &mut Stopwatch::start()).await
-    }
-
-    /// [`Engine::features`], computing one feature group at a time (each
-    /// view materialised in memory before the next; the feature table joins
-    /// them) and timing each on `clock` under its SQL file's path, so a run
-    /// report shows where the time goes.
-    pub async fn timed_features(
-        &mut self,
-        as_of: NaiveDate,
-        clock: &mut Stopwatch,
-    ) -> Result<Vec<RecordBatch>> {
-        let batches = match self.feature_table(as_of, clock).await? {
-            FeatureTable::Plan(df) => df.collect().await.map_err(query(FEATURE_TABLE.path))?,
+        match self.feature_table(as_of, &mut Stopwatch::start()).await? {
+            FeatureTable::Plan(df) => df.collect().await.map_err(query(FEATURE_TABLE.path)),
             #[cfg(feature = "ballista")]
-            FeatureTable::Collected(batches) => batches,
-        };
-        clock.lap(FEATURE_TABLE.path);
-        Ok(batches)
+            FeatureTable::Collected(batches) => Ok(batches),
+        }
     }
 
     /// [`Engine::features`] streamed into the Parquet file `path` (written
-    /// atomically), never held whole: what a batch job over every customer
-    /// uses. Returns the rows written.
-    pub async fn write_features(&mut self, as_of: NaiveDate, path: &Path) -> Result<u64> {
-        match self.feature_table(as_of, &mut Stopwatch::start()).await? {
+    /// atomically), never held whole: what a job over every customer uses.
+    /// Times each feature group on `clock` under its SQL file's path, so a
+    /// run report shows where the time goes. Returns the rows and the schema written; an empty table is an
+    /// error, and leaves nothing written.
+    pub async fn write_features(
+        &mut self,
+        as_of: NaiveDate,
+        path: &Path,
+        clock: &mut Stopwatch,
+    ) -> Result<(u64, Arc<Schema>)> {
+        let sink = match self.feature_table(as_of, clock).await? {
             FeatureTable::Plan(df) => {
                 let mut stream = df.execute_stream().await.map_err(query(FEATURE_TABLE.path))?;
                 let mut sink = ParquetSink::create(path, stream.schema())?;
                 while let Some(batch) = stream.next().await {
                     sink.write(&batch.map_err(query(FEATURE_TABLE.path))?)?;
                 }
-                sink.finish()
+                sink
             }
             #[cfg(feature = "ballista")]
             FeatureTable::Collected(batches) => {
-                let Some(first) = batches.first() else {
-                    return Err(PipelineError::NoTrainingRows("the feature table has no customers".into()));
-                };
-                write_parquet(path, first.schema(), &batches)?;
-                Ok(batches.iter().map(|b| b.num_rows() as u64).sum())
+                let Some(first) = batches.first() else { return Err(no_customers(as_of)) };
+                let mut sink = ParquetSink::create(path, first.schema())?;
+                for batch in &batches {
+                    sink.write(batch)?;
+                }
+                sink
             }
+        };
+        clock.lap(FEATURE_TABLE.path);
+        if sink.rows() == 0 {
+            return Err(no_customers(as_of));
         }
+        let schema = sink.schema();
+        Ok((sink.finish()?, schema))
     }
 
     /// Resolves identities as of `as_of` and materialises every feature

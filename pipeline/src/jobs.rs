@@ -4,11 +4,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::record_batch::RecordBatch;
 use engage_models::clv::{self, ClvArtifact, summarize};
 use engage_models::clv::{ParetoNbd, Rfm};
@@ -57,11 +55,9 @@ pub async fn build_features(source: &DataSource, as_of: NaiveDate, out: &Path) -
     clock.lap("ingest");
     let identity = engine.resolve_identities(Some(as_of)).await?.clone();
     clock.lap("identity");
-    let batches = engine.timed_features(as_of, &mut clock).await?;
-    let schema = feature_schema(&batches)?;
     std::fs::create_dir_all(out).map_err(io(out))?;
     let output = out.join(FEATURES_FILE);
-    write_parquet(&output, schema.clone(), &batches)?;
+    let (rows, schema) = engine.write_features(as_of, &output, &mut clock).await?;
     let mut outputs = vec![output.display().to_string()];
     outputs.extend(engine.write_rejects(out).await?.iter().map(|p| p.display().to_string()));
     clock.lap("write");
@@ -69,17 +65,9 @@ pub async fn build_features(source: &DataSource, as_of: NaiveDate, out: &Path) -
     report.write(out)?;
     Ok(FeatureRun {
         report,
-        rows: batches.iter().map(|b| b.num_rows()).sum(),
+        rows: rows as usize,
         columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
         output,
-    })
-}
-
-fn feature_schema(batches: &[RecordBatch]) -> Result<Arc<Schema>> {
-    batches.first().map(|b| b.schema()).ok_or_else(|| PipelineError::InvalidArgument {
-        name: "--as-of",
-        value: String::new(),
-        reason: "no customer signed up before this date: the feature table would be empty".into(),
     })
 }
 

@@ -41,6 +41,7 @@ pub struct ParquetSink {
     path: PathBuf,
     tmp: PathBuf,
     writer: Option<ArrowWriter<File>>,
+    schema: Arc<Schema>,
     rows: u64,
 }
 
@@ -49,7 +50,8 @@ impl ParquetSink {
         let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let file = File::create(&tmp).map_err(io(&tmp))?;
-        let mut sink = ParquetSink { path: path.to_path_buf(), tmp, writer: None, rows: 0 };
+        let mut sink =
+            ParquetSink { path: path.to_path_buf(), tmp, writer: None, schema: schema.clone(), rows: 0 };
         let writer =
             ArrowWriter::try_new(file, schema, Some(writer_properties())).map_err(|e| sink.err(e))?;
         sink.writer = Some(writer);
@@ -58,6 +60,14 @@ impl ParquetSink {
 
     fn err(&self, source: parquet::errors::ParquetError) -> PipelineError {
         PipelineError::Write { path: self.path.display().to_string(), source }
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn schema(&self) -> Arc<Schema> {
+        self.schema.clone()
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {

@@ -313,7 +313,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
         // reads it back a slice of customers at a time, so no step holds
         // every customer's features.
         let features_file = staging.join(FEATURES_FILE);
-        let n = engine.write_features(opts.as_of, &features_file).await?;
+        let (n, _) = engine.write_features(opts.as_of, &features_file, &mut Stopwatch::start()).await?;
         // CLV needs each customer's purchase summary; then the events can go.
         let summaries = match &models.clv {
             Some(a) => Some(engine.purchase_summaries(opts.as_of, a.unit_days).await?),
