@@ -36,7 +36,7 @@ pub fn write_parquet(path: &Path, schema: Arc<Schema>, batches: &[RecordBatch]) 
 
 /// A Parquet file written batch by batch (a table too big to hold whole)
 /// to a temporary sibling, renamed to its path by [`ParquetSink::finish`].
-/// Dropped unfinished, it removes the temporary file.
+/// Dropped unfinished or failed, it removes the temporary file.
 pub struct ParquetSink {
     path: PathBuf,
     tmp: PathBuf,
@@ -88,10 +88,10 @@ impl ParquetSink {
 }
 
 impl Drop for ParquetSink {
+    /// Removes the temporary file of a sink not finished, or whose
+    /// writing failed (after [`ParquetSink::finish`] it is gone already).
     fn drop(&mut self) {
-        if self.writer.is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 
@@ -116,4 +116,44 @@ pub fn read_parquet(
     let batches = reader
         .map(move |b| b.map_err(|e| PipelineError::UnreadableFile { path: shown.clone(), source: e.into() }));
     Ok((schema, batches))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field};
+
+    fn batch(values: Vec<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values))]).unwrap()
+    }
+
+    #[test]
+    fn a_sink_publishes_on_finish_and_leaves_nothing_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let mut sink = ParquetSink::create(&path, batch(vec![]).schema()).unwrap();
+        sink.write(&batch(vec![1, 2])).unwrap();
+        drop(sink);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a dropped sink left a file");
+
+        let mut sink = ParquetSink::create(&path, batch(vec![]).schema()).unwrap();
+        for part in [vec![1, 2], vec![3], vec![4, 5, 6]] {
+            sink.write(&batch(part)).unwrap();
+        }
+        assert!(!path.exists(), "visible before finish");
+        assert_eq!(sink.finish().unwrap(), 6);
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(files, ["t.parquet"]);
+        let (schema, batches) = read_parquet(&path, 4, None).unwrap();
+        let batches: Vec<RecordBatch> = batches.map(|b| b.unwrap()).collect();
+        assert_eq!(schema, batch(vec![]).schema());
+        assert_eq!(batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(), [4, 2], "slices of 4 rows");
+        let values: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+            .collect();
+        assert_eq!(values, [1, 2, 3, 4, 5, 6]);
+    }
 }
