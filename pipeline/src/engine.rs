@@ -548,8 +548,9 @@ impl Engine {
     /// [`Engine::features`] streamed into the Parquet file `path` (written
     /// atomically), never held whole: what a job over every customer uses.
     /// Times each feature group on `clock` under its SQL file's path, so a
-    /// run report shows where the time goes. Returns the rows and the schema written; an empty table is an
-    /// error, and leaves nothing written.
+    /// run report shows where the time goes. Returns the rows and the
+    /// schema written; an empty table is an error and leaves nothing
+    /// written.
     pub async fn write_features(
         &mut self,
         as_of: NaiveDate,
@@ -598,10 +599,24 @@ impl Engine {
         }
         for file in &FEATURES[..FEATURES.len() - 1] {
             let df = self.register_view(file, &params).await?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await.map_err(query(file.path))?;
-            let table = MemTable::try_new(schema, vec![batches]).map_err(query(file.path))?;
-            self.replace_table(file.name, Arc::new(table))?;
+            // Under a memory limit each group waits on disk beside the
+            // attributed events (together they are about the size of the
+            // feature table); otherwise in memory.
+            if let Some(dir) = &self.spilled {
+                let path = dir.path().join(format!("{}.parquet", file.name));
+                let mut stream = df.execute_stream().await.map_err(query(file.path))?;
+                let mut sink = ParquetSink::create(&path, stream.schema())?;
+                while let Some(batch) = stream.next().await {
+                    sink.write(&batch.map_err(query(file.path))?)?;
+                }
+                sink.finish()?;
+                self.register_parquet(file.name, &path).await?;
+            } else {
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await.map_err(query(file.path))?;
+                let table = MemTable::try_new(schema, vec![batches]).map_err(query(file.path))?;
+                self.replace_table(file.name, Arc::new(table))?;
+            }
             clock.lap(file.path);
         }
         Ok(FeatureTable::Plan(self.register_view(&FEATURE_TABLE, &params).await?))
