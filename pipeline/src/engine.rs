@@ -88,6 +88,17 @@ fn no_customers(as_of: NaiveDate) -> PipelineError {
     }
 }
 
+/// Runs `df` (the query `name`) into a Parquet sink at `path`, batch by
+/// batch; the caller finishes it.
+async fn sink_stream(df: DataFrame, path: &Path, name: &str) -> Result<ParquetSink> {
+    let mut stream = df.execute_stream().await.map_err(query(name))?;
+    let mut sink = ParquetSink::create(path, stream.schema())?;
+    while let Some(batch) = stream.next().await {
+        sink.write(&batch.map_err(query(name))?)?;
+    }
+    Ok(sink)
+}
+
 /// The feature table to come: its plan over the materialised feature
 /// groups, or the table itself when a cluster computed it.
 enum FeatureTable {
@@ -558,14 +569,7 @@ impl Engine {
         clock: &mut Stopwatch,
     ) -> Result<(u64, Arc<Schema>)> {
         let sink = match self.feature_table(as_of, clock).await? {
-            FeatureTable::Plan(df) => {
-                let mut stream = df.execute_stream().await.map_err(query(FEATURE_TABLE.path))?;
-                let mut sink = ParquetSink::create(path, stream.schema())?;
-                while let Some(batch) = stream.next().await {
-                    sink.write(&batch.map_err(query(FEATURE_TABLE.path))?)?;
-                }
-                sink
-            }
+            FeatureTable::Plan(df) => sink_stream(df, path, FEATURE_TABLE.path).await?,
             #[cfg(feature = "ballista")]
             FeatureTable::Collected(batches) => {
                 let Some(first) = batches.first() else { return Err(no_customers(as_of)) };
@@ -604,12 +608,7 @@ impl Engine {
             // feature table); otherwise in memory.
             if let Some(dir) = &self.spilled {
                 let path = dir.path().join(format!("{}.parquet", file.name));
-                let mut stream = df.execute_stream().await.map_err(query(file.path))?;
-                let mut sink = ParquetSink::create(&path, stream.schema())?;
-                while let Some(batch) = stream.next().await {
-                    sink.write(&batch.map_err(query(file.path))?)?;
-                }
-                sink.finish()?;
+                sink_stream(df, &path, file.path).await?.finish()?;
                 self.register_parquet(file.name, &path).await?;
             } else {
                 let schema = Arc::new(df.schema().as_arrow().clone());
@@ -831,13 +830,6 @@ impl Engine {
         let params = vec![("as_of", as_of_param(as_of)), ("since", as_of_param(since))];
         let df = self.register_view(&HOLDOUT, &params).await?;
         df.collect().await.map_err(query(HOLDOUT.path))
-    }
-
-    /// Registers `batches` as the in-memory table `name` (replacing one of
-    /// that name), for queries over outputs such as a score snapshot.
-    pub fn register_batches(&self, name: &str, schema: Arc<Schema>, batches: Vec<RecordBatch>) -> Result<()> {
-        let table = MemTable::try_new(schema, vec![batches]).map_err(query(name))?;
-        self.replace_table(name, Arc::new(table))
     }
 
     /// Registers the Parquet file at `path` as the table `name` (replacing

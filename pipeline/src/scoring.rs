@@ -502,16 +502,12 @@ impl Scoring<'_> {
         let limits = self.opts.segments.value_limits(&clv_values);
         drop(clv_values);
 
-        let (schema, batches) = read_parquet(features, self.opts.slice_rows, None)?;
+        let (_, batches) = read_parquet(features, self.opts.slice_rows, None)?;
         let (mut sink, mut tally) = (None, Tally::default());
         for batch in batches {
             self.slice(&batch?, limits, out, &mut sink, &mut tally)?;
         }
-        if sink.is_none() {
-            // No customers: the file still has the columns.
-            self.slice(&RecordBatch::new_empty(schema), limits, out, &mut sink, &mut tally)?;
-        }
-        sink.expect("a slice scored").finish()?;
+        sink.expect("customers to score: write_features refuses an empty table").finish()?;
         let stats = tally.values.iter().map(|(name, values)| ScoreStats::of(name, values)).collect();
         Ok(Scored { ids, stats, limits, segments: tally.segments })
     }
