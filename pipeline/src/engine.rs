@@ -24,7 +24,7 @@ use crate::identity::{
     map_schema, pairwise_quality,
 };
 use crate::ingest::{TableCounts, register_inputs, rejects_view};
-use crate::output::{ParquetSink, write_parquet};
+use crate::output::{BATCH_ROWS, ParquetSink, read_parquet, write_parquet};
 use crate::report::Stopwatch;
 use crate::runtime::EngineSettings;
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
@@ -133,11 +133,56 @@ const ATTRIBUTED: [Attributed; 2] = [
 pub struct ResolvedIdentity {
     /// Only rows before this date were used (`None`: all rows).
     pub cutoff: Option<NaiveDate>,
-    /// The identity map (see [`crate::identity::map_schema`]).
-    pub map: RecordBatch,
+    pub map: IdentityMap,
     pub stats: IdentityStats,
     /// Events attributed to a CRM customer.
     pub resolved: ResolvedCounts,
+}
+
+/// The identity map (see [`crate::identity::map_schema`]): in memory, or
+/// under a memory limit in a Parquet file in a spill directory of its own
+/// (at 10M customers it is some 50 M rows; it outlives the attributed
+/// events, until the snapshot's identity lookup is written).
+#[derive(Debug, Clone)]
+pub enum IdentityMap {
+    Memory(Vec<RecordBatch>),
+    File(Arc<SpillDir>),
+}
+
+impl IdentityMap {
+    const FILE: &str = "identity_map.parquet";
+
+    /// Keeps `chunks` in memory, or with `spill` writes them to disk.
+    fn hold(chunks: Vec<RecordBatch>, spill: Option<SpillDir>) -> Result<IdentityMap> {
+        let Some(dir) = spill else {
+            return Ok(IdentityMap::Memory(chunks));
+        };
+        let mut sink = ParquetSink::create(&dir.path().join(Self::FILE), map_schema())?;
+        for chunk in chunks {
+            sink.write(&chunk)?;
+        }
+        sink.finish()?;
+        Ok(IdentityMap::File(Arc::new(dir)))
+    }
+
+    /// The map's rows, a chunk at a time.
+    pub fn chunks(&self) -> Result<Box<dyn Iterator<Item = Result<RecordBatch>>>> {
+        match self {
+            IdentityMap::Memory(chunks) => Ok(Box::new(chunks.clone().into_iter().map(Ok))),
+            IdentityMap::File(dir) => {
+                Ok(Box::new(read_parquet(&dir.path().join(Self::FILE), BATCH_ROWS, None)?.1))
+            }
+        }
+    }
+
+    /// Writes the map to the Parquet file `path`; returns its rows.
+    pub fn write(&self, path: &Path) -> Result<u64> {
+        let mut sink = ParquetSink::create(path, map_schema())?;
+        for chunk in self.chunks()? {
+            sink.write(&chunk?)?;
+        }
+        sink.finish()
+    }
 }
 
 /// A session over one data root.
@@ -389,10 +434,19 @@ impl Engine {
             }
             events.push(kept);
         }
-        let resolution = graph.resolve(&self.source.erasure);
-        let table = MemTable::try_new(map_schema(), vec![vec![resolution.map.clone()]])
-            .map_err(query("identity_map"))?;
-        self.replace_table("identity_map", Arc::new(table))?;
+        let mut resolution = graph.resolve(&self.source.erasure);
+        let map =
+            IdentityMap::hold(std::mem::take(&mut resolution.map), self.source.engine.spill("identity")?)?;
+        match &map {
+            IdentityMap::Memory(chunks) => {
+                let table =
+                    MemTable::try_new(map_schema(), vec![chunks.clone()]).map_err(query("identity_map"))?;
+                self.replace_table("identity_map", Arc::new(table))?;
+            }
+            IdentityMap::File(dir) => {
+                self.register_parquet("identity_map", &dir.path().join(IdentityMap::FILE)).await?;
+            }
+        }
         self.leave_out_erased_customers(&resolution.erased_crm_ids).await?;
         let mut to_crm = Vec::new();
         let mut unattributed = Vec::new();
@@ -479,7 +533,7 @@ impl Engine {
             erased_transactions: erased[0],
             erased_interactions: erased[1],
         };
-        let Resolution { map, stats, .. } = resolution;
+        let Resolution { stats, .. } = resolution;
         self.spilled = spill;
         Ok(self.identity.insert(ResolvedIdentity { cutoff, map, stats, resolved }))
     }

@@ -19,7 +19,7 @@ use crate::error::{PipelineError, Result, io};
 fn writer_properties() -> parquet::file::properties::WriterProperties {
     parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(65_536))
+        .set_max_row_group_row_count(Some(crate::output::BATCH_ROWS))
         .build()
 }
 

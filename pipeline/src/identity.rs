@@ -19,7 +19,9 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanBuilder, StringArray, StringBuilder};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, StringArray, StringBuilder,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Serialize;
@@ -27,6 +29,9 @@ use serde::Serialize;
 use crate::erasure::ErasureList;
 pub use engage_models::identifier::{check_country_code, normalize_email, normalize_id, normalize_phone};
 use sha2::{Digest, Sha256};
+
+/// Identifiers per chunk of the identity map.
+const MAP_CHUNK: usize = 65_536;
 
 /// Identifier types, in the order rows are resolved.
 pub const ID_TYPES: [&str; 5] = ["customer_id", "email", "phone", "loyalty_id", "cookie_id"];
@@ -106,6 +111,13 @@ pub fn map_schema() -> SchemaRef {
         Field::new("shared", DataType::Boolean, false),
         Field::new("linked", DataType::Boolean, false),
     ]))
+}
+
+/// A chunk of the identity map's columns: identifier type, identifier
+/// value, customer key, shared.
+pub fn map_columns(chunk: &RecordBatch) -> (&StringArray, &StringArray, &StringArray, &BooleanArray) {
+    let text = |i: usize| chunk.column(i).as_string::<i32>();
+    (text(0), text(1), text(2), chunk.column(3).as_boolean())
 }
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -468,44 +480,40 @@ impl GraphBuilder {
             .collect();
         drop(sets);
 
-        // The map's columns, sized exactly up front (a growing builder can
-        // hold twice what it needs, and the map stays for the whole run).
+        // The map in chunks of up to MAP_CHUNK identifiers, each chunk's
+        // columns sized exactly up front (a growing builder can hold twice
+        // what it needs); under a memory limit the chunks go to disk.
         let kept = |id: usize| !key_erased[node_key[id] as usize];
-        let (mut rows, mut type_bytes, mut value_bytes, mut key_bytes) = (0, 0, 0, 0);
-        for id in (0..n).filter(|&id| kept(id)) {
-            let (ty, value) = name(id as u32);
-            rows += 1;
-            type_bytes += ID_TYPES[ty as usize].len();
-            value_bytes += value.len();
-            key_bytes += keys.get(node_key[id]).len();
-        }
-        let (mut t, mut v, mut k, mut s, mut l) = (
-            StringBuilder::with_capacity(rows, type_bytes),
-            StringBuilder::with_capacity(rows, value_bytes),
-            StringBuilder::with_capacity(rows, key_bytes),
-            BooleanBuilder::with_capacity(rows),
-            BooleanBuilder::with_capacity(rows),
-        );
-        for id in 0..n {
-            if !kept(id) {
-                stats.erased_identifiers += 1;
-                continue;
+        let mut map = Vec::with_capacity(n.div_ceil(MAP_CHUNK));
+        for start in (0..n).step_by(MAP_CHUNK) {
+            let ids: Vec<usize> = (start..n.min(start + MAP_CHUNK)).filter(|&id| kept(id)).collect();
+            stats.erased_identifiers += (n.min(start + MAP_CHUNK) - start - ids.len()) as u64;
+            let bytes = |len: &dyn Fn(usize) -> usize| ids.iter().map(|&id| len(id)).sum::<usize>();
+            let mut t = StringBuilder::with_capacity(
+                ids.len(),
+                bytes(&|id| ID_TYPES[name(id as u32).0 as usize].len()),
+            );
+            let mut v = StringBuilder::with_capacity(ids.len(), bytes(&|id| name(id as u32).1.len()));
+            let mut k = StringBuilder::with_capacity(ids.len(), bytes(&|id| keys.get(node_key[id]).len()));
+            let (mut s, mut l) =
+                (BooleanBuilder::with_capacity(ids.len()), BooleanBuilder::with_capacity(ids.len()));
+            for &id in &ids {
+                let (ty, value) = name(id as u32);
+                t.append_value(ID_TYPES[ty as usize]);
+                v.append_value(value);
+                k.append_value(keys.get(node_key[id]));
+                s.append_value(shared[id]);
+                l.append_value(linked[id]);
             }
-            let (ty, value) = name(id as u32);
-            t.append_value(ID_TYPES[ty as usize]);
-            v.append_value(value);
-            k.append_value(keys.get(node_key[id]));
-            s.append_value(shared[id]);
-            l.append_value(linked[id]);
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(t.finish()),
+                Arc::new(v.finish()),
+                Arc::new(k.finish()),
+                Arc::new(s.finish()),
+                Arc::new(l.finish()),
+            ];
+            map.push(RecordBatch::try_new(map_schema(), columns).expect("columns match the map schema"));
         }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(t.finish()),
-            Arc::new(v.finish()),
-            Arc::new(k.finish()),
-            Arc::new(s.finish()),
-            Arc::new(l.finish()),
-        ];
-        let map = RecordBatch::try_new(map_schema(), columns).expect("columns match the map schema");
         stats.identifiers -= stats.erased_identifiers;
         Resolution { map, stats, keys, key_is_crm, key_erased, node_key, set_key, erased_crm_ids }
     }
@@ -524,8 +532,8 @@ pub enum Attribution<'a> {
 
 /// A resolved identity graph.
 pub struct Resolution {
-    /// The identity map (see [`map_schema`]).
-    pub map: RecordBatch,
+    /// The identity map (see [`map_schema`]), in chunks.
+    pub map: Vec<RecordBatch>,
     pub stats: IdentityStats,
     /// Distinct customer keys.
     keys: Texts,
@@ -650,8 +658,6 @@ pub fn pairwise_quality(resolved: &[String], truth: &[String]) -> (f64, f64) {
 mod tests {
     use super::*;
 
-    use datafusion::arrow::array::AsArray;
-
     /// Resolves rows given as (from_crm, [customer_id, email, phone,
     /// loyalty_id, cookie_id]); returns the map, the stats and each event
     /// row's key.
@@ -678,16 +684,12 @@ mod tests {
                 _ => None,
             })
             .collect();
-        (resolution.map, resolution.stats, keys)
+        let map = datafusion::arrow::compute::concat_batches(&map_schema(), &resolution.map).unwrap();
+        (map, resolution.stats, keys)
     }
 
     fn keys(map: &RecordBatch) -> HashMap<String, (String, bool)> {
-        let (t, v, k) = (
-            map.column(0).as_string::<i32>(),
-            map.column(1).as_string::<i32>(),
-            map.column(2).as_string::<i32>(),
-        );
-        let shared = map.column(3).as_boolean();
+        let (t, v, k, shared) = map_columns(map);
         (0..map.num_rows())
             .map(|i| (format!("{}:{}", t.value(i), v.value(i)), (k.value(i).to_string(), shared.value(i))))
             .collect()

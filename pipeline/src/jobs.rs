@@ -25,7 +25,7 @@ use crate::erasure::{Scrubbed, scrub_dir};
 use crate::error::query;
 use crate::error::{PipelineError, Result, io};
 use crate::frame::{TableColumns, feature_matrix, labels, parse_flag, table_text, table_training_set};
-use crate::identity::{ID_TYPES, normalize};
+use crate::identity::{ID_TYPES, map_columns, normalize};
 use crate::output::write_parquet;
 use crate::publish::ModelStore;
 use crate::report::{ModelSummary, RUN_REPORT_FILE, RunReport, Stopwatch};
@@ -89,7 +89,7 @@ pub async fn build_identity(source: &DataSource, out: &Path) -> Result<RunReport
     clock.lap("quality");
     std::fs::create_dir_all(out).map_err(io(out))?;
     let output = out.join(IDENTITY_MAP_FILE);
-    write_parquet(&output, identity.map.schema(), std::slice::from_ref(&identity.map))?;
+    identity.map.write(&output)?;
     let mut outputs = vec![output.display().to_string()];
     outputs.extend(engine.write_rejects(out).await?.iter().map(|p| p.display().to_string()));
     clock.lap("write");
@@ -587,18 +587,32 @@ pub async fn forget(source: &DataSource, id_type: &str, id: &str, scrub: &[PathB
     }
     let mut engine = Engine::open_source(source).await?;
     let map = engine.resolve_identities(None).await?.map.clone();
-    let column = |i: usize| map.column(i).as_string::<i32>();
-    let (types, values, keys) = (column(0), column(1), column(2));
-    let shared = map.column(3).as_boolean();
-    let row = (0..map.num_rows()).find(|&i| types.value(i) == id_type && values.value(i) == value);
+    // Two passes over the map: the identifier's own row, then every
+    // identifier resolved to the same customer.
+    let mut key = None;
+    let mut found = false;
+    for chunk in map.chunks()? {
+        let chunk = chunk?;
+        let (types, values, keys, shared) = map_columns(&chunk);
+        if let Some(row) =
+            (0..chunk.num_rows()).find(|&i| types.value(i) == id_type && values.value(i) == value)
+        {
+            found = true;
+            key = (!shared.value(row)).then(|| keys.value(row).to_string());
+            break;
+        }
+    }
     let mut list = source.erasure.clone();
     let mut identifiers: Vec<(String, String)> = vec![(id_type.into(), value.clone())];
-    if let Some(row) = row.filter(|&r| !shared.value(r)) {
-        let key = keys.value(row);
-        identifiers.push(("customer_id".into(), key.into()));
-        for i in 0..map.num_rows() {
-            if keys.value(i) == key && !shared.value(i) {
-                identifiers.push((types.value(i).into(), values.value(i).into()));
+    if let Some(key) = key {
+        identifiers.push(("customer_id".into(), key.clone()));
+        for chunk in map.chunks()? {
+            let chunk = chunk?;
+            let (types, values, keys, shared) = map_columns(&chunk);
+            for i in 0..chunk.num_rows() {
+                if keys.value(i) == key && !shared.value(i) {
+                    identifiers.push((types.value(i).into(), values.value(i).into()));
+                }
             }
         }
     }
@@ -609,12 +623,7 @@ pub async fn forget(source: &DataSource, id_type: &str, id: &str, scrub: &[PathB
     for dir in scrub {
         scrubbed.push((dir.display().to_string(), scrub_dir(&list, &source.identity, dir)?));
     }
-    Ok(ForgetRun {
-        found_in_data: row.is_some(),
-        identifiers_added: added,
-        list_size: list.len() as u64,
-        scrubbed,
-    })
+    Ok(ForgetRun { found_in_data: found, identifiers_added: added, list_size: list.len() as u64, scrubbed })
 }
 
 /// File name of a training set inside `--out`.

@@ -35,7 +35,7 @@ pub mod store;
 /// Re-exported so tests and tools use the same DataFusion (and its arrow and parquet).
 pub use datafusion;
 pub use engine::{
-    DataSource, Engine, LifecycleRules, ResolvedCounts, ResolvedIdentity, Task, as_of_param,
+    DataSource, Engine, IdentityMap, LifecycleRules, ResolvedCounts, ResolvedIdentity, Task, as_of_param,
     default_response_funnel,
 };
 pub use error::{PipelineError, Result};

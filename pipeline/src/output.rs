@@ -16,12 +16,15 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::{PipelineError, Result, io};
 
+/// Rows per Parquet row group, and per batch read back.
+pub const BATCH_ROWS: usize = 65_536;
+
 /// Writer settings for every Parquet file engage writes: zstd level 1 (fast,
-/// small), 64k-row groups.
+/// small), [`BATCH_ROWS`]-row groups.
 pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid")))
-        .set_max_row_group_row_count(Some(65_536))
+        .set_max_row_group_row_count(Some(BATCH_ROWS))
         .build()
 }
 

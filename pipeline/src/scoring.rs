@@ -29,9 +29,10 @@ use engage_models::snapshot::{
 use engage_models::uplift::UpliftArtifact;
 
 use crate::audience::{self, AudienceSettings, CampaignConfig};
-use crate::engine::{DataSource, Engine};
+use crate::engine::{DataSource, Engine, IdentityMap};
 use crate::error::{PipelineError, Result, io, query};
 use crate::frame::{feature_matrix, table_text};
+use crate::identity::map_columns;
 use crate::nightly::{MeasureWindow, measure_campaigns};
 use crate::output::{ParquetSink, read_parquet, write_parquet};
 use crate::publish::ModelStore;
@@ -52,33 +53,39 @@ pub const AUDIENCE_SUMMARY_FILE: &str = "summary.json";
 /// [`engage_models::Classifier::top_reasons`].
 pub const REASONS: usize = 3;
 
-/// The snapshot's identity lookup ([`IDENTITIES_FILE`]): the emails, phones
-/// and loyalty ids of the identity map that resolve to a scored customer.
-/// Shared identifiers (a shop's phone) link nobody and are left out.
-fn identity_lookup(map: &RecordBatch, scored: &[StringArray]) -> Result<RecordBatch> {
-    use datafusion::arrow::array::{AsArray, BooleanArray};
+/// Writes the snapshot's identity lookup ([`IDENTITIES_FILE`]) to `path`:
+/// the emails, phones and loyalty ids of the identity map that resolve to a
+/// scored customer, a chunk of the map at a time. Shared identifiers (a
+/// shop's phone) link nobody and are left out.
+fn write_identity_lookup(map: &IdentityMap, scored: &[StringArray], path: &Path) -> Result<u64> {
+    use datafusion::arrow::array::BooleanArray;
     let scored: std::collections::HashSet<&str> = scored.iter().flat_map(|a| a.iter().flatten()).collect();
-    let (ty, value, key) =
-        (map.column(0).as_string::<i32>(), map.column(1), map.column(2).as_string::<i32>());
-    let shared = map.column(3).as_boolean();
-    let keep: BooleanArray = (0..map.num_rows())
-        .map(|i| {
-            Some(!shared.value(i) && LOOKUP_ID_TYPES.contains(&ty.value(i)) && scored.contains(key.value(i)))
-        })
-        .collect();
-    let filter = |c: &ArrayRef| datafusion::arrow::compute::filter(c, &keep);
     let schema = Arc::new(Schema::new(vec![
         Field::new("identifier_type", DataType::Utf8, false),
         Field::new("identifier_value", DataType::Utf8, false),
         Field::new(CUSTOMER_ID, DataType::Utf8, false),
     ]));
     let arrow = |e: datafusion::arrow::error::ArrowError| query(IDENTITIES_FILE)(e.into());
-    let columns = [map.column(0), value, map.column(2)]
-        .into_iter()
-        .map(filter)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(arrow)?;
-    RecordBatch::try_new(schema, columns).map_err(arrow)
+    let mut sink = ParquetSink::create(path, schema.clone())?;
+    for chunk in map.chunks()? {
+        let chunk = chunk?;
+        let (ty, _, key, shared) = map_columns(&chunk);
+        let keep: BooleanArray = (0..chunk.num_rows())
+            .map(|i| {
+                Some(
+                    !shared.value(i)
+                        && LOOKUP_ID_TYPES.contains(&ty.value(i))
+                        && scored.contains(key.value(i)),
+                )
+            })
+            .collect();
+        let columns = (0..3)
+            .map(|c| datafusion::arrow::compute::filter(chunk.column(c), &keep))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(arrow)?;
+        sink.write(&RecordBatch::try_new(schema.clone(), columns).map_err(arrow)?)?;
+    }
+    sink.finish()
 }
 
 /// What a registry model predicts, as far as scoring is concerned.
@@ -356,8 +363,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
             value_tier_limits: scored.limits.map(|(h, m)| [h, m]),
             segments: scored.segments,
         };
-        let lookup = identity_lookup(&identity.map, &scored.ids)?;
-        write_parquet(&staging.join(IDENTITIES_FILE), lookup.schema(), &[lookup])?;
+        write_identity_lookup(&identity.map, &scored.ids, &staging.join(IDENTITIES_FILE))?;
         if let Some(((results, holdout), contacts)) = &measured {
             let as_of = opts.as_of.to_string();
             let dir = staging.join(snapshot::CAMPAIGNS_DIR);

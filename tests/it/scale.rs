@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use engage_pipeline::DataSource;
+use engage_pipeline::datafusion::arrow::util::pretty::pretty_format_batches;
 use engage_pipeline::datafusion::parquet::arrow::ArrowWriter;
 use engage_pipeline::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use engage_pipeline::generate::{GenerateOptions, generate};
-use engage_pipeline::jobs::{FEATURES_FILE, build_features};
+use engage_pipeline::jobs::{FEATURES_FILE, IDENTITY_MAP_FILE, build_features, build_identity};
 use engage_pipeline::runtime::{ByteSize, EngineSettings};
 use engage_pipeline::store::{DataRoot, StorageOptions};
 
@@ -83,16 +84,39 @@ async fn features_under_a_memory_limit_spill_and_match() {
     assert_eq!(transactions.unwrap()["duplicates"], 100);
     assert_eq!(walk(&spill_dir).len(), 0, "spill files are removed");
 
-    // Under the limit the attributed events live on disk while the engine
-    // holds them, and go with it.
+    // Under the limit the attributed events and the identity map live on
+    // disk while the engine holds them, and go with it.
     let mut engine = engage_pipeline::Engine::open_source(&source).await.unwrap();
     engine.resolve_identities(Some(as_of)).await.unwrap();
     let files = walk(&spill_dir);
-    for view in ["transactions_resolved.parquet", "interactions_resolved.parquet"] {
-        assert!(files.iter().any(|f| f.ends_with(view)), "{view} not in {files:?}");
+    for file in ["transactions_resolved.parquet", "interactions_resolved.parquet", "identity_map.parquet"] {
+        assert!(files.iter().any(|f| f.ends_with(file)), "{file} not in {files:?}");
     }
     drop(engine);
     assert_eq!(walk(&spill_dir).len(), 0, "spill files are removed with the engine");
+    // `engage identity` writes the same map, and measures the same quality
+    // (its SQL reads the map from disk).
+    let (unbounded, bounded) = (tmp.path().join("identity-unbounded"), tmp.path().join("identity-bounded"));
+    let quality =
+        |report: engage_pipeline::report::RunReport| serde_json::to_value(report.identity_quality).unwrap();
+    let expected = quality(build_identity(&DataSource::new(&data), &unbounded).await.unwrap());
+    assert_eq!(quality(build_identity(&source, &bounded).await.unwrap()), expected);
+    assert!(expected["recall"].as_f64().unwrap() > 0.9, "{expected}");
+    // (Rows in the order identifiers were first seen, which the parallel
+    // scans leave open.)
+    let rows = |dir: &Path| {
+        let file = std::fs::File::open(dir.join(IDENTITY_MAP_FILE)).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+        let text = pretty_format_batches(&batches).unwrap().to_string();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    let expected = rows(&unbounded);
+    assert!(expected.len() > 40_000, "{} rows", expected.len());
+    assert!(rows(&bounded) == expected, "the same identity map under the limit");
+    assert_eq!(walk(&spill_dir).len(), 0, "spill files are removed");
 
     let no_spill =
         DataSource { engine: EngineSettings { spill_disabled: true, ..limited }, ..DataSource::new(&data) };
@@ -115,7 +139,6 @@ async fn features_under_a_memory_limit_spill_and_match() {
 async fn campaign_sql_under_a_memory_limit_matches_the_unbounded_engine() {
     use engage_pipeline::datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
     use engage_pipeline::datafusion::arrow::datatypes::Float64Type;
-    use engage_pipeline::datafusion::arrow::util::pretty::pretty_format_batches;
     use std::sync::Arc;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
