@@ -139,6 +139,32 @@ pub struct ResolvedIdentity {
     pub resolved: ResolvedCounts,
 }
 
+/// The identity map being built ([`IdentityMap::sink`]).
+enum MapSink {
+    Memory(Vec<RecordBatch>),
+    File(SpillDir, Box<ParquetSink>),
+}
+
+impl MapSink {
+    fn push(&mut self, chunk: RecordBatch) -> Result<()> {
+        match self {
+            MapSink::Memory(chunks) => chunks.push(chunk),
+            MapSink::File(_, sink) => sink.write(&chunk)?,
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<IdentityMap> {
+        Ok(match self {
+            MapSink::Memory(chunks) => IdentityMap::Memory(chunks),
+            MapSink::File(dir, sink) => {
+                sink.finish()?;
+                IdentityMap::File(Arc::new(dir))
+            }
+        })
+    }
+}
+
 /// The identity map (see [`crate::identity::map_schema`]): in memory, or
 /// under a memory limit in a Parquet file in a spill directory of its own
 /// (at 10M customers it is some 50 M rows; it outlives the attributed
@@ -152,17 +178,16 @@ pub enum IdentityMap {
 impl IdentityMap {
     const FILE: &str = "identity_map.parquet";
 
-    /// Keeps `chunks` in memory, or with `spill` writes them to disk.
-    fn hold(chunks: Vec<RecordBatch>, spill: Option<SpillDir>) -> Result<IdentityMap> {
-        let Some(dir) = spill else {
-            return Ok(IdentityMap::Memory(chunks));
-        };
-        let mut sink = ParquetSink::create(&dir.path().join(Self::FILE), map_schema())?;
-        for chunk in chunks {
-            sink.write(&chunk)?;
-        }
-        sink.finish()?;
-        Ok(IdentityMap::File(Arc::new(dir)))
+    /// Where the map goes as it is built: memory, or with `spill` a file
+    /// there.
+    fn sink(spill: Option<SpillDir>) -> Result<MapSink> {
+        Ok(match spill {
+            None => MapSink::Memory(Vec::new()),
+            Some(dir) => {
+                let sink = ParquetSink::create(&dir.path().join(Self::FILE), map_schema())?;
+                MapSink::File(dir, Box::new(sink))
+            }
+        })
     }
 
     /// The map's rows, a chunk at a time.
@@ -434,9 +459,9 @@ impl Engine {
             }
             events.push(kept);
         }
-        let mut resolution = graph.resolve(&self.source.erasure);
-        let map =
-            IdentityMap::hold(std::mem::take(&mut resolution.map), self.source.engine.spill("identity")?)?;
+        let mut sink = IdentityMap::sink(self.source.engine.spill("identity")?)?;
+        let resolution = graph.resolve(&self.source.erasure, &mut |chunk| sink.push(chunk))?;
+        let map = sink.finish()?;
         match &map {
             IdentityMap::Memory(chunks) => {
                 let table =

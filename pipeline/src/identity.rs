@@ -27,10 +27,11 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde::Serialize;
 
 use crate::erasure::ErasureList;
+use crate::error::Result;
 pub use engage_models::identifier::{check_country_code, normalize_email, normalize_id, normalize_phone};
 use sha2::{Digest, Sha256};
 
-/// Identifiers per chunk of the identity map.
+/// Identifiers per chunk of the identity map ([`GraphBuilder::resolve`]).
 const MAP_CHUNK: usize = 65_536;
 
 /// Identifier types, in the order rows are resolved.
@@ -319,9 +320,16 @@ impl GraphBuilder {
     /// connected components and keys each one. Every per-identifier array
     /// is dropped as soon as it has served, so that the peak is the nodes,
     /// the keys and the identity map being built.
-    pub fn resolve(self, erasure: &ErasureList) -> Resolution {
-        let GraphBuilder { opts, nodes, crm, sets, raw, raw_node, set_ids, .. } = self;
-        drop((raw, raw_node, set_ids));
+    /// The identity map goes to `map` in chunks as it is built (under a
+    /// memory limit, straight to disk), so it is never whole in memory
+    /// beside the graph.
+    pub fn resolve(
+        self,
+        erasure: &ErasureList,
+        map: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<Resolution> {
+        let GraphBuilder { opts, mut nodes, crm, sets, raw, raw_node, set_ids, .. } = self;
+        drop((raw, raw_node, set_ids, std::mem::take(&mut nodes.table)));
         let name = |id: u32| nodes.get(id);
         let n = nodes.texts.len();
         let limit = opts.max_customers_per_identifier.max(1);
@@ -484,7 +492,6 @@ impl GraphBuilder {
         // columns sized exactly up front (a growing builder can hold twice
         // what it needs); under a memory limit the chunks go to disk.
         let kept = |id: usize| !key_erased[node_key[id] as usize];
-        let mut map = Vec::with_capacity(n.div_ceil(MAP_CHUNK));
         for start in (0..n).step_by(MAP_CHUNK) {
             let ids: Vec<usize> = (start..n.min(start + MAP_CHUNK)).filter(|&id| kept(id)).collect();
             stats.erased_identifiers += (n.min(start + MAP_CHUNK) - start - ids.len()) as u64;
@@ -512,10 +519,10 @@ impl GraphBuilder {
                 Arc::new(s.finish()),
                 Arc::new(l.finish()),
             ];
-            map.push(RecordBatch::try_new(map_schema(), columns).expect("columns match the map schema"));
+            map(RecordBatch::try_new(map_schema(), columns).expect("columns match the map schema"))?;
         }
         stats.identifiers -= stats.erased_identifiers;
-        Resolution { map, stats, keys, key_is_crm, key_erased, node_key, set_key, erased_crm_ids }
+        Ok(Resolution { stats, keys, key_is_crm, key_erased, node_key, set_key, erased_crm_ids })
     }
 }
 
@@ -532,8 +539,6 @@ pub enum Attribution<'a> {
 
 /// A resolved identity graph.
 pub struct Resolution {
-    /// The identity map (see [`map_schema`]), in chunks.
-    pub map: Vec<RecordBatch>,
     pub stats: IdentityStats,
     /// Distinct customer keys.
     keys: Texts,
@@ -676,7 +681,13 @@ mod tests {
                 refs.extend(graph.add_events(&columns, 1));
             }
         }
-        let resolution = graph.resolve(&ErasureList::default());
+        let mut map = Vec::new();
+        let resolution = graph
+            .resolve(&ErasureList::default(), &mut |chunk| {
+                map.push(chunk);
+                Ok(())
+            })
+            .unwrap();
         let keys = refs
             .iter()
             .map(|&r| match resolution.attribute(r) {
@@ -684,7 +695,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        let map = datafusion::arrow::compute::concat_batches(&map_schema(), &resolution.map).unwrap();
+        let map = datafusion::arrow::compute::concat_batches(&map_schema(), &map).unwrap();
         (map, resolution.stats, keys)
     }
 
