@@ -12,6 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{JoinType, ScalarValue};
 use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::functions::string::expr_fn::btrim;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
@@ -26,7 +27,7 @@ use crate::identity::{
 use crate::ingest::{TableCounts, register_inputs, rejects_view};
 use crate::output::{BATCH_ROWS, ParquetSink, read_parquet, write_parquet};
 use crate::report::Stopwatch;
-use crate::runtime::EngineSettings;
+use crate::runtime::{ByteSize, EngineSettings};
 use crate::schema::{CONTACTS, CUSTOMERS, INTERACTIONS, RESPONSES, TRANSACTIONS};
 use crate::sql::{
     AUDIENCE_ELIGIBILITY, CAMPAIGN_RESULTS, CHURN_LABEL, CONTACT_HISTORY, FEATURES, HOLDOUT,
@@ -80,6 +81,32 @@ pub struct ResolvedCounts {
 const FEATURE_TABLE: SqlFile = FEATURES[FEATURES.len() - 1];
 
 /// An empty feature table, as an error.
+/// The identity graph's bytes, held in the engine's memory pool while it is
+/// built, resolved and attributes the events: the SQL running beside it
+/// leaves them room, and a graph larger than the limit leaves stops the run
+/// with an error that says so (without a limit the pool is unbounded).
+struct GraphMemory {
+    reservation: MemoryReservation,
+    limit: Option<ByteSize>,
+    largest: usize,
+}
+
+impl GraphMemory {
+    fn new(ctx: &SessionContext, limit: Option<ByteSize>) -> GraphMemory {
+        let pool = &ctx.runtime_env().memory_pool;
+        GraphMemory { reservation: MemoryConsumer::new("identity graph").register(pool), limit, largest: 0 }
+    }
+
+    fn hold(&mut self, bytes: usize) -> Result<()> {
+        self.largest = self.largest.max(bytes);
+        self.reservation.try_resize(bytes).map_err(|source| PipelineError::GraphMemory {
+            needed: ByteSize(bytes as u64),
+            limit: self.limit.unwrap_or(ByteSize(0)),
+            source,
+        })
+    }
+}
+
 fn no_customers(as_of: NaiveDate) -> PipelineError {
     PipelineError::InvalidArgument {
         name: "--as-of",
@@ -432,12 +459,14 @@ impl Engine {
         // and the SQL scans them from there.
         let spill = self.source.engine.spill("events")?;
         let mut graph = GraphBuilder::new(&self.source.identity);
+        let mut held = GraphMemory::new(&self.ctx, self.source.engine.memory_limit);
         let crm_columns = ["customer_id", "email", "phone", "loyalty_id"];
         let df = self.keyed_by_customer[0].1.clone().select_columns(&crm_columns);
         let mut stream = df.map_err(query(CUSTOMERS))?.execute_stream().await.map_err(query(CUSTOMERS))?;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(query(CUSTOMERS))?;
             graph.add_crm(&id_columns(&batch, &crm_columns), batch.num_rows());
+            held.hold(graph.heap_bytes())?;
         }
 
         let mut events: Vec<Held> = Vec::new();
@@ -454,13 +483,18 @@ impl Engine {
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(query(a.table))?;
                 let refs = graph.add_events(&id_columns(&batch, ids), batch.num_rows());
+                held.hold(graph.heap_bytes())?;
                 let keep: Vec<usize> = (0..a.keep.len()).collect();
                 kept.push(batch.project(&keep).map_err(|e| query(a.table)(e.into()))?, refs)?;
             }
             events.push(kept);
         }
         let mut sink = IdentityMap::sink(self.source.engine.spill("identity")?)?;
-        let resolution = graph.resolve(&self.source.erasure, &mut |chunk| sink.push(chunk))?;
+        let resolution =
+            graph.resolve(&self.source.erasure, &mut |chunk| sink.push(chunk), &mut |bytes| {
+                held.hold(bytes)
+            })?;
+        held.hold(resolution.heap_bytes())?;
         let map = sink.finish()?;
         match &map {
             IdentityMap::Memory(chunks) => {
@@ -558,7 +592,8 @@ impl Engine {
             erased_transactions: erased[0],
             erased_interactions: erased[1],
         };
-        let Resolution { stats, .. } = resolution;
+        let Resolution { mut stats, .. } = resolution;
+        stats.graph_bytes = held.largest as u64;
         self.spilled = spill;
         Ok(self.identity.insert(ResolvedIdentity { cutoff, map, stats, resolved }))
     }

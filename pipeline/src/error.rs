@@ -63,6 +63,17 @@ pub enum PipelineError {
         #[source]
         source: DataFusionError,
     },
+    /// The identity graph, which cannot spill, does not fit in what the
+    /// engine's memory limit leaves.
+    #[error(
+        "the identity graph needs {needed} so far and cannot spill to disk: more than the engine's memory limit ({limit}) leaves; raise --memory-limit ([engine] memory_limit) (a finished run's report gives the graph's size as identity.graph_bytes)"
+    )]
+    GraphMemory {
+        needed: crate::runtime::ByteSize,
+        limit: crate::runtime::ByteSize,
+        #[source]
+        source: DataFusionError,
+    },
     #[error("query `{name}` failed")]
     Query {
         name: String,

@@ -90,6 +90,10 @@ pub struct IdentityStats {
     /// Components that joined two or more CRM customer ids (the smallest id
     /// becomes the key).
     pub crm_merges: u64,
+    /// Bytes the identity graph held at its largest, built and resolved:
+    /// counted against the engine's memory limit.
+    #[serde(default)]
+    pub graph_bytes: u64,
 }
 
 /// Matching quality against ground truth.
@@ -158,6 +162,14 @@ impl Texts {
         self.ends.push(self.text.len() as u64);
         (self.ends.len() - 1) as u32
     }
+    fn heap_bytes(&self) -> usize {
+        self.text.capacity() + vec_bytes(&self.ends)
+    }
+}
+
+/// Bytes a vector's allocation takes.
+fn vec_bytes<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
 }
 
 /// Distinct (type, string) pairs numbered in order of first sight. The hash
@@ -185,6 +197,10 @@ impl Interner {
         table.insert_unique(hash, i, |&j| hasher.hash_one((types[j as usize], texts.get(j))));
         i
     }
+    /// The strings and their types, without the hash table.
+    fn text_bytes(&self) -> usize {
+        self.texts.heap_bytes() + vec_bytes(&self.types)
+    }
 }
 
 /// Builds the identity graph from input rows in one pass: every identifier
@@ -196,8 +212,10 @@ impl Interner {
 /// [`Resolution::attribute`] turns into the row's customer, so attribution
 /// needs neither a second normalisation nor a join.
 ///
-/// Memory is what limits the graph (it is outside the engine's memory
-/// pool), so it holds numbers, not strings: a node is its value's place in
+/// Memory is what limits the graph: it cannot spill, and the engine counts
+/// it against its memory limit ([`GraphBuilder::heap_bytes`], and the
+/// `reserve` calls of [`GraphBuilder::resolve`]). So it holds numbers, not
+/// strings: a node is its value's place in
 /// one text buffer and a 4-byte hash slot; a normal spelling finds its node
 /// directly (normalising is idempotent) and any other is normalised each
 /// time it is met: remembering the other spellings cost more memory than
@@ -230,6 +248,15 @@ impl GraphBuilder {
             sets: Vec::new(),
             set_ids: hashbrown::HashTable::new(),
         }
+    }
+
+    /// Bytes the graph's allocations hold.
+    pub fn heap_bytes(&self) -> usize {
+        self.nodes.text_bytes()
+            + self.nodes.table.allocation_size()
+            + vec_bytes(&self.crm)
+            + vec_bytes(&self.sets)
+            + self.set_ids.allocation_size()
     }
 
     fn node(&mut self, ty: usize, raw: &str) -> u32 {
@@ -308,16 +335,20 @@ impl GraphBuilder {
     /// the keys and the identity map being built.
     /// The identity map goes to `map` in chunks as it is built (under a
     /// memory limit, straight to disk), so it is never whole in memory
-    /// beside the graph.
+    /// beside the graph. `reserve` is told the bytes held at each step's
+    /// largest (an error from it stops resolution).
     pub fn resolve(
         self,
         erasure: &ErasureList,
         map: &mut dyn FnMut(RecordBatch) -> Result<()>,
+        reserve: &mut dyn FnMut(usize) -> Result<()>,
     ) -> Result<Resolution> {
         let GraphBuilder { opts, mut nodes, crm, sets, set_ids, .. } = self;
         drop((set_ids, std::mem::take(&mut nodes.table)));
         let name = |id: u32| nodes.get(id);
         let n = nodes.texts.len();
+        // What stays through the steps: the nodes' text and the sets.
+        let base = nodes.text_bytes() + vec_bytes(&crm) + vec_bytes(&sets);
         let limit = opts.max_customers_per_identifier.max(1);
 
         // CRM customers each identifier is associated with: through the CRM
@@ -353,6 +384,7 @@ impl GraphBuilder {
                 }
             }
         }
+        reserve(base + anchor.heap_bytes() + assoc.heap_bytes() + n)?;
         drop(anchor);
         // A CRM customer id is never shared: it is the anchor itself.
         let shared: Vec<bool> = (0..n).map(|id| assoc.len(id as u32) > limit && !crm_ids[id]).collect();
@@ -372,6 +404,7 @@ impl GraphBuilder {
                 }
             }
         }
+        reserve(base + 3 * n + uf.heap_bytes())?;
         drop(crm);
         // Number the components densely in order of their first identifier,
         // then give each shared identifier a key of its own after them: an
@@ -456,6 +489,14 @@ impl GraphBuilder {
             keys.push(&key);
             key_is_crm.push(crm_of[k].0 != NONE && !key_erased[k]);
         }
+        reserve(
+            base + 7 * n
+                + vec_bytes(&key_erased)
+                + vec_bytes(&crm_of)
+                + vec_bytes(&least)
+                + keys.heap_bytes()
+                + vec_bytes(&key_is_crm),
+        )?;
         drop((crm_ids, crm_of, least));
         for id in (0..n as u32).filter(|&id| shared[id as usize]) {
             stats.shared_identifiers += 1;
@@ -545,6 +586,20 @@ pub struct Resolution {
 }
 
 impl Resolution {
+    /// Bytes the resolution's allocations hold.
+    pub fn heap_bytes(&self) -> usize {
+        self.keys.heap_bytes()
+            + vec_bytes(&self.key_is_crm)
+            + vec_bytes(&self.key_erased)
+            + vec_bytes(&self.node_key)
+            + vec_bytes(&self.set_key)
+            + self
+                .erased_crm_ids
+                .iter()
+                .map(|id| id.capacity() + std::mem::size_of::<String>())
+                .sum::<usize>()
+    }
+
     /// Where an event row goes, from its reference.
     pub fn attribute(&self, row_ref: u32) -> Attribution<'_> {
         let k = if row_ref == NONE {
@@ -587,6 +642,12 @@ impl Capped {
     fn len(&self, id: u32) -> usize {
         (self.first[id as usize] != NONE) as usize + self.more.get(&id).map_or(0, Vec::len)
     }
+    fn heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(u32, Vec<u32>)>() + 1;
+        vec_bytes(&self.first)
+            + self.more.capacity() * entry
+            + self.more.values().map(vec_bytes).sum::<usize>()
+    }
     fn iter(&self, id: u32) -> impl Iterator<Item = u32> + '_ {
         let first = self.first[id as usize];
         (first != NONE).then_some(first).into_iter().chain(self.more.get(&id).into_iter().flatten().copied())
@@ -612,6 +673,9 @@ impl UnionFind {
         UnionFind { parent: (0..n as u32).collect(), size: vec![1; n] }
     }
     /// Each element's root.
+    fn heap_bytes(&self) -> usize {
+        vec_bytes(&self.parent) + vec_bytes(&self.size)
+    }
     fn into_roots(mut self) -> Vec<u32> {
         drop(std::mem::take(&mut self.size));
         for x in 0..self.parent.len() as u32 {
@@ -692,10 +756,14 @@ mod tests {
         }
         let mut map = Vec::new();
         let resolution = graph
-            .resolve(erasure, &mut |chunk| {
-                map.push(chunk);
-                Ok(())
-            })
+            .resolve(
+                erasure,
+                &mut |chunk| {
+                    map.push(chunk);
+                    Ok(())
+                },
+                &mut |_| Ok(()),
+            )
             .unwrap();
         let keys = refs
             .iter()
@@ -815,6 +883,48 @@ mod tests {
 
     /// [`GraphBuilder`] finds a normal spelling's node without normalising
     /// it, which is right only if normalising a normal form gives it back.
+    /// The graph's bytes are counted: at least every identifier's text
+    /// while it is built, and per identifier the union-find and flags while
+    /// it is resolved; a refusal stops resolution.
+    #[test]
+    fn the_graph_counts_its_bytes_and_stops_when_refused() {
+        let build = || {
+            let mut graph = GraphBuilder::new(&IdentityOptions::default());
+            let emails: Vec<String> = (0..20_000).map(|i| format!("person{i}@example.com")).collect();
+            let cookies: Vec<String> = (0..20_000).map(|i| format!("cookie-{i}")).collect();
+            let emails = StringArray::from(emails.iter().map(String::as_str).collect::<Vec<_>>());
+            let cookies = StringArray::from(cookies.iter().map(String::as_str).collect::<Vec<_>>());
+            graph.add_events(&[(1, &emails), (4, &cookies)], 20_000);
+            let text: usize = (0..20_000).map(|i| emails.value(i).len() + cookies.value(i).len()).sum();
+            (graph, text)
+        };
+        let (graph, text) = build();
+        let n = 40_000;
+        assert!(graph.heap_bytes() >= text + 4 * n, "{} bytes for {text} bytes of text", graph.heap_bytes());
+        let mut largest = 0;
+        let resolution = graph
+            .resolve(&ErasureList::default(), &mut |_| Ok(()), &mut |bytes| {
+                largest = largest.max(bytes);
+                Ok(())
+            })
+            .unwrap();
+        assert!(largest >= text + 11 * n, "{largest} bytes reserved at most");
+        assert!(resolution.heap_bytes() >= 4 * n + 20_000 * 4, "{}", resolution.heap_bytes());
+
+        let (graph, _) = build();
+        let mut asked = Vec::new();
+        let refused = graph.resolve(&ErasureList::default(), &mut |_| Ok(()), &mut |bytes| {
+            asked.push(bytes);
+            Err(crate::error::PipelineError::GraphMemory {
+                needed: crate::runtime::ByteSize(bytes as u64),
+                limit: crate::runtime::ByteSize(0),
+                source: datafusion::error::DataFusionError::ResourcesExhausted("refused".into()),
+            })
+        });
+        assert!(refused.is_err());
+        assert_eq!(asked.len(), 1, "resolution stops at the first refusal");
+    }
+
     #[test]
     fn normalising_is_idempotent() {
         let opts = IdentityOptions::default();

@@ -118,14 +118,37 @@ async fn features_under_a_memory_limit_spill_and_match() {
     assert!(rows(&bounded) == expected, "the same identity map under the limit");
     assert_eq!(walk(&spill_dir).len(), 0, "spill files are removed");
 
-    let no_spill =
-        DataSource { engine: EngineSettings { spill_disabled: true, ..limited }, ..DataSource::new(&data) };
+    let no_spill = DataSource {
+        engine: EngineSettings { spill_disabled: true, ..limited.clone() },
+        ..DataSource::new(&data)
+    };
     let err = build_features(&no_spill, as_of, &tmp.path().join("no-spill")).await.unwrap_err();
     let said = err.to_string();
     // (The first query past the limit is the check of the repeated
     // transactions, before the feature SQL, which fails alike.)
     assert!(said.contains("query `") && said.contains("raise --memory-limit"), "{said}");
     assert!(!tmp.path().join("no-spill").join(FEATURES_FILE).exists(), "nothing half-written");
+
+    // The identity graph cannot spill; it is counted against the limit, so
+    // a limit under what it took fails in the identity stage, saying so,
+    // where it would have gone past the limit unseen. Half of what it took:
+    // its vectors' capacities depend on the order rows arrive in, but stay
+    // under twice what they hold. (Without the repeated transactions, whose
+    // check needs more than that.)
+    std::fs::remove_file(data.join("transactions/again.parquet")).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bounded.join("run_report.json")).unwrap()).unwrap();
+    let graph = report["identity"]["graph_bytes"].as_u64().unwrap();
+    assert!(graph > 40_000 * 16, "{graph} bytes for the graph of 40,000 customers");
+    let small = EngineSettings { memory_limit: Some(ByteSize(graph / 2)), ..limited };
+    let out = tmp.path().join("small");
+    let err = build_features(&DataSource { engine: small, ..DataSource::new(&data) }, as_of, &out)
+        .await
+        .unwrap_err();
+    let said = err.to_string();
+    assert!(said.contains("identity graph needs") && said.contains("raise --memory-limit"), "{said}");
+    assert!(!out.join(FEATURES_FILE).exists(), "nothing half-written");
+    assert_eq!(walk(&spill_dir).len(), 0, "spill files are removed");
 }
 
 /// The campaign SQL (results, contact history, response labels) under a
