@@ -81,6 +81,84 @@ pub struct ResolvedCounts {
 const FEATURE_TABLE: SqlFile = FEATURES[FEATURES.len() - 1];
 
 /// An empty feature table, as an error.
+/// The purchase summaries of [`Engine::write_purchase_summaries`] as
+/// BG/NBD and Gamma-Gamma take them (in `unit_days`-day units; the same
+/// summary as [`engage_models::clv::summarize`] of
+/// [`Engine::purchase_days`]), looked up in customer order: a walk along
+/// the file that holds one batch at a time, not every customer.
+pub struct PurchaseSummaries {
+    batches: Box<dyn Iterator<Item = Result<RecordBatch>>>,
+    batch: Option<(StringArray, RecordBatch)>,
+    row: usize,
+    /// The id asked for last: ids must come in ascending order.
+    last: String,
+    end_day: i64,
+    unit_days: f64,
+}
+
+impl PurchaseSummaries {
+    pub fn open(path: &Path, as_of: NaiveDate, unit_days: f64) -> Result<PurchaseSummaries> {
+        let (_, batches) = read_parquet(path, BATCH_ROWS, None)?;
+        let end_day = (as_of - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() - 1;
+        let batches = Box::new(batches);
+        Ok(PurchaseSummaries { batches, batch: None, row: 0, last: String::new(), end_day, unit_days })
+    }
+
+    /// `id`'s summary, None if they bought nothing; an error if `id` comes
+    /// before the id asked for last.
+    pub fn get(&mut self, id: &str) -> Result<Option<engage_models::clv::Rfm>> {
+        if id < self.last.as_str() {
+            return Err(PipelineError::InvalidArgument {
+                name: "feature table",
+                value: id.to_string(),
+                reason: format!(
+                    "customers must come in customer_id order to be scored (`{id}` after `{}`)",
+                    self.last
+                ),
+            });
+        }
+        self.last.clear();
+        self.last.push_str(id);
+        loop {
+            match &self.batch {
+                Some((ids, _)) if self.row < ids.len() => match ids.value(self.row).cmp(id) {
+                    std::cmp::Ordering::Less => self.row += 1,
+                    std::cmp::Ordering::Equal => return Ok(Some(self.summary())),
+                    std::cmp::Ordering::Greater => return Ok(None),
+                },
+                _ => match self.batches.next() {
+                    None => {
+                        self.batch = None;
+                        return Ok(None);
+                    }
+                    Some(b) => {
+                        let b = b?;
+                        let ids = cast(b.column(0), &DataType::Utf8)
+                            .map_err(|e| query(PURCHASE_SUMMARY.path)(e.into()))?;
+                        self.batch = Some((ids.as_string::<i32>().clone(), b));
+                        self.row = 0;
+                    }
+                },
+            }
+        }
+    }
+
+    fn summary(&self) -> engage_models::clv::Rfm {
+        let (_, b) = self.batch.as_ref().expect("a current batch");
+        let i = self.row;
+        let int = |j: usize| b.column(j).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(i);
+        let (first, last, days) = (int(1), int(2), int(3));
+        let repeat = b.column(4).as_primitive::<datafusion::arrow::datatypes::Float64Type>().value(i);
+        let repeats = (days - 1) as f64;
+        engage_models::clv::Rfm {
+            frequency: repeats,
+            recency: (last - first) as f64 / self.unit_days,
+            age: (self.end_day - first) as f64 / self.unit_days,
+            monetary: if repeats > 0.0 { repeat / repeats } else { 0.0 },
+        }
+    }
+}
+
 /// The identity graph's bytes, held in the engine's memory pool while it is
 /// built, resolved and attributes the events: the SQL running beside it
 /// leaves them room, and a graph larger than the limit leaves stops the run
@@ -767,45 +845,18 @@ impl Engine {
         Ok(out)
     }
 
-    /// Each customer's purchase summary as of `as_of` in `unit_days`-day
-    /// units (see `sql/models/purchase_summary.sql`; the same summary as
-    /// [`engage_models::clv::summarize`] of [`Engine::purchase_days`]),
-    /// with identities resolved as of `as_of`, streamed: one row per
-    /// customer is all it holds.
-    pub async fn purchase_summaries(
-        &mut self,
-        as_of: NaiveDate,
-        unit_days: f64,
-    ) -> Result<std::collections::HashMap<String, engage_models::clv::Rfm>> {
+    /// Each buying customer's purchase summary as of `as_of` (see
+    /// `sql/models/purchase_summary.sql`), with identities resolved as of
+    /// `as_of`, streamed into the Parquet file `path` in customer order;
+    /// [`PurchaseSummaries`] reads it beside the feature table. Returns the
+    /// rows written.
+    pub async fn write_purchase_summaries(&mut self, as_of: NaiveDate, path: &Path) -> Result<u64> {
         self.resolve_identities(Some(as_of)).await?;
         let mut params = vec![("as_of", as_of_param(as_of))];
         params.extend(self.source.lifecycle.params());
         self.register_view(&FEATURES[0], &params).await?;
         let df = self.register_view(&PURCHASE_SUMMARY, &[("as_of", as_of_param(as_of))]).await?;
-        let end_day = (as_of - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() - 1;
-        let mut out = std::collections::HashMap::new();
-        let mut stream = df.execute_stream().await.map_err(query(PURCHASE_SUMMARY.path))?;
-        while let Some(b) = stream.next().await {
-            let b = b.map_err(query(PURCHASE_SUMMARY.path))?;
-            let ids =
-                cast(b.column(0), &DataType::Utf8).map_err(|e| query(PURCHASE_SUMMARY.path)(e.into()))?;
-            let ids = ids.as_string::<i32>();
-            let int =
-                |j: usize| b.column(j).as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone();
-            let (first, last, days) = (int(1), int(2), int(3));
-            let repeat = b.column(4).as_primitive::<datafusion::arrow::datatypes::Float64Type>();
-            for i in 0..b.num_rows() {
-                let repeats = (days.value(i) - 1) as f64;
-                let rfm = engage_models::clv::Rfm {
-                    frequency: repeats,
-                    recency: (last.value(i) - first.value(i)) as f64 / unit_days,
-                    age: (end_day - first.value(i)) as f64 / unit_days,
-                    monetary: if repeats > 0.0 { repeat.value(i) / repeats } else { 0.0 },
-                };
-                out.insert(ids.value(i).to_string(), rfm);
-            }
-        }
-        Ok(out)
+        sink_stream(df, path, PURCHASE_SUMMARY.path).await?.finish()
     }
 
     /// Each customer's lifecycle stage at every cutoff (each point in time,
@@ -916,20 +967,27 @@ impl Engine {
     }
 
     /// Each customer's campaign contacts in the `days` before `as_of` and
-    /// their responses (see `sql/campaigns/contact_history.sql`).
-    pub async fn contact_history(
+    /// their responses (see `sql/campaigns/contact_history.sql`), streamed
+    /// into the Parquet file `path`; no file when there are none. Returns
+    /// the rows written.
+    pub async fn write_contact_history(
         &self,
         as_of: NaiveDate,
         days: u32,
         response_days: u32,
-    ) -> Result<Vec<RecordBatch>> {
+        path: &Path,
+    ) -> Result<u64> {
         let params = vec![
             ("as_of", as_of_param(as_of)),
             ("days", ScalarValue::Float64(Some(days as f64))),
             ("response_days", ScalarValue::Float64(Some(response_days as f64))),
         ];
         let df = self.register_view(&CONTACT_HISTORY, &params).await?;
-        df.collect().await.map_err(query(CONTACT_HISTORY.path))
+        let sink = sink_stream(df, path, CONTACT_HISTORY.path).await?;
+        match sink.rows() {
+            0 => Ok(0),
+            _ => sink.finish(),
+        }
     }
 
     /// Per CRM customer, whether and for how much they bought in

@@ -35,8 +35,8 @@ pub mod store;
 /// Re-exported so tests and tools use the same DataFusion (and its arrow and parquet).
 pub use datafusion;
 pub use engine::{
-    DataSource, Engine, IdentityMap, LifecycleRules, ResolvedCounts, ResolvedIdentity, Task, as_of_param,
-    default_response_funnel,
+    DataSource, Engine, IdentityMap, LifecycleRules, PurchaseSummaries, ResolvedCounts, ResolvedIdentity,
+    Task, as_of_param, default_response_funnel,
 };
 pub use error::{PipelineError, Result};
 pub use frame::{LABEL_COLUMNS, TableColumns, feature_matrix, table_training_set};

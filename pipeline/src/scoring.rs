@@ -7,7 +7,7 @@
 //! leaves the previous snapshot current, and the next run clears what it
 //! left in `.staging`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use engage_models::ModelArtifact;
-use engage_models::clv::{ClvArtifact, Rfm, customer_lifetime_value};
+use engage_models::clv::{ClvArtifact, customer_lifetime_value};
 use engage_models::registry::ModelRef;
 use engage_models::snapshot::{
     self, IDENTITIES_FILE, LOOKUP_ID_TYPES, SCORES_FILE, SNAPSHOT_FORMAT_VERSION, SnapshotManifest,
@@ -29,12 +29,12 @@ use engage_models::snapshot::{
 use engage_models::uplift::UpliftArtifact;
 
 use crate::audience::{self, AudienceSettings, CampaignConfig};
-use crate::engine::{DataSource, Engine, IdentityMap};
+use crate::engine::{DataSource, Engine, IdentityMap, PurchaseSummaries};
 use crate::error::{PipelineError, Result, io, query};
 use crate::frame::{feature_matrix, table_text};
 use crate::identity::map_columns;
 use crate::nightly::{MeasureWindow, measure_campaigns};
-use crate::output::{ParquetSink, read_parquet, write_parquet};
+use crate::output::{ParquetSink, read_parquet};
 use crate::publish::ModelStore;
 use crate::report::{RunReport, ScoreStats, ScoreSummary, Stopwatch};
 use crate::schema::{AS_OF, CHURN_PROBABILITY, CUSTOMER_ID, SCORED_AT};
@@ -47,6 +47,9 @@ pub const FEATURES_FILE: &str = "features.parquet";
 pub const AUDIENCES_DIR: &str = "audiences";
 /// Every audience's summary inside [`AUDIENCES_DIR`].
 pub const AUDIENCE_SUMMARY_FILE: &str = "summary.json";
+/// The purchase summaries CLV scores from, in the staging directory while
+/// scoring runs (removed before the snapshot is published).
+const PURCHASE_SUMMARIES_FILE: &str = ".purchase_summaries.parquet";
 
 /// Reasons per scored customer: the features raising the churn score most
 /// (`reason_<k>`, `reason_<k>_impact` in log-odds), see
@@ -321,14 +324,22 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
         // every customer's features.
         let features_file = staging.join(FEATURES_FILE);
         let (n, _) = engine.write_features(opts.as_of, &features_file, &mut Stopwatch::start()).await?;
-        // CLV needs each customer's purchase summary; then the events can go.
+        // CLV needs each customer's purchase summary; then the events can
+        // go. The summaries wait in the staging directory (not published),
+        // in customer order like the feature table, and scoring walks them
+        // beside it.
         let summaries = match &models.clv {
-            Some(a) => Some(engine.purchase_summaries(opts.as_of, a.unit_days).await?),
+            Some(_) => {
+                let path = staging.join(PURCHASE_SUMMARIES_FILE);
+                engine.write_purchase_summaries(opts.as_of, &path).await?;
+                Some(path)
+            }
             None => None,
         };
         progress.lap(&mut clock, "features");
         // Campaign results and contact histories, while the events are held
-        // (the universal holdout's measure reads purchases).
+        // (the universal holdout's measure reads purchases); the histories
+        // go to the snapshot as they are computed.
         let measured = match opts.measure {
             Some(window) => {
                 let funnel = &opts.source.response_funnel;
@@ -341,18 +352,20 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
                     window,
                 )
                 .await?;
-                let contacts = engine
-                    .contact_history(opts.as_of, snapshot::CONTACT_HISTORY_DAYS, window.response_days)
-                    .await?;
+                let contacts = staging.join(snapshot::CONTACTS_FILE);
+                let days = snapshot::CONTACT_HISTORY_DAYS;
+                engine.write_contact_history(opts.as_of, days, window.response_days, &contacts).await?;
                 progress.lap(&mut clock, "campaign results");
-                Some((results, contacts))
+                Some(results)
             }
             None => None,
         };
         engine.release_events()?;
-        let scoring = Scoring { models: &models, opts, summaries: summaries.as_ref(), scored_at };
+        let scoring = Scoring { models: &models, opts, summaries: summaries.as_deref(), scored_at };
         let scored = scoring.write(&features_file, &staging.join(SCORES_FILE))?;
-        drop(summaries);
+        if let Some(path) = &summaries {
+            std::fs::remove_file(path).map_err(io(path))?;
+        }
         progress.lap(&mut clock, "score");
 
         let summary = ScoreSummary {
@@ -364,13 +377,10 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
             segments: scored.segments,
         };
         write_identity_lookup(&identity.map, &scored.ids, &staging.join(IDENTITIES_FILE))?;
-        if let Some(((results, holdout), contacts)) = &measured {
+        if let Some((results, holdout)) = &measured {
             let as_of = opts.as_of.to_string();
             let dir = staging.join(snapshot::CAMPAIGNS_DIR);
             engage_models::report::write_campaigns(&dir, results, holdout.as_ref(), &as_of)?;
-            if let Some(first) = contacts.first() {
-                write_parquet(&staging.join(snapshot::CONTACTS_FILE), first.schema(), contacts)?;
-            }
         }
         drop(measured);
         for (task, from) in &models.dirs {
@@ -460,8 +470,8 @@ pub const SLICE_ROWS: usize = 65_536;
 struct Scoring<'a> {
     models: &'a Models,
     opts: &'a ScoreOptions,
-    /// Each customer's purchase summary, with a CLV model.
-    summaries: Option<&'a HashMap<String, Rfm>>,
+    /// The file of [`Engine::write_purchase_summaries`], with a CLV model.
+    summaries: Option<&'a Path>,
     scored_at: chrono::DateTime<Utc>,
 }
 
@@ -499,10 +509,15 @@ impl Scoring<'_> {
         let arrow = |e: datafusion::arrow::error::ArrowError| query(FEATURES_FILE)(e.into());
         let (_, batches) = read_parquet(features, self.opts.slice_rows, Some(&[CUSTOMER_ID]))?;
         let (mut ids, mut clv_values) = (Vec::new(), Vec::new());
+        let mut summaries = self.summaries()?;
         for batch in batches {
             let column = cast(batch?.column(0), &DataType::Utf8).map_err(arrow)?;
             let column = column.as_string::<i32>().clone();
-            clv_values.extend(column.iter().flatten().filter_map(|id| self.clv(id)).map(|[_, _, clv]| clv));
+            for id in column.iter().flatten() {
+                if let Some([_, _, clv]) = self.clv(&mut summaries, id)? {
+                    clv_values.push(clv);
+                }
+            }
             ids.push(column);
         }
         let limits = self.opts.segments.value_limits(&clv_values);
@@ -510,26 +525,37 @@ impl Scoring<'_> {
 
         let (_, batches) = read_parquet(features, self.opts.slice_rows, None)?;
         let (mut sink, mut tally) = (None, Tally::default());
+        let mut summaries = self.summaries()?;
         for batch in batches {
-            self.slice(&batch?, limits, out, &mut sink, &mut tally)?;
+            self.slice(&batch?, limits, &mut summaries, out, &mut sink, &mut tally)?;
         }
         sink.expect("customers to score: write_features refuses an empty table").finish()?;
         let stats = tally.values.iter().map(|(name, values)| ScoreStats::of(name, values)).collect();
         Ok(Scored { ids, stats, limits, segments: tally.segments })
     }
 
+    /// A walk along the purchase summaries, with a CLV model.
+    fn summaries(&self) -> Result<Option<PurchaseSummaries>> {
+        match (&self.models.clv, self.summaries) {
+            (Some(a), Some(path)) => Ok(Some(PurchaseSummaries::open(path, self.opts.as_of, a.unit_days)?)),
+            _ => Ok(None),
+        }
+    }
+
     /// The customer's probability of being alive, expected purchases in
     /// the horizon and CLV; `None` without a CLV model or a purchase.
-    fn clv(&self, id: &str) -> Option<[f64; 3]> {
-        let (a, c) = (self.models.clv.as_ref()?, self.summaries?.get(id)?);
+    /// Customers come in the feature table's (customer id) order.
+    fn clv(&self, summaries: &mut Option<PurchaseSummaries>, id: &str) -> Result<Option<[f64; 3]>> {
+        let (Some(a), Some(summaries)) = (&self.models.clv, summaries) else { return Ok(None) };
+        let Some(c) = summaries.get(id)? else { return Ok(None) };
         let month = 365.25 / 12.0 / a.unit_days;
         let (bg, gg) = (&a.bg_nbd.params, &a.gamma_gamma.params);
         let (horizon, rate) = (self.opts.clv.horizon_months, self.opts.clv.discount_rate);
-        Some([
-            bg.probability_alive(c),
-            bg.expected_purchases(c, horizon as f64 * month),
-            customer_lifetime_value(bg, gg, c, horizon, month, rate),
-        ])
+        Ok(Some([
+            bg.probability_alive(&c),
+            bg.expected_purchases(&c, horizon as f64 * month),
+            customer_lifetime_value(bg, gg, &c, horizon, month, rate),
+        ]))
     }
 
     /// Scores and segments the customers of `features`, appends them to
@@ -539,6 +565,7 @@ impl Scoring<'_> {
         &self,
         features: &RecordBatch,
         limits: Option<(f64, f64)>,
+        summaries: &mut Option<PurchaseSummaries>,
         out: &Path,
         sink: &mut Option<ParquetSink>,
         tally: &mut Tally,
@@ -576,7 +603,8 @@ impl Scoring<'_> {
         }
         drop(x);
         if self.models.clv.is_some() {
-            let values: Vec<Option<[f64; 3]>> = ids.iter().map(|id| self.clv(id)).collect();
+            let values: Vec<Option<[f64; 3]>> =
+                ids.iter().map(|id| self.clv(summaries, id)).collect::<Result<_>>()?;
             let part = |k: usize| values.iter().map(|v| v.map(|v| v[k])).collect();
             columns.clv = Some(ClvScores { p_alive: part(0), expected_purchases: part(1), clv: part(2) });
         }

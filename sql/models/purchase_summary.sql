@@ -2,7 +2,9 @@
 -- computed from purchase_days (same-day purchases merged, amount >= 0,
 -- before $as_of) in one pass, so a nightly run never holds every purchase
 -- day in memory.
--- Grain: one row per customer in population with a purchase before $as_of.
+-- Grain: one row per customer in population with a purchase before $as_of,
+-- in customer_id order (scoring reads it beside the feature table, which
+-- is in that order too).
 -- first_day, last_day   first and last purchase day (days since 1970-01-01)
 -- purchase_days         distinct days with a purchase (frequency + 1)
 -- repeat_value          total value of every purchase day but the first
@@ -24,3 +26,4 @@ SELECT customer_id,
        CAST(sum(value) - first_value(value ORDER BY day) AS DOUBLE) AS repeat_value
 FROM d
 GROUP BY customer_id
+ORDER BY customer_id

@@ -39,16 +39,25 @@ async fn every_sql_view_matches_its_golden_file() {
     check(PURCHASE_DAYS.name, &dump(&engine, PURCHASE_DAYS.name, "customer_id, day").await);
     // Scoring's one-pass summaries equal the summaries training computes
     // from the purchase days.
-    let summaries = engine.purchase_summaries(tiny_as_of(), 7.0).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("summaries.parquet");
+    let rows = engine.write_purchase_summaries(tiny_as_of(), &file).await.unwrap();
     check(PURCHASE_SUMMARY.name, &dump(&engine, PURCHASE_SUMMARY.name, "customer_id").await);
     let end_day = (tiny_as_of() - date("1970-01-01")).num_days() - 1;
     let expected = engage_models::clv::summarize(days.iter().map(|(c, d, v)| (c, *d, *v)), end_day, 7.0);
-    assert_eq!(summaries.len(), expected.len());
+    assert_eq!(rows as usize, expected.len());
+    let mut expected: Vec<_> = expected.into_iter().collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    // Read in customer order, as scoring walks them beside the feature table.
+    let mut summaries = engage_pipeline::PurchaseSummaries::open(&file, tiny_as_of(), 7.0).unwrap();
+    assert_eq!(summaries.get("").unwrap(), None, "no one before the first customer");
     for (c, rfm) in &expected {
-        let got = summaries[c];
+        let got = summaries.get(c).unwrap().unwrap_or_else(|| panic!("no summary of {c}"));
         assert_eq!((got.frequency, got.recency, got.age), (rfm.frequency, rfm.recency, rfm.age), "{c}");
         assert!((got.monetary - rfm.monetary).abs() < 1e-9, "{c}: {} vs {}", got.monetary, rfm.monetary);
     }
+    let err = summaries.get(&expected[0].0).unwrap_err().to_string();
+    assert!(err.contains("customer_id order"), "{err}");
     // The feature views hold the identity as of the cutoff; the labels
     // below resolve identities again from all rows, which replaces them.
     for file in FEATURES {
@@ -83,7 +92,10 @@ async fn every_sql_view_matches_its_golden_file() {
         CAMPAIGN_RESULTS.name,
         &dump(&engine, CAMPAIGN_RESULTS.name, "campaign_id, \"group\", responded, depth").await,
     );
-    engine.contact_history(date("2025-08-01"), 365, 30).await.unwrap();
+    let contacts = tempfile::tempdir().unwrap();
+    let written = contacts.path().join("contacts.parquet");
+    let rows = engine.write_contact_history(date("2025-08-01"), 365, 30, &written).await.unwrap();
+    assert!(rows > 0 && written.exists(), "{rows} contact history rows written");
     check(CONTACT_HISTORY.name, &dump(&engine, CONTACT_HISTORY.name, "customer_id, campaign_id").await);
     engine.purchases_between(date("2025-01-01"), tiny_as_of()).await.unwrap();
     check(HOLDOUT.name, &dump(&engine, HOLDOUT.name, "customer_id").await);

@@ -176,7 +176,10 @@ async fn campaign_sql_under_a_memory_limit_matches_the_unbounded_engine() {
         let mut engine = engage_pipeline::Engine::open_source(&source).await.unwrap();
         let as_of = date("2026-07-01");
         let results = engine.campaign_results(as_of, 30).await.unwrap();
-        let history = engine.contact_history(as_of, 90, 30).await.unwrap();
+        let file = tmp.path().join(format!("contacts-{}.parquet", answers.len()));
+        engine.write_contact_history(as_of, 90, 30, &file).await.unwrap();
+        let (_, history) = engage_pipeline::output::read_parquet(&file, 8192, None).unwrap();
+        let history: Vec<RecordBatch> = history.map(Result::unwrap).collect();
         let labels =
             engine.labels(engage_pipeline::Task::Response, date("2026-03-01"), 60, 30).await.unwrap();
         // Rows in a fixed order (contact_history.sql leaves it open), sums
