@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
@@ -43,19 +43,28 @@ async fn session(cluster: &Cluster) -> Result<SessionContext> {
     ctx.map_err(query("ballista session"))
 }
 
+/// The feature table as the cluster computes it, streamed to the driver
+/// (which never holds it whole); the staged inputs stay until it is
+/// dropped.
+pub struct Remote {
+    pub stream: SendableRecordBatchStream,
+    /// Removed when dropped, after the stream (fields drop in order).
+    _stage: SpillDir,
+}
+
 /// Runs the feature SQL on `cluster` over the tables of `local` (the
 /// in-process session holding the resolved inputs) and returns the feature
-/// table. The staged copies are removed afterwards.
+/// table's stream. The staged copies are removed with it.
 pub async fn features(
     local: &SessionContext,
     settings: &EngineSettings,
     cluster: &Cluster,
     params: &[(&str, ScalarValue)],
-) -> Result<Vec<RecordBatch>> {
-    // Removed when dropped, success or not.
+) -> Result<Remote> {
     let base = settings.stage_dir.as_deref().or(settings.spill_dir.as_deref());
     let stage = SpillDir::create(base, "stage")?;
-    run(local, cluster, params, stage.path()).await
+    let stream = run(local, cluster, params, stage.path()).await?;
+    Ok(Remote { stream, _stage: stage })
 }
 
 async fn run(
@@ -63,7 +72,7 @@ async fn run(
     cluster: &Cluster,
     params: &[(&str, ScalarValue)],
     stage: &Path,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<SendableRecordBatchStream> {
     let remote = session(cluster).await?;
     for name in FEATURE_INPUTS {
         let dir = stage.join(name);
@@ -90,5 +99,5 @@ async fn run(
         .await
         .and_then(|df| df.with_param_values(params.to_vec()))
         .map_err(query(last.path))?;
-    df.collect().await.map_err(query(last.path))
+    df.execute_stream().await.map_err(query(last.path))
 }

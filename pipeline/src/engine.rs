@@ -159,25 +159,24 @@ impl PurchaseSummaries {
     }
 }
 
-/// The identity graph's bytes, held in the engine's memory pool while it is
-/// built, resolved and attributes the events: the SQL running beside it
-/// leaves them room, and a graph larger than the limit leaves stops the run
-/// with an error that says so (without a limit the pool is unbounded).
-struct GraphMemory {
+/// Memory the driver holds itself, outside the engine's operators (the
+/// identity graph, scoring's few numbers per customer), counted in the
+/// engine's memory pool: the SQL running beside it leaves it room, and
+/// holding more than the limit leaves stops the run with an error that
+/// says so (without a limit the pool is unbounded).
+pub(crate) struct Counted {
     reservation: MemoryReservation,
+    what: &'static str,
     limit: Option<ByteSize>,
     largest: usize,
 }
 
-impl GraphMemory {
-    fn new(ctx: &SessionContext, limit: Option<ByteSize>) -> GraphMemory {
-        let pool = &ctx.runtime_env().memory_pool;
-        GraphMemory { reservation: MemoryConsumer::new("identity graph").register(pool), limit, largest: 0 }
-    }
-
-    fn hold(&mut self, bytes: usize) -> Result<()> {
+impl Counted {
+    /// Now holding `bytes` in all.
+    pub(crate) fn hold(&mut self, bytes: usize) -> Result<()> {
         self.largest = self.largest.max(bytes);
-        self.reservation.try_resize(bytes).map_err(|source| PipelineError::GraphMemory {
+        self.reservation.try_resize(bytes).map_err(|source| PipelineError::DriverMemory {
+            what: self.what,
             needed: ByteSize(bytes as u64),
             limit: self.limit.unwrap_or(ByteSize(0)),
             source,
@@ -197,6 +196,16 @@ fn no_customers(as_of: NaiveDate) -> PipelineError {
 /// batch; the caller finishes it.
 async fn sink_stream(df: DataFrame, path: &Path, name: &str) -> Result<ParquetSink> {
     let mut stream = df.execute_stream().await.map_err(query(name))?;
+    sink_batches(&mut stream, path, name).await
+}
+
+/// The batches of `stream` (of the query `name`) into a Parquet sink at
+/// `path`; the caller finishes it.
+async fn sink_batches(
+    stream: &mut datafusion::execution::SendableRecordBatchStream,
+    path: &Path,
+    name: &str,
+) -> Result<ParquetSink> {
     let mut sink = ParquetSink::create(path, stream.schema())?;
     while let Some(batch) = stream.next().await {
         sink.write(&batch.map_err(query(name))?)?;
@@ -205,11 +214,11 @@ async fn sink_stream(df: DataFrame, path: &Path, name: &str) -> Result<ParquetSi
 }
 
 /// The feature table to come: its plan over the materialised feature
-/// groups, or the table itself when a cluster computed it.
+/// groups, or its stream from the cluster computing it.
 enum FeatureTable {
     Plan(DataFrame),
     #[cfg(feature = "ballista")]
-    Collected(Vec<RecordBatch>),
+    Remote(crate::cluster::Remote),
 }
 
 /// An event table and the columns its attributed view keeps (the ones
@@ -500,6 +509,12 @@ impl Engine {
         self.identity.as_ref()
     }
 
+    /// A count of memory the driver holds outside the engine's operators.
+    pub(crate) fn counted(&self, what: &'static str) -> Counted {
+        let reservation = MemoryConsumer::new(what).register(&self.ctx.runtime_env().memory_pool);
+        Counted { reservation, what, limit: self.source.engine.memory_limit, largest: 0 }
+    }
+
     /// Frees the attributed events and every view over them (feature,
     /// label and CLV views, materialised or not); the next use resolves
     /// identities again. The input tables stay. A batch job calls it once
@@ -537,7 +552,7 @@ impl Engine {
         // and the SQL scans them from there.
         let spill = self.source.engine.spill("events")?;
         let mut graph = GraphBuilder::new(&self.source.identity);
-        let mut held = GraphMemory::new(&self.ctx, self.source.engine.memory_limit);
+        let mut held = self.counted("identity graph");
         let crm_columns = ["customer_id", "email", "phone", "loyalty_id"];
         let df = self.keyed_by_customer[0].1.clone().select_columns(&crm_columns);
         let mut stream = df.map_err(query(CUSTOMERS))?.execute_stream().await.map_err(query(CUSTOMERS))?;
@@ -744,7 +759,10 @@ impl Engine {
         match self.feature_table(as_of, &mut Stopwatch::start()).await? {
             FeatureTable::Plan(df) => df.collect().await.map_err(query(FEATURE_TABLE.path)),
             #[cfg(feature = "ballista")]
-            FeatureTable::Collected(batches) => Ok(batches),
+            FeatureTable::Remote(mut remote) => {
+                let batches = remote.stream.by_ref().collect::<Vec<_>>().await;
+                batches.into_iter().collect::<std::result::Result<_, _>>().map_err(query(FEATURE_TABLE.path))
+            }
         }
     }
 
@@ -761,18 +779,19 @@ impl Engine {
         clock: &mut Stopwatch,
     ) -> Result<(u64, Arc<Schema>)> {
         let sink = match self.feature_table(as_of, clock).await? {
-            FeatureTable::Plan(df) => sink_stream(df, path, FEATURE_TABLE.path).await?,
+            FeatureTable::Plan(df) => {
+                let sink = sink_stream(df, path, FEATURE_TABLE.path).await?;
+                clock.lap(FEATURE_TABLE.path);
+                sink
+            }
+            // Streamed from the cluster as its executors compute it.
             #[cfg(feature = "ballista")]
-            FeatureTable::Collected(batches) => {
-                let Some(first) = batches.first() else { return Err(no_customers(as_of)) };
-                let mut sink = ParquetSink::create(path, first.schema())?;
-                for batch in &batches {
-                    sink.write(batch)?;
-                }
+            FeatureTable::Remote(mut remote) => {
+                let sink = sink_batches(&mut remote.stream, path, FEATURE_TABLE.path).await?;
+                clock.lap("features on ballista");
                 sink
             }
         };
-        clock.lap(FEATURE_TABLE.path);
         if sink.rows() == 0 {
             return Err(no_customers(as_of));
         }
@@ -782,16 +801,16 @@ impl Engine {
 
     /// Resolves identities as of `as_of` and materialises every feature
     /// group but the feature table itself (timed on `clock`); returns the
-    /// feature table's plan, or on a cluster the table.
+    /// feature table's plan, or on a cluster its stream.
     async fn feature_table(&mut self, as_of: NaiveDate, clock: &mut Stopwatch) -> Result<FeatureTable> {
         self.resolve_identities(Some(as_of)).await?;
         let mut params = vec![("as_of", as_of_param(as_of))];
         params.extend(self.source.lifecycle.params());
         #[cfg(feature = "ballista")]
         if let Some(cluster) = self.source.engine.cluster()? {
-            let batches = crate::cluster::features(&self.ctx, &self.source.engine, &cluster, &params).await?;
-            clock.lap("features on ballista");
-            return Ok(FeatureTable::Collected(batches));
+            let remote = crate::cluster::features(&self.ctx, &self.source.engine, &cluster, &params).await?;
+            clock.lap("staging for ballista");
+            return Ok(FeatureTable::Remote(remote));
         }
         for file in &FEATURES[..FEATURES.len() - 1] {
             let df = self.register_view(file, &params).await?;

@@ -63,12 +63,14 @@ pub enum PipelineError {
         #[source]
         source: DataFusionError,
     },
-    /// The identity graph, which cannot spill, does not fit in what the
-    /// engine's memory limit leaves.
+    /// What the driver holds itself (the identity graph, scoring's numbers
+    /// per customer), which cannot spill, does not fit in what the engine's
+    /// memory limit leaves.
     #[error(
-        "the identity graph needs {needed} so far and cannot spill to disk: more than the engine's memory limit ({limit}) leaves; raise --memory-limit ([engine] memory_limit) (a finished run's report gives the graph's size as identity.graph_bytes)"
+        "the {what} needs {needed} so far and cannot spill to disk: more than the engine's memory limit ({limit}) leaves; raise --memory-limit ([engine] memory_limit)"
     )]
-    GraphMemory {
+    DriverMemory {
+        what: &'static str,
         needed: crate::runtime::ByteSize,
         limit: crate::runtime::ByteSize,
         #[source]

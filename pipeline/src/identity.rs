@@ -915,7 +915,8 @@ mod tests {
         let mut asked = Vec::new();
         let refused = graph.resolve(&ErasureList::default(), &mut |_| Ok(()), &mut |bytes| {
             asked.push(bytes);
-            Err(crate::error::PipelineError::GraphMemory {
+            Err(crate::error::PipelineError::DriverMemory {
+                what: "identity graph",
                 needed: crate::runtime::ByteSize(bytes as u64),
                 limit: crate::runtime::ByteSize(0),
                 source: datafusion::error::DataFusionError::ResourcesExhausted("refused".into()),

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use chrono::{NaiveDate, Utc};
 use datafusion::arrow::array::{
-    ArrayRef, AsArray, Date32Array, Float64Array, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, Date32Array, Float64Array, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -29,7 +29,7 @@ use engage_models::snapshot::{
 use engage_models::uplift::UpliftArtifact;
 
 use crate::audience::{self, AudienceSettings, CampaignConfig};
-use crate::engine::{DataSource, Engine, IdentityMap, PurchaseSummaries};
+use crate::engine::{Counted, DataSource, Engine, IdentityMap, PurchaseSummaries};
 use crate::error::{PipelineError, Result, io, query};
 use crate::frame::{feature_matrix, table_text};
 use crate::identity::map_columns;
@@ -60,9 +60,16 @@ pub const REASONS: usize = 3;
 /// the emails, phones and loyalty ids of the identity map that resolve to a
 /// scored customer, a chunk of the map at a time. Shared identifiers (a
 /// shop's phone) link nobody and are left out.
-fn write_identity_lookup(map: &IdentityMap, scored: &[StringArray], path: &Path) -> Result<u64> {
+fn write_identity_lookup(
+    map: &IdentityMap,
+    scored: &[StringArray],
+    path: &Path,
+    memory: &mut Counted,
+) -> Result<u64> {
     use datafusion::arrow::array::BooleanArray;
+    let id_bytes: usize = scored.iter().map(|a| a.get_array_memory_size()).sum();
     let scored: std::collections::HashSet<&str> = scored.iter().flat_map(|a| a.iter().flatten()).collect();
+    memory.hold(id_bytes + scored.capacity() * (std::mem::size_of::<&str>() + 1))?;
     let schema = Arc::new(Schema::new(vec![
         Field::new("identifier_type", DataType::Utf8, false),
         Field::new("identifier_value", DataType::Utf8, false),
@@ -362,7 +369,8 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
         };
         engine.release_events()?;
         let scoring = Scoring { models: &models, opts, summaries: summaries.as_deref(), scored_at };
-        let scored = scoring.write(&features_file, &staging.join(SCORES_FILE))?;
+        let mut memory = engine.counted("scores' summary and identity lookup");
+        let scored = scoring.write(&features_file, &staging.join(SCORES_FILE), &mut memory)?;
         if let Some(path) = &summaries {
             std::fs::remove_file(path).map_err(io(path))?;
         }
@@ -376,7 +384,8 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
             value_tier_limits: scored.limits.map(|(h, m)| [h, m]),
             segments: scored.segments,
         };
-        write_identity_lookup(&identity.map, &scored.ids, &staging.join(IDENTITIES_FILE))?;
+        write_identity_lookup(&identity.map, &scored.ids, &staging.join(IDENTITIES_FILE), &mut memory)?;
+        drop(memory);
         if let Some((results, holdout)) = &measured {
             let as_of = opts.as_of.to_string();
             let dir = staging.join(snapshot::CAMPAIGNS_DIR);
@@ -495,6 +504,9 @@ struct Tally {
 }
 
 impl Tally {
+    fn bytes(&self) -> usize {
+        self.values.iter().map(|(_, v)| v.capacity() * std::mem::size_of::<f64>()).sum()
+    }
     fn count(&mut self, key: &str, value: Option<&str>) {
         *self.segments.entry(key.into()).or_default().entry(value.unwrap_or("none").into()).or_default() += 1;
     }
@@ -504,11 +516,13 @@ impl Scoring<'_> {
     /// Scores the customers of the Parquet feature table `features` a
     /// slice at a time into the Parquet file `out`. A first pass over the
     /// ids alone finds the value tiers' CLV limits, which every customer's
-    /// segment needs.
-    fn write(&self, features: &Path, out: &Path) -> Result<Scored> {
+    /// segment needs. What it keeps per customer (the ids, each score for
+    /// the summary's quantiles) is counted in `memory`.
+    fn write(&self, features: &Path, out: &Path, memory: &mut Counted) -> Result<Scored> {
         let arrow = |e: datafusion::arrow::error::ArrowError| query(FEATURES_FILE)(e.into());
         let (_, batches) = read_parquet(features, self.opts.slice_rows, Some(&[CUSTOMER_ID]))?;
-        let (mut ids, mut clv_values) = (Vec::new(), Vec::new());
+        let (mut ids, mut clv_values) = (Vec::new(), Vec::<f64>::new());
+        let mut id_bytes = 0;
         let mut summaries = self.summaries()?;
         for batch in batches {
             let column = cast(batch?.column(0), &DataType::Utf8).map_err(arrow)?;
@@ -518,8 +532,12 @@ impl Scoring<'_> {
                     clv_values.push(clv);
                 }
             }
+            id_bytes += column.get_array_memory_size();
             ids.push(column);
+            memory.hold(id_bytes + clv_values.capacity() * 8)?;
         }
+        // (The limits sort a copy.)
+        memory.hold(id_bytes + clv_values.capacity() * 8 + clv_values.len() * 8)?;
         let limits = self.opts.segments.value_limits(&clv_values);
         drop(clv_values);
 
@@ -528,8 +546,12 @@ impl Scoring<'_> {
         let mut summaries = self.summaries()?;
         for batch in batches {
             self.slice(&batch?, limits, &mut summaries, out, &mut sink, &mut tally)?;
+            memory.hold(id_bytes + tally.bytes())?;
         }
         sink.expect("customers to score: write_features refuses an empty table").finish()?;
+        // (Each score's quantiles sort a copy.)
+        let copy = tally.values.iter().map(|(_, v)| v.len() * 8).max().unwrap_or(0);
+        memory.hold(id_bytes + tally.bytes() + copy)?;
         let stats = tally.values.iter().map(|(name, values)| ScoreStats::of(name, values)).collect();
         Ok(Scored { ids, stats, limits, segments: tally.segments })
     }

@@ -499,7 +499,9 @@ async fn features_on_ballista_equal_the_local_engine() {
     let run = build_features(&DataSource { engine: settings, ..DataSource::new(sample()) }, as_of, &cluster)
         .await
         .unwrap();
-    assert!(run.report.stages.iter().any(|s| s.name == "features on ballista"), "ran on the cluster");
+    for stage in ["staging for ballista", "features on ballista"] {
+        assert!(run.report.stages.iter().any(|s| s.name == stage), "{stage}: ran on the cluster");
+    }
     let (a, b) = (read_features(&local), read_features(&cluster));
     assert_eq!(a.schema(), b.schema());
     assert_eq!(a.num_rows(), b.num_rows());
