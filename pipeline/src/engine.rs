@@ -336,6 +336,9 @@ pub struct Engine {
     keyed_by_customer: Vec<(&'static str, DataFrame)>,
     /// Under a memory limit: the files of the attributed events.
     spilled: Option<SpillDir>,
+    /// Under a memory limit: the CSV inputs as Parquet (held for as long
+    /// as the engine reads them, removed with it).
+    _ingest: Option<SpillDir>,
 }
 
 /// What a run reads: the data root, how identities are resolved in it, and
@@ -485,7 +488,10 @@ impl Engine {
             .with_information_schema(false)
             .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
         let ctx = source.engine.session(config)?;
-        let inputs = register_inputs(&ctx, &source.root, source.engine.spill("ingest")?.as_ref()).await?;
+        // Under a memory limit, the contract checks' key hashes and CSV
+        // inputs (as Parquet, scanned for as long as the engine runs) go here.
+        let ingest = source.engine.spill("ingest")?;
+        let inputs = register_inputs(&ctx, &source.root, ingest.as_ref()).await?;
         let stages: ArrayRef = Arc::new(StringArray::from(source.response_funnel.clone()));
         let depths: ArrayRef =
             Arc::new(Int64Array::from((1..=source.response_funnel.len() as i64).collect::<Vec<_>>()));
@@ -496,7 +502,15 @@ impl Engine {
         for table in [CUSTOMERS, CONTACTS, RESPONSES] {
             keyed_by_customer.push((table, ctx.table(table).await.map_err(query(table))?));
         }
-        Ok(Engine { ctx, source: source.clone(), inputs, identity: None, keyed_by_customer, spilled: None })
+        Ok(Engine {
+            ctx,
+            source: source.clone(),
+            inputs,
+            identity: None,
+            keyed_by_customer,
+            spilled: None,
+            _ingest: ingest,
+        })
     }
 
     /// What this engine reads.

@@ -37,6 +37,7 @@ use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::error::{PipelineError, Result, io, query};
 use crate::events::SpillDir;
+use crate::output::ParquetSink;
 use crate::schema::{ColType, ColumnSpec, TABLES, TableSpec};
 use crate::store::DataRoot;
 
@@ -343,10 +344,7 @@ async fn register_table(
             .register_parquet(raw.as_str(), root.url(&source.location), ParquetReadOptions::default())
             .await
             .map_err(query(spec.name))?,
-        Format::Csv => {
-            let table = read_csv(root, source, header).await?;
-            ctx.register_table(raw.as_str(), Arc::new(table)).map_err(query(spec.name))?;
-        }
+        Format::Csv => register_csv(ctx, &raw, root, source, header, spill).await?,
     }
     let df = ctx.table(raw.as_str()).await.map_err(query(spec.name))?;
     let mut canonical = Vec::new();
@@ -556,22 +554,40 @@ const MALFORMED: &str = "__malformed";
 const RAW_RULE: &str = "__raw_rule";
 
 /// Reads `source`'s CSV files as text columns named by `header`, plus
-/// [`MALFORMED`]. A line with more or fewer fields than the header, or with
-/// bytes that are not UTF-8, is kept with the fields it has (by position)
-/// and flagged, to be rejected as `malformed_csv`. Empty fields are NULL.
-/// CSV is held in memory; large inputs belong in Parquet.
-async fn read_csv(root: &DataRoot, source: &TableSource, header: &[String]) -> Result<MemTable> {
+/// [`MALFORMED`], and registers them as the table `raw`. A line with more
+/// or fewer fields than the header, or with bytes that are not UTF-8, is
+/// kept with the fields it has (by position) and flagged, to be rejected as
+/// `malformed_csv`. Empty fields are NULL. Without a memory limit the rows
+/// are held in memory; under one (`spill`) they go to a Parquet file in the
+/// spill directory, which the engine scans for as long as it runs. Local
+/// files are read as a stream; a file on an object store is fetched whole,
+/// one file at a time.
+async fn register_csv(
+    ctx: &SessionContext,
+    raw: &str,
+    root: &DataRoot,
+    source: &TableSource,
+    header: &[String],
+    spill: Option<&SpillDir>,
+) -> Result<()> {
     let mut fields: Vec<Field> = header.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect();
     fields.push(Field::new(MALFORMED, DataType::Boolean, false));
     let schema = Arc::new(Schema::new(fields));
+    let on_disk = spill.map(|dir| dir.path().join(format!("{raw}.parquet")));
+    let mut sink = on_disk.as_deref().map(|path| ParquetSink::create(path, schema.clone())).transpose()?;
     let mut batches = Vec::new();
     for file in &source.files {
-        let unreadable = |e: csv::Error| PipelineError::UnreadableCsv {
-            path: root.display(&root.relative(file)),
-            reason: e.to_string(),
+        let shown = root.display(&root.relative(file));
+        let unreadable =
+            |e: csv::Error| PipelineError::UnreadableCsv { path: shown.clone(), reason: e.to_string() };
+        let bytes: Box<dyn std::io::Read> = match root.local_path() {
+            Some(dir) => {
+                let path = dir.join(root.relative(file));
+                Box::new(std::fs::File::open(&path).map_err(io(&path))?)
+            }
+            None => Box::new(std::io::Cursor::new(root.get(file).await?)),
         };
-        let bytes = root.get(file).await?;
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(&bytes[..]);
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(bytes);
         let mut record = csv::ByteRecord::new();
         let mut done = false;
         while !done {
@@ -601,11 +617,27 @@ async fn read_csv(root: &DataRoot, source: &TableSource, header: &[String]) -> R
                 let mut arrays: Vec<ArrayRef> =
                     columns.iter_mut().map(|c| Arc::new(c.finish()) as ArrayRef).collect();
                 arrays.push(Arc::new(malformed.finish()));
-                batches.push(RecordBatch::try_new(schema.clone(), arrays).expect("columns match the header"));
+                let batch = RecordBatch::try_new(schema.clone(), arrays).expect("columns match the header");
+                match &mut sink {
+                    Some(sink) => sink.write(&batch)?,
+                    None => batches.push(batch),
+                }
             }
         }
     }
-    MemTable::try_new(schema, vec![batches]).map_err(query(source.table.name))
+    let name = source.table.name;
+    match (sink, on_disk) {
+        (Some(sink), Some(path)) => {
+            sink.finish()?;
+            let options = ParquetReadOptions::default().schema(&schema);
+            let path = path.display().to_string();
+            ctx.register_parquet(raw, &path, options).await.map_err(query(name))
+        }
+        _ => {
+            let table = MemTable::try_new(schema, vec![batches]).map_err(query(name))?;
+            ctx.register_table(raw, Arc::new(table)).map(|_| ()).map_err(query(name))
+        }
+    }
 }
 
 /// Column of a rejected row that names the rule it broke.

@@ -174,6 +174,47 @@ async fn dirty_rows_are_quarantined_with_their_rule() {
     assert_eq!(stages, expected);
     let files = files_under(&out);
     assert_eq!(files.iter().filter(|f| f.starts_with("rejects/")).count(), 6, "{files:?}");
+
+    // Under a memory limit the CSV inputs wait in the spill directory as
+    // Parquet instead of in memory: the same counts, rejects and features.
+    let spill = tmp.path().join("spill");
+    let bounded = tmp.path().join("bounded");
+    let (data_arg, out_arg, spill_arg) =
+        (data.to_str().unwrap(), bounded.to_str().unwrap(), spill.to_str().unwrap());
+    let run = engage(&[
+        "features",
+        "--data",
+        data_arg,
+        "--as-of",
+        "2025-06-01",
+        "--out",
+        out_arg,
+        "--memory-limit",
+        "64MiB",
+        "--spill-dir",
+        spill_arg,
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bounded.join("run_report.json")).unwrap()).unwrap();
+    assert_eq!(report["inputs"], manifest["inputs"]);
+    let features = |dir: &std::path::Path| std::fs::read(dir.join("customer_features.parquet")).unwrap();
+    assert!(features(&out) == features(&bounded), "the same feature table");
+    let source = engage_pipeline::DataSource {
+        engine: engage_pipeline::runtime::EngineSettings {
+            memory_limit: Some(engage_pipeline::runtime::ByteSize(64 << 20)),
+            spill_dir: Some(spill.clone()),
+            ..Default::default()
+        },
+        ..engage_pipeline::DataSource::new(&data)
+    };
+    let engine = Engine::open_source(&source).await.unwrap();
+    let spilled = files_under(&spill);
+    for table in ["customers", "transactions", "interactions", "campaigns", "contacts", "responses"] {
+        assert!(spilled.iter().any(|f| f.ends_with(&format!("raw_{table}.parquet"))), "{table}: {spilled:?}");
+    }
+    drop(engine);
+    assert_eq!(files_under(&spill), Vec::<String>::new(), "removed with the engine");
 }
 
 #[test]
