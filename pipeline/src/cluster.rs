@@ -16,6 +16,7 @@ use crate::error::{Result, query};
 use crate::events::SpillDir;
 use crate::runtime::{Cluster, EngineSettings};
 use crate::sql::FEATURES;
+use crate::store::DataRoot;
 
 /// The tables and views the feature SQL reads (besides its own views).
 pub const FEATURE_INPUTS: [&str; 7] = [
@@ -49,7 +50,64 @@ async fn session(cluster: &Cluster) -> Result<SessionContext> {
 pub struct Remote {
     pub stream: SendableRecordBatchStream,
     /// Removed when dropped, after the stream (fields drop in order).
-    _stage: SpillDir,
+    _stage: Stage,
+}
+
+/// Where the tables the feature SQL reads are staged for the executors: a
+/// directory every executor sees at the same path, or a prefix on an object
+/// store (`s3://bucket/prefix`, credentials from the environment, as the
+/// executors read them). Removed when dropped, success or not.
+enum Stage {
+    Dir(SpillDir),
+    Store(DataRoot),
+}
+
+impl Stage {
+    fn create(settings: &EngineSettings) -> Result<Stage> {
+        match settings.stage_dir.as_deref() {
+            Some(given) if DataRoot::is_remote(given) => {
+                let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.f");
+                let url =
+                    format!("{}/engage-stage-{}-{stamp}", given.trim_end_matches('/'), std::process::id());
+                Ok(Stage::Store(DataRoot::parse_with("--stage-dir", &url, &Default::default())?))
+            }
+            given => {
+                let base = given.map(Path::new).or(settings.spill_dir.as_deref());
+                Ok(Stage::Dir(SpillDir::create(base, "stage")?))
+            }
+        }
+    }
+
+    /// The directory (URL) of the staged table `name`.
+    fn table(&self, name: &str) -> String {
+        match self {
+            Stage::Dir(dir) => format!("{}/", dir.path().join(name).display()),
+            Stage::Store(root) => root.url(&format!("{name}/")),
+        }
+    }
+
+    /// Makes the stage's object store known to `ctx`.
+    fn register(&self, ctx: &SessionContext) {
+        if let Stage::Store(root) = self {
+            root.register(ctx);
+        }
+    }
+}
+
+impl Drop for Stage {
+    /// Deletes the staged objects (a directory goes with its [`SpillDir`]):
+    /// on a thread of its own with its own runtime, since a drop cannot
+    /// wait for the caller's.
+    fn drop(&mut self) {
+        if let Stage::Store(root) = self {
+            let root = root.clone();
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                runtime.map(|rt| rt.block_on(root.delete_dir("")))
+            })
+            .join();
+        }
+    }
 }
 
 /// Runs the feature SQL on `cluster` over the tables of `local` (the
@@ -61,9 +119,8 @@ pub async fn features(
     cluster: &Cluster,
     params: &[(&str, ScalarValue)],
 ) -> Result<Remote> {
-    let base = settings.stage_dir.as_deref().or(settings.spill_dir.as_deref());
-    let stage = SpillDir::create(base, "stage")?;
-    let stream = run(local, cluster, params, stage.path()).await?;
+    let stage = Stage::create(settings)?;
+    let stream = run(local, cluster, params, &stage).await?;
     Ok(Remote { stream, _stage: stage })
 }
 
@@ -71,19 +128,16 @@ async fn run(
     local: &SessionContext,
     cluster: &Cluster,
     params: &[(&str, ScalarValue)],
-    stage: &Path,
+    stage: &Stage,
 ) -> Result<SendableRecordBatchStream> {
     let remote = session(cluster).await?;
+    stage.register(local);
+    stage.register(&remote);
     for name in FEATURE_INPUTS {
-        let dir = stage.join(name);
+        let dir = stage.table(name);
         let df = local.table(name).await.map_err(query(name))?;
-        df.write_parquet(&format!("{}/", dir.display()), DataFrameWriteOptions::new(), None)
-            .await
-            .map_err(query(name))?;
-        remote
-            .register_parquet(name, &format!("{}/", dir.display()), ParquetReadOptions::default())
-            .await
-            .map_err(query(name))?;
+        df.write_parquet(&dir, DataFrameWriteOptions::new(), None).await.map_err(query(name))?;
+        remote.register_parquet(name, &dir, ParquetReadOptions::default()).await.map_err(query(name))?;
     }
     let (last, groups) = FEATURES.split_last().expect("FEATURES is not empty");
     for file in groups {

@@ -141,10 +141,8 @@ impl NightlyConfig {
         if let Some(dir) = config.engine.spill_dir.as_mut() {
             relative(dir);
         }
-        if let Some(dir) = config.engine.stage_dir.as_mut() {
-            relative(dir);
-        }
-        for root in [&mut config.data.root, &mut config.models.registry] {
+        let stage = config.engine.stage_dir.iter_mut();
+        for root in [&mut config.data.root, &mut config.models.registry].into_iter().chain(stage) {
             if !root.contains("://") && Path::new(root.as_str()).is_relative() {
                 *root = base.join(&*root).display().to_string();
             }

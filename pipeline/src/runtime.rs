@@ -25,9 +25,10 @@ pub struct EngineSettings {
     /// `ballista://standalone` (scheduler and executor in this process).
     pub url: Option<String>,
     /// With a cluster: where the tables the feature SQL reads are staged
-    /// as Parquet, a directory every executor sees at the same path
-    /// (default: `spill_dir`, else the system temp directory).
-    pub stage_dir: Option<PathBuf>,
+    /// as Parquet: a directory every executor sees at the same path, or an
+    /// object store prefix (`s3://bucket/prefix`) (default: `spill_dir`,
+    /// else the system temp directory).
+    pub stage_dir: Option<String>,
     /// Memory the engine's operators may hold at once (`"4GiB"`, `"512MB"`
     /// or bytes); past it they spill to `spill_dir`. None: unbounded.
     pub memory_limit: Option<ByteSize>,
@@ -74,7 +75,7 @@ impl EngineSettings {
             Some(url) if url.starts_with("ballista://") && url.len() > "ballista://".len() => {
                 if self.stage_dir.is_none() {
                     return Err(bad(
-                        "a cluster's executors read the staged tables: give --stage-dir ([engine] stage_dir), a directory every executor sees at the same path",
+                        "a cluster's executors read the staged tables: give --stage-dir ([engine] stage_dir), a directory every executor sees at the same path or an object store prefix (s3://bucket/prefix)",
                     ));
                 }
                 Cluster::Scheduler(url.to_string())

@@ -629,9 +629,10 @@ struct DataArgs {
     #[arg(long = "engine", default_value = "local")]
     engine_url: String,
     /// With a Ballista engine: where the feature SQL's input tables are
-    /// staged, a directory every executor sees at the same path.
+    /// staged, a directory every executor sees at the same path or an
+    /// object store prefix (s3://bucket/prefix).
     #[arg(long)]
-    stage_dir: Option<PathBuf>,
+    stage_dir: Option<String>,
 }
 
 /// How features are defined: lifecycle day limits, the response funnel

@@ -477,31 +477,13 @@ fn read_features(dir: &Path) -> engage_pipeline::datafusion::arrow::record_batch
     concat_batches(&batches[0].schema(), &batches).unwrap()
 }
 
-/// The feature SQL on a Ballista cluster (standalone: scheduler and
-/// executor in this process, talking gRPC on loopback) gives the feature
-/// table the in-process engine gives: same columns, types, rows, values
-/// (floats to 1e-9 relative: sums may add up in another order).
+/// The feature tables in `local` and `cluster` hold the same columns,
+/// types, rows and values (floats to 1e-9 relative: sums may add up in
+/// another order).
 #[cfg(feature = "ballista")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn features_on_ballista_equal_the_local_engine() {
+fn assert_same_features(local: &Path, cluster: &Path) {
     use engage_pipeline::datafusion::arrow::array::{Array, AsArray};
     use engage_pipeline::datafusion::arrow::datatypes::{DataType, Float64Type};
-    let tmp = tempfile::tempdir().unwrap();
-    let as_of = date("2026-01-01");
-    let local = tmp.path().join("local");
-    build_features(&DataSource::new(sample()), as_of, &local).await.unwrap();
-    let settings = EngineSettings {
-        url: Some("ballista://standalone".into()),
-        stage_dir: Some(tmp.path().join("stage")),
-        ..EngineSettings::default()
-    };
-    let cluster = tmp.path().join("ballista");
-    let run = build_features(&DataSource { engine: settings, ..DataSource::new(sample()) }, as_of, &cluster)
-        .await
-        .unwrap();
-    for stage in ["staging for ballista", "features on ballista"] {
-        assert!(run.report.stages.iter().any(|s| s.name == stage), "{stage}: ran on the cluster");
-    }
     let (a, b) = (read_features(&local), read_features(&cluster));
     assert_eq!(a.schema(), b.schema());
     assert_eq!(a.num_rows(), b.num_rows());
@@ -519,5 +501,66 @@ async fn features_on_ballista_equal_the_local_engine() {
             assert_eq!(x, y, "{}", field.name());
         }
     }
+}
+
+/// The feature SQL on a Ballista cluster (standalone: scheduler and
+/// executor in this process, talking gRPC on loopback) gives the feature
+/// table the in-process engine gives: same columns, types, rows, values
+/// (floats to 1e-9 relative: sums may add up in another order).
+#[cfg(feature = "ballista")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn features_on_ballista_equal_the_local_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let as_of = date("2026-01-01");
+    let local = tmp.path().join("local");
+    build_features(&DataSource::new(sample()), as_of, &local).await.unwrap();
+    let settings = EngineSettings {
+        url: Some("ballista://standalone".into()),
+        stage_dir: Some(tmp.path().join("stage").display().to_string()),
+        ..EngineSettings::default()
+    };
+    let cluster = tmp.path().join("ballista");
+    let run = build_features(&DataSource { engine: settings, ..DataSource::new(sample()) }, as_of, &cluster)
+        .await
+        .unwrap();
+    for stage in ["staging for ballista", "features on ballista"] {
+        assert!(run.report.stages.iter().any(|s| s.name == stage), "{stage}: ran on the cluster");
+    }
+    assert_same_features(&local, &cluster);
     assert_eq!(walk(&tmp.path().join("stage")).len(), 0, "staged tables are removed");
+}
+
+/// The cluster's inputs staged on an object store (a real S3 endpoint)
+/// instead of a shared directory: the same feature table, and the staged
+/// objects are deleted afterwards.
+#[cfg(feature = "ballista")]
+#[test]
+fn features_on_ballista_staged_on_s3() {
+    let s3 = S3::start();
+    s3.create_bucket("engage");
+    let tmp = tempfile::tempdir().unwrap();
+    let (local, cluster) = (tmp.path().join("local"), tmp.path().join("cluster"));
+    let data = sample().to_str().unwrap();
+    let common = ["features", "--data", data, "--as-of", "2026-01-01", "--out"];
+    let run = s3.engage(&[&common[..], &[local.to_str().unwrap()]].concat());
+    assert!(run.status.success(), "{}", stderr(&run));
+    let on_cluster =
+        [cluster.to_str().unwrap(), "--engine", "ballista://standalone", "--stage-dir", "s3://engage/stage"];
+    let run = s3.engage(&[&common[..], &on_cluster[..]].concat());
+    assert!(run.status.success(), "{}", stderr(&run));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cluster.join("run_report.json")).unwrap()).unwrap();
+    assert!(
+        report["stages"].as_array().unwrap().iter().any(|s| s["name"] == "features on ballista"),
+        "{report}"
+    );
+    assert_same_features(&local, &cluster);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let left = rt.block_on(s3.root("s3://engage/stage").list_all("")).unwrap();
+    assert!(left.is_empty(), "staged objects left: {left:?}");
+    // The stage is on the store: a bucket that is not there fails the run.
+    let elsewhere = [on_cluster[0], on_cluster[1], on_cluster[2], on_cluster[3], "s3://nobucket/stage"];
+    let run = s3.engage(&[&common[..], &elsewhere[..]].concat());
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    assert!(stderr(&run).contains("nobucket"), "{}", stderr(&run));
 }
