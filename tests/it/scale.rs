@@ -484,7 +484,7 @@ fn read_features(dir: &Path) -> engage_pipeline::datafusion::arrow::record_batch
 fn assert_same_features(local: &Path, cluster: &Path) {
     use engage_pipeline::datafusion::arrow::array::{Array, AsArray};
     use engage_pipeline::datafusion::arrow::datatypes::{DataType, Float64Type};
-    let (a, b) = (read_features(&local), read_features(&cluster));
+    let (a, b) = (read_features(local), read_features(cluster));
     assert_eq!(a.schema(), b.schema());
     assert_eq!(a.num_rows(), b.num_rows());
     assert!(a.num_rows() > 1000);
