@@ -80,7 +80,6 @@ pub struct ResolvedCounts {
 /// The feature table: the last of [`FEATURES`], joining the others.
 const FEATURE_TABLE: SqlFile = FEATURES[FEATURES.len() - 1];
 
-/// An empty feature table, as an error.
 /// The purchase summaries of [`Engine::write_purchase_summaries`] as
 /// BG/NBD and Gamma-Gamma take them (in `unit_days`-day units; the same
 /// summary as [`engage_models::clv::summarize`] of
@@ -184,6 +183,7 @@ impl Counted {
     }
 }
 
+/// An empty feature table, as an error.
 fn no_customers(as_of: NaiveDate) -> PipelineError {
     PipelineError::InvalidArgument {
         name: "--as-of",
