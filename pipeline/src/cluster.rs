@@ -1,7 +1,9 @@
-//! The feature SQL on a DataFusion Ballista cluster. Identity resolution
-//! stays in process (the identity graph is not SQL); the tables the feature
-//! SQL reads are staged as Parquet where every executor can read them, and
-//! the same SQL files run on the cluster with the same parameters.
+//! The feature SQL, and the scoring SQL over the same inputs (CLV purchase
+//! summaries, campaign results, contact history, the holdout's purchases),
+//! on a DataFusion Ballista cluster. Identity resolution stays in process
+//! (the identity graph is not SQL); the tables that SQL reads are staged as
+//! Parquet where every executor can read them, and the same SQL files run
+//! on the cluster with the same parameters.
 
 use std::path::Path;
 
@@ -42,15 +44,6 @@ async fn session(cluster: &Cluster) -> Result<SessionContext> {
         Cluster::Scheduler(url) => SessionContext::remote_with_state(url, state).await,
     };
     ctx.map_err(query("ballista session"))
-}
-
-/// The feature table as the cluster computes it, streamed to the driver
-/// (which never holds it whole); the staged inputs stay until it is
-/// dropped.
-pub struct Remote {
-    pub stream: SendableRecordBatchStream,
-    /// Removed when dropped, after the stream (fields drop in order).
-    _stage: Stage,
 }
 
 /// Where the tables the feature SQL reads are staged for the executors: a
@@ -110,26 +103,19 @@ impl Drop for Stage {
     }
 }
 
-/// Runs the feature SQL on `cluster` over the tables of `local` (the
-/// in-process session holding the resolved inputs) and returns the feature
-/// table's stream. The staged copies are removed with it.
-pub async fn features(
-    local: &SessionContext,
-    settings: &EngineSettings,
-    cluster: &Cluster,
-    params: &[(&str, ScalarValue)],
-) -> Result<Remote> {
-    let stage = Stage::create(settings)?;
-    let stream = run(local, cluster, params, &stage).await?;
-    Ok(Remote { stream, _stage: stage })
+/// A session on a cluster over the staged inputs of one cutoff's resolved
+/// events; the staged copies are removed when it is dropped.
+pub struct Session {
+    pub ctx: SessionContext,
+    /// Dropped after the session (fields drop in order).
+    _stage: Stage,
 }
 
-async fn run(
-    local: &SessionContext,
-    cluster: &Cluster,
-    params: &[(&str, ScalarValue)],
-    stage: &Stage,
-) -> Result<SendableRecordBatchStream> {
+/// Stages the tables the feature SQL reads ([`FEATURE_INPUTS`], from
+/// `local`, the in-process session holding the resolved inputs) and opens a
+/// session on `cluster` over them.
+pub async fn stage(local: &SessionContext, settings: &EngineSettings, cluster: &Cluster) -> Result<Session> {
+    let stage = Stage::create(settings)?;
     let remote = session(cluster).await?;
     stage.register(local);
     stage.register(&remote);
@@ -139,6 +125,16 @@ async fn run(
         df.write_parquet(&dir, DataFrameWriteOptions::new(), None).await.map_err(query(name))?;
         remote.register_parquet(name, &dir, ParquetReadOptions::default()).await.map_err(query(name))?;
     }
+    Ok(Session { ctx: remote, _stage: stage })
+}
+
+/// Registers the feature groups in `session` and returns the feature
+/// table's stream, computed by the cluster as the driver reads it.
+pub async fn features(
+    session: &Session,
+    params: &[(&str, ScalarValue)],
+) -> Result<SendableRecordBatchStream> {
+    let remote = &session.ctx;
     let (last, groups) = FEATURES.split_last().expect("FEATURES is not empty");
     for file in groups {
         let df = remote

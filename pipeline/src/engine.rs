@@ -218,7 +218,7 @@ async fn sink_batches(
 enum FeatureTable {
     Plan(DataFrame),
     #[cfg(feature = "ballista")]
-    Remote(crate::cluster::Remote),
+    Remote(datafusion::execution::SendableRecordBatchStream),
 }
 
 /// An event table and the columns its attributed view keeps (the ones
@@ -339,6 +339,10 @@ pub struct Engine {
     /// Under a memory limit: the CSV inputs as Parquet (held for as long
     /// as the engine reads them, removed with it).
     _ingest: Option<SpillDir>,
+    /// On a cluster, once the feature table was computed there: the
+    /// session over the staged inputs, where the scoring SQL runs too.
+    #[cfg(feature = "ballista")]
+    cluster: Option<crate::cluster::Session>,
 }
 
 /// What a run reads: the data root, how identities are resolved in it, and
@@ -510,6 +514,8 @@ impl Engine {
             keyed_by_customer,
             spilled: None,
             _ingest: ingest,
+            #[cfg(feature = "ballista")]
+            cluster: None,
         })
     }
 
@@ -536,6 +542,10 @@ impl Engine {
     pub fn release_events(&mut self) -> Result<()> {
         self.identity = None;
         self.spilled = None;
+        #[cfg(feature = "ballista")]
+        {
+            self.cluster = None;
+        }
         let views = ATTRIBUTED.iter().map(|a| a.view);
         let views = views
             .chain(FEATURES.iter().chain(LABELS).chain([&PURCHASE_DAYS, &PURCHASE_SUMMARY]).map(|f| f.name));
@@ -773,8 +783,8 @@ impl Engine {
         match self.feature_table(as_of, &mut Stopwatch::start()).await? {
             FeatureTable::Plan(df) => df.collect().await.map_err(query(FEATURE_TABLE.path)),
             #[cfg(feature = "ballista")]
-            FeatureTable::Remote(mut remote) => {
-                let batches = remote.stream.by_ref().collect::<Vec<_>>().await;
+            FeatureTable::Remote(stream) => {
+                let batches = stream.collect::<Vec<_>>().await;
                 batches.into_iter().collect::<std::result::Result<_, _>>().map_err(query(FEATURE_TABLE.path))
             }
         }
@@ -800,8 +810,8 @@ impl Engine {
             }
             // Streamed from the cluster as its executors compute it.
             #[cfg(feature = "ballista")]
-            FeatureTable::Remote(mut remote) => {
-                let sink = sink_batches(&mut remote.stream, path, FEATURE_TABLE.path).await?;
+            FeatureTable::Remote(mut stream) => {
+                let sink = sink_batches(&mut stream, path, FEATURE_TABLE.path).await?;
                 clock.lap("features on ballista");
                 sink
             }
@@ -822,9 +832,11 @@ impl Engine {
         params.extend(self.source.lifecycle.params());
         #[cfg(feature = "ballista")]
         if let Some(cluster) = self.source.engine.cluster()? {
-            let remote = crate::cluster::features(&self.ctx, &self.source.engine, &cluster, &params).await?;
+            let session = crate::cluster::stage(&self.ctx, &self.source.engine, &cluster).await?;
             clock.lap("staging for ballista");
-            return Ok(FeatureTable::Remote(remote));
+            let stream = crate::cluster::features(&session, &params).await?;
+            self.cluster = Some(session);
+            return Ok(FeatureTable::Remote(stream));
         }
         for file in &FEATURES[..FEATURES.len() - 1] {
             let df = self.register_view(file, &params).await?;
@@ -887,8 +899,9 @@ impl Engine {
         self.resolve_identities(Some(as_of)).await?;
         let mut params = vec![("as_of", as_of_param(as_of))];
         params.extend(self.source.lifecycle.params());
-        self.register_view(&FEATURES[0], &params).await?;
-        let df = self.register_view(&PURCHASE_SUMMARY, &[("as_of", as_of_param(as_of))]).await?;
+        let ctx = self.scoring_session();
+        self.register_view_in(ctx, &FEATURES[0], &params).await?;
+        let df = self.register_view_in(ctx, &PURCHASE_SUMMARY, &[("as_of", as_of_param(as_of))]).await?;
         sink_stream(df, path, PURCHASE_SUMMARY.path).await?.finish()
     }
 
@@ -995,7 +1008,7 @@ impl Engine {
             ("as_of", as_of_param(as_of)),
             ("response_days", ScalarValue::Float64(Some(response_days as f64))),
         ];
-        let df = self.register_view(&CAMPAIGN_RESULTS, &params).await?;
+        let df = self.register_view_in(self.scoring_session(), &CAMPAIGN_RESULTS, &params).await?;
         df.collect().await.map_err(query(CAMPAIGN_RESULTS.path))
     }
 
@@ -1015,7 +1028,7 @@ impl Engine {
             ("days", ScalarValue::Float64(Some(days as f64))),
             ("response_days", ScalarValue::Float64(Some(response_days as f64))),
         ];
-        let df = self.register_view(&CONTACT_HISTORY, &params).await?;
+        let df = self.register_view_in(self.scoring_session(), &CONTACT_HISTORY, &params).await?;
         let sink = sink_stream(df, path, CONTACT_HISTORY.path).await?;
         match sink.rows() {
             0 => Ok(0),
@@ -1033,7 +1046,7 @@ impl Engine {
     ) -> Result<Vec<RecordBatch>> {
         self.resolve_identities(Some(as_of)).await?;
         let params = vec![("as_of", as_of_param(as_of)), ("since", as_of_param(since))];
-        let df = self.register_view(&HOLDOUT, &params).await?;
+        let df = self.register_view_in(self.scoring_session(), &HOLDOUT, &params).await?;
         df.collect().await.map_err(query(HOLDOUT.path))
     }
 
@@ -1057,14 +1070,42 @@ impl Engine {
 
     /// Plans `file` with `params` bound and (re)registers it as a view.
     async fn register_view(&self, file: &SqlFile, params: &[(&str, ScalarValue)]) -> Result<DataFrame> {
-        let df = self
-            .ctx
+        self.register_view_in(&self.ctx, file, params).await
+    }
+
+    /// [`Engine::register_view`] in the session `ctx`.
+    async fn register_view_in(
+        &self,
+        ctx: &SessionContext,
+        file: &SqlFile,
+        params: &[(&str, ScalarValue)],
+    ) -> Result<DataFrame> {
+        let df = ctx
             .sql(file.sql)
             .await
             .and_then(|df| df.with_param_values(params.to_vec()))
             .map_err(query(file.path))?;
-        self.replace_table(file.name, df.clone().into_view())?;
+        ctx.deregister_table(file.name).map_err(query(file.name))?;
+        ctx.register_table(file.name, df.clone().into_view()).map_err(query(file.name))?;
         Ok(df)
+    }
+
+    /// Where the SQL over the resolved inputs that scoring needs (CLV
+    /// purchase summaries, campaign results, contact history, the
+    /// holdout's purchases) runs: on the cluster whose session holds those
+    /// inputs staged, once the feature table was computed there; else in
+    /// process.
+    fn scoring_session(&self) -> &SessionContext {
+        #[cfg(feature = "ballista")]
+        if let Some(session) = &self.cluster {
+            return &session.ctx;
+        }
+        &self.ctx
+    }
+
+    /// Whether [`Engine::scoring_session`] is a cluster's.
+    pub fn scores_on_cluster(&self) -> bool {
+        !std::ptr::eq(self.scoring_session(), &self.ctx)
     }
 
     /// Writes the rejected rows of every input table to

@@ -151,6 +151,29 @@ async fn features_under_a_memory_limit_spill_and_match() {
     assert_eq!(walk(&spill_dir).len(), 0, "spill files are removed");
 }
 
+/// `batches` as sorted lines of text, floats to 6 decimals (sums add up
+/// in another order under a memory limit or on a cluster).
+fn rounded_lines(batches: &[engage_pipeline::datafusion::arrow::array::RecordBatch]) -> Vec<String> {
+    use engage_pipeline::datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
+    use engage_pipeline::datafusion::arrow::datatypes::Float64Type;
+    let rounded: Vec<RecordBatch> = batches
+        .iter()
+        .map(|b| {
+            let columns = b.columns().iter().map(|c| match c.as_primitive_opt::<Float64Type>() {
+                Some(f) => {
+                    std::sync::Arc::new(f.unary::<_, Float64Type>(|v| (v * 1e6).round() / 1e6)) as ArrayRef
+                }
+                None => c.clone(),
+            });
+            RecordBatch::try_new(b.schema(), columns.collect()).unwrap()
+        })
+        .collect();
+    let text = pretty_format_batches(&rounded).unwrap().to_string();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
 /// The campaign SQL (results, contact history, response labels) under a
 /// memory limit. There engage plans sort-merge joins, and DataFusion 55's
 /// fails on an outer join whose `ON` filters on the joined side's columns
@@ -160,9 +183,7 @@ async fn features_under_a_memory_limit_spill_and_match() {
 /// for a small side. Same answers as without a limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_sql_under_a_memory_limit_matches_the_unbounded_engine() {
-    use engage_pipeline::datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
-    use engage_pipeline::datafusion::arrow::datatypes::Float64Type;
-    use std::sync::Arc;
+    use engage_pipeline::datafusion::arrow::array::RecordBatch;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     generate(&GenerateOptions::new(40_000, 3, &data)).unwrap();
@@ -184,24 +205,7 @@ async fn campaign_sql_under_a_memory_limit_matches_the_unbounded_engine() {
             engine.labels(engage_pipeline::Task::Response, date("2026-03-01"), 60, 30).await.unwrap();
         // Rows in a fixed order (contact_history.sql leaves it open), sums
         // to 6 decimals (they add in another order under the limit).
-        answers.push([results, history, labels].map(|batches| {
-            let rounded: Vec<RecordBatch> = batches
-                .iter()
-                .map(|b| {
-                    let columns = b.columns().iter().map(|c| match c.as_primitive_opt::<Float64Type>() {
-                        Some(f) => {
-                            Arc::new(f.unary::<_, Float64Type>(|v| (v * 1e6).round() / 1e6)) as ArrayRef
-                        }
-                        None => c.clone(),
-                    });
-                    RecordBatch::try_new(b.schema(), columns.collect()).unwrap()
-                })
-                .collect();
-            let text = pretty_format_batches(&rounded).unwrap().to_string();
-            let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-            lines.sort();
-            lines
-        }));
+        answers.push([results, history, labels].map(|batches| rounded_lines(&batches)));
     }
     for (i, name) in ["campaign results", "contact history", "response labels"].into_iter().enumerate() {
         assert!(answers[0][i].len() > 100, "{name}: {} lines", answers[0][i].len());
@@ -563,4 +567,52 @@ fn features_on_ballista_staged_on_s3() {
     let run = s3.engage(&[&common[..], &elsewhere[..]].concat());
     assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
     assert!(stderr(&run).contains("nobucket"), "{}", stderr(&run));
+}
+
+/// After the feature table, the scoring SQL over the same staged inputs
+/// runs on the cluster too: the same CLV purchase summaries, contact
+/// history, campaign results and holdout purchases as in process.
+#[cfg(feature = "ballista")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoring_sql_on_ballista_equals_the_local_engine() {
+    use engage_pipeline::report::Stopwatch;
+    let tmp = tempfile::tempdir().unwrap();
+    let as_of = date("2026-01-01");
+    let settings = EngineSettings {
+        url: Some("ballista://standalone".into()),
+        stage_dir: Some(tmp.path().join("stage").display().to_string()),
+        ..EngineSettings::default()
+    };
+    let read = |path: &Path| {
+        let (_, batches) = engage_pipeline::output::read_parquet(path, 8192, None).unwrap();
+        rounded_lines(&batches.map(Result::unwrap).collect::<Vec<_>>())
+    };
+    let mut answers = Vec::new();
+    for source in [DataSource::new(sample()), DataSource { engine: settings, ..DataSource::new(sample()) }] {
+        let on_cluster = source.engine.url.is_some();
+        let mut engine = engage_pipeline::Engine::open_source(&source).await.unwrap();
+        let dir = tempfile::tempdir_in(tmp.path()).unwrap();
+        let file = |name: &str| dir.path().join(name);
+        engine.write_features(as_of, &file("features.parquet"), &mut Stopwatch::start()).await.unwrap();
+        assert_eq!(engine.scores_on_cluster(), on_cluster);
+        engine.write_purchase_summaries(as_of, &file("summaries.parquet")).await.unwrap();
+        engine.write_contact_history(as_of, 365, 30, &file("contacts.parquet")).await.unwrap();
+        let results = engine.campaign_results(as_of, 30).await.unwrap();
+        let holdout = engine.purchases_between(date("2025-10-01"), as_of).await.unwrap();
+        answers.push([
+            read(&file("summaries.parquet")),
+            read(&file("contacts.parquet")),
+            rounded_lines(&results),
+            rounded_lines(&holdout),
+        ]);
+        engine.release_events().unwrap();
+        assert!(!engine.scores_on_cluster(), "the cluster session goes with the events");
+    }
+    for (i, name) in
+        ["purchase summaries", "contact history", "campaign results", "holdout"].into_iter().enumerate()
+    {
+        assert!(answers[0][i].len() > 10, "{name}: {} lines", answers[0][i].len());
+        assert!(answers[0][i] == answers[1][i], "{name} differ on the cluster");
+    }
+    assert_eq!(walk(&tmp.path().join("stage")).len(), 0, "staged tables are removed");
 }
