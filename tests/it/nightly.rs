@@ -665,4 +665,7 @@ fn scoring_a_slice_at_a_time_publishes_what_one_slice_does() {
             (read_parquet(&whole.snapshot_dir.join(file)), read_parquet(&sliced.snapshot_dir.join(file)));
         assert_eq!(a, b, "{file}");
     }
+    // The purchase summaries scoring walked are not published.
+    let published = crate::common::files_under(&whole.snapshot_dir);
+    assert!(!published.iter().any(|f| f.contains("purchase_summaries")), "{published:?}");
 }
