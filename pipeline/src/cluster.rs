@@ -59,9 +59,7 @@ impl Stage {
     fn create(settings: &EngineSettings) -> Result<Stage> {
         match settings.stage_dir.as_deref() {
             Some(given) if DataRoot::is_remote(given) => {
-                let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.f");
-                let url =
-                    format!("{}/engage-stage-{}-{stamp}", given.trim_end_matches('/'), std::process::id());
+                let url = format!("{}/{}", given.trim_end_matches('/'), SpillDir::name("stage"));
                 Ok(Stage::Store(DataRoot::parse_with("--stage-dir", &url, &Default::default())?))
             }
             given => {

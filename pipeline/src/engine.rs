@@ -183,6 +183,13 @@ impl Counted {
     }
 }
 
+/// Registers `table` as `name` in `ctx`, replacing one of that name.
+fn replace_table(ctx: &SessionContext, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
+    ctx.deregister_table(name).map_err(query(name))?;
+    ctx.register_table(name, table).map_err(query(name))?;
+    Ok(())
+}
+
 /// An empty feature table, as an error.
 fn no_customers(as_of: NaiveDate) -> PipelineError {
     PipelineError::InvalidArgument {
@@ -770,9 +777,7 @@ impl Engine {
     }
 
     fn replace_table(&self, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
-        self.ctx.deregister_table(name).map_err(query(name))?;
-        self.ctx.register_table(name, table).map_err(query(name))?;
-        Ok(())
+        replace_table(&self.ctx, name, table)
     }
 
     /// The feature table as of `as_of`: one row per customer, sorted by id.
@@ -1085,8 +1090,7 @@ impl Engine {
             .await
             .and_then(|df| df.with_param_values(params.to_vec()))
             .map_err(query(file.path))?;
-        ctx.deregister_table(file.name).map_err(query(file.name))?;
-        ctx.register_table(file.name, df.clone().into_view()).map_err(query(file.name))?;
+        replace_table(ctx, file.name, df.clone().into_view())?;
         Ok(df)
     }
 

@@ -35,10 +35,15 @@ impl SpillDir {
     /// directory if None), absolute.
     pub fn create(base: Option<&Path>, what: &str) -> Result<SpillDir> {
         let base = base.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.f");
-        let dir = base.join(format!("engage-{what}-{}-{stamp}", std::process::id()));
+        let dir = base.join(SpillDir::name(what));
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         Ok(SpillDir(std::path::absolute(&dir).map_err(io(&dir))?))
+    }
+
+    /// `engage-<what>-<pid>-<time>`: a name no other run takes.
+    pub fn name(what: &str) -> String {
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.f");
+        format!("engage-{what}-{}-{stamp}", std::process::id())
     }
 
     pub fn path(&self) -> &Path {
