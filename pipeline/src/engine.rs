@@ -536,6 +536,11 @@ impl Engine {
         self.identity.as_ref()
     }
 
+    /// What the engine's memory pool holds and held at most.
+    pub(crate) fn pool_usage(&self) -> Option<Arc<crate::runtime::PoolUsage>> {
+        crate::runtime::pool_usage(&self.ctx)
+    }
+
     /// A count of memory the driver holds outside the engine's operators.
     pub(crate) fn counted(&self, what: &'static str) -> Counted {
         let reservation = MemoryConsumer::new(what).register(&self.ctx.runtime_env().memory_pool);

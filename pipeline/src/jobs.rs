@@ -52,6 +52,7 @@ pub struct FeatureRun {
 pub async fn build_features(source: &DataSource, as_of: NaiveDate, out: &Path) -> Result<FeatureRun> {
     let mut clock = Stopwatch::start();
     let mut engine = Engine::open_source(source).await?;
+    clock.watch(&engine);
     clock.lap("ingest");
     let identity = engine.resolve_identities(Some(as_of)).await?.clone();
     clock.lap("identity");
@@ -82,6 +83,7 @@ pub const IDENTITY_MAP_FILE: &str = "identity_map.parquet";
 pub async fn build_identity(source: &DataSource, out: &Path) -> Result<RunReport> {
     let mut clock = Stopwatch::start();
     let mut engine = Engine::open_source(source).await?;
+    clock.watch(&engine);
     clock.lap("ingest");
     let identity = engine.resolve_identities(None).await?.clone();
     clock.lap("identity");
@@ -203,6 +205,7 @@ pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
     let mut clock = Stopwatch::start();
     opts.config.check()?;
     let mut engine = Engine::open_source(&opts.source).await?;
+    clock.watch(&engine);
     clock.lap("ingest");
     let set = churn_training_set(&mut engine, opts.as_of, opts.horizon_days).await?;
     clock.lap("training set");
@@ -467,6 +470,7 @@ pub struct TrainClvRun {
 pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
     let mut clock = Stopwatch::start();
     let mut engine = Engine::open_source(&opts.source).await?;
+    clock.watch(&engine);
     clock.lap("ingest");
     let purchases = engine.purchase_days(opts.as_of).await?;
     let end_day = (opts.as_of - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() - 1;
@@ -667,6 +671,7 @@ pub async fn build_dataset(opts: &DatasetOptions) -> Result<DatasetRun> {
         });
     }
     let mut engine = Engine::open_source(&opts.source).await?;
+    clock.watch(&engine);
     clock.lap("ingest");
     // Labels first: they all use the identity resolved from all rows.
     let mut labels = Vec::new();
@@ -768,6 +773,7 @@ pub async fn build_lifecycle(source: &DataSource, cutoffs: &[NaiveDate], out: &P
         });
     }
     let mut engine = Engine::open_source(source).await?;
+    clock.watch(&engine);
     clock.lap("ingest");
     let (history, transitions) = engine.lifecycle_history(cutoffs).await?;
     clock.lap("lifecycle");

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ use crate::engine::{Engine, ResolvedCounts, ResolvedIdentity};
 use crate::error::{PipelineError, Result, io};
 use crate::identity::{IdentityQuality, IdentityStats};
 use crate::ingest::TableCounts;
+use crate::runtime::PoolUsage;
 
 /// File name of the report inside a job's output directory.
 pub use engage_models::snapshot::RUN_REPORT_FILE;
@@ -26,6 +28,13 @@ pub struct Stage {
     pub seconds: f64,
     /// Peak resident memory of the process so far, MiB (Linux; else absent).
     pub peak_rss_mib: Option<f64>,
+    /// The most the engine's memory pool held during this stage, MiB: its
+    /// operators' reservations (what `--memory-limit` bounds) and the
+    /// driver's counted sets (the identity graph, scoring's per-customer
+    /// numbers). The rest of the RSS is what the pool does not see.
+    /// Absent for stages before the engine was opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_peak_mib: Option<f64>,
 }
 
 /// Times consecutive stages.
@@ -33,18 +42,26 @@ pub struct Stage {
 pub struct Stopwatch {
     stages: Vec<Stage>,
     last: Instant,
+    pool: Option<Arc<PoolUsage>>,
 }
 
 impl Stopwatch {
     pub fn start() -> Stopwatch {
-        Stopwatch { stages: Vec::new(), last: Instant::now() }
+        Stopwatch { stages: Vec::new(), last: Instant::now(), pool: None }
+    }
+
+    /// From the next lap on, each stage also records the most `engine`'s
+    /// memory pool held during it.
+    pub fn watch(&mut self, engine: &Engine) {
+        self.pool = engine.pool_usage();
     }
 
     /// Ends the current stage under `name` and starts the next.
     pub fn lap(&mut self, name: &str) {
         let now = Instant::now();
         let seconds = (now - self.last).as_secs_f64();
-        self.stages.push(Stage { name: name.into(), seconds, peak_rss_mib: peak_rss_mib() });
+        let pool_peak_mib = self.pool.as_ref().map(|p| p.take_peak() as f64 / MIB);
+        self.stages.push(Stage { name: name.into(), seconds, peak_rss_mib: peak_rss_mib(), pool_peak_mib });
         self.last = now;
     }
 
@@ -66,6 +83,8 @@ pub fn peak_rss_mib() -> Option<f64> {
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
+
+const MIB: f64 = (1u64 << 20) as f64;
 
 /// What one run read, found, wrote and spent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -397,10 +416,11 @@ impl RunReport {
         }
         line(String::new());
         let w = self.stages.iter().map(|s| s.name.len()).max().unwrap_or(0).max(14);
-        line(format!("{:<w$} {:>9} {:>14}", "stage", "seconds", "peak RSS MiB"));
+        line(format!("{:<w$} {:>9} {:>14} {:>15}", "stage", "seconds", "peak RSS MiB", "engine pool MiB"));
+        let mib = |m: Option<f64>| m.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into());
         for s in &self.stages {
-            let mem = s.peak_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into());
-            line(format!("{:<w$} {:>9.2} {:>14}", s.name, s.seconds, mem));
+            let (rss, pool) = (mib(s.peak_rss_mib), mib(s.pool_peak_mib));
+            line(format!("{:<w$} {:>9.2} {:>14} {:>15}", s.name, s.seconds, rss, pool));
         }
         line(String::new());
         for o in &self.outputs {

@@ -5,9 +5,13 @@
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{
+    FairSpillPool, MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation, TrackConsumersPool,
+    UnboundedMemoryPool,
+};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::{Deserialize, Serialize};
@@ -107,14 +111,17 @@ impl EngineSettings {
                 .set_bool("datafusion.optimizer.prefer_hash_join", false)
                 .set_usize("datafusion.execution.sort_spill_reservation_bytes", reserve as usize);
         }
-        if let Some(ByteSize(limit)) = self.memory_limit {
+        let pool: Arc<dyn MemoryPool> = match self.memory_limit {
             // Fair: every spilling operator of a query gets its share rather
             // than the first one taking everything. Tracking names the
             // largest consumers when a query still runs out.
-            let pool = FairSpillPool::new(limit as usize);
-            let tracked = TrackConsumersPool::new(pool, NonZeroUsize::new(5).expect("5 > 0"));
-            runtime = runtime.with_memory_pool(Arc::new(tracked));
-        }
+            Some(ByteSize(limit)) => {
+                let pool = FairSpillPool::new(limit as usize);
+                Arc::new(TrackConsumersPool::new(pool, NonZeroUsize::new(5).expect("5 > 0")))
+            }
+            None => Arc::new(UnboundedMemoryPool::default()),
+        };
+        runtime = runtime.with_memory_pool(Arc::new(Watermarked { inner: pool, usage: Arc::default() }));
         let mode = match &self.spill_dir {
             _ if self.spill_disabled => Some(DiskManagerMode::Disabled),
             Some(dir) => {
@@ -129,6 +136,78 @@ impl EngineSettings {
         let runtime = runtime.build_arc().map_err(query("engine runtime"))?;
         Ok(SessionContext::new_with_config_rt(config, runtime))
     }
+}
+
+/// What the engine's memory pool holds (its operators' reservations and
+/// the driver's counted sets), and the most it held since last asked: the
+/// run report's per-stage `pool_peak_mib`, beside the process's RSS.
+#[derive(Debug, Default)]
+pub struct PoolUsage {
+    held: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl PoolUsage {
+    /// The most held since the last call (or since the pool was made);
+    /// the next call counts from what is held now.
+    pub fn take_peak(&self) -> usize {
+        self.peak.swap(self.held.load(Ordering::Relaxed), Ordering::Relaxed)
+    }
+
+    fn grew(&self, bytes: usize) {
+        let held = self.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(held, Ordering::Relaxed);
+    }
+}
+
+/// A memory pool that keeps a [`PoolUsage`] of the pool it wraps.
+#[derive(Debug)]
+struct Watermarked {
+    inner: Arc<dyn MemoryPool>,
+    usage: Arc<PoolUsage>,
+}
+
+impl std::fmt::Display for Watermarked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl MemoryPool for Watermarked {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn register(&self, consumer: &MemoryConsumer) {
+        self.inner.register(consumer)
+    }
+    fn unregister(&self, consumer: &MemoryConsumer) {
+        self.inner.unregister(consumer)
+    }
+    fn grow(&self, reservation: &MemoryReservation, additional: usize) {
+        self.inner.grow(reservation, additional);
+        self.usage.grew(additional);
+    }
+    fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
+        self.inner.shrink(reservation, shrink);
+        self.usage.held.fetch_sub(shrink, Ordering::Relaxed);
+    }
+    fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> datafusion::error::Result<()> {
+        self.inner.try_grow(reservation, additional)?;
+        self.usage.grew(additional);
+        Ok(())
+    }
+    fn reserved(&self) -> usize {
+        self.inner.reserved()
+    }
+    fn memory_limit(&self) -> MemoryLimit {
+        self.inner.memory_limit()
+    }
+}
+
+/// The usage of `ctx`'s memory pool, when it is one [`EngineSettings::session`] made.
+pub fn pool_usage(ctx: &SessionContext) -> Option<Arc<PoolUsage>> {
+    let pool = &ctx.runtime_env().memory_pool;
+    pool.downcast_ref::<Watermarked>().map(|w| w.usage.clone())
 }
 
 /// A size in bytes, written `4GiB`, `512MiB`, `2GB`, `100k` or a plain
@@ -211,5 +290,27 @@ mod tests {
         assert_eq!(toml.memory_limit, Some(ByteSize(64 << 20)));
         let toml: EngineSettings = toml::from_str("memory_limit = 1000").unwrap();
         assert_eq!(toml.memory_limit, Some(ByteSize(1000)));
+    }
+
+    #[test]
+    fn the_pool_keeps_its_high_water_mark_per_ask() {
+        let limited = EngineSettings { memory_limit: Some(ByteSize(1000)), ..EngineSettings::default() };
+        for settings in [limited, EngineSettings::default()] {
+            let ctx = settings.session(SessionConfig::new()).unwrap();
+            let usage = pool_usage(&ctx).expect("a session engage made");
+            let pool = &ctx.runtime_env().memory_pool;
+            let (a, b) = (MemoryConsumer::new("a").register(pool), MemoryConsumer::new("b").register(pool));
+            a.try_grow(600).unwrap();
+            b.grow(300);
+            a.shrink(500);
+            if settings.memory_limit.is_some() {
+                assert!(b.try_grow(800).is_err(), "past the limit");
+            }
+            assert_eq!(usage.take_peak(), 900, "{settings:?}");
+            assert_eq!(usage.take_peak(), 400, "from what is held now");
+            drop((a, b));
+            assert_eq!(usage.take_peak(), 400);
+            assert_eq!(usage.take_peak(), 0);
+        }
     }
 }

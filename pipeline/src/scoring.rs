@@ -318,6 +318,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
         _ => Default::default(),
     };
     let mut engine = Engine::open_source(&opts.source).await?;
+    clock.watch(&engine);
     progress.lap(&mut clock, "ingest");
     let identity = engine.resolve_identities(Some(opts.as_of)).await?.clone();
     progress.lap(&mut clock, "identity");
@@ -879,7 +880,10 @@ impl Progress {
         clock.lap(stage);
         let last = clock.last().expect("just lapped");
         let total = self.started.elapsed().as_secs_f64();
-        let rss = last.peak_rss_mib.map(|m| format!(", peak RSS {m:.0} MiB")).unwrap_or_default();
+        let mut rss = last.peak_rss_mib.map(|m| format!(", peak RSS {m:.0} MiB")).unwrap_or_default();
+        if let Some(pool) = last.pool_peak_mib {
+            rss += &format!(", engine pool {pool:.0} MiB");
+        }
         if self.terminal {
             eprint!(
                 "\r\x1b[2Kengage {}: {stage} done ({:.1} s of {total:.1} s{rss})",

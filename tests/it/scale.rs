@@ -83,6 +83,18 @@ async fn features_under_a_memory_limit_spill_and_match() {
         inputs(&bounded).as_array().unwrap().iter().find(|t| t["table"] == "transactions").cloned();
     assert_eq!(transactions.unwrap()["duplicates"], 100);
     assert_eq!(walk(&spill_dir).len(), 0, "spill files are removed");
+    // The report gives the most the engine's pool held in each stage (what
+    // the limit bounds: the operators' reservations and the identity
+    // graph), never more than the limit.
+    let pool_peaks = |dir: &Path| -> Vec<f64> {
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("run_report.json")).unwrap()).unwrap();
+        let stages = report["stages"].as_array().unwrap().clone();
+        stages.iter().map(|s| s["pool_peak_mib"].as_f64().unwrap_or_else(|| panic!("{s}"))).collect()
+    };
+    let peaks = pool_peaks(&bounded);
+    let most = peaks.iter().copied().fold(0.0, f64::max);
+    assert!(most > 0.0 && most <= (limit >> 20) as f64, "{peaks:?} within {limit} bytes");
 
     // Under the limit the attributed events and the identity map live on
     // disk while the engine holds them, and go with it.
