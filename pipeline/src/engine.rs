@@ -794,8 +794,7 @@ impl Engine {
             FeatureTable::Plan(df) => df.collect().await.map_err(query(FEATURE_TABLE.path)),
             #[cfg(feature = "ballista")]
             FeatureTable::Remote(stream) => {
-                let batches = stream.collect::<Vec<_>>().await;
-                batches.into_iter().collect::<std::result::Result<_, _>>().map_err(query(FEATURE_TABLE.path))
+                futures::TryStreamExt::try_collect(stream).await.map_err(query(FEATURE_TABLE.path))
             }
         }
     }

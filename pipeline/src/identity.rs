@@ -384,7 +384,7 @@ impl GraphBuilder {
                 }
             }
         }
-        reserve(base + anchor.heap_bytes() + assoc.heap_bytes() + n)?;
+        reserve(base + anchor.heap_bytes() + assoc.heap_bytes() + vec_bytes(&crm_ids))?;
         drop(anchor);
         // A CRM customer id is never shared: it is the anchor itself.
         let shared: Vec<bool> = (0..n).map(|id| assoc.len(id as u32) > limit && !crm_ids[id]).collect();
@@ -404,7 +404,7 @@ impl GraphBuilder {
                 }
             }
         }
-        reserve(base + 3 * n + uf.heap_bytes())?;
+        reserve(base + vec_bytes(&crm_ids) + vec_bytes(&shared) + vec_bytes(&linked) + uf.heap_bytes())?;
         drop(crm);
         // Number the components densely in order of their first identifier,
         // then give each shared identifier a key of its own after them: an
@@ -490,7 +490,10 @@ impl GraphBuilder {
             key_is_crm.push(crm_of[k].0 != NONE && !key_erased[k]);
         }
         reserve(
-            base + 7 * n
+            base + vec_bytes(&crm_ids)
+                + vec_bytes(&shared)
+                + vec_bytes(&linked)
+                + vec_bytes(&node_key)
                 + vec_bytes(&key_erased)
                 + vec_bytes(&crm_of)
                 + vec_bytes(&least)

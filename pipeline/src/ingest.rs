@@ -433,8 +433,6 @@ struct Duplicates {
 }
 
 impl Duplicates {
-    /// Finds the keys of `accepted` seen more than once (one aggregation over
-    /// the key column) and collects their rows (few, in any sane input).
     /// Collects the rows of the `repeated` keys of `accepted` (few, in any
     /// sane input), distinct, with their copies.
     async fn find(
@@ -573,8 +571,9 @@ async fn register_csv(
     let mut fields: Vec<Field> = header.iter().map(|n| Field::new(n, DataType::Utf8, true)).collect();
     fields.push(Field::new(MALFORMED, DataType::Boolean, false));
     let schema = Arc::new(Schema::new(fields));
-    let on_disk = spill.map(|dir| dir.path().join(format!("{raw}.parquet")));
-    let mut sink = on_disk.as_deref().map(|path| ParquetSink::create(path, schema.clone())).transpose()?;
+    let on_disk =
+        |dir: &SpillDir| ParquetSink::create(&dir.path().join(format!("{raw}.parquet")), schema.clone());
+    let mut sink = spill.map(on_disk).transpose()?;
     let mut batches = Vec::new();
     for file in &source.files {
         let shown = root.display(&root.relative(file));
@@ -626,14 +625,14 @@ async fn register_csv(
         }
     }
     let name = source.table.name;
-    match (sink, on_disk) {
-        (Some(sink), Some(path)) => {
+    match sink {
+        Some(sink) => {
+            let path = sink.path().display().to_string();
             sink.finish()?;
             let options = ParquetReadOptions::default().schema(&schema);
-            let path = path.display().to_string();
             ctx.register_parquet(raw, &path, options).await.map_err(query(name))
         }
-        _ => {
+        None => {
             let table = MemTable::try_new(schema, vec![batches]).map_err(query(name))?;
             ctx.register_table(raw, Arc::new(table)).map(|_| ()).map_err(query(name))
         }

@@ -81,6 +81,11 @@ impl ParquetSink {
         Ok(())
     }
 
+    /// Where the file will be once finished.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Closes the file and moves it into place; returns the rows written.
     pub fn finish(mut self) -> Result<u64> {
         let writer = self.writer.take().expect("an unfinished sink");

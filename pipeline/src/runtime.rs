@@ -33,8 +33,9 @@ pub struct EngineSettings {
     /// object store prefix (`s3://bucket/prefix`) (default: `spill_dir`,
     /// else the system temp directory).
     pub stage_dir: Option<String>,
-    /// Memory the engine's operators may hold at once (`"4GiB"`, `"512MB"`
-    /// or bytes); past it they spill to `spill_dir`. None: unbounded.
+    /// Memory the job may hold at once (`"4GiB"`, `"512MB"` or bytes): the
+    /// engine's pool gets [`EngineSettings::pool_bytes`] of it, past which
+    /// its operators spill to `spill_dir`. None: unbounded.
     pub memory_limit: Option<ByteSize>,
     /// Where spill files go (default: the system temp directory).
     pub spill_dir: Option<PathBuf>,
@@ -95,15 +96,26 @@ impl EngineSettings {
         }
     }
 
+    /// The engine's memory pool under a limit: seven eighths of it. The
+    /// pool sees the operators' reservations and the driver's counted sets
+    /// (the identity graph, scoring's numbers per customer), not the rest of
+    /// the process: Parquet readers' and writers' buffers, batches on their
+    /// way between operators, the allocator's slack, the program itself.
+    /// The eighth kept back is for those, so that a stage whose operators
+    /// fill the pool still ends under the limit (docs/scale-out.md).
+    pub fn pool_bytes(&self) -> Option<u64> {
+        self.memory_limit.map(|ByteSize(limit)| limit - limit / 8)
+    }
+
     /// A session with these settings over `config`.
     pub fn session(&self, mut config: SessionConfig) -> Result<SessionContext> {
         let mut runtime = RuntimeEnvBuilder::new();
-        if let Some(ByteSize(limit)) = self.memory_limit {
+        if let Some(pool) = self.pool_bytes() {
             // Hash joins hold their build side in memory and cannot spill;
             // sort-merge joins can. Each sort keeps a reserve for merging its
             // spill files (10 MB by default): a query runs dozens of sorts at
-            // once, so the reserve shrinks with the limit.
-            let reserve = (limit / 64).clamp(256 << 10, 10 << 20);
+            // once, so the reserve shrinks with the pool.
+            let reserve = (pool / 64).clamp(256 << 10, 10 << 20);
             // DataFusion plans sort-merge joins only with 2+ partitions.
             let partitions = config.target_partitions().max(2);
             config = config
@@ -111,12 +123,12 @@ impl EngineSettings {
                 .set_bool("datafusion.optimizer.prefer_hash_join", false)
                 .set_usize("datafusion.execution.sort_spill_reservation_bytes", reserve as usize);
         }
-        let pool: Arc<dyn MemoryPool> = match self.memory_limit {
+        let pool: Arc<dyn MemoryPool> = match self.pool_bytes() {
             // Fair: every spilling operator of a query gets its share rather
             // than the first one taking everything. Tracking names the
             // largest consumers when a query still runs out.
-            Some(ByteSize(limit)) => {
-                let pool = FairSpillPool::new(limit as usize);
+            Some(bytes) => {
+                let pool = FairSpillPool::new(bytes as usize);
                 Arc::new(TrackConsumersPool::new(pool, NonZeroUsize::new(5).expect("5 > 0")))
             }
             None => Arc::new(UnboundedMemoryPool::default()),
@@ -299,6 +311,9 @@ mod tests {
             let ctx = settings.session(SessionConfig::new()).unwrap();
             let usage = pool_usage(&ctx).expect("a session engage made");
             let pool = &ctx.runtime_env().memory_pool;
+            if settings.memory_limit.is_some() {
+                assert!(matches!(pool.memory_limit(), MemoryLimit::Finite(875)), "7/8 of the limit");
+            }
             let (a, b) = (MemoryConsumer::new("a").register(pool), MemoryConsumer::new("b").register(pool));
             a.try_grow(600).unwrap();
             b.grow(300);

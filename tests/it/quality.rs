@@ -242,9 +242,15 @@ fn identity_matches_the_ground_truth_on_noisy_generated_data() {
     let shown = engage(&["report", "show", out.to_str().unwrap()]);
     assert!(shown.status.success(), "{}", stderr(&shown));
     let text = crate::common::stdout(&shown);
-    for needle in
-        ["engage identity", "transactions", "precision", "identity:", "peak RSS", "identity_map.parquet"]
-    {
+    for needle in [
+        "engage identity",
+        "transactions",
+        "precision",
+        "identity:",
+        "peak RSS",
+        "engine pool MiB",
+        "identity_map.parquet",
+    ] {
         assert!(text.contains(needle), "report lacks `{needle}`:\n{text}");
     }
     let missing = engage(&["report", "show", tmp.path().to_str().unwrap()]);
