@@ -616,8 +616,9 @@ struct DataArgs {
     /// ENGAGE_HOME defaulting to ~/.engage.
     #[arg(long)]
     erasure_list: Option<PathBuf>,
-    /// Memory the SQL engine may hold (e.g. 4GiB); past it, sorts,
-    /// aggregations and joins spill to disk. Default: unbounded.
+    /// Memory the job may hold (e.g. 4GiB): the SQL engine gets seven
+    /// eighths of it, past which sorts, aggregations and joins spill to
+    /// disk; the identity graph is counted in that share. Default: unbounded.
     #[arg(long, value_parser = parse_memory_limit)]
     memory_limit: Option<ByteSize>,
     /// Directory for spill files. Default: the system temp directory.
@@ -686,6 +687,10 @@ impl DataArgs {
             Some(p) => p.clone(),
             None => default_erasure_list()?,
         };
+        if self.memory_limit.is_some() {
+            // A job given a limit is one whose peak matters.
+            crate::keep_memory_close_to_use();
+        }
         Ok(DataSource {
             root: DataRoot::parse(root)?,
             identity: IdentityOptions {
@@ -1110,7 +1115,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Train { task: TrainTask::Retention(a) } => retention_command(a).await?,
         Command::Models { action } => models_command(action).await?,
         Command::Nightly { config, as_of } => {
-            crate::purge_freed_memory_promptly();
+            crate::keep_memory_close_to_use();
             let (cfg, source) = nightly_config(&config)?;
             let as_of = as_of.or(cfg.as_of).unwrap_or_else(|| chrono::Utc::now().date_naive());
             let run = engage_pipeline::nightly::run(&cfg, source, as_of)
