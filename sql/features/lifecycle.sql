@@ -14,30 +14,33 @@
 -- "within N days" = at most N days before the cutoff.
 -- Registry (name, type, description; checked against the output by a test):
 -- feature: lifecycle_stage Utf8{prospect,new,active,at_risk,dormant,churned,reactivated}: stage by the rules in sql/features/lifecycle.sql; models see it one-hot
+-- One pass over the purchases, no self-join: the purchase before the last
+--   matters only when the last one is within $active_days (reactivated).
+--   Then, if every purchase within $active_days is at the last one's
+--   instant, the one before it is the latest purchase older than
+--   $active_days; if another is within $active_days, the gap is under
+--   $active_days <= $dormant_days, so not reactivated (last_gap NULL).
 WITH tx AS (
-  SELECT customer_key AS customer_id, ts
+  SELECT customer_key AS customer_id, ts,
+         (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 AS age_days
   FROM transactions_resolved
   WHERE ts < $as_of AND amount > 0
 ),
 span AS (
-  SELECT customer_id, min(ts) AS first_purchase, max(ts) AS last_purchase
+  SELECT customer_id, min(ts) AS first_purchase, max(ts) AS last_purchase,
+         min(CASE WHEN age_days <= $active_days THEN ts END) AS first_recent,
+         max(CASE WHEN age_days > $active_days THEN ts END) AS last_before_recent
   FROM tx
   GROUP BY customer_id
 ),
-prev AS (
-  SELECT t.customer_id, max(t.ts) AS prev_purchase
-  FROM tx t
-  JOIN span s ON s.customer_id = t.customer_id
-  WHERE t.ts < s.last_purchase
-  GROUP BY t.customer_id
-),
 ages AS (
-  SELECT s.customer_id,
-         (date_part('epoch', $as_of) - date_part('epoch', s.first_purchase)) / 86400.0 AS first_age,
-         (date_part('epoch', $as_of) - date_part('epoch', s.last_purchase)) / 86400.0 AS last_age,
-         (date_part('epoch', s.last_purchase) - date_part('epoch', p.prev_purchase)) / 86400.0 AS last_gap
-  FROM span s
-  LEFT JOIN prev p ON p.customer_id = s.customer_id
+  SELECT customer_id,
+         (date_part('epoch', $as_of) - date_part('epoch', first_purchase)) / 86400.0 AS first_age,
+         (date_part('epoch', $as_of) - date_part('epoch', last_purchase)) / 86400.0 AS last_age,
+         CASE WHEN first_recent = last_purchase
+              THEN (date_part('epoch', last_purchase) - date_part('epoch', last_before_recent)) / 86400.0
+         END AS last_gap
+  FROM span
 )
 SELECT p.customer_id,
        CASE

@@ -197,3 +197,60 @@ async fn lifecycle_stages_follow_their_rules() {
     let bad = DataSource { lifecycle: LifecycleRules { at_risk_days: 50, ..d }, ..DataSource::new(&tiny()) };
     assert!(Engine::open_source(&bad).await.is_err(), "at_risk below active is refused");
 }
+
+/// `sql/features/lifecycle.sql` finds the purchase before the last in one
+/// pass (no self-join); on the generated sample its stages equal the
+/// rules' plain reading, with the gap to the latest purchase strictly
+/// before the last found by a self-join, for the default limits and for
+/// an active window as long as the dormant one.
+#[tokio::test]
+async fn lifecycle_stages_equal_the_rules_read_with_a_self_join() {
+    use engage_pipeline::{DataSource, LifecycleRules};
+    let as_of = date("2026-03-01");
+    let d = LifecycleRules::default();
+    for rules in [d, LifecycleRules { active_days: 200, at_risk_days: 200, dormant_days: 200, ..d }] {
+        let source = DataSource { lifecycle: rules, ..DataSource::new(crate::common::sample()) };
+        let mut engine = Engine::open_source(&source).await.unwrap();
+        engine.features(as_of).await.unwrap();
+        let LifecycleRules { new_days, active_days, at_risk_days, dormant_days } = rules;
+        let days = |ts: &str| {
+            format!("(date_part('epoch', TIMESTAMP '{as_of} 00:00:00') - date_part('epoch', {ts})) / 86400.0")
+        };
+        let reference = format!(
+            "WITH tx AS (SELECT customer_key AS customer_id, ts FROM transactions_resolved
+                         WHERE ts < TIMESTAMP '{as_of} 00:00:00' AND amount > 0),
+             span AS (SELECT customer_id, min(ts) AS first_purchase, max(ts) AS last_purchase FROM tx GROUP BY customer_id),
+             prev AS (SELECT t.customer_id, max(t.ts) AS prev_purchase FROM tx t
+                      JOIN span s ON s.customer_id = t.customer_id AND t.ts < s.last_purchase GROUP BY t.customer_id),
+             stage AS (
+               SELECT s.customer_id,
+                      CASE WHEN {first} <= {new_days} THEN 'new'
+                           WHEN {last} <= {active_days}
+                                AND (date_part('epoch', s.last_purchase) - date_part('epoch', p.prev_purchase)) / 86400.0
+                                    > {dormant_days} THEN 'reactivated'
+                           WHEN {last} <= {active_days} THEN 'active'
+                           WHEN {last} <= {at_risk_days} THEN 'at_risk'
+                           WHEN {last} <= {dormant_days} THEN 'dormant'
+                           ELSE 'churned' END AS stage
+               FROM span s LEFT JOIN prev p ON p.customer_id = s.customer_id)
+             SELECT count(*) AS customers,
+                    sum(CASE WHEN coalesce(s.stage, 'prospect') <> l.lifecycle_stage THEN 1 ELSE 0 END) AS differ,
+                    sum(CASE WHEN l.lifecycle_stage = 'reactivated' THEN 1 ELSE 0 END) AS reactivated
+             FROM lifecycle_features l LEFT JOIN stage s ON s.customer_id = l.customer_id",
+            first = days("s.first_purchase"),
+            last = days("s.last_purchase"),
+        );
+        let batches = engine.query(&reference).await.unwrap();
+        let count = |i: usize| {
+            use engage_pipeline::datafusion::arrow::array::AsArray;
+            use engage_pipeline::datafusion::arrow::datatypes::Int64Type;
+            batches[0].column(i).as_primitive::<Int64Type>().value(0)
+        };
+        let (customers, differ, reactivated) = (count(0), count(1), count(2));
+        assert!(
+            customers > 1_000 && reactivated > 10,
+            "{rules:?}: {customers} customers, {reactivated} reactivated"
+        );
+        assert_eq!(differ, 0, "{rules:?}: {differ} of {customers} stages differ from the rules");
+    }
+}
