@@ -19,13 +19,24 @@
 -- feature: app_sessions_90d Int64: app sessions, last 90 days; 0 if none
 -- feature: engagement_trend Float64: customer-initiated events per day, last 30 days (r30) against the 60 days before (r60): `(r30 - r60) / (r30 + r60)`, in [-1, 1]; 0 when both are 0
 -- feature: days_since_last_engagement Int64: whole days since the last customer-initiated event of any kind; NULL if none
+-- The counts look back at most 90 days, so they read only the last 91 days
+--   of events (a cheap filter on ts; the CASE limits still decide); the
+--   last engagement, over all history, is found among engaged events only.
 WITH ev AS (
   SELECT customer_key AS customer_id, event_type, ts,
          event_type IN ('email_open', 'email_click', 'sms_click', 'web_visit', 'app_session',
                         'store_visit', 'call_inbound', 'complaint') AS engaged,
          (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 AS age_days
   FROM interactions_resolved
+  WHERE ts < $as_of AND ts >= $as_of - INTERVAL '91 days'
+),
+last_engaged AS (
+  SELECT customer_key AS customer_id, max(ts) AS last_engaged
+  FROM interactions_resolved
   WHERE ts < $as_of
+    AND event_type IN ('email_open', 'email_click', 'sms_click', 'web_visit', 'app_session',
+                       'store_visit', 'call_inbound', 'complaint')
+  GROUP BY customer_key
 ),
 agg AS (
   SELECT customer_id,
@@ -42,8 +53,7 @@ agg AS (
          sum(CASE WHEN event_type = 'web_visit' AND age_days <= 90 THEN 1 ELSE 0 END) AS web_visits_90d,
          sum(CASE WHEN event_type = 'app_session' AND age_days <= 90 THEN 1 ELSE 0 END) AS app_sessions_90d,
          sum(CASE WHEN engaged AND age_days <= 30 THEN 1 ELSE 0 END) AS engaged_30d,
-         sum(CASE WHEN engaged AND age_days > 30 AND age_days <= 90 THEN 1 ELSE 0 END) AS engaged_prev_60d,
-         max(CASE WHEN engaged THEN ts END) AS last_engaged
+         sum(CASE WHEN engaged AND age_days > 30 AND age_days <= 90 THEN 1 ELSE 0 END) AS engaged_prev_60d
   FROM ev
   GROUP BY customer_id
 )
@@ -62,6 +72,7 @@ SELECT p.customer_id,
        coalesce(a.app_sessions_90d, 0) AS app_sessions_90d,
        coalesce((a.engaged_30d / 30.0 - a.engaged_prev_60d / 60.0)
                 / nullif(a.engaged_30d / 30.0 + a.engaged_prev_60d / 60.0, 0), 0.0) AS engagement_trend,
-       CAST(floor((date_part('epoch', $as_of) - date_part('epoch', a.last_engaged)) / 86400) AS BIGINT) AS days_since_last_engagement
+       CAST(floor((date_part('epoch', $as_of) - date_part('epoch', le.last_engaged)) / 86400) AS BIGINT) AS days_since_last_engagement
 FROM population p
 LEFT JOIN agg a ON a.customer_id = p.customer_id
+LEFT JOIN last_engaged le ON le.customer_id = p.customer_id
