@@ -240,17 +240,49 @@ async fn lifecycle_stages_equal_the_rules_read_with_a_self_join() {
             first = days("s.first_purchase"),
             last = days("s.last_purchase"),
         );
-        let batches = engine.query(&reference).await.unwrap();
-        let count = |i: usize| {
-            use engage_pipeline::datafusion::arrow::array::AsArray;
-            use engage_pipeline::datafusion::arrow::datatypes::Int64Type;
-            batches[0].column(i).as_primitive::<Int64Type>().value(0)
-        };
-        let (customers, differ, reactivated) = (count(0), count(1), count(2));
+        let [customers, differ, reactivated] = counts(&engine, &reference).await;
         assert!(
             customers > 1_000 && reactivated > 10,
             "{rules:?}: {customers} customers, {reactivated} reactivated"
         );
         assert_eq!(differ, 0, "{rules:?}: {differ} of {customers} stages differ from the rules");
     }
+}
+
+/// The one row of whole numbers `sql` answers.
+async fn counts<const N: usize>(engine: &Engine, sql: &str) -> [i64; N] {
+    use engage_pipeline::datafusion::arrow::array::AsArray;
+    use engage_pipeline::datafusion::arrow::datatypes::Int64Type;
+    let batches = engine.query(sql).await.unwrap();
+    std::array::from_fn(|i| batches[0].column(i).as_primitive::<Int64Type>().value(0))
+}
+
+/// `sql/features/value.sql` takes the gaps between purchases from each
+/// customer's sorted purchase days, not from a window; on the generated
+/// sample its regularity equals the standard deviation over the mean of
+/// the gaps a `lag` window finds, within rounding, NULL where that is.
+#[tokio::test]
+async fn purchase_regularity_equals_the_gaps_a_window_finds() {
+    let as_of = date("2026-03-01");
+    let mut engine = Engine::open(crate::common::sample()).await.unwrap();
+    engine.features(as_of).await.unwrap();
+    let reference = format!(
+        "WITH tx AS (SELECT customer_key AS customer_id, ts FROM transactions_resolved
+                     WHERE ts < TIMESTAMP '{as_of} 00:00:00' AND amount > 0
+                       AND (date_part('epoch', TIMESTAMP '{as_of} 00:00:00') - date_part('epoch', ts)) / 86400.0 <= 730),
+         gaps AS (SELECT customer_id,
+                         (date_part('epoch', ts) - date_part('epoch', lag(ts) OVER (PARTITION BY customer_id ORDER BY ts))) / 86400.0 AS gap
+                  FROM tx),
+         cv AS (SELECT customer_id,
+                       CASE WHEN count(gap) >= 2 THEN stddev_pop(gap) / nullif(avg(gap), 0) END AS cv
+                FROM gaps GROUP BY customer_id)
+         SELECT count(*) AS customers,
+                count(cv.cv) AS with_cv,
+                sum(CASE WHEN (cv.cv IS NULL) <> (v.interpurchase_days_cv IS NULL)
+                           OR abs(cv.cv - v.interpurchase_days_cv) > 1e-9 THEN 1 ELSE 0 END) AS differ
+         FROM value_features v LEFT JOIN cv ON cv.customer_id = v.customer_id"
+    );
+    let [customers, with_cv, differ] = counts(&engine, &reference).await;
+    assert!(with_cv > 1_000, "{with_cv} of {customers} customers with a regularity");
+    assert_eq!(differ, 0, "{differ} of {customers} regularities differ from the window's");
 }
