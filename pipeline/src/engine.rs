@@ -183,6 +183,17 @@ impl Counted {
     }
 }
 
+/// `df` planned with sort-merge joins instead of hash joins. The feature
+/// table joins eight tables of one row per customer and is ordered by
+/// customer, the order a merge join's output is in already: hash joins,
+/// each repartitioning both sides, then a sort of the whole table cost
+/// about twice as much at 1M customers (BENCHMARKS.md).
+fn merge_joined(df: DataFrame) -> DataFrame {
+    let (mut state, plan) = df.into_parts();
+    state.config_mut().options_mut().optimizer.prefer_hash_join = false;
+    DataFrame::new(state, plan)
+}
+
 /// Registers `table` as `name` in `ctx`, replacing one of that name.
 fn replace_table(ctx: &SessionContext, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
     ctx.deregister_table(name).map_err(query(name))?;
@@ -864,7 +875,7 @@ impl Engine {
             }
             clock.lap(file.path);
         }
-        Ok(FeatureTable::Plan(self.register_view(&FEATURE_TABLE, &params).await?))
+        Ok(FeatureTable::Plan(merge_joined(self.register_view(&FEATURE_TABLE, &params).await?)))
     }
 
     /// Resolves identities as of `as_of` and registers every feature view
