@@ -22,21 +22,24 @@
 -- The counts look back at most 90 days, so they read only the last 91 days
 --   of events (a cheap filter on ts; the CASE limits still decide); the
 --   last engagement, over all history, is found among engaged events only.
-WITH ev AS (
+WITH events AS (
   SELECT customer_key AS customer_id, event_type, ts,
          event_type IN ('email_open', 'email_click', 'sms_click', 'web_visit', 'app_session',
-                        'store_visit', 'call_inbound', 'complaint') AS engaged,
-         (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 AS age_days
-  FROM interactions_resolved
-  WHERE ts < $as_of AND ts >= $as_of - INTERVAL '91 days'
-),
-last_engaged AS (
-  SELECT customer_key AS customer_id, max(ts) AS last_engaged
+                        'store_visit', 'call_inbound', 'complaint') AS engaged
   FROM interactions_resolved
   WHERE ts < $as_of
-    AND event_type IN ('email_open', 'email_click', 'sms_click', 'web_visit', 'app_session',
-                       'store_visit', 'call_inbound', 'complaint')
-  GROUP BY customer_key
+),
+ev AS (
+  SELECT customer_id, event_type, engaged,
+         (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 AS age_days
+  FROM events
+  WHERE ts >= $as_of - INTERVAL '91 days'
+),
+last_engaged AS (
+  SELECT customer_id, max(ts) AS last_engaged
+  FROM events
+  WHERE engaged
+  GROUP BY customer_id
 ),
 agg AS (
   SELECT customer_id,

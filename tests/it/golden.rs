@@ -13,7 +13,7 @@ use engage_pipeline::sql::{
     PURCHASE_DAYS, PURCHASE_SUMMARY,
 };
 
-use crate::common::{date, tiny, tiny_as_of};
+use crate::common::{date, sample, tiny, tiny_as_of};
 
 fn check(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.txt"));
@@ -209,7 +209,7 @@ async fn lifecycle_stages_equal_the_rules_read_with_a_self_join() {
     let as_of = date("2026-03-01");
     let d = LifecycleRules::default();
     for rules in [d, LifecycleRules { active_days: 200, at_risk_days: 200, dormant_days: 200, ..d }] {
-        let source = DataSource { lifecycle: rules, ..DataSource::new(crate::common::sample()) };
+        let source = DataSource { lifecycle: rules, ..DataSource::new(sample()) };
         let mut engine = Engine::open_source(&source).await.unwrap();
         engine.features(as_of).await.unwrap();
         let LifecycleRules { new_days, active_days, at_risk_days, dormant_days } = rules;
@@ -264,7 +264,7 @@ async fn counts<const N: usize>(engine: &Engine, sql: &str) -> [i64; N] {
 #[tokio::test]
 async fn purchase_regularity_equals_the_gaps_a_window_finds() {
     let as_of = date("2026-03-01");
-    let mut engine = Engine::open(crate::common::sample()).await.unwrap();
+    let mut engine = Engine::open(sample()).await.unwrap();
     engine.features(as_of).await.unwrap();
     let reference = format!(
         "WITH tx AS (SELECT customer_key AS customer_id, ts FROM transactions_resolved
