@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuilder};
+use datafusion::arrow::compute::kernels::cmp::lt;
 use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{JoinType, ScalarValue};
 use datafusion::datasource::{MemTable, TableProvider};
@@ -24,7 +26,7 @@ use crate::identity::{
     Attribution, GraphBuilder, ID_TYPES, IdentityOptions, IdentityQuality, IdentityStats, Resolution,
     map_schema, pairwise_quality,
 };
-use crate::ingest::{TableCounts, register_inputs, rejects_view};
+use crate::ingest::{AcceptedRows, TableCounts, register_inputs, rejects_view};
 use crate::output::{BATCH_ROWS, ParquetSink, read_parquet, write_parquet};
 use crate::report::Stopwatch;
 use crate::runtime::{ByteSize, EngineSettings};
@@ -171,6 +173,12 @@ pub(crate) struct Counted {
 }
 
 impl Counted {
+    /// Nothing held yet, as `what`, in the pool of `ctx`.
+    fn new(ctx: &SessionContext, what: &'static str, limit: Option<ByteSize>) -> Counted {
+        let reservation = MemoryConsumer::new(what).register(&ctx.runtime_env().memory_pool);
+        Counted { reservation, what, limit, largest: 0 }
+    }
+
     /// Now holding `bytes` in all.
     pub(crate) fn hold(&mut self, bytes: usize) -> Result<()> {
         self.largest = self.largest.max(bytes);
@@ -343,6 +351,71 @@ impl IdentityMap {
     }
 }
 
+/// Identifier columns of the CRM records the identity graph reads.
+const CRM_COLUMNS: [&str; 4] = ["customer_id", "email", "phone", "loyalty_id"];
+
+/// The identity graph of one cutoff being built, and the events it was
+/// built from (kept to be attributed once it is resolved). Reads the CRM
+/// records and each event table's rows before the cutoff, in any order; a
+/// row it is given is taken as accepted, once.
+struct GraphInProgress {
+    cutoff: Option<NaiveDate>,
+    graph: GraphBuilder,
+    /// Per [`ATTRIBUTED`] table: its kept columns and references.
+    events: Vec<Held>,
+    /// The graph's bytes, counted against the memory limit.
+    held: Counted,
+    /// Under a memory limit the events wait on disk until attributed, and
+    /// the SQL scans the attributed ones from there.
+    spill: Option<SpillDir>,
+}
+
+impl GraphInProgress {
+    fn new(ctx: &SessionContext, source: &DataSource, cutoff: Option<NaiveDate>) -> Result<GraphInProgress> {
+        let spill = source.engine.spill("events")?;
+        let events = ATTRIBUTED.iter().map(|a| Held::new(spill.as_ref(), a.table)).collect();
+        let held = Counted::new(ctx, "identity graph", source.engine.memory_limit);
+        Ok(GraphInProgress { cutoff, graph: GraphBuilder::new(&source.identity), events, held, spill })
+    }
+}
+
+impl AcceptedRows for GraphInProgress {
+    fn columns(&self, table: &str) -> Vec<&'static str> {
+        if table == CUSTOMERS {
+            return CRM_COLUMNS.to_vec();
+        }
+        match ATTRIBUTED.iter().find(|a| a.table == table) {
+            Some(a) => {
+                let ids = crate::schema::table(a.table).expect("a contract table").identity;
+                a.keep.iter().chain(ids).copied().collect()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    fn read(&mut self, table: &str, rows: RecordBatch) -> Result<()> {
+        if table == CUSTOMERS {
+            self.graph.add_crm(&id_columns(&rows, &CRM_COLUMNS), rows.num_rows());
+            return self.held.hold(self.graph.heap_bytes());
+        }
+        let Some(i) = ATTRIBUTED.iter().position(|a| a.table == table) else { return Ok(()) };
+        let (a, err) = (&ATTRIBUTED[i], |e: ArrowError| query(table)(e.into()));
+        let rows = match self.cutoff {
+            Some(cutoff) => {
+                let ts = rows.column_by_name("ts").expect("events have ts");
+                let cutoff = as_of_param(cutoff).to_scalar().map_err(query(table))?;
+                filter_record_batch(&rows, &lt(ts, &cutoff).map_err(err)?).map_err(err)?
+            }
+            None => rows,
+        };
+        let ids = crate::schema::table(table).expect("a contract table").identity;
+        let refs = self.graph.add_events(&id_columns(&rows, ids), rows.num_rows());
+        self.held.hold(self.graph.heap_bytes())?;
+        let keep: Vec<usize> = (0..a.keep.len()).collect();
+        self.events[i].push(rows.project(&keep).map_err(err)?, refs)
+    }
+}
+
 /// A session over one data root.
 pub struct Engine {
     ctx: SessionContext,
@@ -350,6 +423,9 @@ pub struct Engine {
     /// Rows read, accepted and rejected per input table.
     pub inputs: Vec<TableCounts>,
     identity: Option<ResolvedIdentity>,
+    /// The graph built while the inputs were checked ([`Engine::open_at`]),
+    /// until identities are resolved.
+    graph: Option<GraphInProgress>,
     /// The canonical views of the tables keyed by CRM customer_id, before
     /// erased customers are taken out of them.
     keyed_by_customer: Vec<(&'static str, DataFrame)>,
@@ -503,6 +579,21 @@ impl Engine {
     /// Checks and registers the inputs of `source`. Identities are resolved
     /// on demand, per cutoff (see [`Engine::resolve_identities`]).
     pub async fn open_source(source: &DataSource) -> Result<Engine> {
+        Engine::open_with(source, None).await
+    }
+
+    /// [`Engine::open_source`] for a job that resolves identities as of
+    /// `cutoff` (`None`: all rows) first: the identity graph is built from
+    /// the rows the contract checks read, in the same pass over each table,
+    /// instead of a second pass that decodes every event again (see
+    /// [`Engine::resolve_identities`]). Should a key of the customers or
+    /// an event table repeat, the graph is dropped and built by that second
+    /// pass over the deduplicated rows.
+    pub async fn open_at(source: &DataSource, cutoff: Option<NaiveDate>) -> Result<Engine> {
+        Engine::open_with(source, Some(cutoff)).await
+    }
+
+    async fn open_with(source: &DataSource, resolve_at: Option<Option<NaiveDate>>) -> Result<Engine> {
         source.lifecycle.check()?;
         source.engine.cluster()?;
         // Parquet text is read as Utf8 (the canonical type) rather than as
@@ -514,7 +605,19 @@ impl Engine {
         // Under a memory limit, the contract checks' key hashes and CSV
         // inputs (as Parquet, scanned for as long as the engine runs) go here.
         let ingest = source.engine.spill("ingest")?;
-        let inputs = register_inputs(&ctx, &source.root, ingest.as_ref()).await?;
+        let mut graph = match resolve_at {
+            Some(cutoff) => Some(GraphInProgress::new(&ctx, source, cutoff)?),
+            None => None,
+        };
+        let reader = graph.as_mut().map(|g| g as &mut dyn AcceptedRows);
+        let inputs = register_inputs(&ctx, &source.root, ingest.as_ref(), reader).await?;
+        // The graph saw every accepted copy of a repeated key; the views
+        // hold one (or none): it is built again from them.
+        let repeated = |c: &TableCounts| {
+            [CUSTOMERS, TRANSACTIONS, INTERACTIONS].contains(&c.table.as_str())
+                && (c.duplicates > 0 || c.rejected_by_rule.keys().any(|r| r.starts_with("conflicting_key")))
+        };
+        let graph = graph.filter(|_| !inputs.iter().any(repeated));
         let stages: ArrayRef = Arc::new(StringArray::from(source.response_funnel.clone()));
         let depths: ArrayRef =
             Arc::new(Int64Array::from((1..=source.response_funnel.len() as i64).collect::<Vec<_>>()));
@@ -530,6 +633,7 @@ impl Engine {
             source: source.clone(),
             inputs,
             identity: None,
+            graph,
             keyed_by_customer,
             spilled: None,
             _ingest: ingest,
@@ -555,8 +659,7 @@ impl Engine {
 
     /// A count of memory the driver holds outside the engine's operators.
     pub(crate) fn counted(&self, what: &'static str) -> Counted {
-        let reservation = MemoryConsumer::new(what).register(&self.ctx.runtime_env().memory_pool);
-        Counted { reservation, what, limit: self.source.engine.memory_limit, largest: 0 }
+        Counted::new(&self.ctx, what, self.source.engine.memory_limit)
     }
 
     /// Frees the attributed events and every view over them (feature,
@@ -565,6 +668,7 @@ impl Engine {
     /// it has what it needs from the events, before its own allocations.
     pub fn release_events(&mut self) -> Result<()> {
         self.identity = None;
+        self.graph = None;
         self.spilled = None;
         #[cfg(feature = "ballista")]
         {
@@ -592,44 +696,15 @@ impl Engine {
         if self.identity.as_ref().is_some_and(|i| i.cutoff == cutoff) {
             return Ok(self.identity.as_ref().expect("checked"));
         }
+        let built = self.graph.take().filter(|g| g.cutoff == cutoff);
         // Free the events attributed for another cutoff first, and the views
         // whose plans hold them: keeping them while attributing anew doubles
         // the peak memory. Every view is registered again by its user.
         self.release_events()?;
-        // Under a memory limit the events wait on disk between the passes
-        // and the SQL scans them from there.
-        let spill = self.source.engine.spill("events")?;
-        let mut graph = GraphBuilder::new(&self.source.identity);
-        let mut held = self.counted("identity graph");
-        let crm_columns = ["customer_id", "email", "phone", "loyalty_id"];
-        let df = self.keyed_by_customer[0].1.clone().select_columns(&crm_columns);
-        let mut stream = df.map_err(query(CUSTOMERS))?.execute_stream().await.map_err(query(CUSTOMERS))?;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(query(CUSTOMERS))?;
-            graph.add_crm(&id_columns(&batch, &crm_columns), batch.num_rows());
-            held.hold(graph.heap_bytes())?;
-        }
-
-        let mut events: Vec<Held> = Vec::new();
-        for a in &ATTRIBUTED {
-            let ids = crate::schema::table(a.table).expect("a contract table").identity;
-            let columns: Vec<&str> = a.keep.iter().chain(ids).copied().collect();
-            let mut df = self.ctx.table(a.table).await.map_err(query(a.table))?;
-            if let Some(cutoff) = cutoff {
-                df = df.filter(col("ts").lt(lit(as_of_param(cutoff)))).map_err(query(a.table))?;
-            }
-            let df = df.select_columns(&columns).map_err(query(a.table))?;
-            let mut stream = df.execute_stream().await.map_err(query(a.table))?;
-            let mut kept = Held::new(spill.as_ref(), a.table);
-            while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(query(a.table))?;
-                let refs = graph.add_events(&id_columns(&batch, ids), batch.num_rows());
-                held.hold(graph.heap_bytes())?;
-                let keep: Vec<usize> = (0..a.keep.len()).collect();
-                kept.push(batch.project(&keep).map_err(|e| query(a.table)(e.into()))?, refs)?;
-            }
-            events.push(kept);
-        }
+        let GraphInProgress { graph, events, mut held, spill, .. } = match built {
+            Some(built) => built,
+            None => self.build_graph(cutoff).await?,
+        };
         let mut sink = IdentityMap::sink(self.source.engine.spill("identity")?)?;
         let resolution =
             graph.resolve(&self.source.erasure, &mut |chunk| sink.push(chunk), &mut |bytes| {
@@ -737,6 +812,27 @@ impl Engine {
         stats.graph_bytes = held.largest as u64;
         self.spilled = spill;
         Ok(self.identity.insert(ResolvedIdentity { cutoff, map, stats, resolved }))
+    }
+
+    /// The identity graph as of `cutoff` from the canonical views: the CRM
+    /// records, then each event table's rows before the cutoff.
+    async fn build_graph(&self, cutoff: Option<NaiveDate>) -> Result<GraphInProgress> {
+        let mut g = GraphInProgress::new(&self.ctx, &self.source, cutoff)?;
+        for table in [CUSTOMERS, TRANSACTIONS, INTERACTIONS] {
+            let mut df = match table {
+                CUSTOMERS => self.keyed_by_customer[0].1.clone(),
+                _ => self.ctx.table(table).await.map_err(query(table))?,
+            };
+            if let (Some(cutoff), false) = (cutoff, table == CUSTOMERS) {
+                df = df.filter(col("ts").lt(lit(as_of_param(cutoff)))).map_err(query(table))?;
+            }
+            let df = df.select_columns(&g.columns(table)).map_err(query(table))?;
+            let mut stream = df.execute_stream().await.map_err(query(table))?;
+            while let Some(batch) = stream.next().await {
+                g.read(table, batch.map_err(query(table))?)?;
+            }
+        }
+        Ok(g)
     }
 
     /// Re-registers the tables keyed by CRM customer_id without the rows of

@@ -19,7 +19,9 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, StringArray, StringBuilder, UInt32Array,
 };
 use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::arrow::compute::{filter_record_batch, is_null};
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
+use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{JoinType, ScalarValue};
 use datafusion::datasource::MemTable;
@@ -286,16 +288,31 @@ async fn parquet_schema(root: &DataRoot, file: &ObjectMeta) -> std::result::Resu
     parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata()).map_err(FooterError::Parquet)
 }
 
+/// What else reads a table's accepted rows in the contract checks' pass
+/// over it (the engine builds its identity graph there rather than decode
+/// every event a second time).
+pub(crate) trait AcceptedRows {
+    /// The columns it reads of `table`; none: it reads nothing of it.
+    fn columns(&self, table: &str) -> Vec<&'static str>;
+    /// Rows of `table` that pass the row rules, in the order of
+    /// [`AcceptedRows::columns`]. A key's copies are all among them: whether
+    /// a key repeated is known only when the pass is over
+    /// ([`TableCounts::duplicates`], `conflicting_key` rejects).
+    fn read(&mut self, table: &str, rows: RecordBatch) -> Result<()>;
+}
+
 /// Checks and registers every contract table of `root` in `ctx` as a
 /// canonical view named after the table. Absent optional tables are
 /// registered empty. Fails before registering anything if a required table
 /// is missing or any file breaks the contract.
 /// Under a memory limit the key checks' working set goes to `spill`
-/// ([`Hashes`]).
-pub async fn register_inputs(
+/// ([`Hashes`]). `reader`, if any, is handed the accepted rows as they are
+/// checked.
+pub(crate) async fn register_inputs(
     ctx: &SessionContext,
     root: &DataRoot,
     spill: Option<&SpillDir>,
+    mut reader: Option<&mut dyn AcceptedRows>,
 ) -> Result<Vec<TableCounts>> {
     if root.local_path().is_some_and(|p| !p.is_dir()) {
         return Err(PipelineError::InvalidArgument {
@@ -319,7 +336,8 @@ pub async fn register_inputs(
     }
     let mut counts = Vec::new();
     for (spec, source, header) in sources {
-        counts.push(register_table(ctx, root, spec, source.as_ref(), &header, spill).await?);
+        let reader = reader.as_mut().map(|r| &mut **r as &mut dyn AcceptedRows);
+        counts.push(register_table(ctx, root, spec, source.as_ref(), &header, spill, reader).await?);
     }
     Ok(counts)
 }
@@ -331,6 +349,7 @@ async fn register_table(
     source: Option<&TableSource>,
     header: &[String],
     spill: Option<&SpillDir>,
+    reader: Option<&mut dyn AcceptedRows>,
 ) -> Result<TableCounts> {
     let Some(source) = source else {
         let empty =
@@ -390,7 +409,7 @@ async fn register_table(
     let checked = checked
         .select(spec.columns.iter().map(|c| ident(c.name)).chain([ident(REJECT_RULE)]).collect::<Vec<_>>())
         .map_err(query(spec.name))?;
-    let (tally, repeated) = tally(&checked, spec.key, spec.name, spill).await?;
+    let (tally, repeated) = tally(&checked, spec.key, spec.name, spill, reader).await?;
     let bytes = source.files.iter().map(|f| f.size).sum();
     let mut counts = TableCounts {
         table: spec.name.into(),
@@ -743,12 +762,13 @@ fn has_text() -> ScalarUDF {
 /// keys (of `key`, if given) that accepted rows repeat. Keys are first
 /// compared by a 64-bit hash (8 bytes per row, not the key's text, kept in
 /// [`Hashes`]); only when some hash repeats does a second pass compare the
-/// keys themselves.
+/// keys themselves. `reader` gets the accepted rows of the first pass.
 async fn tally(
     checked: &DataFrame,
     key: Option<&str>,
     name: &str,
     spill: Option<&SpillDir>,
+    reader: Option<&mut dyn AcceptedRows>,
 ) -> Result<(BTreeMap<Option<String>, u64>, Vec<String>)> {
     let hasher = foldhash::fast::FixedState::with_seed(0);
     let mut rules: BTreeMap<Option<String>, u64> = BTreeMap::new();
@@ -756,14 +776,22 @@ async fn tally(
         Some(_) => Some(Hashes::new(spill, name)?),
         None => None,
     };
-    let columns: Vec<Expr> = [REJECT_RULE].iter().chain(key.as_slice()).map(|c| ident(*c)).collect();
-    let mut stream = checked
-        .clone()
-        .select(columns.clone())
-        .map_err(query(name))?
-        .execute_stream()
-        .await
-        .map_err(query(name))?;
+    let mut names: Vec<&str> = [REJECT_RULE].into_iter().chain(key).collect();
+    let read = reader.as_ref().map(|r| r.columns(name)).unwrap_or_default();
+    let read_at: Vec<usize> = read
+        .iter()
+        .map(|c| match names.iter().position(|n| n == c) {
+            Some(i) => i,
+            None => {
+                names.push(c);
+                names.len() - 1
+            }
+        })
+        .collect();
+    let mut reader = reader.filter(|_| !read.is_empty());
+    let columns: Vec<Expr> = names.iter().map(|c| ident(*c)).collect();
+    let mut stream =
+        checked.clone().select(columns).map_err(query(name))?.execute_stream().await.map_err(query(name))?;
     let mut accepted = 0;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(query(name))?;
@@ -784,6 +812,15 @@ async fn tally(
             if let (Some(keys), Some(hashes)) = (keys, hashes.as_mut()) {
                 hashes.push(hasher.hash_one(keys.value(i)))?;
             }
+        }
+        if let Some(reader) = reader.as_deref_mut() {
+            let err = |e: ArrowError| query(name)(e.into());
+            let rows = match rule.null_count() {
+                0 => batch.project(&read_at),
+                _ => filter_record_batch(&batch, &is_null(rule).map_err(err)?)
+                    .and_then(|b| b.project(&read_at)),
+            };
+            reader.read(name, rows.map_err(err)?)?;
         }
     }
     let twice = match hashes {

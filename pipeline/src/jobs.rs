@@ -51,7 +51,7 @@ pub struct FeatureRun {
 /// `out/rejects/`, and `out/run_report.json`.
 pub async fn build_features(source: &DataSource, as_of: NaiveDate, out: &Path) -> Result<FeatureRun> {
     let mut clock = Stopwatch::start();
-    let mut engine = Engine::open_source(source).await?;
+    let mut engine = Engine::open_at(source, Some(as_of)).await?;
     clock.watch(&engine);
     clock.lap("ingest");
     let identity = engine.resolve_identities(Some(as_of)).await?.clone();
@@ -82,7 +82,7 @@ pub const IDENTITY_MAP_FILE: &str = "identity_map.parquet";
 /// ground truth). Returns the report.
 pub async fn build_identity(source: &DataSource, out: &Path) -> Result<RunReport> {
     let mut clock = Stopwatch::start();
-    let mut engine = Engine::open_source(source).await?;
+    let mut engine = Engine::open_at(source, None).await?;
     clock.watch(&engine);
     clock.lap("ingest");
     let identity = engine.resolve_identities(None).await?.clone();
@@ -204,7 +204,7 @@ fn save_run_report(dir: &Path, report: &RunReport) -> std::result::Result<(), en
 pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
     let mut clock = Stopwatch::start();
     opts.config.check()?;
-    let mut engine = Engine::open_source(&opts.source).await?;
+    let mut engine = Engine::open_at(&opts.source, Some(opts.as_of)).await?;
     clock.watch(&engine);
     clock.lap("ingest");
     let set = churn_training_set(&mut engine, opts.as_of, opts.horizon_days).await?;
@@ -469,7 +469,7 @@ pub struct TrainClvRun {
 /// report.
 pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
     let mut clock = Stopwatch::start();
-    let mut engine = Engine::open_source(&opts.source).await?;
+    let mut engine = Engine::open_at(&opts.source, Some(opts.as_of)).await?;
     clock.watch(&engine);
     clock.lap("ingest");
     let purchases = engine.purchase_days(opts.as_of).await?;
@@ -589,7 +589,7 @@ pub async fn forget(source: &DataSource, id_type: &str, id: &str, scrub: &[PathB
             });
         }
     }
-    let mut engine = Engine::open_source(source).await?;
+    let mut engine = Engine::open_at(source, None).await?;
     let map = engine.resolve_identities(None).await?.map.clone();
     // Two passes over the map: the identifier's own row, then every
     // identifier resolved to the same customer.
@@ -670,7 +670,7 @@ pub async fn build_dataset(opts: &DatasetOptions) -> Result<DatasetRun> {
             reason: "no cutoff: give --as-of D1,D2,... or --every with --from and --to".into(),
         });
     }
-    let mut engine = Engine::open_source(&opts.source).await?;
+    let mut engine = Engine::open_at(&opts.source, None).await?;
     clock.watch(&engine);
     clock.lap("ingest");
     // Labels first: they all use the identity resolved from all rows.

@@ -317,7 +317,7 @@ pub async fn score(opts: &ScoreOptions) -> Result<ScoreRun> {
         (Some(path), false) => audience::read_do_not_contact(path).await?,
         _ => Default::default(),
     };
-    let mut engine = Engine::open_source(&opts.source).await?;
+    let mut engine = Engine::open_at(&opts.source, Some(opts.as_of)).await?;
     clock.watch(&engine);
     progress.lap(&mut clock, "ingest");
     let identity = engine.resolve_identities(Some(opts.as_of)).await?.clone();

@@ -145,7 +145,7 @@ async fn features_under_a_memory_limit_spill_and_match() {
     assert!(!tmp.path().join("no-spill").join(FEATURES_FILE).exists(), "nothing half-written");
 
     // The identity graph cannot spill; it is counted against the limit, so
-    // a limit under what it took fails in the identity stage, saying so,
+    // a limit under what it took fails where the graph is built, saying so,
     // where it would have gone past the limit unseen. Half of what it took:
     // its vectors' capacities depend on the order rows arrive in, but stay
     // under twice what they hold. (Without the repeated transactions, whose
