@@ -379,8 +379,9 @@ impl GraphInProgress {
     }
 }
 
-impl AcceptedRows for GraphInProgress {
-    fn columns(&self, table: &str) -> Vec<&'static str> {
+impl GraphInProgress {
+    /// The columns of `table` the graph reads (none: not read).
+    fn columns(table: &str) -> Vec<&'static str> {
         if table == CUSTOMERS {
             return CRM_COLUMNS.to_vec();
         }
@@ -393,6 +394,7 @@ impl AcceptedRows for GraphInProgress {
         }
     }
 
+    /// Adds `rows` of `table`, in the order of [`GraphInProgress::columns`].
     fn read(&mut self, table: &str, rows: RecordBatch) -> Result<()> {
         if table == CUSTOMERS {
             self.graph.add_crm(&id_columns(&rows, &CRM_COLUMNS), rows.num_rows());
@@ -413,6 +415,64 @@ impl AcceptedRows for GraphInProgress {
         self.held.hold(self.graph.heap_bytes())?;
         let keep: Vec<usize> = (0..a.keep.len()).collect();
         self.events[i].push(rows.project(&keep).map_err(err)?, refs)
+    }
+}
+
+/// A [`GraphInProgress`] fed on a thread of its own: the graph (one hash
+/// probe per identifier, memory latency) runs beside the thread that
+/// decodes and checks the rows instead of after it on the same one.
+struct GraphThread {
+    rows: Option<std::sync::mpsc::SyncSender<(&'static str, RecordBatch)>>,
+    thread: Option<std::thread::JoinHandle<Result<GraphInProgress>>>,
+}
+
+impl GraphThread {
+    fn start(mut graph: GraphInProgress) -> GraphThread {
+        // A few batches in flight: enough to keep both sides busy.
+        let (rows, inbox) = std::sync::mpsc::sync_channel::<(&'static str, RecordBatch)>(4);
+        let thread = std::thread::Builder::new()
+            .name("identity-graph".into())
+            .spawn(move || {
+                for (table, batch) in inbox {
+                    graph.read(table, batch)?;
+                }
+                Ok(graph)
+            })
+            .expect("a thread starts");
+        GraphThread { rows: Some(rows), thread: Some(thread) }
+    }
+
+    /// The graph, once every row sent is in it, or the error that stopped it.
+    fn finish(mut self) -> Result<GraphInProgress> {
+        self.rows = None;
+        match self.thread.take().expect("finished once").join() {
+            Ok(graph) => graph,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl AcceptedRows for GraphThread {
+    fn columns(&self, table: &str) -> Vec<&'static str> {
+        GraphInProgress::columns(table)
+    }
+
+    fn read(&mut self, table: &str, rows: RecordBatch) -> Result<()> {
+        let table = [CUSTOMERS, TRANSACTIONS, INTERACTIONS].into_iter().find(|t| *t == table);
+        let Some(table) = table else { return Ok(()) };
+        let sent = self.rows.as_ref().expect("not finished").send((table, rows));
+        match sent {
+            Ok(()) => Ok(()),
+            // The thread stopped on an error: it says which.
+            Err(_) => {
+                let thread = self.thread.take().expect("not finished");
+                match thread.join() {
+                    Ok(Err(e)) => Err(e),
+                    Ok(Ok(_)) => unreachable!("the thread reads until the sender is dropped"),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        }
     }
 }
 
@@ -606,11 +666,12 @@ impl Engine {
         // inputs (as Parquet, scanned for as long as the engine runs) go here.
         let ingest = source.engine.spill("ingest")?;
         let mut graph = match resolve_at {
-            Some(cutoff) => Some(GraphInProgress::new(&ctx, source, cutoff)?),
+            Some(cutoff) => Some(GraphThread::start(GraphInProgress::new(&ctx, source, cutoff)?)),
             None => None,
         };
         let reader = graph.as_mut().map(|g| g as &mut dyn AcceptedRows);
         let inputs = register_inputs(&ctx, &source.root, ingest.as_ref(), reader).await?;
+        let graph = graph.map(GraphThread::finish).transpose()?;
         // The graph saw every accepted copy of a repeated key; the views
         // hold one (or none): it is built again from them.
         let repeated = |c: &TableCounts| {
@@ -817,7 +878,7 @@ impl Engine {
     /// The identity graph as of `cutoff` from the canonical views: the CRM
     /// records, then each event table's rows before the cutoff.
     async fn build_graph(&self, cutoff: Option<NaiveDate>) -> Result<GraphInProgress> {
-        let mut g = GraphInProgress::new(&self.ctx, &self.source, cutoff)?;
+        let mut g = GraphThread::start(GraphInProgress::new(&self.ctx, &self.source, cutoff)?);
         for table in [CUSTOMERS, TRANSACTIONS, INTERACTIONS] {
             let mut df = match table {
                 CUSTOMERS => self.keyed_by_customer[0].1.clone(),
@@ -826,13 +887,13 @@ impl Engine {
             if let (Some(cutoff), false) = (cutoff, table == CUSTOMERS) {
                 df = df.filter(col("ts").lt(lit(as_of_param(cutoff)))).map_err(query(table))?;
             }
-            let df = df.select_columns(&g.columns(table)).map_err(query(table))?;
+            let df = df.select_columns(&GraphInProgress::columns(table)).map_err(query(table))?;
             let mut stream = df.execute_stream().await.map_err(query(table))?;
             while let Some(batch) = stream.next().await {
                 g.read(table, batch.map_err(query(table))?)?;
             }
         }
-        Ok(g)
+        g.finish()
     }
 
     /// Re-registers the tables keyed by CRM customer_id without the rows of
