@@ -33,8 +33,8 @@ const PR_SET_THP_DISABLE: c_int = 41;
 /// takes back from the OS is faulted in as 2 MiB that the kernel zeroes
 /// whole, and is resident whole however little of it is used.
 /// `engage features` at 1M customers spent a quarter of its CPU zeroing
-/// pages (`clear_page_erms` under mimalloc's page faults): 44.6 s and 7.6
-/// GiB with huge pages, 36.9 s and 6.5 GiB without; at 1M customers under
+/// pages (`clear_page_erms` under mimalloc's page faults): 49.7 to 52.2 s
+/// and up to 7.2 GiB with huge pages, 39.6 to 41.3 s and 6.2 GiB without; at 1M customers under
 /// a 4 GiB limit `engage identity` peaks at 1.09 GiB instead of 1.21 GiB;
 /// at 10M the nightly job at 2.55 GiB instead of 3.2 to 4.2 GiB
 /// (BENCHMARKS.md). Left alone when `MIMALLOC_ALLOW_THP` is set, or with

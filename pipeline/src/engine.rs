@@ -377,9 +377,7 @@ impl GraphInProgress {
         let held = Counted::new(ctx, "identity graph", source.engine.memory_limit);
         Ok(GraphInProgress { cutoff, graph: GraphBuilder::new(&source.identity), events, held, spill })
     }
-}
 
-impl GraphInProgress {
     /// The columns of `table` the graph reads (none: not read).
     fn columns(table: &str) -> Vec<&'static str> {
         if table == CUSTOMERS {
@@ -394,7 +392,8 @@ impl GraphInProgress {
         }
     }
 
-    /// Adds `rows` of `table`, in the order of [`GraphInProgress::columns`].
+    /// Adds `rows` of `table`, in the order of [`GraphInProgress::columns`];
+    /// events at or after the cutoff are left out here.
     fn read(&mut self, table: &str, rows: RecordBatch) -> Result<()> {
         if table == CUSTOMERS {
             self.graph.add_crm(&id_columns(&rows, &CRM_COLUMNS), rows.num_rows());
@@ -746,7 +745,9 @@ impl Engine {
 
     /// Builds the identity graph from the rows before `cutoff` (all rows for
     /// `None`) and attributes those rows through it, in one pass over each
-    /// event table (see [`GraphBuilder`]). The attributed events
+    /// event table (see [`GraphBuilder`]): the pass that checked the inputs,
+    /// when the engine was opened for this cutoff ([`Engine::open_at`]),
+    /// else one over the canonical views. The attributed events
     /// (`transactions_resolved`, `interactions_resolved`) are held in memory,
     /// since every feature group reads them, or under a memory limit in
     /// Parquet files in the spill directory (see [`crate::events`]). Point in time: features as of a
@@ -880,13 +881,10 @@ impl Engine {
     async fn build_graph(&self, cutoff: Option<NaiveDate>) -> Result<GraphInProgress> {
         let mut g = GraphThread::start(GraphInProgress::new(&self.ctx, &self.source, cutoff)?);
         for table in [CUSTOMERS, TRANSACTIONS, INTERACTIONS] {
-            let mut df = match table {
+            let df = match table {
                 CUSTOMERS => self.keyed_by_customer[0].1.clone(),
                 _ => self.ctx.table(table).await.map_err(query(table))?,
             };
-            if let (Some(cutoff), false) = (cutoff, table == CUSTOMERS) {
-                df = df.filter(col("ts").lt(lit(as_of_param(cutoff)))).map_err(query(table))?;
-            }
             let df = df.select_columns(&GraphInProgress::columns(table)).map_err(query(table))?;
             let mut stream = df.execute_stream().await.map_err(query(table))?;
             while let Some(batch) = stream.next().await {
