@@ -351,6 +351,9 @@ impl IdentityMap {
     }
 }
 
+/// The tables the identity graph reads.
+const GRAPH_TABLES: [&str; 3] = [CUSTOMERS, TRANSACTIONS, INTERACTIONS];
+
 /// Identifier columns of the CRM records the identity graph reads.
 const CRM_COLUMNS: [&str; 4] = ["customer_id", "email", "phone", "loyalty_id"];
 
@@ -456,9 +459,7 @@ impl AcceptedRows for GraphThread {
         GraphInProgress::columns(table)
     }
 
-    fn read(&mut self, table: &str, rows: RecordBatch) -> Result<()> {
-        let table = [CUSTOMERS, TRANSACTIONS, INTERACTIONS].into_iter().find(|t| *t == table);
-        let Some(table) = table else { return Ok(()) };
+    fn read(&mut self, table: &'static str, rows: RecordBatch) -> Result<()> {
         let sent = self.rows.as_ref().expect("not finished").send((table, rows));
         match sent {
             Ok(()) => Ok(()),
@@ -674,7 +675,7 @@ impl Engine {
         // The graph saw every accepted copy of a repeated key; the views
         // hold one (or none): it is built again from them.
         let repeated = |c: &TableCounts| {
-            [CUSTOMERS, TRANSACTIONS, INTERACTIONS].contains(&c.table.as_str())
+            GRAPH_TABLES.contains(&c.table.as_str())
                 && (c.duplicates > 0 || c.rejected_by_rule.keys().any(|r| r.starts_with("conflicting_key")))
         };
         let graph = graph.filter(|_| !inputs.iter().any(repeated));
@@ -880,7 +881,7 @@ impl Engine {
     /// records, then each event table's rows before the cutoff.
     async fn build_graph(&self, cutoff: Option<NaiveDate>) -> Result<GraphInProgress> {
         let mut g = GraphThread::start(GraphInProgress::new(&self.ctx, &self.source, cutoff)?);
-        for table in [CUSTOMERS, TRANSACTIONS, INTERACTIONS] {
+        for table in GRAPH_TABLES {
             let df = match table {
                 CUSTOMERS => self.keyed_by_customer[0].1.clone(),
                 _ => self.ctx.table(table).await.map_err(query(table))?,

@@ -298,7 +298,7 @@ pub(crate) trait AcceptedRows {
     /// [`AcceptedRows::columns`]. A key's copies are all among them: whether
     /// a key repeated is known only when the pass is over
     /// ([`TableCounts::duplicates`], `conflicting_key` rejects).
-    fn read(&mut self, table: &str, rows: RecordBatch) -> Result<()>;
+    fn read(&mut self, table: &'static str, rows: RecordBatch) -> Result<()>;
 }
 
 /// Checks and registers every contract table of `root` in `ctx` as a
@@ -766,7 +766,7 @@ fn has_text() -> ScalarUDF {
 async fn tally(
     checked: &DataFrame,
     key: Option<&str>,
-    name: &str,
+    name: &'static str,
     spill: Option<&SpillDir>,
     reader: Option<&mut dyn AcceptedRows>,
 ) -> Result<(BTreeMap<Option<String>, u64>, Vec<String>)> {
