@@ -269,6 +269,47 @@ const ATTRIBUTED: [Attributed; 2] = [
     },
 ];
 
+impl Attributed {
+    /// The type a kept column of [`Attributed::table`] is held in: a
+    /// column of the contract's closed vocabularies (`channel`,
+    /// `event_type`) dictionary-encoded, one byte a row instead of its
+    /// text (tens of millions of rows, a handful of values), which the
+    /// feature SQL also compares faster; the others as the contract has
+    /// them.
+    fn held_type(&self, column: &str, canonical: &DataType) -> DataType {
+        let spec = crate::schema::table(self.table).expect("a contract table");
+        match spec.columns.iter().find(|c| c.name == column).and_then(|c| c.allowed) {
+            Some(_) => DataType::Dictionary(Box::new(DataType::UInt8), Box::new(DataType::Utf8)),
+            None => canonical.clone(),
+        }
+    }
+
+    /// The schema the kept columns `fields` are held in.
+    fn held_schema<'f>(&self, fields: impl IntoIterator<Item = &'f Field>) -> Schema {
+        Schema::new(
+            fields
+                .into_iter()
+                .map(|f| f.clone().with_data_type(self.held_type(f.name(), f.data_type())))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// `rows` (the kept columns) in their held types.
+    fn held(&self, rows: RecordBatch) -> Result<RecordBatch> {
+        let schema = Arc::new(self.held_schema(rows.schema().fields().iter().map(|f| f.as_ref())));
+        let columns = rows
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(column, field)| cast(column, field.data_type()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            // A closed vocabulary has far fewer than 256 values: the
+            // contract check rejects any other.
+            .map_err(|e| query(self.table)(e.into()))?;
+        RecordBatch::try_new(schema, columns).map_err(|e| query(self.table)(e.into()))
+    }
+}
+
 /// The identity map in force and what it found.
 #[derive(Debug, Clone)]
 pub struct ResolvedIdentity {
@@ -416,7 +457,7 @@ impl GraphInProgress {
         let refs = self.graph.add_events(&id_columns(&rows, ids), rows.num_rows());
         self.held.hold(self.graph.heap_bytes())?;
         let keep: Vec<usize> = (0..a.keep.len()).collect();
-        self.events[i].push(rows.project(&keep).map_err(err)?, refs)
+        self.events[i].push(a.held(rows.project(&keep).map_err(err)?)?, refs)
     }
 }
 
@@ -838,11 +879,12 @@ impl Engine {
                 Some(s) => s,
                 None => {
                     let df = self.ctx.table(a.table).await.map_err(query(a.table))?;
-                    let mut fields: Vec<Field> = a
+                    let kept = a
                         .keep
                         .iter()
-                        .map(|c| df.schema().as_arrow().field_with_name(c).expect("kept column").clone())
-                        .collect();
+                        .map(|c| df.schema().as_arrow().field_with_name(c).expect("kept column"));
+                    let mut fields: Vec<Field> =
+                        a.held_schema(kept).fields().iter().map(|f| f.as_ref().clone()).collect();
                     fields.push(Field::new("customer_key", DataType::Utf8, true));
                     Arc::new(Schema::new(fields))
                 }
