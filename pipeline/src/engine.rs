@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray, StringBuilder};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, DictionaryArray, Int64Array, StringArray, StringBuilder, UInt8Array,
+};
 use datafusion::arrow::compute::kernels::cmp::lt;
 use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -270,15 +272,19 @@ const ATTRIBUTED: [Attributed; 2] = [
 ];
 
 impl Attributed {
-    /// The type a kept column of [`Attributed::table`] is held in: a
-    /// column of the contract's closed vocabularies (`channel`,
-    /// `event_type`) dictionary-encoded, one byte a row instead of its
-    /// text (tens of millions of rows, a handful of values), which the
-    /// feature SQL also compares faster; the others as the contract has
-    /// them.
-    fn held_type(&self, column: &str, canonical: &DataType) -> DataType {
+    /// The closed vocabulary of a kept column of [`Attributed::table`]
+    /// (`channel`, `event_type`), if it has one.
+    fn vocabulary(&self, column: &str) -> Option<&'static [&'static str]> {
         let spec = crate::schema::table(self.table).expect("a contract table");
-        match spec.columns.iter().find(|c| c.name == column).and_then(|c| c.allowed) {
+        spec.columns.iter().find(|c| c.name == column).and_then(|c| c.allowed)
+    }
+
+    /// The type a kept column is held in: a column of a closed vocabulary
+    /// dictionary-encoded, one byte a row instead of its text (tens of
+    /// millions of rows, a handful of values), which the feature SQL also
+    /// compares faster; the others as the contract has them.
+    fn held_type(&self, column: &str, canonical: &DataType) -> DataType {
+        match self.vocabulary(column) {
             Some(_) => DataType::Dictionary(Box::new(DataType::UInt8), Box::new(DataType::Utf8)),
             None => canonical.clone(),
         }
@@ -294,19 +300,39 @@ impl Attributed {
         )
     }
 
-    /// `rows` (the kept columns) in their held types.
+    /// `rows` (the kept columns) in their held types. A vocabulary's
+    /// dictionary is the vocabulary itself, in the contract's order, and a
+    /// value's key its place there: no hashing, and every batch has the
+    /// same dictionary.
     fn held(&self, rows: RecordBatch) -> Result<RecordBatch> {
         let schema = Arc::new(self.held_schema(rows.schema().fields().iter().map(|f| f.as_ref())));
-        let columns = rows
-            .columns()
-            .iter()
-            .zip(schema.fields())
-            .map(|(column, field)| cast(column, field.data_type()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            // A closed vocabulary has far fewer than 256 values: the
-            // contract check rejects any other.
-            .map_err(|e| query(self.table)(e.into()))?;
-        RecordBatch::try_new(schema, columns).map_err(|e| query(self.table)(e.into()))
+        let err = |e: ArrowError| query(self.table)(e.into());
+        let mut columns = Vec::with_capacity(rows.num_columns());
+        for (column, field) in rows.columns().iter().zip(schema.fields()) {
+            let Some(words) = self.vocabulary(field.name()) else {
+                columns.push(column.clone());
+                continue;
+            };
+            let text = column.as_string::<i32>();
+            let keys = text
+                .iter()
+                .map(|v| match v {
+                    None => Ok(None),
+                    Some(v) => match words.iter().position(|w| *w == v).and_then(|k| u8::try_from(k).ok()) {
+                        Some(k) => Ok(Some(k)),
+                        // The contract check rejects such rows before.
+                        None => Err(ArrowError::InvalidArgumentError(format!(
+                            "{}: {v:?} is not one of {words:?}",
+                            field.name()
+                        ))),
+                    },
+                })
+                .collect::<std::result::Result<UInt8Array, _>>()
+                .map_err(err)?;
+            let dictionary = DictionaryArray::try_new(keys, Arc::new(StringArray::from(words.to_vec())));
+            columns.push(Arc::new(dictionary.map_err(err)?) as ArrayRef);
+        }
+        RecordBatch::try_new(schema, columns).map_err(err)
     }
 }
 
@@ -1372,5 +1398,51 @@ impl Engine {
     /// Runs any SQL over the registered views (for tests and ad-hoc checks).
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         self.ctx.sql(sql).await.map_err(query("ad-hoc"))?.collect().await.map_err(query("ad-hoc"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_vocabularies_are_keys_into_the_contract_order() {
+        let interactions = &ATTRIBUTED[1];
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("channel", DataType::Utf8, true),
+            Field::new("duration_s", DataType::Float64, true),
+        ]));
+        let rows = |channels: Vec<Option<&str>>| {
+            let n = channels.len();
+            let durations: ArrayRef = Arc::new(datafusion::arrow::array::Float64Array::from(vec![1.5; n]));
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(channels)), durations])
+                .unwrap()
+        };
+        let held = interactions.held(rows(vec![Some("sms"), None, Some("email"), Some("sms")])).unwrap();
+        let channel = held.column(0).as_dictionary::<datafusion::arrow::datatypes::UInt8Type>();
+        let keys: Vec<Option<u8>> = channel.keys().iter().collect();
+        assert_eq!(keys, [Some(3), None, Some(0), Some(3)]);
+        assert_eq!(
+            cast(held.column(0), &DataType::Utf8).unwrap().as_ref(),
+            rows(vec![Some("sms"), None, Some("email"), Some("sms")]).column(0).as_ref()
+        );
+        assert_eq!(
+            held.column(1).as_ref(),
+            rows(vec![None; 4]).column(1).as_ref(),
+            "other columns as they were"
+        );
+        assert_eq!(
+            held.schema().as_ref(),
+            &interactions.held_schema(schema.fields().iter().map(|f| f.as_ref()))
+        );
+        let err = interactions.held(rows(vec![Some("fax")])).unwrap_err();
+        let mut chain: Vec<String> = vec![err.to_string()];
+        let mut source = std::error::Error::source(&err);
+        while let Some(e) = source {
+            chain.push(e.to_string());
+            source = e.source();
+        }
+        let err = chain.join(": ");
+        assert!(err.contains("interactions") && err.contains("channel") && err.contains("\"fax\""), "{err}");
     }
 }
