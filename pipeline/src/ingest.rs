@@ -897,10 +897,9 @@ impl Hashes {
 
     /// The hashes seen more than once.
     fn repeated(self) -> Result<std::collections::HashSet<u64>> {
-        fn repeats(mut bucket: Vec<u64>) -> impl Iterator<Item = u64> {
+        fn repeats(mut bucket: Vec<u64>) -> Vec<u64> {
             bucket.sort_unstable();
-            let twice: Vec<u64> = bucket.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
-            twice.into_iter()
+            bucket.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect()
         }
         let mut twice = std::collections::HashSet::new();
         match self {
