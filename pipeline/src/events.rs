@@ -10,17 +10,20 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, AsArray, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{PipelineError, Result, io};
+use crate::output::ParquetSink;
 
-/// Spill files are written once and read once: snappy, fast both ways.
-fn writer_properties() -> parquet::file::properties::WriterProperties {
-    parquet::file::properties::WriterProperties::builder()
+/// A spill file being written: written once and read once, so snappy
+/// (fast both ways) rather than the outputs' zstd; encoded on the sink's
+/// thread, not the one producing the rows (see [`ParquetSink`]).
+fn spill_sink(path: &Path, schema: SchemaRef) -> Result<Box<ParquetSink>> {
+    let properties = crate::output::writer_properties(&schema)
+        .into_builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(crate::output::BATCH_ROWS))
-        .build()
+        .build();
+    ParquetSink::with_properties(path, schema, properties).map(Box::new)
 }
 
 /// Column holding each row's identifier reference on disk.
@@ -64,11 +67,7 @@ pub type Batches = Box<dyn Iterator<Item = Result<(RecordBatch, Vec<u32>)>>>;
 /// written to one Parquet file.
 pub enum Held {
     Memory(Vec<(RecordBatch, Vec<u32>)>),
-    Disk { path: PathBuf, writer: Option<Box<ArrowWriter<std::fs::File>>> },
-}
-
-fn write_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> PipelineError + '_ {
-    move |source| PipelineError::Write { path: path.display().to_string(), source }
+    Disk { path: PathBuf, writer: Option<Box<ParquetSink>> },
 }
 
 impl Held {
@@ -94,12 +93,9 @@ impl Held {
                     PipelineError::Query { name: path.display().to_string(), source: e.into() }
                 })?;
                 if writer.is_none() {
-                    let file = std::fs::File::create(&*path).map_err(io(path))?;
-                    let w = ArrowWriter::try_new(file, schema, Some(writer_properties()))
-                        .map_err(write_err(path))?;
-                    *writer = Some(Box::new(w));
+                    *writer = Some(spill_sink(path, schema)?);
                 }
-                writer.as_mut().expect("just made").write(&with_refs).map_err(write_err(path))?;
+                writer.as_mut().expect("just made").write(&with_refs)?;
             }
         }
         Ok(())
@@ -111,7 +107,7 @@ impl Held {
             Held::Memory(v) => Ok(Box::new(v.into_iter().map(Ok))),
             Held::Disk { writer: None, .. } => Ok(Box::new(std::iter::empty())),
             Held::Disk { path, writer: Some(w) } => {
-                w.close().map_err(write_err(&path))?;
+                w.finish()?;
                 let file = std::fs::File::open(&path).map_err(io(&path))?;
                 // Read once: the open file outlives its name.
                 std::fs::remove_file(&path).map_err(io(&path))?;
@@ -138,7 +134,7 @@ impl Held {
 /// the SQL then scans.
 pub enum Attributed {
     Memory(Vec<Vec<RecordBatch>>),
-    Disk { path: PathBuf, writer: Option<Box<ArrowWriter<std::fs::File>>> },
+    Disk { path: PathBuf, writer: Option<Box<ParquetSink>> },
 }
 
 impl Attributed {
@@ -158,12 +154,9 @@ impl Attributed {
             }
             Attributed::Disk { path, writer } => {
                 if writer.is_none() {
-                    let file = std::fs::File::create(&*path).map_err(io(path))?;
-                    let w = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))
-                        .map_err(write_err(path))?;
-                    *writer = Some(Box::new(w));
+                    *writer = Some(spill_sink(path, batch.schema())?);
                 }
-                writer.as_mut().expect("just made").write(&batch).map_err(write_err(path))?;
+                writer.as_mut().expect("just made").write(&batch)?;
             }
         }
         Ok(())
@@ -176,14 +169,10 @@ impl Attributed {
             Attributed::Memory(parts) => Ok(Finished::Memory(parts)),
             Attributed::Disk { path, writer } => {
                 let w = match writer {
-                    Some(w) => *w,
-                    None => {
-                        let file = std::fs::File::create(&path).map_err(io(&path))?;
-                        ArrowWriter::try_new(file, schema.clone(), Some(writer_properties()))
-                            .map_err(write_err(&path))?
-                    }
+                    Some(w) => w,
+                    None => spill_sink(&path, schema.clone())?,
                 };
-                w.close().map_err(write_err(&path))?;
+                w.finish()?;
                 Ok(Finished::File(path))
             }
         }

@@ -209,7 +209,8 @@ fn write_one(path: &Path, batches: &[RecordBatch]) -> Result<()> {
     let schema = batches[0].schema();
     let file = std::fs::File::create(path).map_err(io(path))?;
     let err = |source| PipelineError::Write { path: path.display().to_string(), source };
-    let mut w = ArrowWriter::try_new(file, schema, Some(writer_properties())).map_err(err)?;
+    let properties = writer_properties(&schema);
+    let mut w = ArrowWriter::try_new(file, schema, Some(properties)).map_err(err)?;
     for b in batches {
         w.write(b).map_err(err)?;
     }
@@ -1334,7 +1335,9 @@ impl PartWriters {
             std::fs::create_dir_all(&table_dir).map_err(io(&table_dir))?;
             let path = table_dir.join(format!("part-{part:05}.parquet"));
             let file = std::fs::File::create(&path).map_err(io(&path))?;
-            let w = ArrowWriter::try_new(file, schema(), Some(writer_properties()))
+            let schema = schema();
+            let properties = writer_properties(&schema);
+            let w = ArrowWriter::try_new(file, schema, Some(properties))
                 .map_err(|source| PipelineError::Write { path: path.display().to_string(), source })?;
             writers.push((path, w));
         }
