@@ -267,7 +267,10 @@ mod tests {
         // Queued, then refused on the encoding thread: the error comes back
         // from a later write or from finish, naming the file.
         let err = match sink.write(&text).and_then(|()| sink.write(&batch(vec![2]))) {
-            Err(e) => e,
+            Err(e) => {
+                drop(sink);
+                e
+            }
             Ok(()) => sink.finish().expect_err("a batch of another schema was written"),
         };
         let err = err.to_string();
