@@ -10,9 +10,13 @@ use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::record_batch::RecordBatchReader;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory, compute_leaves,
+};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{PipelineError, Result, io};
@@ -75,16 +79,19 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn start(mut writer: ArrowWriter<File>) -> Encoder {
+    fn start(writer: ArrowWriter<File>, schema: Arc<Schema>) -> Encoder {
         // Two batches in flight keep both threads busy; more only hold memory.
         let (inbox, batches) = std::sync::mpsc::sync_channel::<ToEncode>(2);
         let thread = std::thread::Builder::new()
             .name("parquet-sink".into())
             .spawn(move || {
+                let (file, factory) = writer.into_serialized_writer()?;
+                let mut groups =
+                    RowGroups { file, factory, schema, pending: Vec::new(), rows: 0, written: 0 };
                 for message in batches {
                     match message {
-                        ToEncode::Batch(batch) => writer.write(&batch)?,
-                        ToEncode::Finish => return writer.close().map(drop),
+                        ToEncode::Batch(batch) => groups.write(batch)?,
+                        ToEncode::Finish => return groups.close(),
                     }
                 }
                 Ok(())
@@ -119,6 +126,96 @@ impl Encoder {
     }
 }
 
+/// A Parquet file's row groups, each gathered to [`BATCH_ROWS`] rows and
+/// then encoded with its columns split between this thread and one more
+/// (the columns of a row group are independent): what `ArrowWriter` writes,
+/// byte for byte, in about half the time where a core is free.
+struct RowGroups {
+    file: SerializedFileWriter<File>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: Arc<Schema>,
+    pending: Vec<RecordBatch>,
+    rows: usize,
+    written: usize,
+}
+
+/// A leaf column's writer and its slices of one row group.
+type Job = (ArrowColumnWriter, Vec<ArrowLeafColumn>);
+
+impl RowGroups {
+    fn write(&mut self, mut batch: RecordBatch) -> parquet::errors::Result<()> {
+        let types = |s: &Schema| s.fields().iter().map(|f| f.data_type().clone()).collect::<Vec<_>>();
+        if types(&batch.schema()) != types(&self.schema) {
+            return Err(parquet::errors::ParquetError::ArrowError(format!(
+                "a batch of columns {:?} where the file has {:?}",
+                types(&batch.schema()),
+                types(&self.schema)
+            )));
+        }
+        while self.rows + batch.num_rows() >= BATCH_ROWS {
+            let room = BATCH_ROWS - self.rows;
+            self.pending.push(batch.slice(0, room));
+            self.flush()?;
+            batch = batch.slice(room, batch.num_rows() - room);
+        }
+        if batch.num_rows() > 0 {
+            self.rows += batch.num_rows();
+            self.pending.push(batch);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> parquet::errors::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut jobs: Vec<Job> =
+            self.factory.create_column_writers(self.written)?.into_iter().map(|w| (w, Vec::new())).collect();
+        for batch in std::mem::take(&mut self.pending) {
+            let mut leaf = 0;
+            for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
+                for slice in compute_leaves(field, column)? {
+                    jobs[leaf].1.push(slice);
+                    leaf += 1;
+                }
+            }
+        }
+        self.rows = 0;
+        let encode = |(mut writer, slices): Job| {
+            for slice in &slices {
+                writer.write(slice)?;
+            }
+            writer.close()
+        };
+        let (mut even, mut odd) = (Vec::new(), Vec::new());
+        for (i, job) in jobs.into_iter().enumerate() {
+            if i % 2 == 0 { even.push(job) } else { odd.push(job) }
+        }
+        let (even, odd) = std::thread::scope(|s| {
+            let other = s.spawn(|| odd.into_iter().map(encode).collect::<parquet::errors::Result<Vec<_>>>());
+            let mine = even.into_iter().map(encode).collect::<parquet::errors::Result<Vec<_>>>();
+            (mine, other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        });
+        let (mut even, mut odd) = (even?.into_iter(), odd?.into_iter());
+        let mut group = self.file.next_row_group()?;
+        for i in 0.. {
+            let chunk = if i % 2 == 0 { even.next() } else { odd.next() };
+            match chunk {
+                Some(chunk) => chunk.append_to_row_group(&mut group)?,
+                None => break,
+            }
+        }
+        group.close()?;
+        self.written += 1;
+        Ok(())
+    }
+
+    fn close(mut self) -> parquet::errors::Result<()> {
+        self.flush()?;
+        self.file.close().map(drop)
+    }
+}
+
 impl ParquetSink {
     pub fn create(path: &Path, schema: Arc<Schema>) -> Result<ParquetSink> {
         let properties = writer_properties(&schema);
@@ -137,7 +234,7 @@ impl ParquetSink {
         let mut sink =
             ParquetSink { path: path.to_path_buf(), tmp, encoder: None, schema: schema.clone(), rows: 0 };
         let writer = ArrowWriter::try_new(file, schema, Some(properties)).map_err(|e| sink.err(e))?;
-        sink.encoder = Some(Encoder::start(writer));
+        sink.encoder = Some(Encoder::start(writer, sink.schema.clone()));
         Ok(sink)
     }
 
@@ -276,6 +373,55 @@ mod tests {
         let err = err.to_string();
         assert!(err.contains("t.parquet"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a failed sink left a file");
+    }
+
+    #[test]
+    fn row_groups_encoded_on_two_threads_are_what_arrow_writer_writes() {
+        use datafusion::arrow::array::{Float64Array, ListBuilder, StringArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("x", DataType::Float64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("l", DataType::List(Arc::new(Field::new("item", DataType::Int64, true))), true),
+        ]));
+        let batch = |from: i64, n: i64| {
+            let k = Int64Array::from((from..from + n).map(|i| i % 7).collect::<Vec<_>>());
+            let x = Float64Array::from(
+                (from..from + n).map(|i| (i % 5 != 0).then_some(i as f64 / 3.0)).collect::<Vec<_>>(),
+            );
+            let s = StringArray::from(
+                (from..from + n).map(|i| (i % 3 != 0).then(|| format!("v{}", i % 11))).collect::<Vec<_>>(),
+            );
+            let mut l = ListBuilder::new(Int64Array::builder(0));
+            for i in from..from + n {
+                l.values().append_slice(&vec![i; (i % 3) as usize]);
+                l.append(i % 4 != 0);
+            }
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(k), Arc::new(x), Arc::new(s), Arc::new(l.finish())],
+            )
+            .unwrap()
+        };
+        // Three row groups, the batches straddling their edges.
+        let batches = [batch(0, 50_000), batch(50_000, 90_000), batch(140_000, 10_000)];
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("ours.parquet");
+        let mut sink = ParquetSink::create(&ours, schema.clone()).unwrap();
+        for b in &batches {
+            sink.write(b).unwrap();
+        }
+        assert_eq!(sink.finish().unwrap(), 150_000);
+        let theirs = dir.path().join("theirs.parquet");
+        let file = File::create(&theirs).unwrap();
+        let mut writer =
+            ArrowWriter::try_new(file, schema.clone(), Some(writer_properties(&schema))).unwrap();
+        for b in &batches {
+            writer.write(b).unwrap();
+        }
+        writer.close().unwrap();
+        let (ours, theirs) = (std::fs::read(ours).unwrap(), std::fs::read(theirs).unwrap());
+        assert!(ours == theirs, "{} bytes against ArrowWriter's {}", ours.len(), theirs.len());
     }
 
     #[test]
