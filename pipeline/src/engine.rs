@@ -9,9 +9,10 @@ use chrono::NaiveDate;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, DictionaryArray, Int64Array, StringArray, StringBuilder, UInt8Array,
 };
+use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::kernels::cmp::lt;
 use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{JoinType, ScalarValue};
@@ -23,7 +24,7 @@ use futures::StreamExt;
 
 use crate::erasure::ErasureList;
 use crate::error::{PipelineError, Result, io, query};
-use crate::events::{Attributed as AttributedEvents, Finished, Held, SpillDir};
+use crate::events::{Attributed as AttributedEvents, Batches, Finished, Held, SpillDir};
 use crate::identity::{
     Attribution, GraphBuilder, ID_TYPES, IdentityOptions, IdentityQuality, IdentityStats, Resolution,
     map_schema, pairwise_quality,
@@ -480,7 +481,7 @@ fn attribute_in_memory(
     resolution: &Resolution,
     view: &str,
     schema: &SchemaRef,
-    held: Vec<(RecordBatch, Vec<u32>)>,
+    held: Vec<(RecordBatch, ScalarBuffer<u32>)>,
 ) -> Result<(Finished, Tally)> {
     let mut parts: Vec<Vec<_>> = (0..ATTRIBUTION_PARTITIONS).map(|_| Vec::new()).collect();
     for (i, item) in held.into_iter().enumerate() {
@@ -517,6 +518,19 @@ fn attribute_in_memory(
     Ok((Finished::Memory(partitions), total))
 }
 
+/// Whether a dated graph of the rows before `latest` (`None`: all rows)
+/// resolves identities as of `cutoff`: any cutoff up to its own.
+fn serves(latest: Option<NaiveDate>, cutoff: Option<NaiveDate>) -> bool {
+    match (latest, cutoff) {
+        (None, _) => true,
+        (Some(latest), Some(cutoff)) => cutoff <= latest,
+        (Some(_), None) => false,
+    }
+}
+
+/// Microseconds in a day.
+const DAY_MICROS: i64 = 86_400_000_000;
+
 /// The tables the identity graph reads.
 const GRAPH_TABLES: [&str; 3] = [CUSTOMERS, TRANSACTIONS, INTERACTIONS];
 
@@ -528,7 +542,11 @@ const CRM_COLUMNS: [&str; 4] = ["customer_id", "email", "phone", "loyalty_id"];
 /// records and each event table's rows before the cutoff, in any order; a
 /// row it is given is taken as accepted, once.
 struct GraphInProgress {
+    /// Rows before this date are in the graph (`None`: all rows).
     cutoff: Option<NaiveDate>,
+    /// Whether the graph is dated and serves every earlier cutoff too
+    /// ([`Engine::open_for_cutoffs`]), else it serves `cutoff` alone.
+    dated: bool,
     graph: GraphBuilder,
     /// Per [`ATTRIBUTED`] table: its kept columns and references.
     events: Vec<Held>,
@@ -540,11 +558,28 @@ struct GraphInProgress {
 }
 
 impl GraphInProgress {
-    fn new(ctx: &SessionContext, source: &DataSource, cutoff: Option<NaiveDate>) -> Result<GraphInProgress> {
+    fn new(
+        ctx: &SessionContext,
+        source: &DataSource,
+        cutoff: Option<NaiveDate>,
+        dated: bool,
+    ) -> Result<GraphInProgress> {
         let spill = source.engine.spill("events")?;
         let events = ATTRIBUTED.iter().map(|a| Held::new(spill.as_ref(), a.table)).collect();
         let held = Counted::new(ctx, "identity graph", source.engine.memory_limit);
-        Ok(GraphInProgress { cutoff, graph: GraphBuilder::new(&source.identity), events, held, spill })
+        let graph = match dated {
+            true => GraphBuilder::dated(&source.identity),
+            false => GraphBuilder::new(&source.identity),
+        };
+        Ok(GraphInProgress { cutoff, dated, graph, events, held, spill })
+    }
+
+    /// Whether the graph resolves identities as of `cutoff`.
+    fn serves(&self, cutoff: Option<NaiveDate>) -> bool {
+        match self.dated {
+            true => serves(self.cutoff, cutoff),
+            false => self.cutoff == cutoff,
+        }
     }
 
     /// The columns of `table` the graph reads (none: not read).
@@ -579,11 +614,78 @@ impl GraphInProgress {
             None => rows,
         };
         let ids = crate::schema::table(table).expect("a contract table").identity;
-        let refs = self.graph.add_events(&id_columns(&rows, ids), rows.num_rows());
+        let days: Option<Vec<i32>> = self.dated.then(|| {
+            let ts =
+                rows.column_by_name("ts").expect("events have ts").as_primitive::<TimestampMicrosecondType>();
+            ts.values().iter().map(|&t| t.div_euclid(DAY_MICROS) as i32).collect()
+        });
+        let refs = self.graph.add_events(&id_columns(&rows, ids), rows.num_rows(), days.as_deref());
         self.held.hold(self.graph.heap_bytes())?;
         let keep: Vec<usize> = (0..a.keep.len()).collect();
         self.events[i].push(a.held(rows.project(&keep).map_err(err)?)?, refs)
     }
+}
+
+impl GraphInProgress {
+    /// Resolves the graph (built for one cutoff) and hands over the events
+    /// to attribute through it and the spill directory they wait in, with
+    /// the graph's largest size in the resolution's stats.
+    fn resolve_once(
+        self,
+        erasure: &ErasureList,
+        map: &mut MapSink,
+    ) -> Result<(Resolution, Vec<Batches>, Option<SpillDir>)> {
+        let GraphInProgress { graph, events, mut held, spill, .. } = self;
+        let mut resolution =
+            graph.resolve(erasure, &mut |chunk| map.push(chunk), &mut |bytes| held.hold(bytes))?;
+        held.hold(resolution.heap_bytes())?;
+        resolution.stats.graph_bytes = held.largest as u64;
+        let events = events.into_iter().map(Held::drain).collect::<Result<_>>()?;
+        Ok((resolution, events, spill))
+    }
+
+    /// Resolves the dated graph as it stood before `cutoff` and hands over
+    /// the held events before it; both stay for another cutoff.
+    fn resolve_kept(
+        &mut self,
+        cutoff: Option<NaiveDate>,
+        erasure: &ErasureList,
+        map: &mut MapSink,
+    ) -> Result<(Resolution, Vec<Batches>)> {
+        // The graph holds no row from its own cutoff on.
+        let before = cutoff.filter(|_| cutoff != self.cutoff);
+        let GraphInProgress { graph, held, events, .. } = self;
+        let graph_bytes = graph.heap_bytes();
+        let day =
+            before.map(|c| (c - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() as i32);
+        let mut resolution =
+            graph.resolve_before(day, erasure, &mut |chunk| map.push(chunk), &mut |bytes| {
+                held.hold(graph_bytes + bytes)
+            })?;
+        held.hold(graph_bytes + resolution.heap_bytes())?;
+        resolution.stats.graph_bytes = held.largest as u64;
+        let events =
+            events.iter_mut().map(|e| Ok(before_cutoff(e.batches()?, before))).collect::<Result<_>>()?;
+        Ok((resolution, events))
+    }
+}
+
+/// `batches` (held events with their references), the rows before
+/// `cutoff` only (all for `None`).
+fn before_cutoff(batches: Batches, cutoff: Option<NaiveDate>) -> Batches {
+    let Some(cutoff) = cutoff else { return batches };
+    Box::new(batches.map(move |item| {
+        let (batch, refs) = item?;
+        let err = |e: ArrowError| query("held events")(e.into());
+        let ts = batch.column_by_name("ts").expect("events have ts");
+        let keep = lt(ts, &as_of_param(cutoff).to_scalar().map_err(query("held events"))?).map_err(err)?;
+        if keep.true_count() == batch.num_rows() {
+            return Ok((batch, refs));
+        }
+        let refs: Vec<u32> =
+            refs.iter().zip(keep.values().iter()).filter(|(_, k)| *k).map(|(&r, _)| r).collect();
+        Ok((filter_record_batch(&batch, &keep).map_err(err)?, refs.into()))
+    }))
 }
 
 /// A [`GraphInProgress`] fed on a thread of its own: the graph (one hash
@@ -650,8 +752,12 @@ pub struct Engine {
     pub inputs: Vec<TableCounts>,
     identity: Option<ResolvedIdentity>,
     /// The graph built while the inputs were checked ([`Engine::open_at`]),
-    /// until identities are resolved.
+    /// until identities are resolved; a dated one
+    /// ([`Engine::open_for_cutoffs`]) until the events are released.
     graph: Option<GraphInProgress>,
+    /// Opened for several cutoffs up to this one: a graph built again
+    /// (see [`Engine::open_at`]) is dated too.
+    cutoffs_upto: Option<Option<NaiveDate>>,
     /// The canonical views of the tables keyed by CRM customer_id, before
     /// erased customers are taken out of them.
     keyed_by_customer: Vec<(&'static str, DataFrame)>,
@@ -816,10 +922,22 @@ impl Engine {
     /// an event table repeat, the graph is dropped and built by that second
     /// pass over the deduplicated rows.
     pub async fn open_at(source: &DataSource, cutoff: Option<NaiveDate>) -> Result<Engine> {
-        Engine::open_with(source, Some(cutoff)).await
+        Engine::open_with(source, Some((cutoff, false))).await
     }
 
-    async fn open_with(source: &DataSource, resolve_at: Option<Option<NaiveDate>>) -> Result<Engine> {
+    /// [`Engine::open_at`] for a job that resolves identities as of several
+    /// cutoffs, up to `latest` (`None`: all rows, and any cutoff): the graph
+    /// built in the contract checks' pass is dated (it knows when each
+    /// identifier and each link was first seen) and serves every one of
+    /// them, as do the events held for attribution, instead of a second
+    /// pass over the events per cutoff. Both are kept until the events are
+    /// released ([`Engine::release_events`]): in memory, the events before
+    /// `latest` stay beside those attributed for the cutoff in force.
+    pub async fn open_for_cutoffs(source: &DataSource, latest: Option<NaiveDate>) -> Result<Engine> {
+        Engine::open_with(source, Some((latest, true))).await
+    }
+
+    async fn open_with(source: &DataSource, resolve_at: Option<(Option<NaiveDate>, bool)>) -> Result<Engine> {
         source.lifecycle.check()?;
         source.engine.cluster()?;
         // Parquet text is read as Utf8 (the canonical type) rather than as
@@ -832,7 +950,9 @@ impl Engine {
         // inputs (as Parquet, scanned for as long as the engine runs) go here.
         let ingest = source.engine.spill("ingest")?;
         let mut graph = match resolve_at {
-            Some(cutoff) => Some(GraphThread::start(GraphInProgress::new(&ctx, source, cutoff)?)),
+            Some((cutoff, dated)) => {
+                Some(GraphThread::start(GraphInProgress::new(&ctx, source, cutoff, dated)?))
+            }
             None => None,
         };
         let reader = graph.as_mut().map(|g| g as &mut dyn AcceptedRows);
@@ -861,6 +981,7 @@ impl Engine {
             inputs,
             identity: None,
             graph,
+            cutoffs_upto: resolve_at.filter(|&(_, dated)| dated).map(|(latest, _)| latest),
             keyed_by_customer,
             spilled: None,
             _ingest: ingest,
@@ -925,21 +1046,33 @@ impl Engine {
         if self.identity.as_ref().is_some_and(|i| i.cutoff == cutoff) {
             return Ok(self.identity.as_ref().expect("checked"));
         }
-        let built = self.graph.take().filter(|g| g.cutoff == cutoff);
+        let built = self.graph.take().filter(|g| g.serves(cutoff));
         // Free the events attributed for another cutoff first, and the views
         // whose plans hold them: keeping them while attributing anew doubles
         // the peak memory. Every view is registered again by its user.
         self.release_events()?;
-        let GraphInProgress { graph, events, mut held, spill, .. } = match built {
+        let mut built = match built {
             Some(built) => built,
-            None => self.build_graph(cutoff).await?,
+            None => match self.cutoffs_upto.filter(|&latest| serves(latest, cutoff)) {
+                Some(latest) => self.build_graph(latest, true).await?,
+                None => self.build_graph(cutoff, false).await?,
+            },
         };
         let mut sink = IdentityMap::sink(self.source.engine.spill("identity")?)?;
-        let resolution =
-            graph.resolve(&self.source.erasure, &mut |chunk| sink.push(chunk), &mut |bytes| {
-                held.hold(bytes)
-            })?;
-        held.hold(resolution.heap_bytes())?;
+        let erasure = &self.source.erasure;
+        // A dated graph stays for the next cutoff, with its held events; the
+        // events attributed for this one spill to a directory of their own.
+        let (resolution, events, spill, mut kept) = if built.dated {
+            let (resolution, events) = built.resolve_kept(cutoff, erasure, &mut sink)?;
+            let spill = match built.spill {
+                Some(_) => self.source.engine.spill("attributed")?,
+                None => None,
+            };
+            (resolution, events, spill, Some(built))
+        } else {
+            let (resolution, events, spill) = built.resolve_once(erasure, &mut sink)?;
+            (resolution, events, spill, None)
+        };
         let map = sink.finish()?;
         match &map {
             IdentityMap::Memory(chunks) => {
@@ -954,7 +1087,7 @@ impl Engine {
         self.leave_out_erased_customers(&resolution.erased_crm_ids).await?;
         let mut tallies = Vec::new();
         for (a, held) in ATTRIBUTED.iter().zip(events) {
-            let mut held = held.drain()?.peekable();
+            let mut held = held.peekable();
             let schema = match held.peek() {
                 Some(Ok((batch, _))) => with_customer_key(batch.schema().fields().iter().map(|f| f.as_ref())),
                 // An error: the loop below returns it.
@@ -1002,16 +1135,20 @@ impl Engine {
             erased_transactions: tallies[0].erased,
             erased_interactions: tallies[1].erased,
         };
-        let Resolution { mut stats, .. } = resolution;
-        stats.graph_bytes = held.largest as u64;
+        let Resolution { stats, .. } = resolution;
         self.spilled = spill;
+        if let Some(kept) = kept.as_mut() {
+            kept.held.hold(kept.graph.heap_bytes())?;
+        }
+        self.graph = kept;
         Ok(self.identity.insert(ResolvedIdentity { cutoff, map, stats, resolved }))
     }
 
-    /// The identity graph as of `cutoff` from the canonical views: the CRM
-    /// records, then each event table's rows before the cutoff.
-    async fn build_graph(&self, cutoff: Option<NaiveDate>) -> Result<GraphInProgress> {
-        let mut g = GraphThread::start(GraphInProgress::new(&self.ctx, &self.source, cutoff)?);
+    /// The identity graph as of `cutoff` (`dated`: of every cutoff up to
+    /// it) from the canonical views: the CRM records, then each event
+    /// table's rows before the cutoff.
+    async fn build_graph(&self, cutoff: Option<NaiveDate>, dated: bool) -> Result<GraphInProgress> {
+        let mut g = GraphThread::start(GraphInProgress::new(&self.ctx, &self.source, cutoff, dated)?);
         for table in GRAPH_TABLES {
             let df = match table {
                 CUSTOMERS => self.keyed_by_customer[0].1.clone(),
@@ -1477,10 +1614,13 @@ mod tests {
         // record has (an anonymous customer) and one with no identifier.
         let ids = StringArray::from(vec![Some("c1"), Some("c2"), Some("anon"), None]);
         let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
-        let held: Vec<(RecordBatch, Vec<u32>)> = (0..5)
+        let held: Vec<(RecordBatch, ScalarBuffer<u32>)> = (0..5)
             .map(|i| {
                 let n: ArrayRef = Arc::new(Int64Array::from(vec![i; 4]));
-                (RecordBatch::try_new(schema.clone(), vec![n]).unwrap(), graph.add_events(&[(0, &ids)], 4))
+                (
+                    RecordBatch::try_new(schema.clone(), vec![n]).unwrap(),
+                    graph.add_events(&[(0, &ids)], 4, None).into(),
+                )
             })
             .collect();
         let resolution = graph.resolve(&ErasureList::default(), &mut |_| Ok(()), &mut |_| Ok(())).unwrap();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, UInt32Array};
+use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -61,13 +62,18 @@ impl Drop for SpillDir {
 }
 
 /// Event batches with their identifier references, one at a time.
-pub type Batches = Box<dyn Iterator<Item = Result<(RecordBatch, Vec<u32>)>>>;
+pub type Batches = Box<dyn Iterator<Item = Result<(RecordBatch, ScalarBuffer<u32>)>>>;
 
 /// Event batches and their identifier references, kept in memory or
 /// written to one Parquet file.
 pub enum Held {
-    Memory(Vec<(RecordBatch, Vec<u32>)>),
-    Disk { path: PathBuf, writer: Option<Box<ParquetSink>> },
+    Memory(Vec<(RecordBatch, ScalarBuffer<u32>)>),
+    /// `closed` once the file is complete and readable.
+    Disk {
+        path: PathBuf,
+        writer: Option<Box<ParquetSink>>,
+        closed: bool,
+    },
 }
 
 impl Held {
@@ -75,14 +81,17 @@ impl Held {
     pub fn new(dir: Option<&SpillDir>, name: &str) -> Held {
         match dir {
             None => Held::Memory(Vec::new()),
-            Some(d) => Held::Disk { path: d.path().join(format!("{name}.parquet")), writer: None },
+            Some(d) => {
+                Held::Disk { path: d.path().join(format!("{name}.parquet")), writer: None, closed: false }
+            }
         }
     }
 
     pub fn push(&mut self, batch: RecordBatch, refs: Vec<u32>) -> Result<()> {
         match self {
-            Held::Memory(v) => v.push((batch, refs)),
-            Held::Disk { path, writer } => {
+            Held::Memory(v) => v.push((batch, refs.into())),
+            Held::Disk { closed: true, path, .. } => panic!("{} pushed to after it was read", path.display()),
+            Held::Disk { path, writer, .. } => {
                 let mut fields: Vec<Field> =
                     batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
                 fields.push(Field::new(REF_COLUMN, DataType::UInt32, false));
@@ -101,32 +110,45 @@ impl Held {
         Ok(())
     }
 
-    /// Every batch with its references, in the order pushed.
-    pub fn drain(self) -> Result<Batches> {
-        match self {
-            Held::Memory(v) => Ok(Box::new(v.into_iter().map(Ok))),
-            Held::Disk { writer: None, .. } => Ok(Box::new(std::iter::empty())),
-            Held::Disk { path, writer: Some(w) } => {
-                w.finish()?;
-                let file = std::fs::File::open(&path).map_err(io(&path))?;
-                // Read once: the open file outlives its name.
-                std::fs::remove_file(&path).map_err(io(&path))?;
-                let reader = ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(
-                    |source| PipelineError::UnreadableFile { path: path.display().to_string(), source },
-                )?;
-                Ok(Box::new(reader.map(move |batch| {
-                    let batch = batch.map_err(|e| PipelineError::Query {
-                        name: path.display().to_string(),
-                        source: e.into(),
-                    })?;
-                    let last = batch.num_columns() - 1;
-                    let refs = batch.column(last).as_primitive::<UInt32Type>().values().to_vec();
-                    let keep: Vec<usize> = (0..last).collect();
-                    let batch = batch.project(&keep).expect("columns in range");
-                    Ok((batch, refs))
-                })))
-            }
+    /// Every batch with its references, in the order pushed, read once.
+    pub fn drain(mut self) -> Result<Batches> {
+        let batches = self.batches()?;
+        if let Held::Disk { path, closed: true, .. } = &self {
+            // The open file outlives its name.
+            std::fs::remove_file(path).map_err(io(path))?;
         }
+        Ok(batches)
+    }
+
+    /// Every batch with its references, in the order pushed; they stay to
+    /// be read again. No batch may be pushed after.
+    pub fn batches(&mut self) -> Result<Batches> {
+        let (path, closed) = match self {
+            Held::Memory(v) => return Ok(Box::new(v.clone().into_iter().map(Ok))),
+            Held::Disk { path, writer, closed } => {
+                if let Some(w) = writer.take() {
+                    w.finish()?;
+                    *closed = true;
+                }
+                (path.clone(), *closed)
+            }
+        };
+        if !closed {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        let file = std::fs::File::open(&path).map_err(io(&path))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .map_err(|source| PipelineError::UnreadableFile { path: path.display().to_string(), source })?;
+        Ok(Box::new(reader.map(move |batch| {
+            let batch = batch
+                .map_err(|e| PipelineError::Query { name: path.display().to_string(), source: e.into() })?;
+            let last = batch.num_columns() - 1;
+            let refs = batch.column(last).as_primitive::<UInt32Type>().values().clone();
+            let keep: Vec<usize> = (0..last).collect();
+            let batch = batch.project(&keep).expect("columns in range");
+            Ok((batch, refs))
+        })))
     }
 }
 

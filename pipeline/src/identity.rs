@@ -233,6 +233,23 @@ pub struct GraphBuilder {
     /// numbers.
     sets: Vec<IdSet>,
     set_ids: hashbrown::HashTable<u32>,
+    /// When one graph serves several cutoffs ([`GraphBuilder::dated`]): the
+    /// day each node and each set was first seen.
+    seen: Option<Seen>,
+    /// Resolved by [`GraphBuilder::resolve_before`]: its hash tables are
+    /// gone, it takes no more rows.
+    sealed: bool,
+}
+
+/// The day (since 1970-01-01) each node and each set of a dated graph was
+/// first seen on an event row; a CRM record's identifiers are always there
+/// ([`i32::MIN`]). The graph as it stood before a cutoff is the nodes and
+/// sets first seen before it: an event row before the cutoff only ever
+/// names those.
+#[derive(Default)]
+struct Seen {
+    nodes: Vec<i32>,
+    sets: Vec<i32>,
 }
 
 /// Identifier columns of one batch: (index into [`ID_TYPES`], values).
@@ -247,7 +264,17 @@ impl GraphBuilder {
             crm: Vec::new(),
             sets: Vec::new(),
             set_ids: hashbrown::HashTable::new(),
+            seen: None,
+            sealed: false,
         }
+    }
+
+    /// A graph that remembers when each identifier and each identifier set
+    /// was first seen, so that it can be resolved as it stood before any
+    /// cutoff ([`GraphBuilder::resolve_before`]), once per cutoff, from one
+    /// pass over the rows. Events are then added with their days.
+    pub fn dated(opts: &IdentityOptions) -> GraphBuilder {
+        GraphBuilder { seen: Some(Seen::default()), ..GraphBuilder::new(opts) }
     }
 
     /// Bytes the graph's allocations hold.
@@ -257,9 +284,22 @@ impl GraphBuilder {
             + vec_bytes(&self.crm)
             + vec_bytes(&self.sets)
             + self.set_ids.allocation_size()
+            + self.seen.as_ref().map_or(0, |s| vec_bytes(&s.nodes) + vec_bytes(&s.sets))
     }
 
-    fn node(&mut self, ty: usize, raw: &str) -> u32 {
+    /// The node of `raw`, first seen on `day` unless seen before.
+    fn node(&mut self, ty: usize, raw: &str, day: i32) -> u32 {
+        let n = self.intern(ty, raw);
+        if let Some(seen) = self.seen.as_mut().filter(|_| n != NONE) {
+            match seen.nodes.get_mut(n as usize) {
+                Some(first) => *first = (*first).min(day),
+                None => seen.nodes.push(day),
+            }
+        }
+        n
+    }
+
+    fn intern(&mut self, ty: usize, raw: &str) -> u32 {
         let ty = ty as u8;
         let hash = self.hasher.hash_one((ty, raw));
         if let Some(n) = self.nodes.find(hash, ty, raw) {
@@ -278,11 +318,11 @@ impl GraphBuilder {
         }
     }
 
-    fn row_set(&mut self, columns: &IdColumns, row: usize) -> IdSet {
+    fn row_set(&mut self, columns: &IdColumns, row: usize, day: i32) -> IdSet {
         let mut set = [NONE; ID_TYPES.len()];
         for &(ty, values) in columns {
             if values.is_valid(row) {
-                set[ty] = self.node(ty, values.value(row));
+                set[ty] = self.node(ty, values.value(row), day);
             }
         }
         set
@@ -291,19 +331,29 @@ impl GraphBuilder {
     /// Adds CRM records (rows of the customers table). Their customer_id
     /// (type 0) is a CRM customer and anchors the record's other identifiers.
     pub fn add_crm(&mut self, columns: &IdColumns, rows: usize) {
+        assert!(!self.sealed, "rows added to a resolved graph");
         for row in 0..rows {
-            let set = self.row_set(columns, row);
+            let set = self.row_set(columns, row, i32::MIN);
             if set[0] != NONE {
                 self.crm.push(set);
             }
         }
     }
 
-    /// Adds event rows; returns one reference per row for [`Resolution::attribute`].
-    pub fn add_events(&mut self, columns: &IdColumns, rows: usize) -> Vec<u32> {
+    /// Adds event rows, with each row's day (since 1970-01-01) when the
+    /// graph is [dated](GraphBuilder::dated); returns one reference per row
+    /// for [`Resolution::attribute`].
+    pub fn add_events(&mut self, columns: &IdColumns, rows: usize, days: Option<&[i32]>) -> Vec<u32> {
+        assert!(!self.sealed, "rows added to a resolved graph");
+        assert_eq!(
+            self.seen.is_some(),
+            days.is_some(),
+            "a dated graph, and only one, is given the rows' days"
+        );
         let mut refs = Vec::with_capacity(rows);
         for row in 0..rows {
-            let set = self.row_set(columns, row);
+            let day = days.map_or(i32::MIN, |d| d[row]);
+            let set = self.row_set(columns, row, day);
             let mut present = members(&set);
             let r = match (present.next(), present.next()) {
                 (None, _) => NONE,
@@ -321,6 +371,12 @@ impl GraphBuilder {
                             id
                         }
                     };
+                    if let Some(seen) = self.seen.as_mut() {
+                        match seen.sets.get_mut(id as usize) {
+                            Some(first) => *first = (*first).min(day),
+                            None => seen.sets.push(day),
+                        }
+                    }
                     SET | id
                 }
             };
@@ -345,10 +401,72 @@ impl GraphBuilder {
     ) -> Result<Resolution> {
         let GraphBuilder { opts, mut nodes, crm, sets, set_ids, .. } = self;
         drop((set_ids, std::mem::take(&mut nodes.table)));
+        let snapshot = Snapshot {
+            opts: &opts,
+            nodes: &nodes,
+            set_bytes: vec_bytes(&crm) + vec_bytes(&sets),
+            crm: Cow::Owned(crm),
+            sets: Cow::Owned(sets),
+            before: None,
+        };
+        snapshot.resolve(erasure, map, reserve)
+    }
+
+    /// [`GraphBuilder::resolve`] for the graph as it stood before the day
+    /// `before` (days since 1970-01-01; `None`: every row added) of a
+    /// [dated](GraphBuilder::dated) graph, which stays for another cutoff.
+    /// The first call drops the hash tables that only adding rows needs.
+    pub fn resolve_before(
+        &mut self,
+        before: Option<i32>,
+        erasure: &ErasureList,
+        map: &mut dyn FnMut(RecordBatch) -> Result<()>,
+        reserve: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<Resolution> {
+        let seen = self.seen.as_ref().expect("a dated graph");
+        if !self.sealed {
+            self.sealed = true;
+            self.set_ids = hashbrown::HashTable::new();
+            self.nodes.table = hashbrown::HashTable::new();
+        }
+        let snapshot = Snapshot {
+            opts: &self.opts,
+            nodes: &self.nodes,
+            set_bytes: vec_bytes(&self.crm) + vec_bytes(&self.sets),
+            crm: Cow::Borrowed(&self.crm),
+            sets: Cow::Borrowed(&self.sets),
+            before: before.map(|day| (seen, day)),
+        };
+        snapshot.resolve(erasure, map, reserve)
+    }
+}
+
+/// A graph to resolve: every node and set, or those first seen before a day.
+struct Snapshot<'g> {
+    opts: &'g IdentityOptions,
+    nodes: &'g Interner,
+    crm: Cow<'g, [IdSet]>,
+    sets: Cow<'g, [IdSet]>,
+    /// The allocations of `crm` and `sets`.
+    set_bytes: usize,
+    before: Option<(&'g Seen, i32)>,
+}
+
+impl Snapshot<'_> {
+    fn resolve(
+        self,
+        erasure: &ErasureList,
+        map: &mut dyn FnMut(RecordBatch) -> Result<()>,
+        reserve: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<Resolution> {
+        let Snapshot { opts, nodes, crm, sets, set_bytes, before } = self;
         let name = |id: u32| nodes.get(id);
         let n = nodes.texts.len();
+        // Nodes and sets of the graph as it stood then.
+        let here = |id: usize| before.is_none_or(|(seen, day)| seen.nodes[id] < day);
+        let set_here = |i: usize| before.is_none_or(|(seen, day)| seen.sets[i] < day);
         // What stays through the steps: the nodes' text and the sets.
-        let base = nodes.text_bytes() + vec_bytes(&crm) + vec_bytes(&sets);
+        let base = nodes.text_bytes() + set_bytes;
         let limit = opts.max_customers_per_identifier.max(1);
 
         // CRM customers each identifier is associated with: through the CRM
@@ -356,7 +474,7 @@ impl GraphBuilder {
         // Lists are capped at limit + 1: that is enough to flag.
         let mut anchor = Capped::new(n, limit + 1);
         let mut crm_ids = vec![false; n];
-        for set in &crm {
+        for set in crm.iter() {
             crm_ids[set[0] as usize] = true;
             for id in members(set) {
                 anchor.add(id, set[0]);
@@ -367,7 +485,8 @@ impl GraphBuilder {
         // too many customers propagates nothing).
         let mut assoc = anchor.clone();
         let mut crms: Vec<u32> = Vec::new();
-        for set in &sets {
+        let present_sets = || sets.iter().enumerate().filter(|&(i, _)| set_here(i)).map(|(_, set)| set);
+        for set in present_sets() {
             crms.clear();
             for id in members(set) {
                 if anchor.len(id) <= limit {
@@ -391,7 +510,7 @@ impl GraphBuilder {
         drop(assoc);
         let mut linked = crm_ids.clone();
         let mut uf = UnionFind::new(n);
-        for set in crm.iter().chain(&sets) {
+        for set in crm.iter().chain(present_sets()) {
             if members(set).nth(1).is_some() {
                 for id in members(set) {
                     linked[id as usize] = true;
@@ -414,7 +533,10 @@ impl GraphBuilder {
         let mut node_key = uf.into_roots();
         let mut dense = vec![NONE; n];
         let mut components = 0u32;
-        for id in (0..n).filter(|&id| !shared[id]) {
+        for id in (0..n).filter(|&id| !here(id)) {
+            node_key[id] = NONE;
+        }
+        for id in (0..n).filter(|&id| !shared[id] && here(id)) {
             let root = node_key[id] as usize;
             if dense[root] == NONE {
                 dense[root] = components;
@@ -434,7 +556,7 @@ impl GraphBuilder {
         // and its smallest identifier (the stable seed of an anonymous key).
         let mut crm_of: Vec<(u32, u32)> = vec![(NONE, 0); c]; // (least CRM id, CRM ids)
         let mut least: Vec<u32> = vec![NONE; c];
-        for id in (0..n as u32).filter(|&id| !shared[id as usize]) {
+        for id in (0..n as u32).filter(|&id| !shared[id as usize] && here(id as usize)) {
             let k = node_key[id as usize] as usize;
             if least[k] == NONE || name(id) < name(least[k]) {
                 least[k] = id;
@@ -453,7 +575,7 @@ impl GraphBuilder {
         let mut key_erased = vec![false; next as usize];
         let mut erased_crm_ids = Vec::new();
         if !erasure.is_empty() {
-            for id in 0..n {
+            for id in (0..n).filter(|&id| here(id)) {
                 let (ty, value) = name(id as u32);
                 if erasure.contains(ID_TYPES[ty as usize], value) {
                     key_erased[node_key[id] as usize] = true;
@@ -464,7 +586,8 @@ impl GraphBuilder {
                 .map(|id| name(id as u32).1.to_string())
                 .collect();
         }
-        let mut stats = IdentityStats { identifiers: n as u64, ..Default::default() };
+        let present = if before.is_some() { (0..n).filter(|&id| here(id)).count() } else { n };
+        let mut stats = IdentityStats { identifiers: present as u64, ..Default::default() };
         let mut keys = Texts::default();
         let mut key_is_crm: Vec<bool> = Vec::with_capacity(next as usize);
         for k in 0..c {
@@ -509,14 +632,18 @@ impl GraphBuilder {
         }
         stats.components = stats.crm_customers + stats.anonymous;
         stats.unlinked_identifiers =
-            (0..n).filter(|&id| !linked[id] && !key_erased[node_key[id] as usize]).count() as u64;
+            (0..n).filter(|&id| here(id) && !linked[id] && !key_erased[node_key[id] as usize]).count() as u64;
 
         // An event row goes to its first unshared identifier's customer, in
         // ID_TYPES order (they all agree: the graph linked them), else to its
         // first identifier's own shared key.
         let set_key = sets
             .iter()
-            .map(|set| {
+            .enumerate()
+            .map(|(i, set)| {
+                if !set_here(i) {
+                    return NONE;
+                }
                 let first = members(set).find(|&id| !shared[id as usize]).or_else(|| members(set).next());
                 node_key[first.expect("event sets hold two identifiers") as usize]
             })
@@ -526,10 +653,14 @@ impl GraphBuilder {
         // The map in chunks of up to MAP_CHUNK identifiers, each chunk's
         // columns sized exactly up front (a growing builder can hold twice
         // what it needs); under a memory limit the chunks go to disk.
-        let kept = |id: usize| !key_erased[node_key[id] as usize];
         for start in (0..n).step_by(MAP_CHUNK) {
-            let ids: Vec<usize> = (start..n.min(start + MAP_CHUNK)).filter(|&id| kept(id)).collect();
-            stats.erased_identifiers += (n.min(start + MAP_CHUNK) - start - ids.len()) as u64;
+            let (mut ids, end) = (Vec::new(), n.min(start + MAP_CHUNK));
+            for id in (start..end).filter(|&id| here(id)) {
+                match key_erased[node_key[id] as usize] {
+                    true => stats.erased_identifiers += 1,
+                    false => ids.push(id),
+                }
+            }
             let bytes = |len: &dyn Fn(usize) -> usize| ids.iter().map(|&id| len(id)).sum::<usize>();
             let mut t = StringBuilder::with_capacity(
                 ids.len(),
@@ -754,7 +885,7 @@ mod tests {
             if from_crm {
                 graph.add_crm(&columns, 1);
             } else {
-                refs.extend(graph.add_events(&columns, 1));
+                refs.extend(graph.add_events(&columns, 1, None));
             }
         }
         let mut map = Vec::new();
@@ -846,6 +977,126 @@ mod tests {
         assert_eq!(stats.crm_merges, 1);
     }
 
+    /// One dated graph of every row, resolved as it stood before a day,
+    /// is the graph of the rows before that day: the same map, counts and
+    /// customer for each of those rows, at every day and in any order
+    /// (the graph stays after each resolution). The rows link, merge and
+    /// share identifiers across days; a listed person is erased.
+    #[test]
+    fn a_dated_graph_resolves_as_the_graph_of_the_rows_before_each_day() {
+        // (day, [customer_id, email, phone, loyalty_id, cookie_id]) from a
+        // small generator: few identifiers, so rows link and collide.
+        let mut state = 7u64;
+        let mut next = |n: u64| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        let mut rows: Vec<(i32, [Option<String>; 5])> = Vec::new();
+        for _ in 0..400 {
+            let day = next(10) as i32;
+            let pick = |p: u64, v: u64, prefix: &str| (p == 0).then(|| format!("{prefix}{v}"));
+            let ids = [
+                None,
+                pick(next(3), next(25), "e").map(|e| format!("{e}@x.test")),
+                pick(next(4), next(20), "+1555000"),
+                pick(next(5), next(15), "L"),
+                pick(next(2), next(60), "k"),
+            ];
+            rows.push((day, ids));
+        }
+        let crm: Vec<[Option<String>; 4]> = (0..12)
+            .map(|c| {
+                let email = (c % 3 != 2).then(|| format!("e{}@x.test", c * 2));
+                let loyalty = (c % 4 == 0).then(|| format!("L{c}"));
+                [Some(format!("C{c}")), email, None, loyalty]
+            })
+            .collect();
+        let mut erasure = ErasureList::default();
+        erasure.add("customer_id", "C5");
+        let opts = IdentityOptions::default();
+        let columns = |ids: &[Option<String>]| -> Vec<StringArray> {
+            ids.iter().map(|v| StringArray::from(vec![v.clone()])).collect()
+        };
+        let add = |graph: &mut GraphBuilder, rows: &[&(i32, [Option<String>; 5])], dated: bool| {
+            for ids in &crm {
+                let arrays = columns(ids);
+                let columns: Vec<(usize, &StringArray)> = arrays.iter().enumerate().collect();
+                graph.add_crm(&columns, 1);
+            }
+            let mut refs = Vec::new();
+            for (day, ids) in rows {
+                let arrays = columns(ids);
+                let columns: Vec<(usize, &StringArray)> = arrays.iter().enumerate().collect();
+                refs.extend(graph.add_events(&columns, 1, dated.then_some(&[*day][..])));
+            }
+            refs
+        };
+        let outcome = |resolution: Resolution, map: Vec<RecordBatch>, refs: &[u32]| {
+            let map = datafusion::arrow::compute::concat_batches(&map_schema(), &map).unwrap();
+            let mut lines: Vec<String> = (0..map.num_rows())
+                .map(|i| {
+                    let row: Vec<String> = map
+                        .columns()
+                        .iter()
+                        .map(|c| datafusion::arrow::util::display::array_value_to_string(c, i).unwrap())
+                        .collect();
+                    row.join(",")
+                })
+                .collect();
+            lines.sort();
+            let keys: Vec<String> = refs.iter().map(|&r| format!("{:?}", resolution.attribute(r))).collect();
+            (lines, resolution.stats.clone(), keys, resolution.erased_crm_ids.clone())
+        };
+
+        let all: Vec<&(i32, [Option<String>; 5])> = rows.iter().collect();
+        let mut dated = GraphBuilder::dated(&opts);
+        let dated_refs = add(&mut dated, &all, true);
+        let mut compared = 0;
+        for before in [Some(4), Some(0), Some(9), None, Some(4), Some(7)] {
+            let mut map = Vec::new();
+            let resolution = dated
+                .resolve_before(
+                    before,
+                    &erasure,
+                    &mut |c| {
+                        map.push(c);
+                        Ok(())
+                    },
+                    &mut |_| Ok(()),
+                )
+                .unwrap();
+            let earlier: Vec<usize> =
+                (0..rows.len()).filter(|&i| before.is_none_or(|d| rows[i].0 < d)).collect();
+            let refs: Vec<u32> = earlier.iter().map(|&i| dated_refs[i]).collect();
+            let got = outcome(resolution, map, &refs);
+
+            let mut plain = GraphBuilder::new(&opts);
+            let plain_refs = add(&mut plain, &earlier.iter().map(|&i| &rows[i]).collect::<Vec<_>>(), false);
+            let mut map = Vec::new();
+            let resolution = plain
+                .resolve(
+                    &erasure,
+                    &mut |c| {
+                        map.push(c);
+                        Ok(())
+                    },
+                    &mut |_| Ok(()),
+                )
+                .unwrap();
+            let want = outcome(resolution, map, &plain_refs);
+            assert_eq!(got, want, "before day {before:?}");
+            compared += want.2.len();
+            if before.is_none() {
+                let stats = &want.1;
+                assert!(
+                    stats.shared_identifiers > 0 && stats.anonymous > 0 && stats.erased_customers == 1,
+                    "{stats:?}"
+                );
+            }
+        }
+        assert!(compared > 1000, "{compared} rows compared");
+    }
+
     /// A listed identifier erases its whole component, identifiers linked
     /// to it included; a listed shared identifier erases only itself.
     #[test]
@@ -897,7 +1148,7 @@ mod tests {
             let cookies: Vec<String> = (0..20_000).map(|i| format!("cookie-{i}")).collect();
             let emails = StringArray::from(emails.iter().map(String::as_str).collect::<Vec<_>>());
             let cookies = StringArray::from(cookies.iter().map(String::as_str).collect::<Vec<_>>());
-            graph.add_events(&[(1, &emails), (4, &cookies)], 20_000);
+            graph.add_events(&[(1, &emails), (4, &cookies)], 20_000, None);
             let text: usize = (0..20_000).map(|i| emails.value(i).len() + cookies.value(i).len()).sum();
             (graph, text)
         };

@@ -204,7 +204,8 @@ fn save_run_report(dir: &Path, report: &RunReport) -> std::result::Result<(), en
 pub async fn train_churn_model(opts: &TrainChurnOptions) -> Result<TrainRun> {
     let mut clock = Stopwatch::start();
     opts.config.check()?;
-    let mut engine = Engine::open_at(&opts.source, Some(opts.as_of)).await?;
+    // Features as of the cutoff, labels from all rows: one graph serves both.
+    let mut engine = Engine::open_for_cutoffs(&opts.source, None).await?;
     clock.watch(&engine);
     clock.lap("ingest");
     let set = churn_training_set(&mut engine, opts.as_of, opts.horizon_days).await?;
@@ -469,7 +470,9 @@ pub struct TrainClvRun {
 /// report.
 pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
     let mut clock = Stopwatch::start();
-    let mut engine = Engine::open_at(&opts.source, Some(opts.as_of)).await?;
+    // Purchases before the cutoff, then the holdout's from all rows: one
+    // graph serves both.
+    let mut engine = Engine::open_for_cutoffs(&opts.source, None).await?;
     clock.watch(&engine);
     clock.lap("ingest");
     let purchases = engine.purchase_days(opts.as_of).await?;
@@ -670,7 +673,7 @@ pub async fn build_dataset(opts: &DatasetOptions) -> Result<DatasetRun> {
             reason: "no cutoff: give --as-of D1,D2,... or --every with --from and --to".into(),
         });
     }
-    let mut engine = Engine::open_at(&opts.source, None).await?;
+    let mut engine = Engine::open_for_cutoffs(&opts.source, None).await?;
     clock.watch(&engine);
     clock.lap("ingest");
     // Labels first: they all use the identity resolved from all rows.
@@ -772,7 +775,7 @@ pub async fn build_lifecycle(source: &DataSource, cutoffs: &[NaiveDate], out: &P
                 .into(),
         });
     }
-    let mut engine = Engine::open_source(source).await?;
+    let mut engine = Engine::open_for_cutoffs(source, cutoffs.iter().max().copied()).await?;
     clock.watch(&engine);
     clock.lap("ingest");
     let (history, transitions) = engine.lifecycle_history(cutoffs).await?;

@@ -94,6 +94,62 @@ async fn the_graph_built_while_checking_resolves_as_a_second_pass() {
     }
 }
 
+/// A dated graph ([`Engine::open_for_cutoffs`]) resolves each cutoff it
+/// serves as a second pass over the canonical views does: the same counts,
+/// identity map and attributed events, cutoffs taken in any order, in
+/// memory and with the held events spilled under a memory limit. On the
+/// dirty fixture the graph is built again, dated, from the deduplicated rows.
+#[tokio::test]
+async fn one_dated_graph_resolves_every_cutoff_as_a_second_pass() {
+    use engage_pipeline::runtime::{ByteSize, EngineSettings};
+    let dirty = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dirty");
+    let spill = tempfile::tempdir().unwrap();
+    let limited = EngineSettings {
+        memory_limit: Some(ByteSize(1 << 30)),
+        spill_dir: Some(spill.path().to_path_buf()),
+        ..EngineSettings::default()
+    };
+    let sample_cutoffs = [Some(date("2025-09-01")), None, Some(date("2024-06-01")), Some(date("2025-09-01"))];
+    let cases = [
+        (sample(), None, false),
+        (sample(), None, true),
+        (sample(), Some(date("2025-12-01")), false),
+        (dirty.as_path(), None, false),
+    ];
+    for (data, latest, spilled) in cases {
+        let mut source = DataSource::new(data);
+        if spilled {
+            source.engine = limited.clone();
+        }
+        let mut once = Engine::open_for_cutoffs(&source, latest).await.unwrap();
+        let mut twice = Engine::open_source(&source).await.unwrap();
+        let cutoffs: Vec<Option<_>> = match data == sample() {
+            true => sample_cutoffs.iter().copied().filter(|c| latest.is_none() || c.is_some()).collect(),
+            false => vec![Some(date("2025-06-01")), None],
+        };
+        for cutoff in cutoffs {
+            let (a, b) = (
+                once.resolve_identities(cutoff).await.unwrap(),
+                twice.resolve_identities(cutoff).await.unwrap(),
+            );
+            let case = format!("{} up to {latest:?}, spilled {spilled}, as of {cutoff:?}", data.display());
+            let (mut a_stats, b_stats) = (a.stats.clone(), b.stats.clone());
+            a_stats.graph_bytes = b_stats.graph_bytes;
+            assert_eq!((&a_stats, &a.resolved), (&b_stats, &b.resolved), "{case}");
+            for sql in [
+                "SELECT * FROM identity_map ORDER BY identifier_type, identifier_value",
+                "SELECT * FROM transactions_resolved ORDER BY transaction_id, ts, customer_key",
+                "SELECT * FROM interactions_resolved \
+                 ORDER BY customer_key, ts, channel, event_type, duration_s NULLS FIRST",
+            ] {
+                let rows = rows(&once, sql).await;
+                assert!(rows.num_rows() > 0, "{case}: {sql}");
+                assert_eq!(rows, self::rows(&twice, sql).await, "{case}: {sql}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn dirty_rows_are_quarantined_with_their_rule() {
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dirty");
