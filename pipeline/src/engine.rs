@@ -655,14 +655,12 @@ impl GraphInProgress {
         // The graph holds no row from its own cutoff on.
         let before = cutoff.filter(|_| cutoff != self.cutoff);
         let GraphInProgress { graph, held, events, .. } = self;
-        let graph_bytes = graph.heap_bytes();
         let day =
             before.map(|c| (c - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() as i32);
         let mut resolution =
-            graph.resolve_before(day, erasure, &mut |chunk| map.push(chunk), &mut |bytes| {
-                held.hold(graph_bytes + bytes)
-            })?;
-        held.hold(graph_bytes + resolution.heap_bytes())?;
+            graph
+                .resolve_before(day, erasure, &mut |chunk| map.push(chunk), &mut |bytes| held.hold(bytes))?;
+        held.hold(graph.heap_bytes() + resolution.heap_bytes())?;
         resolution.stats.graph_bytes = held.largest as u64;
         let events =
             events.iter_mut().map(|e| Ok(before_cutoff(e.batches()?, before))).collect::<Result<_>>()?;
@@ -1011,8 +1009,8 @@ impl Engine {
     }
 
     /// Frees the attributed events and every view over them (feature,
-    /// label and CLV views, materialised or not); the next use resolves
-    /// identities again. The input tables stay. A batch job calls it once
+    /// label and CLV views, materialised or not), and a graph kept for
+    /// other cutoffs; the next use resolves identities again. The input tables stay. A batch job calls it once
     /// it has what it needs from the events, before its own allocations.
     pub fn release_events(&mut self) -> Result<()> {
         self.identity = None;
@@ -1034,8 +1032,9 @@ impl Engine {
     /// Builds the identity graph from the rows before `cutoff` (all rows for
     /// `None`) and attributes those rows through it, in one pass over each
     /// event table (see [`GraphBuilder`]): the pass that checked the inputs,
-    /// when the engine was opened for this cutoff ([`Engine::open_at`]),
-    /// else one over the canonical views. The attributed events
+    /// when the engine was opened for this cutoff ([`Engine::open_at`]) or
+    /// for several up to a later one ([`Engine::open_for_cutoffs`]), else
+    /// one over the canonical views. The attributed events
     /// (`transactions_resolved`, `interactions_resolved`) are held in memory,
     /// since every feature group reads them, or under a memory limit in
     /// Parquet files in the spill directory (see [`crate::events`]). Point in time: features as of a

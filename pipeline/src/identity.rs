@@ -415,7 +415,8 @@ impl GraphBuilder {
     /// [`GraphBuilder::resolve`] for the graph as it stood before the day
     /// `before` (days since 1970-01-01; `None`: every row added) of a
     /// [dated](GraphBuilder::dated) graph, which stays for another cutoff.
-    /// The first call drops the hash tables that only adding rows needs.
+    /// The first call drops the hash tables that only adding rows needs;
+    /// `reserve` is told the bytes the graph holds too.
     pub fn resolve_before(
         &mut self,
         before: Option<i32>,
@@ -432,7 +433,10 @@ impl GraphBuilder {
         let snapshot = Snapshot {
             opts: &self.opts,
             nodes: &self.nodes,
-            set_bytes: vec_bytes(&self.crm) + vec_bytes(&self.sets),
+            set_bytes: vec_bytes(&self.crm)
+                + vec_bytes(&self.sets)
+                + vec_bytes(&seen.nodes)
+                + vec_bytes(&seen.sets),
             crm: Cow::Borrowed(&self.crm),
             sets: Cow::Borrowed(&self.sets),
             before: before.map(|day| (seen, day)),
@@ -447,7 +451,8 @@ struct Snapshot<'g> {
     nodes: &'g Interner,
     crm: Cow<'g, [IdSet]>,
     sets: Cow<'g, [IdSet]>,
-    /// The allocations of `crm` and `sets`.
+    /// The allocations of `crm` and `sets` (and of the dates they were
+    /// first seen): with the nodes' text, what the graph holds throughout.
     set_bytes: usize,
     before: Option<(&'g Seen, i32)>,
 }
