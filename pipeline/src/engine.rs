@@ -1010,8 +1010,9 @@ impl Engine {
 
     /// Frees the attributed events and every view over them (feature,
     /// label and CLV views, materialised or not), and a graph kept for
-    /// other cutoffs; the next use resolves identities again. The input tables stay. A batch job calls it once
-    /// it has what it needs from the events, before its own allocations.
+    /// other cutoffs; the next use resolves identities again. The input
+    /// tables stay. A batch job calls it once it has what it needs from the
+    /// events, before its own allocations.
     pub fn release_events(&mut self) -> Result<()> {
         self.identity = None;
         self.graph = None;

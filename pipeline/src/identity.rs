@@ -915,6 +915,19 @@ mod tests {
         (map, resolution.stats, keys, resolution.erased_crm_ids)
     }
 
+    /// Runs `resolve` with a map sink; returns the resolution and the map's chunks.
+    fn collect_map(
+        resolve: impl FnOnce(&mut dyn FnMut(RecordBatch) -> Result<()>) -> Result<Resolution>,
+    ) -> (Resolution, Vec<RecordBatch>) {
+        let mut map = Vec::new();
+        let resolution = resolve(&mut |chunk| {
+            map.push(chunk);
+            Ok(())
+        })
+        .unwrap();
+        (resolution, map)
+    }
+
     fn keys(map: &RecordBatch) -> HashMap<String, (String, bool)> {
         let (t, v, k, shared) = map_columns(map);
         (0..map.num_rows())
@@ -1058,18 +1071,8 @@ mod tests {
         let dated_refs = add(&mut dated, &all, true);
         let mut compared = 0;
         for before in [Some(4), Some(0), Some(9), None, Some(4), Some(7)] {
-            let mut map = Vec::new();
-            let resolution = dated
-                .resolve_before(
-                    before,
-                    &erasure,
-                    &mut |c| {
-                        map.push(c);
-                        Ok(())
-                    },
-                    &mut |_| Ok(()),
-                )
-                .unwrap();
+            let (resolution, map) =
+                collect_map(|map| dated.resolve_before(before, &erasure, map, &mut |_| Ok(())));
             let earlier: Vec<usize> =
                 (0..rows.len()).filter(|&i| before.is_none_or(|d| rows[i].0 < d)).collect();
             let refs: Vec<u32> = earlier.iter().map(|&i| dated_refs[i]).collect();
@@ -1077,17 +1080,7 @@ mod tests {
 
             let mut plain = GraphBuilder::new(&opts);
             let plain_refs = add(&mut plain, &earlier.iter().map(|&i| &rows[i]).collect::<Vec<_>>(), false);
-            let mut map = Vec::new();
-            let resolution = plain
-                .resolve(
-                    &erasure,
-                    &mut |c| {
-                        map.push(c);
-                        Ok(())
-                    },
-                    &mut |_| Ok(()),
-                )
-                .unwrap();
+            let (resolution, map) = collect_map(|map| plain.resolve(&erasure, map, &mut |_| Ok(())));
             let want = outcome(resolution, map, &plain_refs);
             assert_eq!(got, want, "before day {before:?}");
             compared += want.2.len();
