@@ -103,7 +103,7 @@ pub struct PurchaseSummaries {
 impl PurchaseSummaries {
     pub fn open(path: &Path, as_of: NaiveDate, unit_days: f64) -> Result<PurchaseSummaries> {
         let (_, batches) = read_parquet(path, BATCH_ROWS, None)?;
-        let end_day = (as_of - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() - 1;
+        let end_day = day_number(as_of) as i64 - 1;
         let batches = Box::new(batches);
         Ok(PurchaseSummaries { batches, batch: None, row: 0, last: String::new(), end_day, unit_days })
     }
@@ -655,11 +655,12 @@ impl GraphInProgress {
         // The graph holds no row from its own cutoff on.
         let before = cutoff.filter(|_| cutoff != self.cutoff);
         let GraphInProgress { graph, held, events, .. } = self;
-        let day =
-            before.map(|c| (c - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() as i32);
-        let mut resolution =
-            graph
-                .resolve_before(day, erasure, &mut |chunk| map.push(chunk), &mut |bytes| held.hold(bytes))?;
+        let mut resolution = graph.resolve_before(
+            before.map(day_number),
+            erasure,
+            &mut |chunk| map.push(chunk),
+            &mut |bytes| held.hold(bytes),
+        )?;
         held.hold(graph.heap_bytes() + resolution.heap_bytes())?;
         resolution.stats.graph_bytes = held.largest as u64;
         let events =
@@ -672,11 +673,15 @@ impl GraphInProgress {
 /// `cutoff` only (all for `None`).
 fn before_cutoff(batches: Batches, cutoff: Option<NaiveDate>) -> Batches {
     let Some(cutoff) = cutoff else { return batches };
+    let cutoff = match as_of_param(cutoff).to_scalar() {
+        Ok(cutoff) => cutoff,
+        Err(e) => return Box::new(std::iter::once(Err(query("held events")(e)))),
+    };
     Box::new(batches.map(move |item| {
         let (batch, refs) = item?;
         let err = |e: ArrowError| query("held events")(e.into());
         let ts = batch.column_by_name("ts").expect("events have ts");
-        let keep = lt(ts, &as_of_param(cutoff).to_scalar().map_err(query("held events"))?).map_err(err)?;
+        let keep = lt(ts, &cutoff).map_err(err)?;
         if keep.true_count() == batch.num_rows() {
             return Ok((batch, refs));
         }
@@ -885,8 +890,12 @@ const LIFECYCLE_FILE: &str = "features/lifecycle.sql";
 
 /// A date as a DataFusion `Date32` value.
 pub fn date_value(date: NaiveDate) -> ScalarValue {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
-    ScalarValue::Date32(Some((date - epoch).num_days() as i32))
+    ScalarValue::Date32(Some(day_number(date)))
+}
+
+/// Days from 1970-01-01 to `date`.
+pub fn day_number(date: NaiveDate) -> i32 {
+    (date - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() as i32
 }
 
 /// The date of a `Date32` value.

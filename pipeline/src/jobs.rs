@@ -476,7 +476,7 @@ pub async fn train_clv_model(opts: &TrainClvOptions) -> Result<TrainClvRun> {
     clock.watch(&engine);
     clock.lap("ingest");
     let purchases = engine.purchase_days(opts.as_of).await?;
-    let end_day = (opts.as_of - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() - 1;
+    let end_day = crate::engine::day_number(opts.as_of) as i64 - 1;
     let customers = summarize(purchases.iter().map(|(c, d, v)| (c, *d, *v)), end_day, opts.time_unit.days());
     clock.lap("summaries");
     let name = opts.name.as_deref().unwrap_or("clv");
