@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, DictionaryArray, Int64Array, StringArray, StringBuilder, UInt8Array,
+    Array, ArrayRef, AsArray, DictionaryArray, Int64Array, Scalar, StringArray, StringBuilder, UInt8Array,
 };
 use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::kernels::cmp::lt;
@@ -433,19 +433,44 @@ struct Tally {
     erased: u64,
 }
 
+/// Which held rows get a customer key: those before `before` (a dated
+/// graph resolved for an earlier cutoff than its own; `None`: every row),
+/// and whether the rows without one are left out of the attributed batch.
+#[derive(Clone, Copy)]
+struct Keyed<'a> {
+    before: Option<&'a Scalar<ArrayRef>>,
+    /// Leave them out (a copy of the batch's columns: for events written to
+    /// disk), else keep them, keyless, in a batch that shares the held
+    /// columns: the attributed view reads the rows with a key only
+    /// ([`keyed_rows`]).
+    compact: bool,
+}
+
 /// `batch` (held rows of the view `view`) with each row's customer key
-/// from its reference in `refs`, the rows of no customer left out; counted
-/// in `tally`.
+/// from its reference in `refs`, counted in `tally`; rows of no customer
+/// and rows `keyed` leaves out of time get none.
 fn attribute(
     resolution: &Resolution,
     view: &str,
     schema: &SchemaRef,
     batch: RecordBatch,
     refs: &[u32],
+    keyed: Keyed,
     tally: &mut Tally,
 ) -> Result<RecordBatch> {
+    let err = |e: ArrowError| query(view)(e.into());
+    let in_time = match keyed.before {
+        Some(before) => Some(lt(batch.column_by_name("ts").expect("events have ts"), before).map_err(err)?),
+        None => None,
+    };
     let mut keys = StringBuilder::with_capacity(refs.len(), refs.len() * 12);
-    for &r in refs {
+    for (i, &r) in refs.iter().enumerate() {
+        // A row from the cutoff on may refer to an identifier first seen
+        // after it, which this resolution does not know.
+        if in_time.as_ref().is_some_and(|t| !t.value(i)) {
+            keys.append_null();
+            continue;
+        }
         match resolution.attribute(r) {
             Attribution::Customer { key, crm } => {
                 tally.crm += crm as u64;
@@ -465,13 +490,23 @@ fn attribute(
     let some_left_out = keys.null_count() > 0;
     let mut columns = batch.columns().to_vec();
     columns.push(Arc::new(keys));
-    let err = |e: ArrowError| query(view)(e.into());
     let full = RecordBatch::try_new(schema.clone(), columns).map_err(err)?;
-    if !some_left_out {
+    if !(keyed.compact && some_left_out) {
         return Ok(full);
     }
     let keep = is_not_null(full.column(full.num_columns() - 1)).map_err(err)?;
     filter_record_batch(&full, &keep).map_err(err)
+}
+
+/// The attributed view over `rows` (held columns and `customer_key`): the
+/// rows with a key.
+fn keyed_rows(
+    ctx: &SessionContext,
+    view: &str,
+    rows: Arc<dyn TableProvider>,
+) -> Result<Arc<dyn TableProvider>> {
+    let rows = ctx.read_table(rows).map_err(query(view))?;
+    Ok(rows.filter(col("customer_key").is_not_null()).map_err(query(view))?.into_view())
 }
 
 /// [`attribute`] for every held batch, the `i`-th into partition `i %`
@@ -482,6 +517,7 @@ fn attribute_in_memory(
     view: &str,
     schema: &SchemaRef,
     held: Vec<(RecordBatch, ScalarBuffer<u32>)>,
+    keyed: Keyed,
 ) -> Result<(Finished, Tally)> {
     let mut parts: Vec<Vec<_>> = (0..ATTRIBUTION_PARTITIONS).map(|_| Vec::new()).collect();
     for (i, item) in held.into_iter().enumerate() {
@@ -495,7 +531,9 @@ fn attribute_in_memory(
                     let mut tally = Tally::default();
                     let batches = part
                         .into_iter()
-                        .map(|(batch, refs)| attribute(resolution, view, schema, batch, &refs, &mut tally))
+                        .map(|(batch, refs)| {
+                            attribute(resolution, view, schema, batch, &refs, keyed, &mut tally)
+                        })
                         .collect::<Result<Vec<_>>>()?;
                     Ok((batches, tally))
                 })
@@ -645,13 +683,15 @@ impl GraphInProgress {
     }
 
     /// Resolves the dated graph as it stood before `cutoff` and hands over
-    /// the held events before it; both stay for another cutoff.
+    /// the held events, all of them, and the day from which they get no key
+    /// (`None`: every held row is before the cutoff); both stay for another
+    /// cutoff.
     fn resolve_kept(
         &mut self,
         cutoff: Option<NaiveDate>,
         erasure: &ErasureList,
         map: &mut MapSink,
-    ) -> Result<(Resolution, Vec<Batches>)> {
+    ) -> Result<(Resolution, Vec<Batches>, Option<NaiveDate>)> {
         // The graph holds no row from its own cutoff on.
         let before = cutoff.filter(|_| cutoff != self.cutoff);
         let GraphInProgress { graph, held, events, .. } = self;
@@ -663,32 +703,9 @@ impl GraphInProgress {
         )?;
         held.hold(graph.heap_bytes() + resolution.heap_bytes())?;
         resolution.stats.graph_bytes = held.largest as u64;
-        let events =
-            events.iter_mut().map(|e| Ok(before_cutoff(e.batches()?, before))).collect::<Result<_>>()?;
-        Ok((resolution, events))
+        let events = events.iter_mut().map(Held::batches).collect::<Result<_>>()?;
+        Ok((resolution, events, before))
     }
-}
-
-/// `batches` (held events with their references), the rows before
-/// `cutoff` only (all for `None`).
-fn before_cutoff(batches: Batches, cutoff: Option<NaiveDate>) -> Batches {
-    let Some(cutoff) = cutoff else { return batches };
-    let cutoff = match as_of_param(cutoff).to_scalar() {
-        Ok(cutoff) => cutoff,
-        Err(e) => return Box::new(std::iter::once(Err(query("held events")(e)))),
-    };
-    Box::new(batches.map(move |item| {
-        let (batch, refs) = item?;
-        let err = |e: ArrowError| query("held events")(e.into());
-        let ts = batch.column_by_name("ts").expect("events have ts");
-        let keep = lt(ts, &cutoff).map_err(err)?;
-        if keep.true_count() == batch.num_rows() {
-            return Ok((batch, refs));
-        }
-        let refs: Vec<u32> =
-            refs.iter().zip(keep.values().iter()).filter(|(_, k)| *k).map(|(&r, _)| r).collect();
-        Ok((filter_record_batch(&batch, &keep).map_err(err)?, refs.into()))
-    }))
 }
 
 /// A [`GraphInProgress`] fed on a thread of its own: the graph (one hash
@@ -1071,17 +1088,19 @@ impl Engine {
         let erasure = &self.source.erasure;
         // A dated graph stays for the next cutoff, with its held events; the
         // events attributed for this one spill to a directory of their own.
-        let (resolution, events, spill, mut kept) = if built.dated {
-            let (resolution, events) = built.resolve_kept(cutoff, erasure, &mut sink)?;
+        let (resolution, events, spill, before, mut kept) = if built.dated {
+            let (resolution, events, before) = built.resolve_kept(cutoff, erasure, &mut sink)?;
             let spill = match built.spill {
                 Some(_) => self.source.engine.spill("attributed")?,
                 None => None,
             };
-            (resolution, events, spill, Some(built))
+            (resolution, events, spill, before, Some(built))
         } else {
             let (resolution, events, spill) = built.resolve_once(erasure, &mut sink)?;
-            (resolution, events, spill, None)
+            (resolution, events, spill, None, None)
         };
+        let before =
+            before.map(|day| as_of_param(day).to_scalar()).transpose().map_err(query("held events"))?;
         let map = sink.finish()?;
         match &map {
             IdentityMap::Memory(chunks) => {
@@ -1111,13 +1130,20 @@ impl Engine {
                 }
             };
             let (finished, tally) = match &spill {
-                None => attribute_in_memory(&resolution, a.view, &schema, held.collect::<Result<_>>()?)?,
+                None => {
+                    let keyed = Keyed { before: before.as_ref(), compact: false };
+                    attribute_in_memory(&resolution, a.view, &schema, held.collect::<Result<_>>()?, keyed)?
+                }
                 Some(dir) => {
                     let mut out = AttributedEvents::new(Some(dir), a.view, ATTRIBUTION_PARTITIONS);
                     let mut tally = Tally::default();
                     for (i, item) in held.enumerate() {
                         let (batch, refs) = item?;
-                        out.push(i, attribute(&resolution, a.view, &schema, batch, &refs, &mut tally)?)?;
+                        let keyed = Keyed { before: before.as_ref(), compact: true };
+                        out.push(
+                            i,
+                            attribute(&resolution, a.view, &schema, batch, &refs, keyed, &mut tally)?,
+                        )?;
                     }
                     (out.finish(&schema)?, tally)
                 }
@@ -1125,7 +1151,7 @@ impl Engine {
             match finished {
                 Finished::Memory(partitions) => {
                     let table = MemTable::try_new(schema, partitions).map_err(query(a.view))?;
-                    self.replace_table(a.view, Arc::new(table))?;
+                    self.replace_table(a.view, keyed_rows(&self.ctx, a.view, Arc::new(table))?)?;
                 }
                 Finished::File(path) => {
                     self.ctx.deregister_table(a.view).map_err(query(a.view))?;
@@ -1634,25 +1660,40 @@ mod tests {
             .collect();
         let resolution = graph.resolve(&ErasureList::default(), &mut |_| Ok(()), &mut |_| Ok(())).unwrap();
         let with_key = with_customer_key(schema.fields().iter().map(|f| f.as_ref()));
-        let (finished, tally) = attribute_in_memory(&resolution, "test", &with_key, held).unwrap();
-        assert_eq!((tally.crm, tally.unattributed, tally.erased), (10, 5, 0));
-        let Finished::Memory(partitions) = finished else { panic!("held in memory") };
-        // Batch i in partition i % 2, in order, without the unattributed row.
-        let batches: Vec<Vec<i64>> = partitions
-            .iter()
-            .map(|p| {
-                p.iter()
-                    .map(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0))
-                    .collect()
-            })
-            .collect();
-        assert_eq!(batches, [vec![0, 2, 4], vec![1, 3]]);
-        for batch in partitions.iter().flatten() {
-            assert_eq!(batch.schema(), with_key);
-            let keys = batch.column(1).as_string::<i32>();
-            assert_eq!(keys.len(), 3);
-            assert_eq!((keys.value(0), keys.value(1)), ("c1", "c2"));
-            assert!(!keys.value(2).is_empty() && !["c1", "c2"].contains(&keys.value(2)));
+        for compact in [true, false] {
+            let keyed = Keyed { before: None, compact };
+            let (finished, tally) =
+                attribute_in_memory(&resolution, "test", &with_key, held.clone(), keyed).unwrap();
+            assert_eq!((tally.crm, tally.unattributed, tally.erased), (10, 5, 0));
+            let Finished::Memory(partitions) = finished else { panic!("held in memory") };
+            // Batch i in partition i % 2, in order.
+            let batches: Vec<Vec<i64>> = partitions
+                .iter()
+                .map(|p| {
+                    p.iter()
+                        .map(|b| {
+                            b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0)
+                        })
+                        .collect()
+                })
+                .collect();
+            assert_eq!(batches, [vec![0, 2, 4], vec![1, 3]]);
+            let attributed = [0, 2, 4, 1, 3].map(|i| &held[i].0);
+            for (batch, held) in partitions.iter().flatten().zip(attributed) {
+                assert_eq!(batch.schema(), with_key);
+                let keys = batch.column(1).as_string::<i32>();
+                assert_eq!((keys.value(0), keys.value(1)), ("c1", "c2"));
+                assert!(!keys.value(2).is_empty() && !["c1", "c2"].contains(&keys.value(2)));
+                match compact {
+                    // The unattributed row left out.
+                    true => assert_eq!(keys.len(), 3),
+                    // Kept without a key, the held column shared, not copied.
+                    false => {
+                        assert_eq!((keys.len(), keys.null_count(), keys.is_null(3)), (4, 1, true));
+                        assert!(Arc::ptr_eq(batch.column(0), held.column(0)));
+                    }
+                }
+            }
         }
     }
 
