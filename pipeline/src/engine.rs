@@ -1101,6 +1101,9 @@ impl Engine {
         };
         let before =
             before.map(|day| as_of_param(day).to_scalar()).transpose().map_err(query("held events"))?;
+        // Events written to disk are compacted first; in memory they share
+        // the held columns.
+        let keyed = Keyed { before: before.as_ref(), compact: spill.is_some() };
         let map = sink.finish()?;
         match &map {
             IdentityMap::Memory(chunks) => {
@@ -1131,7 +1134,6 @@ impl Engine {
             };
             let (finished, tally) = match &spill {
                 None => {
-                    let keyed = Keyed { before: before.as_ref(), compact: false };
                     attribute_in_memory(&resolution, a.view, &schema, held.collect::<Result<_>>()?, keyed)?
                 }
                 Some(dir) => {
@@ -1139,7 +1141,6 @@ impl Engine {
                     let mut tally = Tally::default();
                     for (i, item) in held.enumerate() {
                         let (batch, refs) = item?;
-                        let keyed = Keyed { before: before.as_ref(), compact: true };
                         out.push(
                             i,
                             attribute(&resolution, a.view, &schema, batch, &refs, keyed, &mut tally)?,
