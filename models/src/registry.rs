@@ -25,6 +25,9 @@ pub const MODEL_FILE: &str = "model.json";
 pub const META_FILE: &str = "meta.json";
 /// The promotion stack of a name.
 pub const PROMOTIONS_FILE: &str = "promotions.json";
+/// Held while a name's promotions change (a dot file: never a version,
+/// never uploaded).
+const LOCK_FILE: &str = ".lock";
 /// Bumped when `meta.json` or `promotions.json` change incompatibly.
 pub const REGISTRY_FORMAT_VERSION: u32 = 1;
 
@@ -78,6 +81,20 @@ pub struct Promotions {
     pub stack: Vec<String>,
     /// Every promotion and rollback, oldest first.
     pub events: Vec<PromotionEvent>,
+}
+
+impl Promotions {
+    /// `version` on top of the stack (once), and the event.
+    fn promote(&mut self, version: &str) {
+        if self.stack.last().map(String::as_str) != Some(version) {
+            self.stack.push(version.to_string());
+        }
+        self.events.push(PromotionEvent { action: "promote".into(), version: version.into(), at: now() });
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// A row of `engage models list`.
@@ -222,12 +239,13 @@ impl Registry {
         } else {
             std::fs::rename(&staging, &target).map_err(io(&target))?;
         }
-        let promoted = if self.promotions(&meta.name)?.stack.is_empty() {
-            self.promote(&meta.name, &meta.version)?;
-            true
-        } else {
-            false
-        };
+        let promoted = self.change_promotions(&meta.name, |p| {
+            let first = p.stack.is_empty();
+            if first {
+                p.promote(&meta.version);
+            }
+            Ok(first)
+        })?;
         Ok((target, promoted))
     }
 
@@ -319,29 +337,53 @@ impl Registry {
         Ok(p)
     }
 
-    fn save_promotions(&self, name: &str, p: &Promotions) -> Result<(), ModelError> {
-        let path = self.root.join(name).join(PROMOTIONS_FILE);
-        write_atomic(&path, &serde_json::to_vec_pretty(p).expect("promotions serialise"))
-    }
-
-    fn now() -> String {
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    /// Reads `name`'s promotions, lets `change` change them, and replaces
+    /// the file if it did, all under an exclusive lock on `<name>/.lock`:
+    /// two commands promoting, rolling back or registering a first version
+    /// at once (a nightly `train --promote` and a person at the CLI) each
+    /// see the other's change instead of the later write dropping the
+    /// earlier one's. The lock is the operating system's (`flock`), so a
+    /// killed command holds it no longer; the file stays, empty.
+    fn change_promotions<T>(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Promotions) -> Result<T, ModelError>,
+    ) -> Result<T, ModelError> {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(LOCK_FILE);
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        lock.lock().map_err(io(&path))?;
+        let before = self.promotions(name)?;
+        let mut p = before.clone();
+        let out = change(&mut p)?;
+        if p != before {
+            let path = dir.join(PROMOTIONS_FILE);
+            write_atomic(&path, &serde_json::to_vec_pretty(&p).expect("promotions serialise"))?;
+        }
+        Ok(out)
     }
 
     /// Makes `version` the one scoring uses (it must be registered).
     pub fn promote(&self, name: &str, version: &str) -> Result<(), ModelError> {
         self.meta(name, version)?;
-        let mut p = self.promotions(name)?;
-        if p.stack.last().map(String::as_str) != Some(version) {
-            p.stack.push(version.to_string());
-        }
-        p.events.push(PromotionEvent { action: "promote".into(), version: version.into(), at: Self::now() });
-        self.save_promotions(name, &p)
+        self.change_promotions(name, |p| {
+            p.promote(version);
+            Ok(())
+        })
     }
 
     /// Returns to the version promoted before the current one; returns it.
     pub fn rollback(&self, name: &str) -> Result<String, ModelError> {
-        let mut p = self.promotions(name)?;
+        self.change_promotions(name, |p| self.roll_back(name, p))
+    }
+
+    fn roll_back(&self, name: &str, p: &mut Promotions) -> Result<String, ModelError> {
         if p.stack.len() < 2 {
             return Err(registry_error(
                 &self.shown,
@@ -356,8 +398,7 @@ impl Registry {
         }
         p.stack.pop();
         let back = p.stack.last().expect("two or more before the pop").clone();
-        p.events.push(PromotionEvent { action: "rollback".into(), version: back.clone(), at: Self::now() });
-        self.save_promotions(name, &p)?;
+        p.events.push(PromotionEvent { action: "rollback".into(), version: back.clone(), at: now() });
         Ok(back)
     }
 
@@ -447,12 +488,45 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(tmp.join("churn"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|f| f.starts_with('.'))
+            .filter(|f| f.starts_with('.') && f != LOCK_FILE)
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         // A failed write leaves nothing.
         let failed = reg.register(&meta("churn", "v3", "x"), |_| Err(ModelError::Data("boom".into())));
         assert!(failed.is_err() && reg.versions("churn").unwrap() == ["v1", "v2"]);
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn concurrent_promotions_and_rollbacks_lose_no_event() {
+        let tmp = std::env::temp_dir().join(format!("engage-registry-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let reg = Registry::new(&tmp);
+        add(&reg, "churn", "v1", "2026-01-01T00:00:00Z");
+        add(&reg, "churn", "v2", "2026-01-02T00:00:00Z");
+        // Each thread promotes v2 then rolls back, over and over: every
+        // call is a read, a change and a replacement of promotions.json.
+        let (threads, rounds) = (8, 25);
+        let rolled_back = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    for _ in 0..rounds {
+                        reg.promote("churn", "v2").unwrap();
+                        // Another thread's rollback may have come first and
+                        // left v1 alone on the stack: nothing to roll back.
+                        if reg.rollback("churn").is_ok() {
+                            rolled_back.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let p = reg.promotions("churn").unwrap();
+        let count = |action: &str| p.events.iter().filter(|e| e.action == action).count();
+        // The first registration's promotion, then every call's: none lost.
+        assert_eq!(count("promote"), 1 + threads * rounds);
+        assert_eq!(count("rollback"), rolled_back.into_inner());
         let _ = std::fs::remove_dir_all(&tmp);
     }
 }
