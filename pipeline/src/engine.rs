@@ -786,6 +786,8 @@ pub struct Engine {
     /// Under a memory limit: the CSV inputs as Parquet (held for as long
     /// as the engine reads them, removed with it).
     _ingest: Option<SpillDir>,
+    /// Under a memory limit: where the SQL engine's operators spill.
+    _operator_spill: Option<SpillDir>,
     /// On a cluster, once the feature table was computed there: the
     /// session over the staged inputs, where the scoring SQL runs too.
     #[cfg(feature = "ballista")]
@@ -969,7 +971,7 @@ impl Engine {
         let config = SessionConfig::new()
             .with_information_schema(false)
             .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
-        let ctx = source.engine.session(config)?;
+        let (ctx, operator_spill) = source.engine.session(config)?;
         // Under a memory limit, the contract checks' key hashes and CSV
         // inputs (as Parquet, scanned for as long as the engine runs) go here.
         let ingest = source.engine.spill("ingest")?;
@@ -1009,6 +1011,7 @@ impl Engine {
             keyed_by_customer,
             spilled: None,
             _ingest: ingest,
+            _operator_spill: operator_spill,
             #[cfg(feature = "ballista")]
             cluster: None,
         })

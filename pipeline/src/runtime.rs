@@ -107,8 +107,10 @@ impl EngineSettings {
         self.memory_limit.map(|ByteSize(limit)| limit - limit / 8)
     }
 
-    /// A session with these settings over `config`.
-    pub fn session(&self, mut config: SessionConfig) -> Result<SessionContext> {
+    /// A session with these settings over `config`, and under a memory
+    /// limit the directory its operators spill to (in `spill_dir`, removed
+    /// when dropped: keep it for as long as the session runs).
+    pub fn session(&self, mut config: SessionConfig) -> Result<(SessionContext, Option<SpillDir>)> {
         let mut runtime = RuntimeEnvBuilder::new();
         if let Some(pool) = self.pool_bytes() {
             // Hash joins hold their build side in memory and cannot spill;
@@ -134,19 +136,20 @@ impl EngineSettings {
             None => Arc::new(UnboundedMemoryPool::default()),
         };
         runtime = runtime.with_memory_pool(Arc::new(Watermarked { inner: pool, usage: Arc::default() }));
-        let mode = match &self.spill_dir {
+        // The operators' spill files in a directory of engage's own, which
+        // the next run removes should this one be killed (see SpillDir);
+        // without a limit nothing spills.
+        let spill = self.spill("engine")?;
+        let mode = match &spill {
             _ if self.spill_disabled => Some(DiskManagerMode::Disabled),
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(crate::error::io(dir))?;
-                Some(DiskManagerMode::Directories(vec![dir.clone()]))
-            }
+            Some(dir) => Some(DiskManagerMode::Directories(vec![dir.path().to_path_buf()])),
             None => None,
         };
         if let Some(mode) = mode {
             runtime = runtime.with_disk_manager_builder(DiskManagerBuilder::default().with_mode(mode));
         }
         let runtime = runtime.build_arc().map_err(query("engine runtime"))?;
-        Ok(SessionContext::new_with_config_rt(config, runtime))
+        Ok((SessionContext::new_with_config_rt(config, runtime), spill))
     }
 }
 
@@ -308,7 +311,7 @@ mod tests {
     fn the_pool_keeps_its_high_water_mark_per_ask() {
         let limited = EngineSettings { memory_limit: Some(ByteSize(1000)), ..EngineSettings::default() };
         for settings in [limited, EngineSettings::default()] {
-            let ctx = settings.session(SessionConfig::new()).unwrap();
+            let (ctx, _spill) = settings.session(SessionConfig::new()).unwrap();
             let usage = pool_usage(&ctx).expect("a session engage made");
             let pool = &ctx.runtime_env().memory_pool;
             if settings.memory_limit.is_some() {

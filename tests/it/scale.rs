@@ -631,3 +631,64 @@ async fn scoring_sql_on_ballista_equals_the_local_engine() {
     }
     assert_eq!(walk(&tmp.path().join("stage")).len(), 0, "staged tables are removed");
 }
+
+/// A run killed while it spills (`kill -9`: nothing of it cleans up) leaves
+/// its spill directories; the next run with the same spill directory
+/// removes them, says so, and cleans up its own.
+#[test]
+fn a_killed_runs_spill_directories_are_removed_by_the_next_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spill = tmp.path().join("spill");
+    let args = |out: &str| {
+        [
+            "features",
+            "--data",
+            sample().to_str().unwrap(),
+            "--as-of",
+            "2026-07-01",
+            "--memory-limit",
+            "256MiB",
+            "--spill-dir",
+            spill.to_str().unwrap(),
+            "--out",
+            tmp.path().join(out).to_str().unwrap(),
+        ]
+        .map(String::from)
+    };
+    let spilled = || -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&spill) else { return Vec::new() };
+        entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    };
+    let mut killed = std::process::Command::new(env!("CARGO_BIN_EXE_engage"))
+        .args(args("killed"))
+        .env("ENGAGE_ERASURE_LIST", "/nonexistent/engage-tests/erasure_list.json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed as soon as it has a spill directory with its owner file.
+    while !std::fs::read_dir(&spill)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("engage-") && e.path().join(".owner").is_file())
+    {
+        assert!(killed.try_wait().unwrap().is_none(), "the run ended before it was killed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let left = spilled();
+    assert!(!left.is_empty(), "a killed run leaves its spill directories");
+
+    let out = crate::common::engage(&args("next").each_ref().map(String::as_str));
+    assert!(out.status.success(), "{}", stderr(&out));
+    for dir in &left {
+        assert!(
+            stderr(&out).contains(&format!("{dir}, left behind by a run that did not finish")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(spilled(), Vec::<String>::new(), "nothing left in the spill directory");
+}
