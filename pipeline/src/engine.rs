@@ -40,6 +40,7 @@ use crate::sql::{
     SqlFile,
 };
 use crate::store::DataRoot;
+use crate::worker::{Worker, joined};
 
 /// Column of the erased customer ids joined against.
 const ERASED_ID: &str = "__erased_customer_id";
@@ -539,10 +540,7 @@ fn attribute_in_memory(
                 })
             })
             .collect();
-        threads
-            .into_iter()
-            .map(|t| t.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
+        threads.into_iter().map(|t| joined(t.join())).collect()
     });
     let mut partitions = Vec::new();
     let mut total = Tally::default();
@@ -711,34 +709,22 @@ impl GraphInProgress {
 /// A [`GraphInProgress`] fed on a thread of its own: the graph (one hash
 /// probe per identifier, memory latency) runs beside the thread that
 /// decodes and checks the rows instead of after it on the same one.
-struct GraphThread {
-    rows: Option<std::sync::mpsc::SyncSender<(&'static str, RecordBatch)>>,
-    thread: Option<std::thread::JoinHandle<Result<GraphInProgress>>>,
-}
+struct GraphThread(Worker<(&'static str, RecordBatch), GraphInProgress, PipelineError>);
 
 impl GraphThread {
     fn start(mut graph: GraphInProgress) -> GraphThread {
         // A few batches in flight: enough to keep both sides busy.
-        let (rows, inbox) = std::sync::mpsc::sync_channel::<(&'static str, RecordBatch)>(4);
-        let thread = std::thread::Builder::new()
-            .name("identity-graph".into())
-            .spawn(move || {
-                for (table, batch) in inbox {
-                    graph.read(table, batch)?;
-                }
-                Ok(graph)
-            })
-            .expect("a thread starts");
-        GraphThread { rows: Some(rows), thread: Some(thread) }
+        GraphThread(Worker::start("identity-graph", 4, move |inbox| {
+            for (table, batch) in inbox {
+                graph.read(table, batch)?;
+            }
+            Ok(graph)
+        }))
     }
 
     /// The graph, once every row sent is in it, or the error that stopped it.
-    fn finish(mut self) -> Result<GraphInProgress> {
-        self.rows = None;
-        match self.thread.take().expect("finished once").join() {
-            Ok(graph) => graph,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+    fn finish(self) -> Result<GraphInProgress> {
+        self.0.finish()
     }
 }
 
@@ -748,19 +734,7 @@ impl AcceptedRows for GraphThread {
     }
 
     fn read(&mut self, table: &'static str, rows: RecordBatch) -> Result<()> {
-        let sent = self.rows.as_ref().expect("not finished").send((table, rows));
-        match sent {
-            Ok(()) => Ok(()),
-            // The thread stopped on an error: it says which.
-            Err(_) => {
-                let thread = self.thread.take().expect("not finished");
-                match thread.join() {
-                    Ok(Err(e)) => Err(e),
-                    Ok(Ok(_)) => unreachable!("the thread reads until the sender is dropped"),
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-        }
+        self.0.send((table, rows))
     }
 }
 

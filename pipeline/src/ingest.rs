@@ -42,6 +42,7 @@ use crate::events::SpillDir;
 use crate::output::ParquetSink;
 use crate::schema::{ColType, ColumnSpec, TABLES, TableSpec};
 use crate::store::DataRoot;
+use crate::worker::joined;
 
 /// How a table is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -920,7 +921,7 @@ impl Hashes {
                         .map(|share| s.spawn(|| share.into_iter().flat_map(repeats).collect::<Vec<u64>>()))
                         .collect();
                     for f in found {
-                        twice.extend(f.join().expect("sorting hashes does not panic"));
+                        twice.extend(joined(f.join()));
                     }
                 });
             }

@@ -31,6 +31,7 @@ pub mod scoring;
 pub mod segments;
 pub mod sql;
 pub mod store;
+mod worker;
 
 /// Re-exported so tests and tools use the same DataFusion (and its arrow and parquet).
 pub use datafusion;

@@ -20,6 +20,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{PipelineError, Result, io};
+use crate::worker::{Worker, joined};
 
 /// Rows per Parquet row group, and per batch read back.
 pub const BATCH_ROWS: usize = 65_536;
@@ -72,58 +73,22 @@ enum ToEncode {
     Finish,
 }
 
-/// The writer's thread and its inbox.
-struct Encoder {
-    inbox: std::sync::mpsc::SyncSender<ToEncode>,
-    thread: Option<std::thread::JoinHandle<parquet::errors::Result<()>>>,
-}
+/// The writer's thread: the file's row groups, encoded as batches come.
+type Encoder = Worker<ToEncode, (), parquet::errors::ParquetError>;
 
-impl Encoder {
-    fn start(writer: ArrowWriter<File>, schema: Arc<Schema>) -> Encoder {
-        // Two batches in flight keep both threads busy; more only hold memory.
-        let (inbox, batches) = std::sync::mpsc::sync_channel::<ToEncode>(2);
-        let thread = std::thread::Builder::new()
-            .name("parquet-sink".into())
-            .spawn(move || {
-                let (file, factory) = writer.into_serialized_writer()?;
-                let mut groups =
-                    RowGroups { file, factory, schema, pending: Vec::new(), rows: 0, written: 0 };
-                for message in batches {
-                    match message {
-                        ToEncode::Batch(batch) => groups.write(batch)?,
-                        ToEncode::Finish => return groups.close(),
-                    }
-                }
-                Ok(())
-            })
-            .expect("a thread starts");
-        Encoder { inbox, thread: Some(thread) }
-    }
-
-    /// Hands `message` over; once the thread has stopped on an error, that
-    /// error.
-    fn send(&mut self, message: ToEncode) -> parquet::errors::Result<()> {
-        if self.inbox.send(message).is_ok() {
-            return Ok(());
-        }
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(Err(e))) => Err(e),
-            Some(Ok(Ok(()))) => unreachable!("the thread reads until it fails or is told to finish"),
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
-            None => {
-                Err(parquet::errors::ParquetError::General("the writer stopped on an earlier error".into()))
+fn start_encoder(writer: ArrowWriter<File>, schema: Arc<Schema>) -> Encoder {
+    // Two batches in flight keep both threads busy; more only hold memory.
+    Worker::start("parquet-sink", 2, move |batches| {
+        let (file, factory) = writer.into_serialized_writer()?;
+        let mut groups = RowGroups { file, factory, schema, pending: Vec::new(), rows: 0, written: 0 };
+        for message in batches {
+            match message {
+                ToEncode::Batch(batch) => groups.write(batch)?,
+                ToEncode::Finish => return groups.close(),
             }
         }
-    }
-
-    /// Closes the file: the first error of any batch, else the close's.
-    fn finish(mut self) -> parquet::errors::Result<()> {
-        self.send(ToEncode::Finish)?;
-        match self.thread.take().expect("running until told to finish").join() {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
+        Ok(())
+    })
 }
 
 /// A Parquet file's row groups, each gathered to [`BATCH_ROWS`] rows and
@@ -194,7 +159,7 @@ impl RowGroups {
         let (even, odd) = std::thread::scope(|s| {
             let other = s.spawn(|| odd.into_iter().map(encode).collect::<parquet::errors::Result<Vec<_>>>());
             let mine = even.into_iter().map(encode).collect::<parquet::errors::Result<Vec<_>>>();
-            (mine, other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            (mine, joined(other.join()))
         });
         let (mut even, mut odd) = (even?.into_iter(), odd?.into_iter());
         let mut group = self.file.next_row_group()?;
@@ -234,7 +199,7 @@ impl ParquetSink {
         let mut sink =
             ParquetSink { path: path.to_path_buf(), tmp, encoder: None, schema: schema.clone(), rows: 0 };
         let writer = ArrowWriter::try_new(file, schema, Some(properties)).map_err(|e| sink.err(e))?;
-        sink.encoder = Some(Encoder::start(writer, sink.schema.clone()));
+        sink.encoder = Some(start_encoder(writer, sink.schema.clone()));
         Ok(sink)
     }
 
@@ -271,8 +236,8 @@ impl ParquetSink {
     /// Writes what is queued, closes the file and moves it into place;
     /// returns the rows written.
     pub fn finish(mut self) -> Result<u64> {
-        let encoder = self.encoder.take().expect("an unfinished sink");
-        encoder.finish().map_err(|e| self.err(e))?;
+        let mut encoder = self.encoder.take().expect("an unfinished sink");
+        encoder.send(ToEncode::Finish).and_then(|()| encoder.finish()).map_err(|e| self.err(e))?;
         std::fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
         Ok(self.rows)
     }
@@ -283,10 +248,7 @@ impl Drop for ParquetSink {
     /// failed, and removes its temporary file (after
     /// [`ParquetSink::finish`] both are gone already).
     fn drop(&mut self) {
-        if let Some(Encoder { inbox, thread }) = self.encoder.take() {
-            drop(inbox);
-            let _ = thread.map(|t| t.join());
-        }
+        drop(self.encoder.take());
         let _ = std::fs::remove_file(&self.tmp);
     }
 }
