@@ -713,8 +713,14 @@ struct GraphThread(Worker<(&'static str, RecordBatch), GraphInProgress, Pipeline
 
 impl GraphThread {
     fn start(mut graph: GraphInProgress) -> GraphThread {
-        // A few batches in flight: enough to keep both sides busy.
-        GraphThread(Worker::start("identity-graph", 4, move |inbox| {
+        // The CRM records come first and their identifiers are new, each
+        // normalised and inserted: the graph takes a second or two over
+        // them, while a few batches in flight would hold the checks of the
+        // events back and leave a core idle. Without a memory limit the
+        // checks run up to 256 batches ahead (some 100 MB); under one, the
+        // rows in flight are not counted, so few.
+        let ahead = if graph.spill.is_some() { 4 } else { 256 };
+        GraphThread(Worker::start("identity-graph", ahead, move |inbox| {
             for (table, batch) in inbox {
                 graph.read(table, batch)?;
             }
