@@ -61,11 +61,18 @@ impl SpillDir {
         // Locked before it has its name: a directory's owner file is never
         // seen unlocked while its process lives.
         let claim = dir.join(".owner.new");
-        let owner = std::fs::File::create(&claim).map_err(io(&claim))?;
-        owner.lock().map_err(io(&claim))?;
         let owned = dir.join(OWNER_FILE);
-        std::fs::rename(&claim, &owned).map_err(io(&owned))?;
-        Ok(SpillDir { path: dir, _owner: owner })
+        let owner = std::fs::File::create(&claim)
+            .and_then(|owner| owner.lock().map(|()| owner))
+            .map_err(io(&claim))
+            .and_then(|owner| std::fs::rename(&claim, &owned).map(|()| owner).map_err(io(&owned)));
+        match owner {
+            Ok(owner) => Ok(SpillDir { path: dir, _owner: owner }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
     }
 
     /// `engage-<what>-<pid>-<time>`: a name no other run takes.
