@@ -349,8 +349,11 @@ impl Registry {
         name: &str,
         change: impl FnOnce(&mut Promotions) -> Result<T, ModelError>,
     ) -> Result<T, ModelError> {
+        check_component("model name", name, &self.shown)?;
         let dir = self.root.join(name);
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        if !dir.is_dir() {
+            return Err(self.unknown_name(name));
+        }
         let path = dir.join(LOCK_FILE);
         let lock = std::fs::File::options()
             .create(true)
@@ -475,6 +478,12 @@ mod tests {
         assert_eq!(reg.resolve(&"churn".parse().unwrap()).unwrap().0.version, "v1");
         let err = reg.rollback("churn").unwrap_err().to_string();
         assert!(err.contains("only version ever promoted"), "{err}");
+        // A name never registered is an error that says so, and leaves
+        // nothing behind; so is a name that is not one.
+        let err = reg.rollback("chrun").unwrap_err().to_string();
+        assert!(err.contains("no model named \"chrun\""), "{err}");
+        assert!(!tmp.join("chrun").exists());
+        assert!(reg.rollback("../churn").is_err());
         assert_eq!(reg.promotions("churn").unwrap().events.len(), 3);
         // Unknown versions and unsafe names are errors that say what exists.
         let err = reg.promote("churn", "v9").unwrap_err().to_string();
