@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::ModelError;
-use crate::snapshot::write_atomic;
+use crate::snapshot::{LOCK_FILE, open_lock_file, write_atomic};
 
 /// The artifact inside a version directory.
 pub const MODEL_FILE: &str = "model.json";
@@ -25,9 +25,6 @@ pub const MODEL_FILE: &str = "model.json";
 pub const META_FILE: &str = "meta.json";
 /// The promotion stack of a name.
 pub const PROMOTIONS_FILE: &str = "promotions.json";
-/// Held while a name's promotions change (a dot file: never a version,
-/// never uploaded).
-const LOCK_FILE: &str = ".lock";
 /// Bumped when `meta.json` or `promotions.json` change incompatibly.
 pub const REGISTRY_FORMAT_VERSION: u32 = 1;
 
@@ -355,12 +352,7 @@ impl Registry {
             return Err(self.unknown_name(name));
         }
         let path = dir.join(LOCK_FILE);
-        let lock = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let lock = open_lock_file(&path).map_err(io(&path))?;
         lock.lock().map_err(io(&path))?;
         let before = self.promotions(name)?;
         let mut p = before.clone();

@@ -208,6 +208,17 @@ pub fn open(root: &Path, id: &str) -> Result<(PathBuf, SnapshotManifest), ModelE
     Ok((dir, manifest))
 }
 
+/// The file in a directory that whoever changes the directory holds
+/// locked (`flock`, released by the OS however the process ends): the
+/// registry's per-name promotions, scoring's snapshot root.
+pub const LOCK_FILE: &str = ".lock";
+
+/// `path` (a [`LOCK_FILE`]) opened to be locked, made if missing, its
+/// content left alone.
+pub fn open_lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::options().create(true).truncate(false).write(true).open(path)
+}
+
 /// Writes `bytes` to `path` through a temporary sibling, fsync and rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     use std::io::Write;

@@ -834,13 +834,8 @@ impl ScoreColumns {
 /// ends, however it ends.
 fn lock(out: &Path) -> Result<std::fs::File> {
     std::fs::create_dir_all(out).map_err(io(out))?;
-    let path = out.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io(&path))?;
+    let path = out.join(snapshot::LOCK_FILE);
+    let file = snapshot::open_lock_file(&path).map_err(io(&path))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(PipelineError::InvalidArgument {
