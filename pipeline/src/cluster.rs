@@ -21,13 +21,14 @@ use crate::sql::FEATURES;
 use crate::store::DataRoot;
 
 /// The tables and views the feature SQL reads (besides its own views).
-pub const FEATURE_INPUTS: [&str; 7] = [
+pub const FEATURE_INPUTS: [&str; 8] = [
     "customers",
     "contacts",
     "responses",
     "campaigns",
     "transactions_resolved",
     "interactions_resolved",
+    "customer_keys",
     "response_funnel",
 ];
 

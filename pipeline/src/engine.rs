@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, DictionaryArray, Int64Array, Scalar, StringArray, StringBuilder, UInt8Array,
+    Array, ArrayRef, AsArray, DictionaryArray, Int64Array, Scalar, StringArray, UInt8Array, UInt32Builder,
 };
 use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::kernels::cmp::lt;
@@ -27,7 +27,7 @@ use crate::error::{PipelineError, Result, io, query};
 use crate::events::{Attributed as AttributedEvents, Batches, Finished, Held, SpillDir};
 use crate::identity::{
     Attribution, GraphBuilder, ID_TYPES, IdentityOptions, IdentityQuality, IdentityStats, Resolution,
-    map_schema, pairwise_quality,
+    key_schema, map_schema, pairwise_quality,
 };
 use crate::ingest::{AcceptedRows, TableCounts, register_inputs, rejects_view};
 use crate::output::{BATCH_ROWS, ParquetSink, read_parquet, write_parquet};
@@ -252,8 +252,12 @@ enum FeatureTable {
     Remote(datafusion::execution::SendableRecordBatchStream),
 }
 
+/// The customer keys of the resolution in force, by the number the
+/// attributed events carry ([`crate::identity::key_schema`]).
+pub const KEYS: &str = "customer_keys";
+
 /// An event table and the columns its attributed view keeps (the ones
-/// feature SQL reads), plus `customer_key`.
+/// feature SQL reads), plus `customer_no`.
 struct Attributed {
     table: &'static str,
     view: &'static str,
@@ -420,9 +424,13 @@ impl IdentityMap {
     }
 }
 
-/// An attributed view's schema: the held columns, then `customer_key`.
-fn with_customer_key<'f>(held: impl IntoIterator<Item = &'f Field>) -> SchemaRef {
-    let key = Field::new("customer_key", DataType::Utf8, true);
+/// An attributed view's schema: the held columns, then `customer_no`, the
+/// number of the row's customer key in the resolution in force (see the
+/// `customer_keys` table, [`crate::identity::key_schema`]): the feature
+/// SQL groups and joins tens of millions of rows on it, twice as fast as on
+/// the key's text.
+fn with_customer_no<'f>(held: impl IntoIterator<Item = &'f Field>) -> SchemaRef {
+    let key = Field::new("customer_no", DataType::UInt32, true);
     Arc::new(Schema::new(held.into_iter().cloned().chain([key]).collect::<Vec<_>>()))
 }
 
@@ -464,7 +472,7 @@ fn attribute(
         Some(before) => Some(lt(batch.column_by_name("ts").expect("events have ts"), before).map_err(err)?),
         None => None,
     };
-    let mut keys = StringBuilder::with_capacity(refs.len(), refs.len() * 12);
+    let mut keys = UInt32Builder::with_capacity(refs.len());
     for (i, &r) in refs.iter().enumerate() {
         // A row from the cutoff on may refer to an identifier first seen
         // after it, which this resolution does not know.
@@ -473,9 +481,9 @@ fn attribute(
             continue;
         }
         match resolution.attribute(r) {
-            Attribution::Customer { key, crm } => {
+            Attribution::Customer { no, crm } => {
                 tally.crm += crm as u64;
-                keys.append_value(key);
+                keys.append_value(no);
             }
             Attribution::Unattributed => {
                 tally.unattributed += 1;
@@ -499,7 +507,7 @@ fn attribute(
     filter_record_batch(&full, &keep).map_err(err)
 }
 
-/// The attributed view over `rows` (held columns and `customer_key`): the
+/// The attributed view over `rows` (held columns and `customer_no`): the
 /// rows with a key.
 fn keyed_rows(
     ctx: &SessionContext,
@@ -507,7 +515,7 @@ fn keyed_rows(
     rows: Arc<dyn TableProvider>,
 ) -> Result<Arc<dyn TableProvider>> {
     let rows = ctx.read_table(rows).map_err(query(view))?;
-    Ok(rows.filter(col("customer_key").is_not_null()).map_err(query(view))?.into_view())
+    Ok(rows.filter(col("customer_no").is_not_null()).map_err(query(view))?.into_view())
 }
 
 /// [`attribute`] for every held batch, the `i`-th into partition `i %`
@@ -1030,7 +1038,7 @@ impl Engine {
         {
             self.cluster = None;
         }
-        let views = ATTRIBUTED.iter().map(|a| a.view);
+        let views = ATTRIBUTED.iter().map(|a| a.view).chain([KEYS]);
         let views = views
             .chain(FEATURES.iter().chain(LABELS).chain([&PURCHASE_DAYS, &PURCHASE_SUMMARY]).map(|f| f.name));
         for view in views {
@@ -1099,20 +1107,21 @@ impl Engine {
             }
         }
         self.leave_out_erased_customers(&resolution.erased_crm_ids).await?;
+        self.register_keys(&resolution, spill.as_ref()).await?;
         let mut tallies = Vec::new();
         for (a, held) in ATTRIBUTED.iter().zip(events) {
             let mut held = held.peekable();
             let schema = match held.peek() {
-                Some(Ok((batch, _))) => with_customer_key(batch.schema().fields().iter().map(|f| f.as_ref())),
+                Some(Ok((batch, _))) => with_customer_no(batch.schema().fields().iter().map(|f| f.as_ref())),
                 // An error: the loop below returns it.
-                Some(Err(_)) => with_customer_key([]),
+                Some(Err(_)) => with_customer_no([]),
                 None => {
                     let df = self.ctx.table(a.table).await.map_err(query(a.table))?;
                     let kept = a
                         .keep
                         .iter()
                         .map(|c| df.schema().as_arrow().field_with_name(c).expect("kept column"));
-                    with_customer_key(a.held_schema(kept).fields().iter().map(|f| f.as_ref()))
+                    with_customer_no(a.held_schema(kept).fields().iter().map(|f| f.as_ref()))
                 }
             };
             let (finished, tally) = match &spill {
@@ -1161,6 +1170,24 @@ impl Engine {
         }
         self.graph = kept;
         Ok(self.identity.insert(ResolvedIdentity { cutoff, map, stats, resolved }))
+    }
+
+    /// Registers `customer_keys`, the keys of `resolution` by number (the
+    /// attributed events carry the number): in memory, or in a Parquet file
+    /// in `spill`, where the attributed events wait under a memory limit.
+    async fn register_keys(&self, resolution: &Resolution, spill: Option<&SpillDir>) -> Result<()> {
+        let keys = resolution.key_table();
+        match spill {
+            None => {
+                let table = MemTable::try_new(key_schema(), vec![vec![keys]]).map_err(query(KEYS))?;
+                self.replace_table(KEYS, Arc::new(table))
+            }
+            Some(dir) => {
+                let path = dir.path().join(format!("{KEYS}.parquet"));
+                write_parquet(&path, key_schema(), &[keys])?;
+                self.register_parquet(KEYS, &path).await.map(|_| ())
+            }
+        }
     }
 
     /// The identity graph as of `cutoff` (`dated`: of every cutoff up to
@@ -1643,7 +1670,7 @@ mod tests {
             })
             .collect();
         let resolution = graph.resolve(&ErasureList::default(), &mut |_| Ok(()), &mut |_| Ok(())).unwrap();
-        let with_key = with_customer_key(schema.fields().iter().map(|f| f.as_ref()));
+        let with_key = with_customer_no(schema.fields().iter().map(|f| f.as_ref()));
         for compact in [true, false] {
             let keyed = Keyed { before: None, compact };
             let (finished, tally) =
@@ -1665,9 +1692,10 @@ mod tests {
             let attributed = [0, 2, 4, 1, 3].map(|i| &held[i].0);
             for (batch, held) in partitions.iter().flatten().zip(attributed) {
                 assert_eq!(batch.schema(), with_key);
-                let keys = batch.column(1).as_string::<i32>();
-                assert_eq!((keys.value(0), keys.value(1)), ("c1", "c2"));
-                assert!(!keys.value(2).is_empty() && !["c1", "c2"].contains(&keys.value(2)));
+                let keys = batch.column(1).as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+                let key = |i: usize| resolution.key(keys.value(i));
+                assert_eq!((key(0), key(1)), ("c1", "c2"));
+                assert!(!key(2).is_empty() && !["c1", "c2"].contains(&key(2)));
                 match compact {
                     // The unattributed row left out.
                     true => assert_eq!(keys.len(), 3),

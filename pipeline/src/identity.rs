@@ -20,7 +20,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, StringArray, StringBuilder, UInt32Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -115,6 +115,16 @@ pub fn map_schema() -> SchemaRef {
         Field::new("customer_key", DataType::Utf8, false),
         Field::new("shared", DataType::Boolean, false),
         Field::new("linked", DataType::Boolean, false),
+    ]))
+}
+
+/// The customer keys of a resolution ([`Resolution::key_table`]); the
+/// attributed events carry `customer_no`.
+pub fn key_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("customer_no", DataType::UInt32, false),
+        Field::new("customer_key", DataType::Utf8, false),
+        Field::new("crm", DataType::Boolean, false),
     ]))
 }
 
@@ -699,9 +709,10 @@ impl Snapshot<'_> {
 
 /// Where an event row goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attribution<'a> {
-    /// To this customer key; `crm` when it is a CRM customer_id.
-    Customer { key: &'a str, crm: bool },
+pub enum Attribution {
+    /// To the customer key numbered `no` ([`Resolution::key`]); `crm` when
+    /// it is a CRM customer_id.
+    Customer { no: u32, crm: bool },
     /// To a person on the erasure list: the row is left out.
     Erased,
     /// Nowhere: no identifier of the row normalises.
@@ -740,7 +751,7 @@ impl Resolution {
     }
 
     /// Where an event row goes, from its reference.
-    pub fn attribute(&self, row_ref: u32) -> Attribution<'_> {
+    pub fn attribute(&self, row_ref: u32) -> Attribution {
         let k = if row_ref == NONE {
             return Attribution::Unattributed;
         } else if row_ref & SET != 0 {
@@ -751,7 +762,31 @@ impl Resolution {
         if self.key_erased[k as usize] {
             return Attribution::Erased;
         }
-        Attribution::Customer { key: self.keys.get(k), crm: self.key_is_crm[k as usize] }
+        Attribution::Customer { no: k, crm: self.key_is_crm[k as usize] }
+    }
+
+    /// The customer key numbered `no`.
+    pub fn key(&self, no: u32) -> &str {
+        self.keys.get(no)
+    }
+
+    /// Every customer key but erased people's, one row each: `customer_no`
+    /// (the number [`Resolution::attribute`] gives it; it holds for this
+    /// resolution only), `customer_key` and `crm` ([`key_schema`]).
+    pub fn key_table(&self) -> RecordBatch {
+        let live = || (0..self.keys.len() as u32).filter(|&k| !self.key_erased[k as usize]);
+        let bytes = live().map(|k| self.keys.get(k).len()).sum();
+        let mut keys = StringBuilder::with_capacity(self.keys.len(), bytes);
+        let mut numbers = Vec::with_capacity(self.keys.len());
+        let mut crm = BooleanBuilder::with_capacity(self.keys.len());
+        for k in live() {
+            numbers.push(k);
+            keys.append_value(self.keys.get(k));
+            crm.append_value(self.key_is_crm[k as usize]);
+        }
+        let columns: Vec<ArrayRef> =
+            vec![Arc::new(UInt32Array::from(numbers)), Arc::new(keys.finish()), Arc::new(crm.finish())];
+        RecordBatch::try_new(key_schema(), columns).expect("columns match the key schema")
     }
 }
 /// Up to `cap` distinct CRM customers per identifier: the first inline,
@@ -907,10 +942,28 @@ mod tests {
         let keys = refs
             .iter()
             .map(|&r| match resolution.attribute(r) {
-                Attribution::Customer { key, .. } => Some(key.to_string()),
+                Attribution::Customer { no, .. } => Some(resolution.key(no).to_string()),
                 _ => None,
             })
             .collect();
+        // The key table lists each number once, as the rows carry it, and
+        // no erased person's key.
+        let table = resolution.key_table();
+        let numbers = table.column(0).as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+        let (texts, crm) = (table.column(1).as_string::<i32>(), table.column(2).as_boolean());
+        let listed: HashMap<u32, (&str, bool)> =
+            (0..table.num_rows()).map(|i| (numbers.value(i), (texts.value(i), crm.value(i)))).collect();
+        assert_eq!(listed.len(), table.num_rows());
+        for &r in &refs {
+            if let Attribution::Customer { no, crm } = resolution.attribute(r) {
+                assert_eq!(listed[&no], (resolution.key(no), crm));
+            }
+        }
+        let crm_keys = listed.values().filter(|(_, crm)| *crm).count() as u64;
+        assert_eq!(crm_keys, resolution.stats.crm_customers);
+        for (key, _) in listed.values() {
+            assert!(!key.is_empty() && !resolution.erased_crm_ids.iter().any(|e| e == key), "{key:?} listed");
+        }
         let map = datafusion::arrow::compute::concat_batches(&map_schema(), &map).unwrap();
         (map, resolution.stats, keys, resolution.erased_crm_ids)
     }
@@ -1062,7 +1115,13 @@ mod tests {
                 })
                 .collect();
             lines.sort();
-            let keys: Vec<String> = refs.iter().map(|&r| format!("{:?}", resolution.attribute(r))).collect();
+            let keys: Vec<String> = refs
+                .iter()
+                .map(|&r| match resolution.attribute(r) {
+                    Attribution::Customer { no, crm } => format!("{} {crm}", resolution.key(no)),
+                    other => format!("{other:?}"),
+                })
+                .collect();
             (lines, resolution.stats.clone(), keys, resolution.erased_crm_ids.clone())
         };
 

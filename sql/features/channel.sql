@@ -17,7 +17,7 @@
 -- feature: omnichannel Int64: 1 if the customer bought through two or more channels in the last 365 days, else 0
 -- feature: preferred_channel Utf8{web,store,app,call_center,email,sms,social,none}: the channel with the most purchases and customer-initiated interactions in the last 365 days (ties: alphabetical); `none` without any
 WITH tx AS (
-  SELECT customer_key AS customer_id,
+  SELECT customer_no,
          sum(CASE WHEN channel = 'web' THEN 1 ELSE 0 END) AS web,
          sum(CASE WHEN channel = 'store' THEN 1 ELSE 0 END) AS store,
          sum(CASE WHEN channel = 'app' THEN 1 ELSE 0 END) AS app,
@@ -26,10 +26,10 @@ WITH tx AS (
   FROM transactions_resolved
   WHERE ts < $as_of AND amount > 0
     AND (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 <= 365
-  GROUP BY customer_key
+  GROUP BY customer_no
 ),
 ev AS (
-  SELECT customer_key AS customer_id,
+  SELECT customer_no,
          sum(CASE WHEN channel = 'web' THEN 1 ELSE 0 END) AS web,
          sum(CASE WHEN channel = 'store' THEN 1 ELSE 0 END) AS store,
          sum(CASE WHEN channel = 'app' THEN 1 ELSE 0 END) AS app,
@@ -41,7 +41,7 @@ ev AS (
   FROM interactions_resolved
   WHERE ts < $as_of AND event_type NOT IN ('email_sent', 'sms_sent', 'call_outbound')
     AND (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 <= 365
-  GROUP BY customer_key
+  GROUP BY customer_no
 ),
 uses AS (
   SELECT p.customer_id,
@@ -56,8 +56,8 @@ uses AS (
          e.web AS ev_web, e.app AS ev_app, e.email AS ev_email, e.call_center AS ev_call_center,
          e.store AS ev_store, e.n AS evs
   FROM population p
-  LEFT JOIN tx t ON t.customer_id = p.customer_id
-  LEFT JOIN ev e ON e.customer_id = p.customer_id
+  LEFT JOIN tx t ON t.customer_no = p.customer_no
+  LEFT JOIN ev e ON e.customer_no = p.customer_no
 ),
 best AS (
   SELECT *, greatest(app, call_center, email, sms, social, store, web) AS top

@@ -23,26 +23,26 @@
 --   of events (a cheap filter on ts; the CASE limits still decide); the
 --   last engagement, over all history, is found among engaged events only.
 WITH events AS (
-  SELECT customer_key AS customer_id, event_type, ts,
+  SELECT customer_no, event_type, ts,
          event_type IN ('email_open', 'email_click', 'sms_click', 'web_visit', 'app_session',
                         'store_visit', 'call_inbound', 'complaint') AS engaged
   FROM interactions_resolved
   WHERE ts < $as_of
 ),
 ev AS (
-  SELECT customer_id, event_type, engaged,
+  SELECT customer_no, event_type, engaged,
          (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 AS age_days
   FROM events
   WHERE ts >= $as_of - INTERVAL '91 days'
 ),
 last_engaged AS (
-  SELECT customer_id, max(ts) AS last_engaged
+  SELECT customer_no, max(ts) AS last_engaged
   FROM events
   WHERE engaged
-  GROUP BY customer_id
+  GROUP BY customer_no
 ),
 agg AS (
-  SELECT customer_id,
+  SELECT customer_no,
          sum(CASE WHEN event_type = 'email_sent' AND age_days <= 30 THEN 1 ELSE 0 END) AS emails_sent_30d,
          sum(CASE WHEN event_type = 'email_open' AND age_days <= 30 THEN 1 ELSE 0 END) AS email_opens_30d,
          sum(CASE WHEN event_type = 'email_click' AND age_days <= 30 THEN 1 ELSE 0 END) AS email_clicks_30d,
@@ -58,7 +58,7 @@ agg AS (
          sum(CASE WHEN engaged AND age_days <= 30 THEN 1 ELSE 0 END) AS engaged_30d,
          sum(CASE WHEN engaged AND age_days > 30 AND age_days <= 90 THEN 1 ELSE 0 END) AS engaged_prev_60d
   FROM ev
-  GROUP BY customer_id
+  GROUP BY customer_no
 )
 SELECT p.customer_id,
        coalesce(a.emails_sent_30d, 0) AS emails_sent_30d,
@@ -77,5 +77,5 @@ SELECT p.customer_id,
                 / nullif(a.engaged_30d / 30.0 + a.engaged_prev_60d / 60.0, 0), 0.0) AS engagement_trend,
        CAST(floor((date_part('epoch', $as_of) - date_part('epoch', le.last_engaged)) / 86400) AS BIGINT) AS days_since_last_engagement
 FROM population p
-LEFT JOIN agg a ON a.customer_id = p.customer_id
-LEFT JOIN last_engaged le ON le.customer_id = p.customer_id
+LEFT JOIN agg a ON a.customer_no = p.customer_no
+LEFT JOIN last_engaged le ON le.customer_no = p.customer_no

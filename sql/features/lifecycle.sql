@@ -21,20 +21,20 @@
 --   $active_days; if another is within $active_days, the gap is under
 --   $active_days <= $dormant_days, so not reactivated (last_gap NULL).
 WITH tx AS (
-  SELECT customer_key AS customer_id, ts,
+  SELECT customer_no, ts,
          (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 AS age_days
   FROM transactions_resolved
   WHERE ts < $as_of AND amount > 0
 ),
 span AS (
-  SELECT customer_id, min(ts) AS first_purchase, max(ts) AS last_purchase,
+  SELECT customer_no, min(ts) AS first_purchase, max(ts) AS last_purchase,
          min(CASE WHEN age_days <= $active_days THEN ts END) AS first_recent,
          max(CASE WHEN age_days > $active_days THEN ts END) AS last_before_recent
   FROM tx
-  GROUP BY customer_id
+  GROUP BY customer_no
 ),
 ages AS (
-  SELECT customer_id,
+  SELECT customer_no,
          (date_part('epoch', $as_of) - date_part('epoch', first_purchase)) / 86400.0 AS first_age,
          (date_part('epoch', $as_of) - date_part('epoch', last_purchase)) / 86400.0 AS last_age,
          CASE WHEN first_recent = last_purchase
@@ -44,7 +44,7 @@ ages AS (
 )
 SELECT p.customer_id,
        CASE
-         WHEN a.customer_id IS NULL THEN 'prospect'
+         WHEN a.customer_no IS NULL THEN 'prospect'
          WHEN a.first_age <= $new_days THEN 'new'
          WHEN a.last_age <= $active_days AND a.last_gap > $dormant_days THEN 'reactivated'
          WHEN a.last_age <= $active_days THEN 'active'
@@ -53,4 +53,4 @@ SELECT p.customer_id,
          ELSE 'churned'
        END AS lifecycle_stage
 FROM population p
-LEFT JOIN ages a ON a.customer_id = p.customer_id
+LEFT JOIN ages a ON a.customer_no = p.customer_no

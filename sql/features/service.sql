@@ -10,21 +10,21 @@
 -- feature: complaints_90d Int64: complaints, last 90 days; 0 if none
 -- feature: days_since_last_complaint Int64: whole days since the last complaint; NULL if never
 WITH ev AS (
-  SELECT customer_key AS customer_id, ts, channel, event_type, duration_s,
+  SELECT customer_no, ts, channel, event_type, duration_s,
          (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 AS age_days
   FROM interactions_resolved
   WHERE ts < $as_of
     AND (channel = 'call_center' OR event_type IN ('call_inbound', 'call_outbound', 'complaint'))
 ),
 agg AS (
-  SELECT customer_id,
+  SELECT customer_no,
          sum(CASE WHEN event_type = 'call_inbound' AND age_days <= 90 THEN 1 ELSE 0 END) AS calls_inbound_90d,
          sum(CASE WHEN event_type = 'call_outbound' AND age_days <= 90 THEN 1 ELSE 0 END) AS calls_outbound_90d,
          sum(CASE WHEN channel = 'call_center' AND age_days <= 90 THEN coalesce(duration_s, 0) ELSE 0 END) / 60.0 AS call_minutes_90d,
          sum(CASE WHEN event_type = 'complaint' AND age_days <= 90 THEN 1 ELSE 0 END) AS complaints_90d,
          max(CASE WHEN event_type = 'complaint' THEN ts END) AS last_complaint
   FROM ev
-  GROUP BY customer_id
+  GROUP BY customer_no
 )
 SELECT p.customer_id,
        coalesce(a.calls_inbound_90d, 0) AS calls_inbound_90d,
@@ -33,4 +33,4 @@ SELECT p.customer_id,
        coalesce(a.complaints_90d, 0) AS complaints_90d,
        CAST(floor((date_part('epoch', $as_of) - date_part('epoch', a.last_complaint)) / 86400) AS BIGINT) AS days_since_last_complaint
 FROM population p
-LEFT JOIN agg a ON a.customer_id = p.customer_id
+LEFT JOIN agg a ON a.customer_no = p.customer_no

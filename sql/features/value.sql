@@ -23,14 +23,14 @@
 -- feature: recency_vs_usual_gap Float64: recency_days / interpurchase_days_mean: above 1, the customer is later than usual; NULL when either is
 -- feature: spend_trend_90d Float64: `(spend_90d - spend_prev_90d) / (abs(spend_90d) + abs(spend_prev_90d))`, in [-1, 1]; 0 when both are 0
 WITH tx AS (
-  SELECT customer_key AS customer_id, ts, amount,
+  SELECT customer_no, ts, amount,
          CAST(amount AS DECIMAL(18, 4)) AS money,
          (date_part('epoch', $as_of) - date_part('epoch', ts)) / 86400.0 AS age_days
   FROM transactions_resolved
   WHERE ts < $as_of
 ),
 agg AS (
-  SELECT customer_id,
+  SELECT customer_no,
          max(CASE WHEN amount > 0 THEN ts END) AS last_purchase,
          min(CASE WHEN amount > 0 THEN ts END) AS first_purchase,
          sum(CASE WHEN amount > 0 THEN 1 ELSE 0 END) AS frequency,
@@ -46,7 +46,7 @@ agg AS (
          sum(CASE WHEN amount < 0 AND age_days <= 365 THEN 1 ELSE 0 END) AS refunds_365d,
          sum(CASE WHEN amount < 0 AND age_days <= 365 THEN -money ELSE 0 END) AS refund_amount_365d
   FROM tx
-  GROUP BY customer_id
+  GROUP BY customer_no
 ),
 -- The gaps between consecutive purchases of the last 730 days, from each
 --   customer's purchase days collected and sorted (DataFusion's window
@@ -57,24 +57,24 @@ agg AS (
 --   rounding of the order of 1e-14 of mean(g)^2: below 1e-12 of it (a
 --   coefficient of variation under 1e-6) the gaps count as equal.
 purchase_days AS (
-  SELECT customer_id, array_sort(array_agg(date_part('epoch', ts) / 86400.0)) AS days
+  SELECT customer_no, array_sort(array_agg(date_part('epoch', ts) / 86400.0)) AS days
   FROM tx
   WHERE amount > 0 AND age_days <= 730
-  GROUP BY customer_id
+  GROUP BY customer_no
 ),
 gaps AS (
-  SELECT customer_id, days, CAST(cardinality(days) AS BIGINT) - 1 AS k
+  SELECT customer_no, days, CAST(cardinality(days) AS BIGINT) - 1 AS k
   FROM purchase_days
 ),
 moments AS (
-  SELECT customer_id,
+  SELECT customer_no,
          (days[k + 1] - days[1]) / k AS gap_mean,
          pow(array_distance(array_slice(days, 2, k + 1), array_slice(days, 1, k)), 2) / k AS gap_sq_mean
   FROM gaps
   WHERE k >= 2
 ),
 regularity AS (
-  SELECT customer_id, gap_mean,
+  SELECT customer_no, gap_mean,
          CASE WHEN gap_sq_mean - gap_mean * gap_mean > 1e-12 * gap_mean * gap_mean
               THEN gap_sq_mean - gap_mean * gap_mean ELSE 0.0 END AS gap_var
   FROM moments
@@ -101,5 +101,5 @@ SELECT p.customer_id,
                   / nullif(a.frequency - 1, 0), 0) AS recency_vs_usual_gap,
        coalesce(CAST(a.spend_90d - a.spend_prev_90d AS DOUBLE) / nullif(CAST(abs(a.spend_90d) + abs(a.spend_prev_90d) AS DOUBLE), 0), 0.0) AS spend_trend_90d
 FROM population p
-LEFT JOIN agg a ON a.customer_id = p.customer_id
-LEFT JOIN regularity r ON r.customer_id = p.customer_id
+LEFT JOIN agg a ON a.customer_no = p.customer_no
+LEFT JOIN regularity r ON r.customer_no = p.customer_no

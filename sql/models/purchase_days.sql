@@ -10,6 +10,6 @@ SELECT p.customer_id,
        CAST(floor(date_part('epoch', t.ts) / 86400) AS BIGINT) AS day,
        CAST(sum(CAST(t.amount AS DECIMAL(18, 4))) AS DOUBLE) AS value
 FROM transactions_resolved t
-JOIN population p ON p.customer_id = t.customer_key
+JOIN population p ON p.customer_no = t.customer_no
 WHERE t.ts < $as_of AND t.amount >= 0
 GROUP BY p.customer_id, CAST(floor(date_part('epoch', t.ts) / 86400) AS BIGINT)

@@ -15,7 +15,7 @@ WITH d AS (
          CAST(floor(date_part('epoch', t.ts) / 86400) AS BIGINT) AS day,
          sum(CAST(t.amount AS DECIMAL(18, 4))) AS value
   FROM transactions_resolved t
-  JOIN population p ON p.customer_id = t.customer_key
+  JOIN population p ON p.customer_no = t.customer_no
   WHERE t.ts < $as_of AND t.amount >= 0
   GROUP BY p.customer_id, CAST(floor(date_part('epoch', t.ts) / 86400) AS BIGINT)
 )

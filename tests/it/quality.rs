@@ -97,8 +97,10 @@ async fn assert_resolved_alike(
     assert_eq!((&a_stats, &a.resolved), (&b.stats, &b.resolved), "{case}");
     for sql in [
         "SELECT * FROM identity_map ORDER BY identifier_type, identifier_value",
-        "SELECT * FROM transactions_resolved ORDER BY transaction_id, ts, customer_key",
-        "SELECT * FROM interactions_resolved \
+        "SELECT t.* EXCLUDE (customer_no), k.customer_key FROM transactions_resolved t \
+         JOIN customer_keys k ON k.customer_no = t.customer_no ORDER BY transaction_id, ts, customer_key",
+        "SELECT i.* EXCLUDE (customer_no), k.customer_key FROM interactions_resolved i \
+         JOIN customer_keys k ON k.customer_no = i.customer_no \
          ORDER BY customer_key, ts, channel, event_type, duration_s NULLS FIRST",
     ] {
         let rows = rows(once, sql).await;
