@@ -28,7 +28,7 @@ pub const FEATURE_INPUTS: [&str; 8] = [
     "campaigns",
     "transactions_resolved",
     "interactions_resolved",
-    "customer_keys",
+    crate::engine::KEYS,
     "response_funnel",
 ];
 

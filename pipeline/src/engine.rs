@@ -1176,15 +1176,19 @@ impl Engine {
     /// attributed events carry the number): in memory, or in a Parquet file
     /// in `spill`, where the attributed events wait under a memory limit.
     async fn register_keys(&self, resolution: &Resolution, spill: Option<&SpillDir>) -> Result<()> {
-        let keys = resolution.key_table();
         match spill {
             None => {
-                let table = MemTable::try_new(key_schema(), vec![vec![keys]]).map_err(query(KEYS))?;
+                let chunks = resolution.key_chunks().collect();
+                let table = MemTable::try_new(key_schema(), vec![chunks]).map_err(query(KEYS))?;
                 self.replace_table(KEYS, Arc::new(table))
             }
             Some(dir) => {
                 let path = dir.path().join(format!("{KEYS}.parquet"));
-                write_parquet(&path, key_schema(), &[keys])?;
+                let mut sink = ParquetSink::create(&path, key_schema())?;
+                for chunk in resolution.key_chunks() {
+                    sink.write(&chunk)?;
+                }
+                sink.finish()?;
                 self.register_parquet(KEYS, &path).await.map(|_| ())
             }
         }

@@ -118,7 +118,7 @@ pub fn map_schema() -> SchemaRef {
     ]))
 }
 
-/// The customer keys of a resolution ([`Resolution::key_table`]); the
+/// The customer keys of a resolution ([`Resolution::key_chunks`]); the
 /// attributed events carry `customer_no`.
 pub fn key_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -772,21 +772,24 @@ impl Resolution {
 
     /// Every customer key but erased people's, one row each: `customer_no`
     /// (the number [`Resolution::attribute`] gives it; it holds for this
-    /// resolution only), `customer_key` and `crm` ([`key_schema`]).
-    pub fn key_table(&self) -> RecordBatch {
-        let live = || (0..self.keys.len() as u32).filter(|&k| !self.key_erased[k as usize]);
-        let bytes = live().map(|k| self.keys.get(k).len()).sum();
-        let mut keys = StringBuilder::with_capacity(self.keys.len(), bytes);
-        let mut numbers = Vec::with_capacity(self.keys.len());
-        let mut crm = BooleanBuilder::with_capacity(self.keys.len());
-        for k in live() {
-            numbers.push(k);
-            keys.append_value(self.keys.get(k));
-            crm.append_value(self.key_is_crm[k as usize]);
-        }
-        let columns: Vec<ArrayRef> =
-            vec![Arc::new(UInt32Array::from(numbers)), Arc::new(keys.finish()), Arc::new(crm.finish())];
-        RecordBatch::try_new(key_schema(), columns).expect("columns match the key schema")
+    /// resolution only), `customer_key` and `crm` ([`key_schema`]), in
+    /// chunks of up to [`MAP_CHUNK`] keys, so that under a memory limit
+    /// they go to disk a chunk at a time (some 14 M keys at 10M customers).
+    pub fn key_chunks(&self) -> impl Iterator<Item = RecordBatch> + '_ {
+        (0..self.keys.len() as u32).step_by(MAP_CHUNK).map(|start| {
+            let end = self.keys.len().min(start as usize + MAP_CHUNK) as u32;
+            let live: Vec<u32> = (start..end).filter(|&k| !self.key_erased[k as usize]).collect();
+            let bytes = live.iter().map(|&k| self.keys.get(k).len()).sum();
+            let mut keys = StringBuilder::with_capacity(live.len(), bytes);
+            let mut crm = BooleanBuilder::with_capacity(live.len());
+            for &k in &live {
+                keys.append_value(self.keys.get(k));
+                crm.append_value(self.key_is_crm[k as usize]);
+            }
+            let columns: Vec<ArrayRef> =
+                vec![Arc::new(UInt32Array::from(live)), Arc::new(keys.finish()), Arc::new(crm.finish())];
+            RecordBatch::try_new(key_schema(), columns).expect("columns match the key schema")
+        })
     }
 }
 /// Up to `cap` distinct CRM customers per identifier: the first inline,
@@ -948,7 +951,11 @@ mod tests {
             .collect();
         // The key table lists each number once, as the rows carry it, and
         // no erased person's key.
-        let table = resolution.key_table();
+        let table = datafusion::arrow::compute::concat_batches(
+            &key_schema(),
+            &resolution.key_chunks().collect::<Vec<_>>(),
+        )
+        .unwrap();
         let numbers = table.column(0).as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
         let (texts, crm) = (table.column(1).as_string::<i32>(), table.column(2).as_boolean());
         let listed: HashMap<u32, (&str, bool)> =
