@@ -710,7 +710,7 @@ impl Snapshot<'_> {
 /// Where an event row goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attribution {
-    /// To the customer key numbered `no` ([`Resolution::key`]); `crm` when
+    /// To the customer key numbered `no` ([`Resolution::key_chunks`]); `crm` when
     /// it is a CRM customer_id.
     Customer { no: u32, crm: bool },
     /// To a person on the erasure list: the row is left out.
@@ -765,8 +765,10 @@ impl Resolution {
         Attribution::Customer { no: k, crm: self.key_is_crm[k as usize] }
     }
 
-    /// The customer key numbered `no`.
-    pub fn key(&self, no: u32) -> &str {
+    /// The customer key numbered `no` (the SQL reads it from
+    /// [`Resolution::key_chunks`]).
+    #[cfg(test)]
+    pub(crate) fn key(&self, no: u32) -> &str {
         self.keys.get(no)
     }
 
