@@ -35,6 +35,12 @@ pub enum PipelineError {
         #[source]
         source: object_store::Error,
     },
+    /// A conditional write found the object changed since it was read:
+    /// another command wrote it meanwhile, and nothing was overwritten.
+    #[error(
+        "{path} changed on the store while this command ran (another command wrote it); this command's change to it was not written: run the command again"
+    )]
+    Changed { path: String },
     #[error("invalid argument {name} = `{value}`: {reason}")]
     InvalidArgument { name: &'static str, value: String, reason: String },
     /// A configuration file's field (`segments.rules[2].stage`) is wrong.

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use engage_models::registry::{META_FILE, MODEL_FILE, PROMOTIONS_FILE, Registry};
 use engage_models::snapshot::{self, MANIFEST_FILE, POINTER_FILE, SNAPSHOTS_DIR};
+use object_store::UpdateVersion;
 
 use crate::error::{PipelineError, Result, io};
 use crate::events::SpillDir;
@@ -125,14 +126,18 @@ pub async fn upload_outputs(local: &Path, remote: &DataRoot) -> Result<Vec<Strin
 /// before it is loaded; [`ModelStore::push`] uploads what a command
 /// changed: a version's files, then its `meta.json` (the registry lists a
 /// version only once that exists), then `promotions.json`, one put each
-/// (a reader sees the old promotion stack or the new one).
+/// (a reader sees the old promotion stack or the new one). That last put
+/// happens only if `promotions.json` is still what this command read, so
+/// two commands promoting at once cannot drop each other's change: the
+/// later one fails with [`PipelineError::Changed`] and is run again.
 pub struct ModelStore {
     root: DataRoot,
     /// Where the registry is on disk: the root itself, or the copy.
     dir: PathBuf,
-    /// For a URL: the copy (removed on drop) and a digest of each file
-    /// as it came from the store, to tell what changed.
-    copy: Option<(SpillDir, BTreeMap<String, u64>)>,
+    /// For a URL: the copy (removed on drop), a digest of each file as it
+    /// came from the store, to tell what changed, and the version of each
+    /// `promotions.json` read, to write it back only if unchanged.
+    copy: Option<(SpillDir, BTreeMap<String, u64>, BTreeMap<String, UpdateVersion>)>,
 }
 
 fn digest(bytes: &[u8]) -> u64 {
@@ -153,11 +158,14 @@ impl ModelStore {
         }
         let copy = SpillDir::create(None, "models")?;
         let index = |name: &str| matches!(file_name(name), META_FILE | PROMOTIONS_FILE);
-        let got = root.download("", copy.path(), index).await?;
+        let got = root.download_versioned("", copy.path(), index).await?;
         let mut store = ModelStore { root: root.clone(), dir: copy.path().to_path_buf(), copy: None };
-        let digests =
-            got.into_iter().map(|name| store.digest_of(&name).map(|d| (name, d))).collect::<Result<_>>()?;
-        store.copy = Some((copy, digests));
+        let digests = got
+            .iter()
+            .map(|(name, _)| store.digest_of(name).map(|d| (name.clone(), d)))
+            .collect::<Result<_>>()?;
+        let versions = got.into_iter().filter(|(name, _)| file_name(name) == PROMOTIONS_FILE).collect();
+        store.copy = Some((copy, digests, versions));
         Ok(store)
     }
 
@@ -186,7 +194,7 @@ impl ModelStore {
     /// Makes every file of `name`/`version` local (a store's copy holds
     /// only the index until then).
     pub async fn fetch(&mut self, name: &str, version: &str) -> Result<()> {
-        let Some((_, pulled)) = &self.copy else { return Ok(()) };
+        let Some((_, pulled, _)) = &self.copy else { return Ok(()) };
         let rel = format!("{name}/{version}");
         let missing = |n: &str| !pulled.contains_key(&format!("{rel}/{n}"));
         let dir = self.dir.join(name).join(version);
@@ -208,9 +216,12 @@ impl ModelStore {
     /// Uploads what changed in a store's copy since [`ModelStore::open`]
     /// (nothing for a local registry), in the order described above; then
     /// removes the objects a re-registered version no longer has. Returns
-    /// the objects written.
+    /// the objects written. A `promotions.json` another command changed
+    /// since `open` is left as that command wrote it, and the error is
+    /// [`PipelineError::Changed`] (what went up before it, a new version,
+    /// stays registered).
     pub async fn push(self) -> Result<Vec<String>> {
-        let Some((_, pulled)) = &self.copy else { return Ok(Vec::new()) };
+        let Some((_, pulled, versions)) = &self.copy else { return Ok(Vec::new()) };
         let mut files = Vec::new();
         local_files(&self.dir, &self.dir, &mut files)?;
         let mut changed = Vec::new();
@@ -227,7 +238,13 @@ impl ModelStore {
         changed.sort_by_key(|rel| (rank(rel), rel.clone()));
         let mut written = Vec::new();
         for rel in &changed {
-            self.root.upload(rel, &self.dir.join(rel)).await?;
+            let local = self.dir.join(rel);
+            if file_name(rel) == PROMOTIONS_FILE {
+                let bytes = Bytes::from(std::fs::read(&local).map_err(io(&local))?);
+                self.root.write_if(rel, bytes, versions.get(rel).cloned()).await?;
+            } else {
+                self.root.upload(rel, &local).await?;
+            }
             written.push(self.root.display(rel));
         }
         for meta in changed.iter().filter(|rel| file_name(rel) == META_FILE && pulled.contains_key(*rel)) {

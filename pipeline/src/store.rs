@@ -19,7 +19,9 @@ use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart,
+};
 use url::Url;
 
 use crate::error::{PipelineError, Result, io};
@@ -174,9 +176,17 @@ impl DataRoot {
 
     /// An object's bytes.
     pub async fn get(&self, object: &ObjectMeta) -> Result<Bytes> {
+        self.get_versioned(object).await.map(|(bytes, _)| bytes)
+    }
+
+    /// An object's bytes and the version they are (the GET's own e-tag and
+    /// version, not the listing's: the object may change in between).
+    async fn get_versioned(&self, object: &ObjectMeta) -> Result<(Bytes, UpdateVersion)> {
         let rel = self.relative(object);
         let result = self.store.get(&object.location).await.map_err(|e| self.error(&rel, e))?;
-        result.bytes().await.map_err(|e| self.error(&rel, e))
+        let version =
+            UpdateVersion { e_tag: result.meta.e_tag.clone(), version: result.meta.version.clone() };
+        Ok((result.bytes().await.map_err(|e| self.error(&rel, e))?, version))
     }
 
     /// A byte range of an object.
@@ -212,6 +222,41 @@ impl DataRoot {
     pub async fn write(&self, rel: &str, bytes: Bytes) -> Result<()> {
         self.store.put(&self.path(rel), PutPayload::from(bytes)).await.map_err(|e| self.error(rel, e))?;
         Ok(())
+    }
+
+    /// Writes `rel` in one put if it is still what this process read:
+    /// `read` is the version it read ([`DataRoot::download_versioned`]),
+    /// None if there was no such object then. If another writer got there
+    /// first, nothing is written and the error is
+    /// [`PipelineError::Changed`]. A store that cannot write conditionally
+    /// (S3 configured with `aws_conditional_put = "disabled"`, or one that
+    /// gave no e-tag) gets a plain put, and stderr says so.
+    pub async fn write_if(&self, rel: &str, bytes: Bytes, read: Option<UpdateVersion>) -> Result<()> {
+        let mode = match read {
+            None => PutMode::Create,
+            Some(v) if v.e_tag.is_none() && v.version.is_none() => {
+                return self.write_unguarded(rel, bytes).await;
+            }
+            Some(v) => PutMode::Update(v),
+        };
+        let opts = PutOptions { mode, ..Default::default() };
+        match self.store.put_opts(&self.path(rel), PutPayload::from(bytes.clone()), opts).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
+                Err(PipelineError::Changed { path: self.display(rel) })
+            }
+            Err(object_store::Error::NotImplemented { .. }) => self.write_unguarded(rel, bytes).await,
+            Err(e) => Err(self.error(rel, e)),
+        }
+    }
+
+    async fn write_unguarded(&self, rel: &str, bytes: Bytes) -> Result<()> {
+        eprintln!(
+            "warning: {} cannot be written only if unchanged on this store; \
+             written unconditionally (a concurrent change to it may be lost)",
+            self.display(rel)
+        );
+        self.write(rel, bytes).await
     }
 
     /// Uploads the local file `from` as `rel` (large files in parts; an
@@ -297,6 +342,17 @@ impl DataRoot {
     /// [`PARALLEL_GETS`] at a time, since each GET is a round trip; larger
     /// ones one at a time, so memory holds one of them.
     pub async fn download(&self, rel: &str, to: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+        Ok(self.download_versioned(rel, to, keep).await?.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// [`DataRoot::download`], with the version of each object as it was
+    /// downloaded (for [`DataRoot::write_if`]).
+    pub async fn download_versioned(
+        &self,
+        rel: &str,
+        to: &Path,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, UpdateVersion)>> {
         let wanted: Vec<(String, ObjectMeta)> =
             self.objects(rel).await?.into_iter().filter(|(n, _)| keep(n)).collect();
         for (name, _) in &wanted {
@@ -320,18 +376,24 @@ impl DataRoot {
             std::fs::write(&local, bytes).map_err(io(&local))
         };
         let (small, large): (Vec<_>, Vec<_>) = wanted.iter().partition(|(_, o)| o.size <= SMALL_OBJECT);
+        let mut versions = BTreeMap::new();
         let mut fetched = futures::stream::iter(small)
-            .map(|(name, object)| async move { self.get(object).await.map(|bytes| (name, bytes)) })
+            .map(|(name, object)| async move { self.get_versioned(object).await.map(|got| (name, got)) })
             .buffer_unordered(PARALLEL_GETS);
         while let Some(got) = fetched.next().await {
-            let (name, bytes) = got?;
+            let (name, (bytes, version)) = got?;
             write(name, &bytes)?;
+            versions.insert(name.as_str(), version);
         }
         drop(fetched);
         for (name, object) in large {
-            write(name, &self.get(object).await?)?;
+            let (bytes, version) = self.get_versioned(object).await?;
+            write(name, &bytes)?;
+            versions.insert(name.as_str(), version);
         }
-        Ok(wanted.into_iter().map(|(name, _)| name).collect())
+        let mut take =
+            |name: &String| versions.remove(name.as_str()).expect("every wanted object was fetched");
+        Ok(wanted.iter().map(|(name, _)| (name.clone(), take(name))).collect())
     }
 
     /// Deletes the object `rel`, if there is one.

@@ -298,6 +298,53 @@ impl Drop for S3 {
     }
 }
 
+/// Two commands changing `churn`'s promotions through the bucket at once
+/// (each on its own copy of the registry's index): the one that writes
+/// `promotions.json` second finds it changed, writes nothing and fails;
+/// run again, its change lands on top of the first one's. Both when the
+/// file existed (a conditional update) and when it did not (a conditional
+/// create). Leaves `older` promoted, as found.
+fn concurrent_promotions_on_the_bucket(
+    rt: &tokio::runtime::Runtime,
+    registry: &DataRoot,
+    versions: &[String],
+    older: &str,
+) {
+    use engage_pipeline::publish::ModelStore;
+    let newer = versions.iter().find(|v| *v != older).unwrap();
+    let open = || rt.block_on(ModelStore::open(registry)).unwrap();
+    let stack = || {
+        let bytes = rt.block_on(registry.read("churn/promotions.json")).unwrap().expect("promotions.json");
+        let p: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        p["stack"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    for existed in [true, false] {
+        if !existed {
+            rt.block_on(registry.delete("churn/promotions.json")).unwrap();
+        }
+        let (first, second) = (open(), open());
+        first.registry().promote("churn", newer).unwrap();
+        second.registry().promote("churn", older).unwrap();
+        rt.block_on(first.push()).unwrap();
+        let after_first = stack();
+        assert_eq!(after_first.last().unwrap(), newer, "existed: {existed}");
+        let err = rt.block_on(second.push()).unwrap_err();
+        assert!(matches!(err, engage_pipeline::PipelineError::Changed { .. }), "existed: {existed}: {err:?}");
+        let said = err.to_string();
+        assert!(
+            said.contains("s3://engage/models/churn/promotions.json")
+                && said.contains("run the command again"),
+            "{said}"
+        );
+        assert_eq!(stack(), after_first, "the first command's promotion stands (existed: {existed})");
+        let again = open();
+        again.registry().promote("churn", older).unwrap();
+        rt.block_on(again.push()).unwrap();
+        let both = stack();
+        assert_eq!(both[both.len() - 2..], [newer.clone(), older.to_string()], "existed: {existed}");
+    }
+}
+
 /// The whole loop on a real S3 endpoint: inputs read from a bucket,
 /// features written to it, nightly snapshots published to it (store
 /// settings from the config's `[storage]`), and a server following it,
@@ -401,6 +448,7 @@ fn pipeline_and_server_run_on_s3() {
     let said = stderr(&unknown);
     assert!(said.contains("s3://engage/models") && said.contains("no version \"nope\""), "{said}");
     assert!(!said.contains("/tmp"), "{said}");
+    concurrent_promotions_on_the_bucket(&rt, &registry, &versions, &older);
 
     // Nightly: data and models from the bucket, snapshots published to it.
     let storage: String =
