@@ -134,10 +134,19 @@ pub struct ModelStore {
     root: DataRoot,
     /// Where the registry is on disk: the root itself, or the copy.
     dir: PathBuf,
-    /// For a URL: the copy (removed on drop), a digest of each file as it
-    /// came from the store, to tell what changed, and the version of each
-    /// `promotions.json` read, to write it back only if unchanged.
-    copy: Option<(SpillDir, BTreeMap<String, u64>, BTreeMap<String, UpdateVersion>)>,
+    /// For a URL: the copy.
+    copy: Option<StoreCopy>,
+}
+
+/// A registry's copy from a store.
+struct StoreCopy {
+    /// Removed on drop.
+    _dir: SpillDir,
+    /// A digest of each file as it came from the store, to tell what changed.
+    pulled: BTreeMap<String, u64>,
+    /// The version of each `promotions.json` read, to write it back only
+    /// if unchanged.
+    versions: BTreeMap<String, UpdateVersion>,
 }
 
 fn digest(bytes: &[u8]) -> u64 {
@@ -165,7 +174,7 @@ impl ModelStore {
             .map(|(name, _)| store.digest_of(name).map(|d| (name.clone(), d)))
             .collect::<Result<_>>()?;
         let versions = got.into_iter().filter(|(name, _)| file_name(name) == PROMOTIONS_FILE).collect();
-        store.copy = Some((copy, digests, versions));
+        store.copy = Some(StoreCopy { _dir: copy, pulled: digests, versions });
         Ok(store)
     }
 
@@ -194,7 +203,7 @@ impl ModelStore {
     /// Makes every file of `name`/`version` local (a store's copy holds
     /// only the index until then).
     pub async fn fetch(&mut self, name: &str, version: &str) -> Result<()> {
-        let Some((_, pulled, _)) = &self.copy else { return Ok(()) };
+        let Some(StoreCopy { pulled, .. }) = &self.copy else { return Ok(()) };
         let rel = format!("{name}/{version}");
         let missing = |n: &str| !pulled.contains_key(&format!("{rel}/{n}"));
         let dir = self.dir.join(name).join(version);
@@ -208,7 +217,7 @@ impl ModelStore {
         for name in got {
             let full = format!("{rel}/{name}");
             let d = self.digest_of(&full)?;
-            self.copy.as_mut().expect("a copy").1.insert(full, d);
+            self.copy.as_mut().expect("a copy").pulled.insert(full, d);
         }
         Ok(())
     }
@@ -221,7 +230,7 @@ impl ModelStore {
     /// [`PipelineError::Changed`] (what went up before it, a new version,
     /// stays registered).
     pub async fn push(self) -> Result<Vec<String>> {
-        let Some((_, pulled, versions)) = &self.copy else { return Ok(Vec::new()) };
+        let Some(StoreCopy { pulled, versions, .. }) = &self.copy else { return Ok(Vec::new()) };
         let mut files = Vec::new();
         local_files(&self.dir, &self.dir, &mut files)?;
         let mut changed = Vec::new();
