@@ -41,20 +41,29 @@ pub struct Pushed {
 /// Makes the current snapshot of the local root `local` current on
 /// `remote`: uploads it unless there already, replaces `CURRENT`, then
 /// applies retention on the store ([`snapshot::superseded`] with `keep`),
-/// never removing the new snapshot or the one it replaced (servers may be
-/// downloading it).
+/// never removing the new snapshot, the one it replaced (servers may be
+/// downloading it) or one `CURRENT` names by then.
+///
+/// `CURRENT` is replaced only if it is still what this push read before
+/// uploading: if another job moved it meanwhile, the error is
+/// [`PipelineError::Changed`], and this snapshot's objects stay on the
+/// store unnamed until a later retention removes them.
 pub async fn push(local: &Path, remote: &DataRoot, keep: usize) -> Result<Pushed> {
     let id = snapshot::current_id(local)?;
     let rel = format!("{SNAPSHOTS_DIR}/{id}");
+    let text = |b: &Bytes| String::from_utf8_lossy(b).trim().to_string();
+    let read = remote.read_versioned(POINTER_FILE).await?;
     let mut objects = Vec::new();
     if remote.read(&format!("{rel}/{MANIFEST_FILE}")).await?.is_none() {
         objects = remote.upload_dir(&rel, &local.join(SNAPSHOTS_DIR).join(&id), &[MANIFEST_FILE]).await?;
     }
-    let previous = remote.read(POINTER_FILE).await?.map(|b| String::from_utf8_lossy(&b).trim().to_string());
-    remote.write(POINTER_FILE, Bytes::from(format!("{id}\n"))).await?;
+    let previous = read.as_ref().map(|(b, _)| text(b));
+    remote.write_if(POINTER_FILE, Bytes::from(format!("{id}\n")), read.map(|(_, v)| v)).await?;
     objects.push(remote.display(POINTER_FILE));
     let (_, on_store) = remote.list(SNAPSHOTS_DIR).await?;
-    let protected = [id.as_str(), previous.as_deref().unwrap_or_default()];
+    let now = remote.read(POINTER_FILE).await?.map(|b| text(&b));
+    let protected =
+        [id.as_str(), previous.as_deref().unwrap_or_default(), now.as_deref().unwrap_or_default()];
     let removed = snapshot::superseded(&on_store, &protected, keep);
     for old in &removed {
         // The manifest first: a half-deleted snapshot is never complete.

@@ -184,8 +184,7 @@ impl DataRoot {
     async fn get_versioned(&self, object: &ObjectMeta) -> Result<(Bytes, UpdateVersion)> {
         let rel = self.relative(object);
         let result = self.store.get(&object.location).await.map_err(|e| self.error(&rel, e))?;
-        let version =
-            UpdateVersion { e_tag: result.meta.e_tag.clone(), version: result.meta.version.clone() };
+        let version = version_of(&result.meta);
         Ok((result.bytes().await.map_err(|e| self.error(&rel, e))?, version))
     }
 
@@ -211,8 +210,16 @@ impl DataRoot {
 
     /// The bytes of `rel`, or None when there is no such object.
     pub async fn read(&self, rel: &str) -> Result<Option<Bytes>> {
+        Ok(self.read_versioned(rel).await?.map(|(bytes, _)| bytes))
+    }
+
+    /// [`DataRoot::read`], with the version read (for [`DataRoot::write_if`]).
+    pub async fn read_versioned(&self, rel: &str) -> Result<Option<(Bytes, UpdateVersion)>> {
         match self.store.get(&self.path(rel)).await {
-            Ok(got) => Ok(Some(got.bytes().await.map_err(|e| self.error(rel, e))?)),
+            Ok(got) => {
+                let version = version_of(&got.meta);
+                Ok(Some((got.bytes().await.map_err(|e| self.error(rel, e))?, version)))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.error(rel, e)),
         }
@@ -415,6 +422,11 @@ impl DataRoot {
     fn error(&self, rel: &str, source: object_store::Error) -> PipelineError {
         PipelineError::Store { path: self.display(rel), source }
     }
+}
+
+/// The version of the object `meta` describes, as a conditional write names it.
+fn version_of(meta: &ObjectMeta) -> UpdateVersion {
+    UpdateVersion { e_tag: meta.e_tag.clone(), version: meta.version.clone() }
 }
 
 fn join(rel: &str, name: &str) -> String {

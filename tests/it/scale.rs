@@ -467,6 +467,8 @@ fn pipeline_and_server_run_on_s3() {
         let out = crate::common::engage(&["nightly", "--config", config.to_str().unwrap(), "--as-of", as_of]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(stdout(&out).contains("pushed snapshot"), "{}", stdout(&out));
+        // CURRENT replaced only if unchanged: the store took the condition.
+        assert!(!stderr(&out).contains("written unconditionally"), "{}", stderr(&out));
         std::fs::read_to_string(tmp.path().join("scores/CURRENT")).unwrap().trim().to_string()
     };
     let first = nightly("2026-06-01");
