@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark: `engage features` against the same RFM query in DuckDB and in
 # DataFusion's Python bindings, on the same generated data, with a check that
-# all three give the same per-customer numbers. Wall seconds and peak resident
-# memory come from GNU time; results go to stdout for BENCHMARKS.md.
+# all three give the same per-customer numbers; then what DuckDB takes only to
+# read the inputs the whole library reads (bench/read_floor.py). Wall seconds
+# and peak resident memory come from GNU time; results go to stdout for
+# BENCHMARKS.md.
 #
 #   bash bench/vs-duckdb.sh [CUSTOMERS] [AS_OF]
 #
@@ -41,3 +43,5 @@ for engine in duckdb datafusion; do
   echo -n "$engine vs engage: "
   "$venv/bin/python" bench/compare_rfm.py "$out/features/customer_features.parquet" "$out/rfm-$engine.parquet"
 done
+# The floor: DuckDB only reading every column of the inputs the library reads.
+"$venv/bin/python" bench/read_floor.py "$data" 2 | grep " all "
