@@ -1184,11 +1184,7 @@ impl Engine {
             }
             Some(dir) => {
                 let path = dir.path().join(format!("{KEYS}.parquet"));
-                let mut sink = ParquetSink::create(&path, key_schema())?;
-                for chunk in resolution.key_chunks() {
-                    sink.write(&chunk)?;
-                }
-                sink.finish()?;
+                write_parquet(&path, key_schema(), resolution.key_chunks())?;
                 self.register_parquet(KEYS, &path).await.map(|_| ())
             }
         }

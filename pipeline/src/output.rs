@@ -41,11 +41,16 @@ pub fn writer_properties(schema: &Schema) -> WriterProperties {
         .build()
 }
 
-/// Writes `batches` (all of `schema`) to `path` atomically.
-pub fn write_parquet(path: &Path, schema: Arc<Schema>, batches: &[RecordBatch]) -> Result<()> {
+/// Writes `batches` (all of `schema`) to `path` atomically: a slice, or
+/// batches made one at a time and never held together.
+pub fn write_parquet<B: std::borrow::Borrow<RecordBatch>>(
+    path: &Path,
+    schema: Arc<Schema>,
+    batches: impl IntoIterator<Item = B>,
+) -> Result<()> {
     let mut sink = ParquetSink::create(path, schema)?;
     for b in batches {
-        sink.write(b)?;
+        sink.write(b.borrow())?;
     }
     sink.finish().map(drop)
 }
