@@ -22,6 +22,7 @@ use datafusion::functions::string::expr_fn::btrim;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext, col, lit};
 use futures::StreamExt;
 
+use crate::cache::Cache;
 use crate::erasure::ErasureList;
 use crate::error::{PipelineError, Result, io, query};
 use crate::events::{Attributed as AttributedEvents, Batches, Finished, Held, SpillDir};
@@ -29,7 +30,7 @@ use crate::identity::{
     Attribution, GraphBuilder, ID_TYPES, IdentityOptions, IdentityQuality, IdentityStats, Resolution,
     key_schema, map_schema, pairwise_quality,
 };
-use crate::ingest::{AcceptedRows, TableCounts, register_inputs, rejects_view};
+use crate::ingest::{AcceptedRows, Located, TableCounts, register_inputs, rejects_view};
 use crate::output::{BATCH_ROWS, ParquetSink, read_parquet, write_parquet};
 use crate::report::Stopwatch;
 use crate::runtime::{ByteSize, EngineSettings};
@@ -618,6 +619,25 @@ impl GraphInProgress {
         Ok(GraphInProgress { cutoff, dated, graph, events, held, spill })
     }
 
+    /// The dated graph of every row and its held events, from the
+    /// checked-inputs cache `entry`.
+    fn cached(
+        ctx: &SessionContext,
+        source: &DataSource,
+        graph: GraphBuilder,
+        entry: &crate::cache::Entry,
+    ) -> Result<GraphInProgress> {
+        let spill = source.engine.spill("events")?;
+        let mut held = Counted::new(ctx, "identity graph", source.engine.memory_limit);
+        held.hold(graph.heap_bytes())?;
+        // In memory every held batch is collected before it is attributed:
+        // both tables decode at once. Under a limit they stream, a few
+        // batches at a time.
+        let ahead = if spill.is_some() { 4 } else { 4096 };
+        let events = entry.events(&ATTRIBUTED.map(|a| a.table), ahead);
+        Ok(GraphInProgress { cutoff: None, dated: true, graph, events, held, spill })
+    }
+
     /// Whether the graph resolves identities as of `cutoff`.
     fn serves(&self, cutoff: Option<NaiveDate>) -> bool {
         match self.dated {
@@ -771,6 +791,9 @@ pub struct Engine {
     keyed_by_customer: Vec<(&'static str, DataFrame)>,
     /// Under a memory limit: the files of the attributed events.
     spilled: Option<SpillDir>,
+    /// The checked-inputs cache entry in use ([`EngineSettings::checked_inputs`]):
+    /// where the graph and the held events come from once released.
+    cache: Option<crate::cache::Entry>,
     /// Under a memory limit: the CSV inputs as Parquet (held for as long
     /// as the engine reads them, removed with it).
     _ingest: Option<SpillDir>,
@@ -963,14 +986,28 @@ impl Engine {
         // Under a memory limit, the contract checks' key hashes and CSV
         // inputs (as Parquet, scanned for as long as the engine runs) go here.
         let ingest = source.engine.spill("ingest")?;
-        let mut graph = match resolve_at {
+        let located = Located::find(&source.root).await?;
+        let cache = source.engine.checked_inputs.as_deref().map(Cache::new);
+        let mut lookup = cache.as_ref().map(|c| c.lookup(&located, source)).transpose()?;
+        let hit = lookup.as_mut().and_then(|l| l.entry.take());
+        let known = lookup.as_mut().map(|l| std::mem::take(&mut l.known)).unwrap_or_default();
+        // A cache entry being made holds the dated graph of every row: it
+        // serves any cutoff.
+        let filling = lookup.is_some() && hit.is_none();
+        let build = match () {
+            _ if hit.is_some() => None,
+            _ if filling => Some((None, true)),
+            _ => resolve_at,
+        };
+        let mut graph = match build {
             Some((cutoff, dated)) => {
                 Some(GraphThread::start(GraphInProgress::new(&ctx, source, cutoff, dated)?))
             }
             None => None,
         };
         let reader = graph.as_mut().map(|g| g as &mut dyn AcceptedRows);
-        let inputs = register_inputs(&ctx, &source.root, ingest.as_ref(), reader).await?;
+        let checked = register_inputs(&ctx, &source.root, located, ingest.as_ref(), reader, known).await?;
+        let (inputs, tallies): (Vec<TableCounts>, Vec<_>) = checked.into_iter().unzip();
         let graph = graph.map(GraphThread::finish).transpose()?;
         // The graph saw every accepted copy of a repeated key; the views
         // hold one (or none): it is built again from them.
@@ -989,20 +1026,45 @@ impl Engine {
         for table in [CUSTOMERS, CONTACTS, RESPONSES] {
             keyed_by_customer.push((table, ctx.table(table).await.map_err(query(table))?));
         }
-        Ok(Engine {
+        let mut engine = Engine {
             ctx,
             source: source.clone(),
             inputs,
             identity: None,
             graph,
-            cutoffs_upto: resolve_at.filter(|&(_, dated)| dated).map(|(latest, _)| latest),
+            cutoffs_upto: match cache {
+                Some(_) => Some(None),
+                None => resolve_at.filter(|&(_, dated)| dated).map(|(latest, _)| latest),
+            },
             keyed_by_customer,
             spilled: None,
+            cache: None,
             _ingest: ingest,
             _operator_spill: operator_spill,
             #[cfg(feature = "ballista")]
             cluster: None,
-        })
+        };
+        if let Some((entry, graph)) = hit {
+            engine.graph = Some(GraphInProgress::cached(&engine.ctx, source, graph, &entry)?);
+            engine.cache = Some(entry);
+        } else if let (Some(cache), Some(lookup)) = (cache, lookup) {
+            let mut built = match engine.graph.take() {
+                Some(built) => built,
+                None => engine.build_graph(None, true).await?,
+            };
+            let names = ATTRIBUTED.map(|a| a.table);
+            match cache.fill(lookup, tallies, &built.graph, &mut built.events, &names) {
+                Ok(entry) => engine.cache = Some(entry),
+                Err(e) => eprintln!("engage: not keeping the checked inputs: {}", crate::cache::chain(&e)),
+            }
+            engine.graph = Some(built);
+        }
+        Ok(engine)
+    }
+
+    /// How the run used the checked-inputs cache, if it was given one.
+    pub fn cache_use(&self) -> Option<crate::report::CacheUse> {
+        self.cache.as_ref().map(|e| e.used.clone())
     }
 
     /// What this engine reads.
@@ -1070,6 +1132,10 @@ impl Engine {
         self.release_events()?;
         let mut built = match built {
             Some(built) => built,
+            None if self.cache.is_some() => {
+                let entry = self.cache.as_ref().expect("checked");
+                GraphInProgress::cached(&self.ctx, &self.source, entry.graph(&self.source)?, entry)?
+            }
             None => match self.cutoffs_upto.filter(|&latest| serves(latest, cutoff)) {
                 Some(latest) => self.build_graph(latest, true).await?,
                 None => self.build_graph(cutoff, false).await?,

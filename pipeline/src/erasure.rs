@@ -114,6 +114,20 @@ impl ErasureList {
         self.digests.is_empty()
     }
 
+    /// One digest of every entry: lists with the same people have the same
+    /// fingerprint (an empty list, whatever its random salt, has "empty").
+    pub fn fingerprint(&self) -> String {
+        if self.digests.is_empty() {
+            return "empty".into();
+        }
+        let mut h = Sha256::new();
+        for d in &self.digests {
+            h.update(d.as_bytes());
+            h.update([0]);
+        }
+        hex(&h.finalize())
+    }
+
     fn digest(&self, identifier_type: &str, value: &str) -> String {
         let mut h = Sha256::new();
         for part in [self.salt.as_str(), identifier_type, value] {

@@ -41,6 +41,10 @@ pub enum PipelineError {
         "{path} changed on the store while this command ran (another command wrote it); this command's change to it was not written: run the command again"
     )]
     Changed { path: String },
+    /// An entry of the checked-inputs cache (`--checked-inputs`) does not hold what
+    /// was written there.
+    #[error("checked-inputs cache entry {path}: {reason}; remove the cache directory to have it made again")]
+    Cache { path: String, reason: String },
     #[error("invalid argument {name} = `{value}`: {reason}")]
     InvalidArgument { name: &'static str, value: String, reason: String },
     /// A configuration file's field (`segments.rules[2].stage`) is wrong.

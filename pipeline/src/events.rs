@@ -10,6 +10,10 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, AsArray, UInt32Array};
 use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::ipc::CompressionType;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use datafusion::arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -126,6 +130,13 @@ pub enum Held {
         writer: Option<Box<ParquetSink>>,
         closed: bool,
     },
+    /// A complete file kept between runs (the checked-inputs cache,
+    /// [`crate::cache`]): read as often as needed, never removed here; a
+    /// thread of its own decodes up to `ahead` batches ahead of the reader.
+    Stored {
+        path: PathBuf,
+        ahead: usize,
+    },
 }
 
 impl Held {
@@ -142,19 +153,16 @@ impl Held {
     pub fn push(&mut self, batch: RecordBatch, refs: Vec<u32>) -> Result<()> {
         match self {
             Held::Memory(v) => v.push((batch, refs.into())),
-            Held::Disk { closed: true, path, .. } => panic!("{} pushed to after it was read", path.display()),
+            Held::Disk { closed: true, path, .. } | Held::Stored { path, .. } => {
+                panic!("{} pushed to after it was read", path.display())
+            }
             Held::Disk { path, writer, .. } => {
-                let mut fields: Vec<Field> =
-                    batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-                fields.push(Field::new(REF_COLUMN, DataType::UInt32, false));
-                let schema = Arc::new(Schema::new(fields));
-                let mut columns = batch.columns().to_vec();
-                columns.push(Arc::new(UInt32Array::from(refs)) as ArrayRef);
-                let with_refs = RecordBatch::try_new(schema.clone(), columns).map_err(|e| {
-                    PipelineError::Query { name: path.display().to_string(), source: e.into() }
+                let with_refs = with_refs(&batch, refs).map_err(|e| PipelineError::Query {
+                    name: path.display().to_string(),
+                    source: e.into(),
                 })?;
                 if writer.is_none() {
-                    *writer = Some(spill_sink(path, schema)?);
+                    *writer = Some(spill_sink(path, with_refs.schema())?);
                 }
                 writer.as_mut().expect("just made").write(&with_refs)?;
             }
@@ -177,6 +185,7 @@ impl Held {
     pub fn batches(&mut self) -> Result<Batches> {
         let (path, closed) = match self {
             Held::Memory(v) => return Ok(Box::new(v.clone().into_iter().map(Ok))),
+            Held::Stored { path, ahead } => return read_stored(path, *ahead),
             Held::Disk { path, writer, closed } => {
                 if let Some(w) = writer.take() {
                     w.finish()?;
@@ -201,6 +210,119 @@ impl Held {
             let batch = batch.project(&keep).expect("columns in range");
             Ok((batch, refs))
         })))
+    }
+}
+
+impl Held {
+    /// Writes every batch with its references to `path` (read back as
+    /// [`Held::Stored`]): an Arrow IPC stream, LZ4-compressed, which reads
+    /// back about three times as fast as the spill files' Parquet, in less
+    /// room (BENCHMARKS.md). The rows written.
+    pub fn write_to(&mut self, path: &Path) -> Result<u64> {
+        let tmp = path.with_extension("tmp");
+        let written = self.write_stream(&tmp);
+        match written {
+            Ok(rows) => std::fs::rename(&tmp, path).map(|()| rows).map_err(io(path)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_stream(&mut self, path: &Path) -> Result<u64> {
+        let err = |e: ArrowError| PipelineError::Query { name: path.display().to_string(), source: e.into() };
+        let options =
+            IpcWriteOptions::default().try_with_compression(Some(CompressionType::LZ4_FRAME)).map_err(err)?;
+        let mut file = Some(std::io::BufWriter::new(std::fs::File::create(path).map_err(io(path))?));
+        let mut writer = None;
+        let mut rows = 0;
+        for item in self.batches()? {
+            let (batch, refs) = item?;
+            rows += batch.num_rows() as u64;
+            let batch = with_refs(&batch, refs.to_vec()).map_err(err)?;
+            if let Some(out) = file.take() {
+                writer = Some(
+                    StreamWriter::try_new_with_options(out, &batch.schema(), options.clone()).map_err(err)?,
+                );
+            }
+            writer.as_mut().expect("made for the first batch").write(&batch).map_err(err)?;
+        }
+        if let Some(w) = writer {
+            // Finished and flushed, or the error that stopped either.
+            w.into_inner().map_err(err)?.into_inner().map_err(|e| io(path)(e.into_error()))?;
+        }
+        Ok(rows)
+    }
+}
+
+/// `batch` with its references as the last column.
+fn with_refs(batch: &RecordBatch, refs: Vec<u32>) -> std::result::Result<RecordBatch, ArrowError> {
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(REF_COLUMN, DataType::UInt32, false));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(UInt32Array::from(refs)) as ArrayRef);
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+/// The batches of a file [`Held::write_to`] wrote, with their references,
+/// decoded on a thread of its own up to `ahead` batches ahead.
+fn read_stored(path: &Path, ahead: usize) -> Result<Batches> {
+    let broken = |path: &Path, e: ArrowError| PipelineError::Cache {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let reader = StreamReader::try_new(std::io::BufReader::new(file), None).map_err(|e| broken(path, e))?;
+    let path = path.to_path_buf();
+    let (batches, received) = std::sync::mpsc::sync_channel(ahead);
+    let thread = std::thread::Builder::new()
+        .name("held-events".into())
+        .spawn(move || {
+            for batch in reader {
+                let item = batch.map_err(|e| broken(&path, e)).and_then(|batch| {
+                    let last = batch.num_columns() - 1;
+                    let refs = batch.column(last).as_primitive_opt::<UInt32Type>().ok_or_else(|| {
+                        PipelineError::Cache {
+                            path: path.display().to_string(),
+                            reason: "no identity references".into(),
+                        }
+                    })?;
+                    let refs = refs.values().clone();
+                    let keep: Vec<usize> = (0..last).collect();
+                    Ok((batch.project(&keep).expect("columns in range"), refs))
+                });
+                let failed = item.is_err();
+                // A receiver gone has what it wanted.
+                if batches.send(item).is_err() || failed {
+                    break;
+                }
+            }
+        })
+        .expect("a thread starts");
+    Ok(Box::new(ReadAhead { received, thread: Some(thread) }))
+}
+
+/// Batches decoded on another thread, in order; that thread's panic goes on
+/// in the reader once its batches are read.
+struct ReadAhead {
+    received: std::sync::mpsc::Receiver<Result<(RecordBatch, ScalarBuffer<u32>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Iterator for ReadAhead {
+    type Item = Result<(RecordBatch, ScalarBuffer<u32>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.received.recv() {
+            Ok(item) => Some(item),
+            Err(_) => {
+                if let Some(thread) = self.thread.take() {
+                    crate::worker::joined(thread.join());
+                }
+                None
+            }
+        }
     }
 }
 

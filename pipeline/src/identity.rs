@@ -20,7 +20,8 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, StringArray, StringBuilder, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Int32Array, StringArray, StringBuilder,
+    UInt8Array, UInt32Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -452,6 +453,172 @@ impl GraphBuilder {
             before: before.map(|day| (seen, day)),
         };
         snapshot.resolve(erasure, map, reserve)
+    }
+}
+
+/// The parts of a dated graph kept between runs (the checked-inputs cache,
+/// [`crate::cache`]): its nodes (type, normalised value, first day seen),
+/// the CRM records' identifier sets and the events' (with their first
+/// day), one slot per [`ID_TYPES`] entry (`u32::MAX`: none). A row's place
+/// is its number, so the events' references stay valid.
+pub struct GraphParts {
+    pub nodes: Vec<RecordBatch>,
+    pub crm: Vec<RecordBatch>,
+    pub sets: Vec<RecordBatch>,
+}
+
+impl GraphParts {
+    pub fn nodes_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("identifier_type", DataType::UInt8, false),
+            Field::new("identifier_value", DataType::Utf8, false),
+            Field::new("first_seen", DataType::Int32, false),
+        ]))
+    }
+
+    pub fn crm_schema() -> SchemaRef {
+        Arc::new(Schema::new(Self::slots()))
+    }
+
+    pub fn sets_schema() -> SchemaRef {
+        let mut fields = Self::slots();
+        fields.push(Field::new("first_seen", DataType::Int32, false));
+        Arc::new(Schema::new(fields))
+    }
+
+    fn slots() -> Vec<Field> {
+        ID_TYPES.iter().map(|t| Field::new(*t, DataType::UInt32, false)).collect()
+    }
+}
+
+/// `sets` in chunks, one column per slot, then `days` if given.
+fn set_chunks(schema: &SchemaRef, sets: &[IdSet], days: Option<&[i32]>) -> Vec<RecordBatch> {
+    (0..sets.len())
+        .step_by(MAP_CHUNK)
+        .map(|start| {
+            let chunk = &sets[start..(start + MAP_CHUNK).min(sets.len())];
+            let mut columns: Vec<ArrayRef> = (0..ID_TYPES.len())
+                .map(|slot| {
+                    Arc::new(UInt32Array::from_iter_values(chunk.iter().map(|s| s[slot]))) as ArrayRef
+                })
+                .collect();
+            if let Some(days) = days {
+                columns.push(Arc::new(Int32Array::from(days[start..start + chunk.len()].to_vec())));
+            }
+            RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema")
+        })
+        .collect()
+}
+
+/// The identifier sets of `batch` (of [`GraphParts::crm_schema`] or
+/// [`GraphParts::sets_schema`]) onto `sets`, and their days onto `days`;
+/// every slot names one of `nodes` nodes or none.
+fn read_sets(
+    batch: &RecordBatch,
+    nodes: usize,
+    sets: &mut Vec<IdSet>,
+    days: Option<&mut Vec<i32>>,
+) -> std::result::Result<(), String> {
+    if batch.num_columns() < ID_TYPES.len() {
+        return Err("not the columns written".into());
+    }
+    let slots = (0..ID_TYPES.len())
+        .map(|i| batch.column(i).as_primitive_opt::<datafusion::arrow::datatypes::UInt32Type>())
+        .collect::<Option<Vec<_>>>()
+        .ok_or("identifier slots are not u32 columns")?;
+    for row in 0..batch.num_rows() {
+        let mut set = [NONE; ID_TYPES.len()];
+        for (slot, values) in set.iter_mut().zip(&slots) {
+            *slot = values.value(row);
+            if *slot != NONE && *slot as usize >= nodes {
+                return Err(format!("a set names node {} of {nodes}", *slot));
+            }
+        }
+        sets.push(set);
+    }
+    if let Some(days) = days {
+        let first = batch
+            .column_by_name("first_seen")
+            .and_then(|c| c.as_primitive_opt::<datafusion::arrow::datatypes::Int32Type>())
+            .ok_or("no first_seen column")?;
+        days.extend(first.values().iter());
+    }
+    Ok(())
+}
+
+impl GraphBuilder {
+    /// The graph's parts, to keep between runs ([`GraphBuilder::from_parts`]).
+    /// Only a dated graph has them: one graph for any cutoff.
+    pub fn parts(&self) -> GraphParts {
+        let seen = self.seen.as_ref().expect("a dated graph");
+        let schema = GraphParts::nodes_schema();
+        let n = self.nodes.texts.len();
+        let nodes = (0..n)
+            .step_by(MAP_CHUNK)
+            .map(|start| {
+                let end = (start + MAP_CHUNK).min(n);
+                let values: StringArray =
+                    (start..end).map(|i| Some(self.nodes.texts.get(i as u32))).collect();
+                let columns: Vec<ArrayRef> = vec![
+                    Arc::new(UInt8Array::from(self.nodes.types[start..end].to_vec())),
+                    Arc::new(values),
+                    Arc::new(Int32Array::from(seen.nodes[start..end].to_vec())),
+                ];
+                RecordBatch::try_new(schema.clone(), columns).expect("columns match the schema")
+            })
+            .collect();
+        GraphParts {
+            nodes,
+            crm: set_chunks(&GraphParts::crm_schema(), &self.crm, None),
+            sets: set_chunks(&GraphParts::sets_schema(), &self.sets, Some(&seen.sets)),
+        }
+    }
+
+    /// The dated graph of [`GraphBuilder::parts`], ready to resolve for any
+    /// cutoff; it takes no more rows. What is wrong with a part, if any.
+    pub fn from_parts(
+        opts: &IdentityOptions,
+        nodes: impl IntoIterator<Item = Result<RecordBatch>>,
+        crm: impl IntoIterator<Item = Result<RecordBatch>>,
+        sets: impl IntoIterator<Item = Result<RecordBatch>>,
+    ) -> Result<std::result::Result<GraphBuilder, String>> {
+        let mut g = GraphBuilder::dated(opts);
+        g.sealed = true;
+        let seen = g.seen.as_mut().expect("dated");
+        for batch in nodes {
+            let batch = batch?;
+            if batch.num_columns() != 3 {
+                return Ok(Err("nodes: not the columns written".into()));
+            }
+            let columns = (
+                batch.column(0).as_primitive_opt::<datafusion::arrow::datatypes::UInt8Type>(),
+                batch.column(1).as_string_opt::<i32>(),
+                batch.column(2).as_primitive_opt::<datafusion::arrow::datatypes::Int32Type>(),
+            );
+            let (Some(types), Some(values), Some(first)) = columns else {
+                return Ok(Err("nodes: columns of other types than written".into()));
+            };
+            if types.values().iter().any(|&t| t as usize >= ID_TYPES.len()) || values.null_count() > 0 {
+                return Ok(Err("nodes: an unknown identifier type or no value".into()));
+            }
+            for (i, value) in values.iter().enumerate() {
+                g.nodes.texts.push(value.expect("no nulls"));
+                g.nodes.types.push(types.value(i));
+            }
+            seen.nodes.extend(first.values().iter());
+        }
+        let n = g.nodes.texts.len();
+        for batch in crm {
+            if let Err(e) = read_sets(&batch?, n, &mut g.crm, None) {
+                return Ok(Err(format!("CRM records: {e}")));
+            }
+        }
+        for batch in sets {
+            if let Err(e) = read_sets(&batch?, n, &mut g.sets, Some(&mut seen.sets)) {
+                return Ok(Err(format!("event sets: {e}")));
+            }
+        }
+        Ok(Ok(g))
     }
 }
 

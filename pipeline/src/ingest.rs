@@ -302,45 +302,86 @@ pub(crate) trait AcceptedRows {
     fn read(&mut self, table: &'static str, rows: RecordBatch) -> Result<()>;
 }
 
-/// Checks and registers every contract table of `root` in `ctx` as a
-/// canonical view named after the table. Absent optional tables are
-/// registered empty. Fails before registering anything if a required table
-/// is missing or any file breaks the contract.
+/// What the contract checks' pass over a table found ([`tally`]): rows
+/// per rule (`None`: accepted), and the keys accepted rows repeat. The
+/// checked-inputs cache ([`crate::cache`]) keeps it, so that a run over
+/// unchanged files skips the pass.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Tally {
+    pub rules: Vec<(Option<String>, u64)>,
+    pub repeated: Vec<String>,
+}
+
+/// The contract tables found under a root, in [`TABLES`] order: each
+/// one's files (none: an absent optional table) and its checked header.
+pub(crate) struct Located(Vec<(&'static TableSpec, Option<TableSource>, Vec<String>)>);
+
+impl Located {
+    /// Finds every contract table under `root` and checks each file's
+    /// columns. Fails if a required table is missing or any file breaks the
+    /// contract.
+    pub(crate) async fn find(root: &DataRoot) -> Result<Located> {
+        if root.local_path().is_some_and(|p| !p.is_dir()) {
+            return Err(PipelineError::InvalidArgument {
+                name: "--data",
+                value: root.to_string(),
+                reason: "not a directory".into(),
+            });
+        }
+        let mut sources = Vec::new();
+        for spec in TABLES {
+            let source = locate(root, spec).await?;
+            if source.is_none() && spec.required {
+                return Err(PipelineError::MissingTable { table: spec.name.into(), root: root.to_string() });
+            }
+            let header = match &source {
+                Some(s) => s.check(root).await?,
+                None => Vec::new(),
+            };
+            sources.push((spec, source, header));
+        }
+        Ok(Located(sources))
+    }
+
+    /// Each table and its files.
+    pub(crate) fn sources(&self) -> impl Iterator<Item = (&'static TableSpec, Option<&TableSource>)> {
+        self.0.iter().map(|(spec, source, _)| (*spec, source.as_ref()))
+    }
+}
+
+/// Registers every contract table `located` under `root` in `ctx` as a
+/// canonical view named after the table; absent optional tables are
+/// registered empty. A table's checks are one pass over its rows, unless
+/// `known` (by place in [`TABLES`]) has its [`Tally`] already.
 /// Under a memory limit the key checks' working set goes to `spill`
-/// ([`Hashes`]). `reader`, if any, is handed the accepted rows as they are
-/// checked.
+/// ([`Hashes`]). `reader`, if any, is handed the accepted rows of the
+/// tables checked.
 pub(crate) async fn register_inputs(
     ctx: &SessionContext,
     root: &DataRoot,
+    located: Located,
     spill: Option<&SpillDir>,
     mut reader: Option<&mut dyn AcceptedRows>,
-) -> Result<Vec<TableCounts>> {
-    if root.local_path().is_some_and(|p| !p.is_dir()) {
-        return Err(PipelineError::InvalidArgument {
-            name: "--data",
-            value: root.to_string(),
-            reason: "not a directory".into(),
-        });
-    }
+    mut known: Vec<Option<Tally>>,
+) -> Result<Vec<(TableCounts, Tally)>> {
     root.register(ctx);
-    let mut sources = Vec::new();
-    for spec in TABLES {
-        let source = locate(root, spec).await?;
-        if source.is_none() && spec.required {
-            return Err(PipelineError::MissingTable { table: spec.name.into(), root: root.to_string() });
-        }
-        let header = match &source {
-            Some(s) => s.check(root).await?,
-            None => Vec::new(),
-        };
-        sources.push((spec, source, header));
-    }
+    known.resize(located.0.len(), None);
     let mut counts = Vec::new();
-    for (spec, source, header) in sources {
-        let reader = reader.as_mut().map(|r| &mut **r as &mut dyn AcceptedRows);
-        counts.push(register_table(ctx, root, spec, source.as_ref(), &header, spill, reader).await?);
+    for ((spec, source, header), known) in located.0.into_iter().zip(known) {
+        let pass = match known {
+            Some(found) => Pass::Known(found),
+            None => Pass::Read(reader.as_mut().map(|r| &mut **r as &mut dyn AcceptedRows)),
+        };
+        counts.push(register_table(ctx, root, spec, source.as_ref(), &header, spill, pass).await?);
     }
     Ok(counts)
+}
+
+/// How a table's checks are counted: by a pass over its rows (handing the
+/// accepted ones to a reader, if any), or known from an earlier one.
+enum Pass<'r> {
+    Read(Option<&'r mut dyn AcceptedRows>),
+    Known(Tally),
 }
 
 async fn register_table(
@@ -350,13 +391,14 @@ async fn register_table(
     source: Option<&TableSource>,
     header: &[String],
     spill: Option<&SpillDir>,
-    reader: Option<&mut dyn AcceptedRows>,
-) -> Result<TableCounts> {
+    pass: Pass<'_>,
+) -> Result<(TableCounts, Tally)> {
     let Some(source) = source else {
         let empty =
             MemTable::try_new(Arc::new(canonical_schema(spec)), vec![vec![]]).map_err(query(spec.name))?;
         ctx.register_table(spec.name, Arc::new(empty)).map_err(query(spec.name))?;
-        return Ok(TableCounts { table: spec.name.into(), ..Default::default() });
+        let none = Tally { rules: Vec::new(), repeated: Vec::new() };
+        return Ok((TableCounts { table: spec.name.into(), ..Default::default() }, none));
     };
     let raw = format!("raw_{}", spec.name);
     match source.format {
@@ -410,7 +452,13 @@ async fn register_table(
     let checked = checked
         .select(spec.columns.iter().map(|c| ident(c.name)).chain([ident(REJECT_RULE)]).collect::<Vec<_>>())
         .map_err(query(spec.name))?;
-    let (tally, repeated) = tally(&checked, spec.key, spec.name, spill, reader).await?;
+    let found = match pass {
+        Pass::Known(found) => found,
+        Pass::Read(reader) => {
+            let (rules, repeated) = tally(&checked, spec.key, spec.name, spill, reader).await?;
+            Tally { rules: rules.into_iter().collect(), repeated }
+        }
+    };
     let bytes = source.files.iter().map(|f| f.size).sum();
     let mut counts = TableCounts {
         table: spec.name.into(),
@@ -419,13 +467,13 @@ async fn register_table(
         bytes,
         ..Default::default()
     };
-    for (rule, n) in tally {
+    for (rule, n) in &found.rules {
         counts.rows += n;
         match rule {
-            None => counts.accepted = n,
+            None => counts.accepted = *n,
             Some(rule) => {
                 counts.rejected += n;
-                counts.rejected_by_rule.insert(rule, n);
+                counts.rejected_by_rule.insert(rule.clone(), *n);
             }
         }
     }
@@ -435,13 +483,13 @@ async fn register_table(
     let mut rejected = checked.filter(ident(REJECT_RULE).is_not_null()).map_err(query(spec.name))?;
     if let Some(key) = spec.key {
         let ok = accepted.map_err(query(spec.name))?;
-        let dups = Duplicates::find(ctx, spec, key, &ok, repeated).await?;
+        let dups = Duplicates::find(ctx, spec, key, &ok, found.repeated.clone()).await?;
         (accepted, rejected) = dups.apply(ctx, spec, key, ok, rejected, &mut counts)?;
     }
     ctx.register_table(spec.name, accepted.map_err(query(spec.name))?.into_view())
         .map_err(query(spec.name))?;
     ctx.register_table(rejects_view(spec.name), rejected.into_view()).map_err(query(spec.name))?;
-    Ok(counts)
+    Ok((counts, found))
 }
 
 /// Rows of a keyed table whose key is not unique among accepted rows.

@@ -9,6 +9,7 @@
 //! [`generate`] writes realistic sample data.
 
 pub mod audience;
+mod cache;
 #[cfg(feature = "ballista")]
 pub mod cluster;
 mod engine;

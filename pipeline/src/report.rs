@@ -100,6 +100,9 @@ pub struct RunReport {
     pub data: String,
     /// Per input table: location, files, bytes, rows read, accepted, rejected per rule.
     pub inputs: Vec<TableCounts>,
+    /// The checked-inputs cache entry the run made or used (`--checked-inputs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_inputs: Option<CacheUse>,
     /// Identity statistics of the identity the run used.
     pub identity: Option<IdentityStats>,
     /// How events were attributed.
@@ -125,6 +128,19 @@ pub struct RunReport {
     /// that stopped at its iteration limit); `engage` prints each on stderr.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// How a run used the checked-inputs cache (`--checked-inputs`, docs/data-contract.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheUse {
+    /// The entry's directory.
+    pub entry: String,
+    /// Whether the run made it (a pass over every row), or used one an
+    /// earlier run made.
+    pub made: bool,
+    /// Tables whose files changed since the entry was made: checked again
+    /// by this run (never the identity graph's: those make a new entry).
+    pub checked_again: Vec<String>,
 }
 
 /// The erasure list a run applied.
@@ -226,6 +242,7 @@ impl RunReport {
             as_of: as_of.map(|d| d.to_string()),
             data: engine.source().root.to_string(),
             inputs: engine.inputs.clone(),
+            checked_inputs: engine.cache_use(),
             identity: Some(identity.stats.clone()),
             resolved: Some(identity.resolved.clone()),
             identity_quality,
@@ -252,6 +269,7 @@ impl RunReport {
             as_of: None,
             data: file.display().to_string(),
             inputs: Vec::new(),
+            checked_inputs: None,
             identity: None,
             resolved: None,
             identity_quality: None,

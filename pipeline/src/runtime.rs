@@ -39,6 +39,11 @@ pub struct EngineSettings {
     pub memory_limit: Option<ByteSize>,
     /// Where spill files go (default: the system temp directory).
     pub spill_dir: Option<PathBuf>,
+    /// A local directory where what the contract checks, the identity
+    /// graph and the events held for attribution learn from the inputs is
+    /// kept between runs, so that a run over unchanged files skips that
+    /// pass (`crate::cache`). None: every run reads every row.
+    pub checked_inputs: Option<PathBuf>,
     /// No spilling at all: a query past the limit fails (tests use it to
     /// show a limit is binding).
     #[serde(skip)]

@@ -634,6 +634,12 @@ struct DataArgs {
     /// object store prefix (s3://bucket/prefix).
     #[arg(long)]
     stage_dir: Option<String>,
+    /// Keep what checking the inputs and building the identity graph found
+    /// in this local directory, so that a later run over the same input
+    /// files skips that pass (docs/scale-out.md). Default: every run reads
+    /// every row.
+    #[arg(long)]
+    checked_inputs: Option<PathBuf>,
 }
 
 /// How features are defined: lifecycle day limits, the response funnel
@@ -705,6 +711,7 @@ impl DataArgs {
                 stage_dir: self.stage_dir.clone(),
                 memory_limit: self.memory_limit,
                 spill_dir: self.spill_dir.clone(),
+                checked_inputs: self.checked_inputs.clone(),
                 spill_disabled: false,
             },
         })

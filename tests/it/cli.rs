@@ -295,6 +295,98 @@ fn data_root_by_file_url_reads_the_same_as_by_path() {
     assert!(report["inputs"][0]["location"].as_str().unwrap().starts_with("file://"), "{report}");
 }
 
+/// `--checked-inputs DIR`: the first run makes an entry, the next uses it, and both
+/// write what a run without it writes (features, rejects, counts). A table
+/// outside the identity graph whose files changed is checked again with
+/// the rest kept; a changed identity-graph table, or an entry that cannot
+/// be read, makes a new entry, and the one it replaces is removed.
+#[test]
+fn checked_inputs_are_kept_between_runs_and_made_again_when_files_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_dir(&tiny(), &data);
+    let cache = tmp.path().join("checked");
+    let features = |out: &str, cached: bool| {
+        let out = tmp.path().join(out);
+        let mut args = vec!["features", "--data", data.to_str().unwrap(), "--as-of", "2025-04-01"];
+        args.extend(["--out", out.to_str().unwrap()]);
+        if cached {
+            args.extend(["--checked-inputs", cache.to_str().unwrap()]);
+        }
+        let run = engage(&args);
+        assert!(run.status.success(), "{}", stderr(&run));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("run_report.json")).unwrap()).unwrap();
+        (out, report, stderr(&run))
+    };
+    // Every file but the report, byte for byte, and the contract-check counts.
+    let assert_same = |a: &(std::path::PathBuf, serde_json::Value, String),
+                       b: &(std::path::PathBuf, serde_json::Value, String)| {
+        let files = files_under(&a.0);
+        assert!(files.contains(&"customer_features.parquet".to_string()), "{files:?}");
+        assert_eq!(files, files_under(&b.0));
+        for f in files.iter().filter(|f| *f != "run_report.json") {
+            assert_eq!(std::fs::read(a.0.join(f)).unwrap(), std::fs::read(b.0.join(f)).unwrap(), "{f}");
+        }
+        assert_eq!(a.1["inputs"], b.1["inputs"]);
+    };
+    let entries = || {
+        let names = std::fs::read_dir(&cache).unwrap().flatten();
+        let mut names: Vec<String> = names.map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.retain(|n| n.starts_with("entry-"));
+        names
+    };
+    let used = |r: &serde_json::Value| {
+        let c = &r["checked_inputs"];
+        (c["made"].as_bool().unwrap(), c["checked_again"].clone(), c["entry"].as_str().unwrap().to_string())
+    };
+
+    let plain = features("plain", false);
+    assert!(plain.1.get("checked_inputs").is_none(), "{}", plain.1);
+    let made = features("made", true);
+    assert_same(&plain, &made);
+    let (was_made, again, first) = used(&made.1);
+    assert!(was_made && again == serde_json::json!([]));
+    let kept = features("kept", true);
+    assert_same(&plain, &kept);
+    assert_eq!(used(&kept.1), (false, serde_json::json!([]), first.clone()));
+
+    // The same bytes in a new file: a table the graph does not read is
+    // checked again, one it reads makes a new entry.
+    let rewrite = |table: &str| {
+        let path = data.join(format!("{table}.csv"));
+        let next = data.join(format!("{table}.csv.new"));
+        std::fs::copy(&path, &next).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+    };
+    rewrite("contacts");
+    let plain = features("plain-contacts", false);
+    let rechecked = features("rechecked", true);
+    assert_same(&plain, &rechecked);
+    assert_eq!(used(&rechecked.1), (false, serde_json::json!(["contacts"]), first.clone()));
+    rewrite("transactions");
+    let plain = features("plain-transactions", false);
+    let remade = features("remade", true);
+    assert_same(&plain, &remade);
+    let (was_made, again, second) = used(&remade.1);
+    assert!(was_made && again == serde_json::json!([]) && second != first);
+    assert_eq!(entries().len(), 1, "the replaced entry is removed: {:?}", entries());
+    assert!(!Path::new(&first).exists());
+
+    // An entry whose graph cannot be read is passed over, said so.
+    std::fs::write(Path::new(&second).join("graph_nodes.parquet"), b"not parquet").unwrap();
+    let repaired = features("repaired", true);
+    assert_same(&plain, &repaired);
+    assert!(
+        repaired.2.contains("checked-inputs cache") && repaired.2.contains("graph_nodes.parquet"),
+        "{}",
+        repaired.2
+    );
+    let (was_made, _, third) = used(&repaired.1);
+    assert!(was_made && third != second);
+    assert_eq!(entries().len(), 1, "{:?}", entries());
+}
+
 #[test]
 fn data_root_with_an_unknown_scheme_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();

@@ -149,6 +149,64 @@ async fn one_dated_graph_resolves_every_cutoff_as_a_second_pass() {
     }
 }
 
+/// The checked-inputs cache (`EngineSettings::checked_inputs`): an engine that
+/// makes an entry and one that uses it have the same contract-check counts
+/// as an engine without, and resolve each cutoff as a second pass over the
+/// canonical views does, in any order, after the events are released (the
+/// graph read again from the entry), in memory and under a memory limit;
+/// on the dirty fixture (repeated keys: the graph kept is built again from
+/// the deduplicated rows; a row rejected as in the future) too.
+#[tokio::test]
+async fn kept_checked_inputs_resolve_as_a_second_pass() {
+    use engage_pipeline::runtime::{ByteSize, EngineSettings};
+    let dirty = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dirty");
+    let tmp = tempfile::tempdir().unwrap();
+    let limited = EngineSettings {
+        memory_limit: Some(ByteSize(1 << 30)),
+        spill_dir: Some(tmp.path().join("spill")),
+        ..EngineSettings::default()
+    };
+    // The dirty fixture's transaction in the year 2999 may be due by a later
+    // run: its table is checked again, so the graph is made again each time;
+    // without it the entry is used.
+    let due = tmp.path().join("dirty-without-the-future");
+    crate::common::copy_dir(&dirty, &due);
+    let transactions = std::fs::read_to_string(due.join("transactions.csv")).unwrap();
+    let kept: Vec<&str> = transactions.lines().filter(|l| !l.contains(",2999-")).collect();
+    assert_eq!(kept.len() + 1, transactions.lines().count());
+    std::fs::write(due.join("transactions.csv"), kept.join("\n") + "\n").unwrap();
+    let cases = [(sample(), false), (sample(), true), (dirty.as_path(), false), (due.as_path(), false)];
+    for (i, (data, spilled)) in cases.into_iter().enumerate() {
+        let mut plain = DataSource::new(data);
+        if spilled {
+            plain.engine = limited.clone();
+        }
+        let mut cached = plain.clone();
+        cached.engine.checked_inputs = Some(tmp.path().join(format!("checked-{i}")));
+        let mut twice = Engine::open_source(&plain).await.unwrap();
+        let remade = data == dirty;
+        let cutoffs = match data == sample() {
+            true => vec![Some(date("2025-09-01")), None, Some(date("2024-06-01"))],
+            false => vec![Some(date("2025-06-01")), None],
+        };
+        for made in [true, false] {
+            // The entry's cutoff is its own: a job for one cutoff makes one
+            // that serves every other.
+            let mut once = Engine::open_at(&cached, cutoffs[0]).await.unwrap();
+            let used = once.cache_use().expect("a cache given");
+            assert_eq!((used.made, used.checked_again.len()), (made || remade, 0), "{}", data.display());
+            assert_eq!(once.inputs, twice.inputs, "{}", data.display());
+            for (k, &cutoff) in cutoffs.iter().enumerate() {
+                if k == 1 {
+                    once.release_events().unwrap();
+                }
+                let case = format!("{}, spilled {spilled}, made {made}, as of {cutoff:?}", data.display());
+                assert_resolved_alike(&mut once, &mut twice, cutoff, &case).await;
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn dirty_rows_are_quarantined_with_their_rule() {
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dirty");
