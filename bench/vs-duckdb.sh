@@ -4,7 +4,8 @@
 # all three give the same per-customer numbers; then what DuckDB takes only to
 # read the inputs the whole library reads (bench/read_floor.py). Wall seconds
 # and peak resident memory come from GNU time; results go to stdout for
-# BENCHMARKS.md.
+# BENCHMARKS.md. `engage features` also runs twice with --checked-inputs
+# (making the entry, then reading it).
 #
 #   bash bench/vs-duckdb.sh [CUSTOMERS] [AS_OF]
 #
@@ -35,6 +36,15 @@ rm -rf "$out" && mkdir -p "$out"
 "$bin" identity --data "$data" --out "$out/identity" > /dev/null
 /usr/bin/time -f "engage features: %e s wall, %M KiB peak RSS" \
   "$bin" features --data "$data" --as-of "$as_of" --out "$out/features" | sed -n '/^stage/,/^write/p'
+# With the checked inputs kept (docs/data-contract.md): the first run makes
+# the entry, the second reads it; both must write the same feature table.
+for run in made used; do
+  /usr/bin/time -f "engage features --checked-inputs ($run): %e s wall, %M KiB peak RSS" \
+    "$bin" features --data "$data" --as-of "$as_of" --out "$out/features-$run" \
+    --checked-inputs "$out/checked" | sed -n '/^stage/,/^write/p'
+  cmp "$out/features/customer_features.parquet" "$out/features-$run/customer_features.parquet"
+done
+du -sh "$out/checked" "$data"
 for engine in duckdb datafusion; do
   /usr/bin/time -f "$engine process: %e s wall, %M KiB peak RSS" "$venv/bin/python" bench/rfm.py \
     "$engine" "$data" "$out/identity/identity_map.parquet" "$as_of" "$out/rfm-$engine.parquet"

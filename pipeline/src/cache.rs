@@ -11,12 +11,15 @@
 //! erasure list and the engage version. A run whose identity-graph tables
 //! (customers, transactions, interactions) or options differ makes a new
 //! entry; one where only other tables changed checks those again and uses
-//! the rest. The canonical views stay lazy views over the input files, so
-//! every query reads the inputs as they are; only the counts, the graph
-//! and the held events come from the cache.
+//! the rest; so does a table with a row rejected as `in_future`, which may
+//! be due by now. The canonical views stay lazy views over the input
+//! files, so every query reads the inputs as they are; only the counts,
+//! the graph and the held events come from the cache.
 //!
 //! Layout: `DIR/CURRENT` names the entry in force, `DIR/entry-<pid>-<time>/`
-//! holds one (`manifest.json`, written last, and Parquet files). A run
+//! holds one: `manifest.json` (written last), the graph's three Parquet
+//! files and each attributed table's held events (`<table>.arrows`, an
+//! LZ4-compressed Arrow IPC stream). A run
 //! holds a shared lock on its entry's `.lock` for as long as it reads it;
 //! making an entry removes the others nobody holds (an older entry, one a
 //! killed run left half-written).
@@ -76,10 +79,15 @@ const GRAPH_TABLES: [&str; 3] =
 /// the erasure list (so that an entry never outlives an `engage forget`).
 fn key(source: &DataSource) -> serde_json::Value {
     let erasure = source.erasure.fingerprint();
+    // A local root however it was spelled (relative, absolute, a link).
+    let root = match source.root.local_path().and_then(|p| p.canonicalize().ok()) {
+        Some(path) => path.display().to_string(),
+        None => source.root.to_string(),
+    };
     serde_json::json!({
         "format": CACHE_FORMAT,
         "engage": env!("CARGO_PKG_VERSION"),
-        "root": source.root.to_string(),
+        "root": root,
         "identity": source.identity,
         "erasure_list": erasure,
     })

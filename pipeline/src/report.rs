@@ -343,6 +343,14 @@ impl RunReport {
                 line(format!("{:<13}   rejected {n} x {rule}", ""));
             }
         }
+        if let Some(c) = &self.checked_inputs {
+            let how = match (c.made, c.checked_again.is_empty()) {
+                (true, _) => "made by this run".to_string(),
+                (false, true) => "read: no row checked again".to_string(),
+                (false, false) => format!("read; checked again: {}", c.checked_again.join(", ")),
+            };
+            line(format!("checked inputs: {} ({how})", c.entry));
+        }
         if let Some(id) = &self.identity {
             line(String::new());
             line(format!(
