@@ -149,43 +149,43 @@ impl Cache {
     }
 
     /// The entry in force for `located` read as `source` says, as far as it
-    /// still holds. An entry that cannot be read is passed over (and said
-    /// so): a new one is made.
-    pub(crate) fn lookup(&self, located: &Located, source: &DataSource) -> Result<Lookup> {
+    /// still holds. An entry that cannot be read, or that the inputs or
+    /// options no longer match, is passed over (said on stderr): a new one
+    /// is made.
+    pub(crate) fn lookup(&self, located: &Located, source: &DataSource) -> Lookup {
         let mut lookup = Lookup { known: Vec::new(), entry: None, stamps: stamps(located), key: key(source) };
-        let Some((entry, manifest)) = self.current() else { return Ok(lookup) };
+        let Some((mut entry, manifest)) = self.current() else { return lookup };
+        let pass = |why: String| warn(&self.dir, &format!("{why}: making a new entry"));
         if manifest.key != lookup.key {
-            return Ok(lookup);
+            pass("made with other identity options, erasure list or engage version".into());
+            return lookup;
         }
+        let found = |table: &str| manifest.tables.iter().find(|t| t.table == table);
         // A row rejected as in the future may be due by now: its table is
         // checked again.
-        let unchanged = |table: &str, files: &Vec<Stamp>| {
-            manifest.tables.iter().find(|t| t.table == table).filter(|t| {
-                let future = t
-                    .tally
-                    .rules
-                    .iter()
-                    .any(|(r, _)| r.as_deref().is_some_and(|r| r.starts_with("in_future:")));
-                &t.files == files && !future
-            })
+        let future = |t: &CachedTable| {
+            t.tally.rules.iter().any(|(r, _)| r.as_deref().is_some_and(|r| r.starts_with("in_future:")))
         };
-        let graph_ok = lookup
-            .stamps
-            .iter()
-            .all(|(t, f)| !GRAPH_TABLES.contains(&t.as_str()) || unchanged(t, f).is_some());
-        if !graph_ok {
-            return Ok(lookup);
+        let unchanged = |table: &str, files: &Vec<Stamp>| {
+            found(table).filter(|t| &t.files == files && !future(t)).map(|t| t.tally.clone())
+        };
+        for (table, files) in lookup.stamps.iter().filter(|(t, _)| GRAPH_TABLES.contains(&t.as_str())) {
+            if unchanged(table, files).is_none() {
+                match found(table).is_some_and(|t| &t.files == files) {
+                    true => pass(format!("{table} has rows rejected as in the future, which may be due now")),
+                    false => pass(format!("the files of {table} changed")),
+                }
+                return lookup;
+            }
         }
         let graph = match read_graph(&entry.dir, source) {
             Ok(graph) => graph,
             Err(e) => {
-                let e = chain(&e);
-                warn(&self.dir, &format!("{e}: making a new entry"));
-                return Ok(lookup);
+                pass(chain(&e));
+                return lookup;
             }
         };
-        lookup.known = lookup.stamps.iter().map(|(t, f)| unchanged(t, f).map(|c| c.tally.clone())).collect();
-        let mut entry = entry;
+        lookup.known = lookup.stamps.iter().map(|(t, f)| unchanged(t, f)).collect();
         entry.used.checked_again = lookup
             .stamps
             .iter()
@@ -194,7 +194,7 @@ impl Cache {
             .map(|((t, _), _)| t.clone())
             .collect();
         lookup.entry = Some((entry, graph));
-        Ok(lookup)
+        lookup
     }
 
     /// The entry `CURRENT` names, locked, with its manifest; none if there

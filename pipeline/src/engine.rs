@@ -988,16 +988,18 @@ impl Engine {
         let ingest = source.engine.spill("ingest")?;
         let located = Located::find(&source.root).await?;
         let cache = source.engine.checked_inputs.as_deref().map(Cache::new);
-        let mut lookup = cache.as_ref().map(|c| c.lookup(&located, source)).transpose()?;
+        let mut lookup = cache.as_ref().map(|c| c.lookup(&located, source));
         let hit = lookup.as_mut().and_then(|l| l.entry.take());
         let known = lookup.as_mut().map(|l| std::mem::take(&mut l.known)).unwrap_or_default();
         // A cache entry being made holds the dated graph of every row: it
         // serves any cutoff.
         let filling = lookup.is_some() && hit.is_none();
-        let build = match () {
-            _ if hit.is_some() => None,
-            _ if filling => Some((None, true)),
-            _ => resolve_at,
+        let build = if hit.is_some() {
+            None
+        } else if filling {
+            Some((None, true))
+        } else {
+            resolve_at
         };
         let mut graph = match build {
             Some((cutoff, dated)) => {

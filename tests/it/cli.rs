@@ -390,6 +390,7 @@ fn checked_inputs_are_kept_between_runs_and_made_again_when_files_change() {
     let plain = features("plain-transactions", false);
     let remade = features("remade", true);
     assert_same(&plain, &remade);
+    assert!(remade.2.contains("the files of transactions changed: making a new entry"), "{}", remade.2);
     let (was_made, again, second) = used(&remade.1);
     assert!(was_made && again == serde_json::json!([]) && second != first);
     assert_eq!(entries().len(), 1, "the replaced entry is removed: {:?}", entries());
