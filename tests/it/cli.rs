@@ -307,20 +307,21 @@ fn checked_inputs_are_kept_between_runs_and_made_again_when_files_change() {
     copy_dir(&tiny(), &data);
     let cache = tmp.path().join("checked");
     let by_url = format!("file://{}", data.canonicalize().unwrap().display());
-    let features_of = |data: &str, out: &str, cached: bool| {
+    let features_of = |data: &str, out: &str, cached: bool, more: &[&str]| {
         let out = tmp.path().join(out);
         let mut args = vec!["features", "--data", data, "--as-of", "2025-04-01"];
         args.extend(["--out", out.to_str().unwrap()]);
         if cached {
             args.extend(["--checked-inputs", cache.to_str().unwrap()]);
         }
+        args.extend(more);
         let run = engage(&args);
         assert!(run.status.success(), "{}", stderr(&run));
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("run_report.json")).unwrap()).unwrap();
         (out, report, stderr(&run))
     };
-    let features = |out: &str, cached: bool| features_of(data.to_str().unwrap(), out, cached);
+    let features = |out: &str, cached: bool| features_of(data.to_str().unwrap(), out, cached, &[]);
     // Every file but the report, byte for byte, and the contract-check counts.
     let assert_same = |a: &(std::path::PathBuf, serde_json::Value, String),
                        b: &(std::path::PathBuf, serde_json::Value, String)| {
@@ -363,7 +364,7 @@ fn checked_inputs_are_kept_between_runs_and_made_again_when_files_change() {
     assert_same(&plain, &kept);
     assert_eq!(used(&kept.1), (false, serde_json::json!([]), first.clone()));
     // The same root spelled as a URL.
-    let kept = features_of(&by_url, "kept-by-url", true);
+    let kept = features_of(&by_url, "kept-by-url", true, &[]);
     assert_same(&plain, &kept);
     assert_eq!(used(&kept.1), (false, serde_json::json!([]), first.clone()));
 
@@ -416,24 +417,8 @@ fn checked_inputs_are_kept_between_runs_and_made_again_when_files_change() {
         ["forget", "--data", data, "--id-type", "email", "--id", "ann@example.com", "--erasure-list", list];
     let forgot = engage(&forget);
     assert!(forgot.status.success(), "{}", stderr(&forgot));
-    let out = tmp.path().join("forgotten");
-    let run = engage(&[
-        "features",
-        "--data",
-        data,
-        "--as-of",
-        "2025-04-01",
-        "--out",
-        out.to_str().unwrap(),
-        "--erasure-list",
-        list,
-        "--checked-inputs",
-        cache.to_str().unwrap(),
-    ]);
-    assert!(run.status.success(), "{}", stderr(&run));
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("run_report.json")).unwrap()).unwrap();
-    let (was_made, _, fourth) = used(&report);
+    let forgotten = features_of(data, "forgotten", true, &["--erasure-list", list]);
+    let (was_made, _, fourth) = used(&forgotten.1);
     assert!(was_made && fourth != third && !Path::new(&third).exists());
 }
 
