@@ -37,7 +37,9 @@ use crate::ingest::{Located, Tally};
 use crate::output::{read_parquet, write_parquet};
 use crate::report::CacheUse;
 
-/// Bumped when what an entry holds changes.
+/// Bumped when what an entry holds changes, or how a row rule, the key
+/// checks or the identity graph decide (the contract's own text is in the
+/// key already): an entry made by other checks must not be read.
 const CACHE_FORMAT: u32 = 1;
 const CURRENT: &str = "CURRENT";
 const MANIFEST: &str = "manifest.json";
@@ -75,8 +77,9 @@ const GRAPH_TABLES: [&str; 3] =
     [crate::schema::CUSTOMERS, crate::schema::TRANSACTIONS, crate::schema::INTERACTIONS];
 
 /// What an entry depends on besides the files: the format, engage's
-/// version (its contract checks), the data root, the identity options and
-/// the erasure list (so that an entry never outlives an `engage forget`).
+/// version and data contract (its checks), the data root, the identity
+/// options and the erasure list (so that an entry never outlives an
+/// `engage forget`).
 fn key(source: &DataSource) -> serde_json::Value {
     let erasure = source.erasure.fingerprint();
     // A local root however it was spelled (relative, absolute, a link).
@@ -84,8 +87,16 @@ fn key(source: &DataSource) -> serde_json::Value {
         Some(path) => path.display().to_string(),
         None => source.root.to_string(),
     };
+    // The contract's tables, columns, types and vocabularies: a build whose
+    // contract differs checks every row again.
+    let contract = {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(format!("{:?}", crate::schema::TABLES));
+        digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
     serde_json::json!({
         "format": CACHE_FORMAT,
+        "contract": contract,
         "engage": env!("CARGO_PKG_VERSION"),
         "root": root,
         "identity": source.identity,
@@ -157,7 +168,7 @@ impl Cache {
         let Some((mut entry, manifest)) = self.current() else { return lookup };
         let pass = |why: String| warn(&self.dir, &format!("{why}: making a new entry"));
         if manifest.key != lookup.key {
-            pass("made with other identity options, erasure list or engage version".into());
+            pass("made with other identity options, erasure list, contract or engage version".into());
             return lookup;
         }
         let found = |table: &str| manifest.tables.iter().find(|t| t.table == table);
@@ -262,9 +273,12 @@ impl Cache {
         event_names: &[&str],
     ) -> Result<(Vec<u64>, File)> {
         std::fs::create_dir(dir).map_err(io(dir))?;
-        let lock_path = dir.join(LOCK);
-        let lock = File::create(&lock_path).map_err(io(&lock_path))?;
-        lock.lock_shared().map_err(io(&lock_path))?;
+        // Locked before it has its name: another run's sweep never finds
+        // the lock file of an entry being written unlocked.
+        let (claim, lock_path) = (dir.join(".lock.new"), dir.join(LOCK));
+        let lock = File::create(&claim).map_err(io(&claim))?;
+        lock.lock_shared().map_err(io(&claim))?;
+        std::fs::rename(&claim, &lock_path).map_err(io(&lock_path))?;
         let parts = graph.parts();
         let schemas = [GraphParts::nodes_schema(), GraphParts::crm_schema(), GraphParts::sets_schema()];
         for ((file, schema), batches) in
