@@ -204,11 +204,7 @@ impl Held {
         Ok(Box::new(reader.map(move |batch| {
             let batch = batch
                 .map_err(|e| PipelineError::Query { name: path.display().to_string(), source: e.into() })?;
-            let last = batch.num_columns() - 1;
-            let refs = batch.column(last).as_primitive::<UInt32Type>().values().clone();
-            let keep: Vec<usize> = (0..last).collect();
-            let batch = batch.project(&keep).expect("columns in range");
-            Ok((batch, refs))
+            Ok(split_refs(batch).expect("the spill file's last column is its references"))
         })))
     }
 }
@@ -256,6 +252,15 @@ impl Held {
     }
 }
 
+/// A held batch read back and its references, which [`with_refs`] put in
+/// its last column; `None` if that column holds no references.
+fn split_refs(batch: RecordBatch) -> Option<(RecordBatch, ScalarBuffer<u32>)> {
+    let last = batch.num_columns().checked_sub(1)?;
+    let refs = batch.column(last).as_primitive_opt::<UInt32Type>()?.values().clone();
+    let keep: Vec<usize> = (0..last).collect();
+    Some((batch.project(&keep).expect("columns in range"), refs))
+}
+
 /// `batch` with its references as the last column.
 fn with_refs(batch: &RecordBatch, refs: Vec<u32>) -> std::result::Result<RecordBatch, ArrowError> {
     let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -281,16 +286,10 @@ fn read_stored(path: &Path, ahead: usize) -> Result<Batches> {
         .spawn(move || {
             for batch in reader {
                 let item = batch.map_err(|e| broken(&path, e)).and_then(|batch| {
-                    let last = batch.num_columns() - 1;
-                    let refs = batch.column(last).as_primitive_opt::<UInt32Type>().ok_or_else(|| {
-                        PipelineError::Cache {
-                            path: path.display().to_string(),
-                            reason: "no identity references".into(),
-                        }
-                    })?;
-                    let refs = refs.values().clone();
-                    let keep: Vec<usize> = (0..last).collect();
-                    Ok((batch.project(&keep).expect("columns in range"), refs))
+                    split_refs(batch).ok_or_else(|| PipelineError::Cache {
+                        path: path.display().to_string(),
+                        reason: "no identity references".into(),
+                    })
                 });
                 let failed = item.is_err();
                 // A receiver gone has what it wanted.
