@@ -246,7 +246,7 @@ impl Cache {
         event_names: &[&str],
     ) -> Result<Entry> {
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let name = crate::events::SpillDir::name("entry").trim_start_matches("engage-").to_string();
+        let name = crate::claim::run_name("entry");
         let dir = self.dir.join(&name);
         let made = self.write_entry(&dir, lookup, tallies, graph, events, event_names);
         if made.is_err() {
@@ -272,13 +272,7 @@ impl Cache {
         events: &mut [Held],
         event_names: &[&str],
     ) -> Result<(Vec<u64>, File)> {
-        std::fs::create_dir(dir).map_err(io(dir))?;
-        // Locked before it has its name: another run's sweep never finds
-        // the lock file of an entry being written unlocked.
-        let (claim, lock_path) = (dir.join(".lock.new"), dir.join(LOCK));
-        let lock = File::create(&claim).map_err(io(&claim))?;
-        lock.lock_shared().map_err(io(&claim))?;
-        std::fs::rename(&claim, &lock_path).map_err(io(&lock_path))?;
+        let lock = crate::claim::claim(dir, LOCK, true)?;
         let parts = graph.parts();
         let schemas = [GraphParts::nodes_schema(), GraphParts::crm_schema(), GraphParts::sets_schema()];
         for ((file, schema), batches) in
@@ -303,18 +297,19 @@ impl Cache {
         Ok((rows, lock))
     }
 
-    /// Removes every entry but `keep` that no run holds.
+    /// Removes every entry but `keep` that no run holds (an older entry,
+    /// one a killed run left half-written) and what a killed run left of
+    /// naming its entry in `CURRENT`.
     fn sweep(&self, keep: &str) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with("entry-") || name == keep {
-                continue;
-            }
-            let dir = entry.path();
-            let Ok(lock) = File::open(dir.join(LOCK)) else { continue };
-            if lock.try_lock().is_ok() {
-                let _ = std::fs::remove_dir_all(&dir);
+            if name.starts_with("entry-") && name != keep {
+                crate::claim::remove_if_left_behind(&entry.path(), LOCK);
+            } else if let Some(named) = name.strip_prefix(&format!("{CURRENT}."))
+                && !self.dir.join(named).exists()
+            {
+                let _ = std::fs::remove_file(entry.path());
             }
         }
     }

@@ -14,8 +14,8 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
+use crate::claim::SpillDir;
 use crate::error::{Result, query};
-use crate::events::SpillDir;
 use crate::runtime::{Cluster, EngineSettings};
 use crate::sql::FEATURES;
 use crate::store::DataRoot;

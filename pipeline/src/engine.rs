@@ -23,9 +23,10 @@ use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionC
 use futures::StreamExt;
 
 use crate::cache::Cache;
+use crate::claim::SpillDir;
 use crate::erasure::ErasureList;
 use crate::error::{PipelineError, Result, io, query};
-use crate::events::{Attributed as AttributedEvents, Batches, Finished, Held, SpillDir};
+use crate::events::{Attributed as AttributedEvents, Batches, Finished, Held};
 use crate::identity::{
     Attribution, GraphBuilder, ID_TYPES, IdentityOptions, IdentityQuality, IdentityStats, Resolution,
     key_schema, map_schema, pairwise_quality,

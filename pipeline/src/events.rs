@@ -17,6 +17,7 @@ use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use datafusion::arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::claim::SpillDir;
 use crate::error::{PipelineError, Result, io};
 use crate::output::ParquetSink;
 
@@ -33,89 +34,6 @@ fn spill_sink(path: &Path, schema: SchemaRef) -> Result<Box<ParquetSink>> {
 
 /// Column holding each row's identifier reference on disk.
 const REF_COLUMN: &str = "__identity_ref";
-
-/// A directory of spilled event files, removed when dropped.
-///
-/// A run that is killed (out of memory, a timeout, `kill -9`) drops
-/// nothing, and a spill directory can hold gigabytes. So each one holds an
-/// exclusive lock (`flock`) on its `.owner` file for as long as it exists,
-/// which the operating system releases when the process ends however it
-/// ends, and creating one first removes the `engage-*` directories beside
-/// it whose owner file nobody holds: those of runs that ended without
-/// cleaning up. A directory without an owner file is left alone.
-#[derive(Debug)]
-pub struct SpillDir {
-    path: PathBuf,
-    _owner: std::fs::File,
-}
-
-/// The file a live spill directory's process holds locked.
-const OWNER_FILE: &str = ".owner";
-
-impl SpillDir {
-    /// A fresh directory `engage-<what>-...` under `base` (the system temp
-    /// directory if None), absolute, after the directories there that
-    /// runs which did not finish left behind are removed.
-    pub fn create(base: Option<&Path>, what: &str) -> Result<SpillDir> {
-        let base = base.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&base).map_err(io(&base))?;
-        remove_abandoned(&base);
-        let dir = std::path::absolute(base.join(SpillDir::name(what))).map_err(io(&base))?;
-        std::fs::create_dir(&dir).map_err(io(&dir))?;
-        // Locked before it has its name: a directory's owner file is never
-        // seen unlocked while its process lives.
-        let claim = dir.join(".owner.new");
-        let owned = dir.join(OWNER_FILE);
-        let owner = std::fs::File::create(&claim)
-            .and_then(|owner| owner.lock().map(|()| owner))
-            .map_err(io(&claim))
-            .and_then(|owner| std::fs::rename(&claim, &owned).map(|()| owner).map_err(io(&owned)));
-        match owner {
-            Ok(owner) => Ok(SpillDir { path: dir, _owner: owner }),
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                Err(e)
-            }
-        }
-    }
-
-    /// `engage-<what>-<pid>-<time>`: a name no other run takes.
-    pub fn name(what: &str) -> String {
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.f");
-        format!("engage-{what}-{}-{stamp}", std::process::id())
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-/// Removes the spill directories under `base` whose owner file can be
-/// locked: their process is gone. Says so on stderr; a directory that
-/// cannot be read or removed (another user's, say) is skipped, and so is
-/// one of this process (on NFS a lock is a POSIX lock, which a process
-/// does not conflict with).
-fn remove_abandoned(base: &Path) {
-    let Ok(entries) = std::fs::read_dir(base) else { return };
-    let ours = format!("-{}-", std::process::id());
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("engage-") || name.contains(&ours) {
-            continue;
-        }
-        let dir = entry.path();
-        let Ok(owner) = std::fs::File::open(dir.join(OWNER_FILE)) else { continue };
-        if owner.try_lock().is_ok() && std::fs::remove_dir_all(&dir).is_ok() {
-            eprintln!("engage: removed {}, left behind by a run that did not finish", dir.display());
-        }
-    }
-}
-
-impl Drop for SpillDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
 
 /// Event batches with their identifier references, one at a time.
 pub type Batches = Box<dyn Iterator<Item = Result<(RecordBatch, ScalarBuffer<u32>)>>>;
@@ -378,50 +296,4 @@ impl Attributed {
 pub enum Finished {
     Memory(Vec<Vec<RecordBatch>>),
     File(PathBuf),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spill_directories_of_runs_that_ended_are_removed_by_the_next() {
-        let base = std::env::temp_dir().join(format!("spill-sweep-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        let live = SpillDir::create(Some(&base), "events").unwrap();
-        std::fs::write(live.path().join("events.parquet"), b"rows").unwrap();
-        // What a killed run leaves: its files and an owner file nobody holds.
-        let dead = base.join("engage-events-1-20260101T000000.0");
-        std::fs::create_dir(&dead).unwrap();
-        std::fs::write(dead.join(OWNER_FILE), b"").unwrap();
-        std::fs::write(dead.join("events.parquet"), b"rows").unwrap();
-        // Another run's, alive: it holds its owner file locked.
-        let other = base.join("engage-events-4194304-20260101T000000.0");
-        std::fs::create_dir(&other).unwrap();
-        let held = std::fs::File::create(other.join(OWNER_FILE)).unwrap();
-        held.lock().unwrap();
-        // Not a spill directory of a run: no owner file, or not engage's.
-        let unowned = base.join("engage-notes");
-        let foreign = base.join("other");
-        for dir in [&unowned, &foreign] {
-            std::fs::create_dir(dir).unwrap();
-        }
-        std::fs::write(foreign.join(OWNER_FILE), b"").unwrap();
-
-        let next = SpillDir::create(Some(&base), "ingest").unwrap();
-        assert!(!dead.exists(), "the abandoned directory is removed");
-        for dir in [live.path(), next.path(), &other, &unowned, &foreign] {
-            assert!(dir.is_dir(), "{} stays", dir.display());
-        }
-        assert!(live.path().join("events.parquet").is_file());
-        let live_path = live.path().to_path_buf();
-        drop(live);
-        assert!(!live_path.exists(), "removed when dropped");
-        drop(next);
-        // Once its process is gone, the other run's directory goes too.
-        drop(held);
-        drop(SpillDir::create(Some(&base), "events").unwrap());
-        assert!(!other.exists());
-        std::fs::remove_dir_all(&base).unwrap();
-    }
 }

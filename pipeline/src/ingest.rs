@@ -37,8 +37,8 @@ use parquet::arrow::parquet_to_arrow_schema;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaDataReader;
 
+use crate::claim::SpillDir;
 use crate::error::{PipelineError, Result, io, query};
-use crate::events::SpillDir;
 use crate::output::ParquetSink;
 use crate::schema::{ColType, ColumnSpec, TABLES, TableSpec};
 use crate::store::DataRoot;

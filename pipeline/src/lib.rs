@@ -10,6 +10,7 @@
 
 pub mod audience;
 mod cache;
+mod claim;
 #[cfg(feature = "ballista")]
 pub mod cluster;
 mod engine;

@@ -22,8 +22,8 @@ use engage_models::registry::{META_FILE, MODEL_FILE, PROMOTIONS_FILE, Registry};
 use engage_models::snapshot::{self, MANIFEST_FILE, POINTER_FILE, SNAPSHOTS_DIR};
 use object_store::UpdateVersion;
 
+use crate::claim::SpillDir;
 use crate::error::{PipelineError, Result, io};
-use crate::events::SpillDir;
 use crate::report::RUN_REPORT_FILE;
 use crate::store::{DataRoot, local_files};
 

@@ -16,8 +16,8 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::{Deserialize, Serialize};
 
+use crate::claim::SpillDir;
 use crate::error::{PipelineError, Result, query};
-use crate::events::SpillDir;
 
 /// `[engine]` in the nightly config, `--memory-limit` / `--spill-dir` on
 /// the command line.

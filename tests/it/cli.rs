@@ -388,13 +388,33 @@ fn checked_inputs_are_kept_between_runs_and_made_again_when_files_change() {
         stdout(&shown)
     );
     rewrite("transactions");
+    // What runs killed while making an entry leave: one killed before its
+    // lock file had its name, one before it had one, one as it named its
+    // entry in CURRENT.
+    let half = cache.join("entry-1-20260101T000000.0");
+    std::fs::create_dir(&half).unwrap();
+    std::fs::write(half.join(".lock.new"), b"").unwrap();
+    // (No process has a number past the kernel's largest, 2^22.)
+    std::fs::create_dir(cache.join("entry-4194399-20260101T000000.0")).unwrap();
+    std::fs::write(cache.join("CURRENT.entry-3-20260101T000000.0"), b"entry-3-20260101T000000.0").unwrap();
     let plain = features("plain-transactions", false);
     let remade = features("remade", true);
     assert_same(&plain, &remade);
     assert!(remade.2.contains("the files of transactions changed: making a new entry"), "{}", remade.2);
     let (was_made, again, second) = used(&remade.1);
     assert!(was_made && again == serde_json::json!([]) && second != first);
-    assert_eq!(entries().len(), 1, "the replaced entry is removed: {:?}", entries());
+    let mut left: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let second_name = Path::new(&second).file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        left,
+        ["CURRENT".to_string(), second_name],
+        "the replaced entry and what killed runs left are removed"
+    );
     assert!(!Path::new(&first).exists());
 
     // An entry whose graph cannot be read is passed over, said so.
