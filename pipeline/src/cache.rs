@@ -125,6 +125,28 @@ fn stamps(located: &Located) -> Vec<(String, Vec<Stamp>)> {
         .collect()
 }
 
+/// Writes the manifest of the entry `dir`: the files of each table as
+/// `lookup` found them, with its counts in `tallies`, and the rows held
+/// per event table. Replaces one there at once (a run reading the entry
+/// reads the old one or the new one).
+fn write_manifest(dir: &Path, lookup: &Lookup, tallies: &[Tally], events: &[u64]) -> Result<()> {
+    let tables = lookup
+        .stamps
+        .iter()
+        .zip(tallies)
+        .map(|((table, files), tally)| CachedTable {
+            table: table.clone(),
+            files: files.clone(),
+            tally: tally.clone(),
+        })
+        .collect();
+    let manifest = Manifest { key: lookup.key.clone(), tables, events: events.to_vec() };
+    let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
+    let (tmp, path) = (dir.join(format!("{MANIFEST}.{}", std::process::id())), dir.join(MANIFEST));
+    std::fs::write(&tmp, json).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
 /// The cache directory.
 pub(crate) struct Cache {
     dir: PathBuf,
@@ -284,17 +306,15 @@ impl Cache {
         for (held, name) in events.iter_mut().zip(event_names) {
             rows.push(held.write_to(&events_file(dir, name))?);
         }
-        let tables = lookup
-            .stamps
-            .into_iter()
-            .zip(tallies)
-            .map(|((table, files), tally)| CachedTable { table, files, tally })
-            .collect();
-        let manifest = Manifest { key: lookup.key, tables, events: rows.clone() };
-        let manifest_path = dir.join(MANIFEST);
-        let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
-        std::fs::write(&manifest_path, json).map_err(io(&manifest_path))?;
+        write_manifest(dir, &lookup, &tallies, &rows)?;
         Ok((rows, lock))
+    }
+
+    /// After a run that checked some tables of `entry` again (their files
+    /// changed), their files and counts replace the ones it had: the next
+    /// run over the same files reads them from the entry.
+    pub(crate) fn refresh(&self, entry: &Entry, lookup: &Lookup, tallies: &[Tally]) -> Result<()> {
+        write_manifest(&entry.dir, lookup, tallies, &entry.events)
     }
 
     /// Removes every entry but `keep` that no run holds (an older entry,

@@ -11,11 +11,10 @@
 //! unlocked `<lock>.new`, removed as left behind; one killed between
 //! making the directory and its lock file (or while removing it) leaves
 //! one without, removed once the process its name carries is gone from
-//! this host. A sweep can
-//! catch a live run between creating `<lock>.new` and locking it: it holds
-//! that file's lock while it removes the directory (the live run's lock
-//! waits for it), and the live run, finding its directory gone, makes it
-//! again.
+//! this host. A sweep can catch a live run between creating `<lock>.new`
+//! and locking it: it holds that file's lock while it removes the
+//! directory (the live run's lock waits for it), and the live run, finding
+//! its directory gone, makes it again.
 
 use std::fs::File;
 use std::io::ErrorKind;
@@ -91,7 +90,8 @@ pub(crate) fn remove_if_left_behind(dir: &Path, lock: &str) -> bool {
         .unwrap_or_else(|| {
             let name = dir.file_name().unwrap_or_default().to_string_lossy();
             let gone = run_pid(&name).is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists());
-            !gone || std::fs::remove_dir_all(dir).is_err()
+            // (Its lock file may have got its name since it was looked for.)
+            !gone || dir.join(lock).exists() || std::fs::remove_dir_all(dir).is_err()
         });
     !kept
 }

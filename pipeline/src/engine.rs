@@ -1048,6 +1048,12 @@ impl Engine {
             cluster: None,
         };
         if let Some((entry, graph)) = hit {
+            if let (Some(cache), Some(lookup)) = (&cache, &lookup)
+                && !entry.used.checked_again.is_empty()
+                && let Err(e) = cache.refresh(&entry, lookup, &tallies)
+            {
+                eprintln!("engage: not keeping the tables checked again: {}", crate::cache::chain(&e));
+            }
             engine.graph = Some(GraphInProgress::cached(&engine.ctx, source, graph, &entry)?);
             engine.cache = Some(entry);
         } else if let (Some(cache), Some(lookup)) = (cache, lookup) {

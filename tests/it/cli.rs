@@ -387,6 +387,10 @@ fn checked_inputs_are_kept_between_runs_and_made_again_when_files_change() {
         "{}",
         stdout(&shown)
     );
+    // The entry keeps what was checked again.
+    let kept = features("kept-rechecked", true);
+    assert_same(&plain, &kept);
+    assert_eq!(used(&kept.1), (false, serde_json::json!([]), first.clone()));
     rewrite("transactions");
     // What runs killed while making an entry leave: one killed before its
     // lock file had its name, one before it had one, one as it named its
