@@ -270,7 +270,7 @@ impl Cache {
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let name = crate::claim::run_name("entry");
         let dir = self.dir.join(&name);
-        let made = self.write_entry(&dir, lookup, tallies, graph, events, event_names);
+        let made = self.write_entry(&dir, &lookup, &tallies, graph, events, event_names);
         if made.is_err() {
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -288,8 +288,8 @@ impl Cache {
     fn write_entry(
         &self,
         dir: &Path,
-        lookup: Lookup,
-        tallies: Vec<Tally>,
+        lookup: &Lookup,
+        tallies: &[Tally],
         graph: &GraphBuilder,
         events: &mut [Held],
         event_names: &[&str],
@@ -306,7 +306,7 @@ impl Cache {
         for (held, name) in events.iter_mut().zip(event_names) {
             rows.push(held.write_to(&events_file(dir, name))?);
         }
-        write_manifest(dir, &lookup, &tallies, &rows)?;
+        write_manifest(dir, lookup, tallies, &rows)?;
         Ok((rows, lock))
     }
 

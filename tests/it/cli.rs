@@ -343,9 +343,14 @@ fn checked_inputs_are_kept_between_runs_and_made_again_when_files_change() {
         };
         assert_eq!(counts(&a.1), counts(&b.1));
     };
-    let entries = || {
+    let listed = || {
         let names = std::fs::read_dir(&cache).unwrap().flatten();
         let mut names: Vec<String> = names.map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    let entries = || {
+        let mut names = listed();
         names.retain(|n| n.starts_with("entry-"));
         names
     };
@@ -407,15 +412,9 @@ fn checked_inputs_are_kept_between_runs_and_made_again_when_files_change() {
     assert!(remade.2.contains("the files of transactions changed: making a new entry"), "{}", remade.2);
     let (was_made, again, second) = used(&remade.1);
     assert!(was_made && again == serde_json::json!([]) && second != first);
-    let mut left: Vec<String> = std::fs::read_dir(&cache)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    left.sort();
     let second_name = Path::new(&second).file_name().unwrap().to_string_lossy().into_owned();
     assert_eq!(
-        left,
+        listed(),
         ["CURRENT".to_string(), second_name],
         "the replaced entry and what killed runs left are removed"
     );
